@@ -1,0 +1,3 @@
+from newbie.cli.main import main
+
+raise SystemExit(main())

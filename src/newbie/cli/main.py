@@ -1,0 +1,156 @@
+"""`newbie` command line: parse -> load -> generate -> save. Errors are one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from newbie.errors import NewbieError
+
+
+def _read_prompt(text: str) -> str:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise NewbieError(f"{path}: cannot read prompt file ({e.strerror if isinstance(e, OSError) else e})") from None
+    return text
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like WIDTHxHEIGHT, e.g. 1024x1024, got '{text}'") from None
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model folder or transformer .safetensors (default: the embedded demo model)")
+    p.add_argument("--text-encoder", help="Gemma3 folder, when --model is a single file")
+    p.add_argument("--clip-model", help="Jina CLIP v2 folder, when --model is a single file")
+    p.add_argument("--vae", help="VAE folder, when --model is a single file")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dtype", default="auto", help="DiT dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
+    p.add_argument("--text-dtype", help="text-encoder dtype (default: as --dtype)")
+    p.add_argument("--vae-dtype", default="fp32", help="VAE decode dtype")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="newbie", description="NewBie image Exp0.1 inference engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="text or XML prompt -> PNG", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("prompt", nargs="?", help="the prompt, or @file to read it from a file")
+    g.add_argument("--from", dest="from_image", help="re-make an image from the recipe in its PNG")
+    g.add_argument("--negative", help="negative prompt (default: the model's, empty for NewBie)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--steps", type=int)
+    g.add_argument("--cfg", type=float)
+    g.add_argument("--sampler", help="euler, midpoint, dpmpp_2m")
+    g.add_argument("--shift", type=float)
+    g.add_argument("--cfg-trunc", type=float, help="apply CFG only while t < this (0 = noise, 1 = data)")
+    g.add_argument("--renorm-cfg", type=float, help="cap the guided norm at this multiple of the conditional norm")
+    g.add_argument("--size", type=_size, help="WIDTHxHEIGHT, multiples of 16")
+    g.add_argument("--batch", type=int, default=1)
+    g.add_argument("--out", default="outputs/newbie.png", help="output PNG (a batch adds -1, -2, ...)")
+    g.add_argument("--quiet", action="store_true")
+    _add_model_args(g)
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("inspect", help="check every component of a model folder")
+    i.add_argument("model", help="model folder")
+    i.set_defaults(func=cmd_inspect)
+
+    try:
+        from newbie.prompts import cli as prompt_cli
+
+        prompt_cli.add_parser(sub)
+    except ImportError:
+        pass
+    return parser
+
+
+def _outputs(out: Path, n: int) -> list[Path]:
+    if n == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{k + 1}{out.suffix}") for k in range(n)]
+
+
+def cmd_generate(args) -> int:
+    from newbie import load
+    from newbie.cli.progress import ProgressBar
+    from newbie.pipeline.images import save_png
+    from newbie.pipeline.recipe import read_recipe
+
+    recipe = read_recipe(Path(args.from_image)) if args.from_image else None
+    if recipe is None and not args.prompt:
+        raise NewbieError("give a prompt (or @file, or --from IMAGE.png)")
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise NewbieError(f"--out must be a .png path, got '{out}'")
+    dtype = recipe.dtype if recipe and args.dtype == "auto" else args.dtype
+    pipe = load(args.model, device=args.device, dtype=dtype,
+                text_dtype=args.text_dtype or (recipe.text_dtype if recipe else None),
+                vae_dtype=recipe.vae_dtype if recipe and args.vae_dtype == "fp32" else args.vae_dtype,
+                text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae)
+    if pipe.notice and not args.quiet:
+        print(pipe.notice, file=sys.stderr)
+    if recipe is not None:
+        if recipe.model_hash != pipe.model_hash:
+            print(f"warning: the recipe was made with model {recipe.model_hash[:10]}, this is {pipe.model_hash[:10]}",
+                  file=sys.stderr)
+    else:
+        w, h = args.size if args.size else (None, None)
+        req_kwargs = dict(seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, shift=args.shift,
+                          width=w, height=h, batch=args.batch, cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg)
+        req = pipe.request(_read_prompt(args.prompt), args.negative, **req_kwargs)
+    if recipe is not None:
+        gen = pipe.remake(recipe, progress=None if args.quiet else ProgressBar(recipe.steps))
+    else:
+        gen = pipe.run(req, progress=None if args.quiet else ProgressBar(req.steps))
+    shown = set()
+    for rec in gen.recipes:
+        for msg in rec.warnings:
+            if msg not in shown:
+                shown.add(msg)
+                print(f"warning: {msg}", file=sys.stderr)
+    paths = _outputs(out, len(gen.images))
+    for image, rec, path in zip(gen.images, gen.recipes, paths):
+        save_png(image, rec, path)
+        print(path)
+    if not args.quiet:
+        t = gen.timings
+        print(f"encode {t['encode_s']:.2f}s  denoise {t['denoise_s']:.2f}s  decode {t['decode_s']:.2f}s", file=sys.stderr)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from newbie.config import SPECS
+    from newbie.loading.folder import inspect_folder, locate
+
+    folder = locate(args.model)
+    reports = inspect_folder(folder, SPECS["newbie-exp0.1"].dit)
+    for r in reports:
+        print(r.line())
+    damaged = [r for r in reports if r.found and not r.ok]
+    if damaged:
+        for r in damaged:
+            print(f"error: {r.name}: {r.problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except NewbieError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,133 @@
+"""Finding the components of a model folder by name (never through model_index.json), and checking them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from newbie.config import DiTConfig
+from newbie.errors import CheckpointError, NewbieError
+from newbie.loading.safetensors_io import read_headers, weight_files
+
+DTYPE_NAMES = {"BF16": "bf16", "F16": "fp16", "F32": "fp32", "F64": "fp64", "F8_E4M3": "fp8_e4m3", "I8": "int8"}
+
+
+@dataclass
+class ModelFolder:
+    root: Path | None
+    transformer: Path  # a folder with the weights, or one .safetensors file
+    text_encoder: Path | None
+    clip_model: Path | None
+    vae: Path | None
+    gemma_tokenizer_dirs: list[Path] = field(default_factory=list)
+    clip_tokenizer_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return (self.root or self.transformer).name
+
+
+def _first_dir(root: Path, names: tuple[str, ...]) -> Path | None:
+    for n in names:
+        if (root / n).is_dir():
+            return root / n
+    return None
+
+
+def locate(path: str | Path, text_encoder=None, clip_model=None, vae=None) -> ModelFolder:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise NewbieError(f"{path}: no such model folder or file")
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise NewbieError(f"{path}: a single-file model must be a .safetensors file")
+        root, transformer = None, path
+    else:
+        root = path
+        transformer = _first_dir(root, ("transformer",))
+        if transformer is None:
+            if list(root.glob("*.safetensors")) and not (root / "vae").is_dir():
+                transformer, root = root, None  # a bare transformer folder
+            else:
+                raise NewbieError(f"{root}: no transformer/ folder (is this a NewBie model folder?)")
+    te = Path(text_encoder) if text_encoder else (_first_dir(root, ("text_encoder",)) if root else None)
+    cm = Path(clip_model) if clip_model else (_first_dir(root, ("clip_model", "text_encoder_2")) if root else None)
+    va = Path(vae) if vae else (_first_dir(root, ("vae",)) if root else None)
+    gemma_tok = [d for d in (te, root / "tokenizer" if root else None) if d]
+    clip_tok = [d for d in (cm, root / "tokenizer_2" if root else None) if d]
+    return ModelFolder(root, transformer, te, cm, va, gemma_tok, clip_tok)
+
+
+@dataclass
+class ComponentReport:
+    name: str
+    path: Path | None
+    found: bool
+    params: int = 0
+    dtype: str = ""
+    ok: bool = False
+    problem: str = ""
+
+    def line(self) -> str:
+        if not self.found:
+            return f"{self.name:<13} absent"
+        status = "ok" if self.ok else f"DAMAGED: {self.problem}"
+        return f"{self.name:<13} found  {self.params / 1e6:10.2f}M params  {self.dtype:<6} keys {status}  ({self.path})"
+
+
+def _summary(headers: dict[str, dict]) -> tuple[int, str]:
+    params = 0
+    counts: dict[str, int] = {}
+    for h in headers.values():
+        n = 1
+        for s in h["shape"]:
+            n *= s
+        params += n
+        counts[h["dtype"]] = counts.get(h["dtype"], 0) + n
+    main = max(counts, key=counts.get) if counts else ""
+    return params, DTYPE_NAMES.get(main, main.lower())
+
+
+def inspect_folder(folder: ModelFolder, dit_base: DiTConfig) -> list[ComponentReport]:
+    """Check every present component's keys and shapes against its architecture, from headers alone."""
+    from newbie.loading.dit import check_dit_keys, config_from_json, dit_source, infer_layer_counts
+    from newbie.loading.text import check_gemma, check_jina
+    from newbie.loading.vae import check_vae
+
+    reports = []
+
+    def run(name, path, fn):
+        rep = ComponentReport(name, path, found=path is not None and path.exists())
+        if rep.found:
+            try:
+                files = [path] if path.is_file() else (dit_source(path)[0] if name == "transformer" else weight_files(path))
+                headers = read_headers(files)
+                rep.params, rep.dtype = _summary(headers)
+                fn(path, headers)
+                rep.ok = True
+            except NewbieError as e:
+                rep.problem = str(e)
+        reports.append(rep)
+
+    def dit_check(path, headers):
+        _, cfg_path = dit_source(path)
+        cfg = config_from_json(cfg_path, dit_base) if cfg_path else infer_layer_counts(headers, dit_base)
+        check_dit_keys(headers, cfg, str(path))
+
+    run("transformer", folder.transformer, dit_check)
+    run("text_encoder", folder.text_encoder, check_gemma)
+    run("clip_model", folder.clip_model, check_jina)
+    run("vae", folder.vae, check_vae)
+    return reports
+
+
+def meta_tensors(headers: dict[str, dict], keys=None) -> dict[str, torch.Tensor]:
+    return {k: torch.empty(h["shape"], device="meta") for k, h in headers.items() if keys is None or k in keys}
+
+
+def require(component: Path | None, what: str, hint: str) -> Path:
+    if component is None:
+        raise CheckpointError(f"no {what} found ({hint})")
+    return component

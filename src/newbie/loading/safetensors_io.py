@@ -1,0 +1,80 @@
+"""Reading safetensors files (single or sharded) with errors that name the file."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import torch
+
+from newbie.errors import CheckpointError
+
+_DTYPES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+           "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def read_header(path: Path) -> dict[str, dict]:
+    """Tensor name -> {"dtype", "shape"} from the header alone, checking that the data region is complete."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("file is shorter than a safetensors header")
+            (n,) = struct.unpack("<Q", raw)
+            if n > min(size - 8, 100 * 2**20):
+                raise ValueError("header length is out of range")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: damaged safetensors file ({e})") from None
+    header.pop("__metadata__", None)
+    end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    if 8 + n + end > size:
+        raise CheckpointError(f"{path}: damaged safetensors file (truncated: {size} bytes, needs {8 + n + end})")
+    return {k: {"dtype": v["dtype"], "shape": tuple(v["shape"])} for k, v in header.items()}
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a component folder: an index's shards, or the *.safetensors files."""
+    for index in sorted(folder.glob("*.safetensors.index.json")):
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{index}: unreadable shard index ({e})") from None
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise CheckpointError(f"{folder}: shard(s) missing: {', '.join(missing)}")
+        return [folder / n for n in names]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{folder}: no .safetensors weights found")
+    return files
+
+
+def read_headers(files: list[Path]) -> dict[str, dict]:
+    merged: dict[str, dict] = {}
+    for f in files:
+        merged.update(read_header(f))
+    return merged
+
+
+def load_tensors(files: list[Path], keys: set[str] | None = None, dtype: torch.dtype | None = None,
+                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load tensors (all, or the named ones), cast to `dtype` as they are read."""
+    from safetensors import safe_open
+
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt", device=str(device)) as sf:
+                for k in sf.keys():
+                    if keys is not None and k not in keys:
+                        continue
+                    t = sf.get_tensor(k)
+                    out[k] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            if isinstance(e, CheckpointError):
+                raise
+            raise CheckpointError(f"{f}: damaged safetensors file ({e})") from None
+    return out

@@ -1,0 +1,179 @@
+"""Loading Gemma3 (text_encoder/) and the Jina CLIP v2 text tower (clip_model/) natively, strictly."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from newbie.errors import CheckpointError
+from newbie.loading.safetensors_io import load_tensors, read_headers, weight_files
+from newbie.loading.strict import build_empty, check_keys, load_strict
+
+# Where the Gemma text decoder sits inside the saved model: Gemma3ForConditionalGeneration (original and
+# transformers-5 spellings), Gemma3ForCausalLM, or a bare Gemma3TextModel.
+GEMMA_PREFIXES = ("language_model.model.", "model.language_model.", "language_model.", "model.", "")
+# Parts of a multimodal Gemma folder that text encoding never uses.
+GEMMA_UNUSED = re.compile(r"^(model\.)?(vision_tower|multi_modal_projector)\.|^lm_head\.")
+
+# Jina CLIP v2 keeps its XLM-RoBERTa text tower under one of these prefixes.
+JINA_PREFIXES = ("text_model.transformer.roberta.", "text_model.transformer.", "roberta.", "")
+# original (flash) XLM-RoBERTa names -> transformers' native JinaEmbeddingsV3Model names
+JINA_RENAMES = [
+    (r"^emb_ln\.", "embeddings.LayerNorm."),
+    (r"^encoder\.layers\.", "layers."),
+    (r"\.mixer\.out_proj\.", ".self_attn.o_proj."),
+    (r"\.norm1\.", ".post_attention_layernorm."),
+    (r"\.norm2\.", ".post_mlp_layernorm."),
+]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable config ({e})") from None
+
+
+def _find_prefix(keys, prefixes, anchor: str, where: str) -> str:
+    for p in prefixes:
+        if p + anchor in keys:
+            return p
+    raise CheckpointError(f"{where}: no '{anchor}' under any known prefix ({', '.join(p or '<none>' for p in prefixes)})")
+
+
+def gemma_text_config(folder: Path):
+    from transformers import Gemma3TextConfig
+
+    raw = _read_json(folder / "config.json")
+    text = raw.get("text_config", raw) if raw.get("model_type") != "gemma3_text" else raw
+    text = {k: v for k, v in text.items() if k not in ("architectures", "model_type", "transformers_version")}
+    return Gemma3TextConfig(**text)
+
+
+def _gemma_plan(folder: Path, headers: dict) -> tuple[str, set[str]]:
+    prefix = _find_prefix(headers, GEMMA_PREFIXES, "embed_tokens.weight", str(folder))
+    keys = {k for k in headers if k.startswith(prefix) and not GEMMA_UNUSED.match(k)}
+    return prefix, keys
+
+
+def _empty_gemma(folder: Path, device="cpu"):
+    from transformers import Gemma3TextModel
+
+    cfg = gemma_text_config(folder)
+    cfg._attn_implementation = "sdpa"
+    return build_empty(lambda: Gemma3TextModel(cfg), device)
+
+
+def check_gemma(folder: Path, headers: dict) -> None:
+    from newbie.loading.folder import meta_tensors
+
+    prefix, keys = _gemma_plan(folder, headers)
+    sd = {k[len(prefix):]: v for k, v in meta_tensors(headers, keys).items()}
+    check_keys(_empty_gemma(folder, "meta"), sd, str(folder), "Gemma3 text encoder")
+
+
+def load_gemma(folder: Path, dtype: torch.dtype, device="cpu"):
+    """Gemma3TextModel from any Gemma3 folder layout; every decoder weight must be present."""
+    files = weight_files(folder)
+    headers = read_headers(files)
+    prefix, keys = _gemma_plan(folder, headers)
+    model = _empty_gemma(folder, device)
+    sd = {k[len(prefix):]: v for k, v in load_tensors(files, keys=keys, dtype=dtype, device=device).items()}
+    load_strict(model, sd, str(folder), "Gemma3 text encoder")
+    return model.to(device).eval().requires_grad_(False)
+
+
+def jina_config(folder: Path):
+    """JinaEmbeddingsV3Config: a native config, or jina-clip's text_config overrides on the v3 defaults."""
+    from transformers import JinaEmbeddingsV3Config
+
+    raw = _read_json(folder / "config.json")
+    if raw.get("model_type") == "jina_embeddings_v3":
+        fields = {k: v for k, v in raw.items() if k not in ("architectures", "model_type", "transformers_version")}
+    else:
+        text = raw.get("text_config") or {}
+        fields = dict(text.get("hf_model_config_kwargs") or {})
+    keep = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+            "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id",
+            "bos_token_id", "eos_token_id", "rope_parameters"}
+    cfg = {k: v for k, v in fields.items() if k in keep}
+    if "rotary_emb_base" in fields and "rope_parameters" not in cfg:
+        cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": float(fields["rotary_emb_base"])}
+    return JinaEmbeddingsV3Config(**cfg)
+
+
+def jina_state_dict(raw: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Jina CLIP text-tower tensors -> native names. LoRA task adapters are dropped: pooled text features
+    are computed without them (spec §3.3)."""
+    sd: dict[str, torch.Tensor] = {}
+    for k, v in raw.items():
+        name = k[len(prefix):]
+        if ".parametrizations." in name:
+            if not name.endswith(".parametrizations.weight.original"):
+                continue  # lora_A / lora_B
+            name = name.replace(".parametrizations.weight.original", ".weight")
+        for pattern, repl in JINA_RENAMES:
+            name = re.sub(pattern, repl, name)
+        if ".mixer.Wqkv." in name:
+            for part, t in zip(("q_proj", "k_proj", "v_proj"), v.chunk(3, dim=0)):
+                sd[name.replace("mixer.Wqkv", f"self_attn.{part}")] = t.contiguous()
+            continue
+        if name.startswith("pooler."):
+            continue
+        sd[name] = v
+    return sd
+
+
+def _jina_plan(folder: Path, headers: dict) -> tuple[str, set[str]]:
+    anchor = "embeddings.word_embeddings.weight"
+    if not any(k.endswith(anchor) for k in headers):
+        anchor = "embeddings.word_embeddings.parametrizations.weight.original"
+    prefix = _find_prefix(headers, JINA_PREFIXES, anchor, str(folder))
+    keys = {k for k in headers if k.startswith(prefix)}
+    if prefix == "":  # a bare tower: the CLIP parts are foreign
+        keys = {k for k in headers if not k.startswith(("vision_model.", "visual_projection", "text_projection"))}
+    return prefix, keys
+
+
+def _empty_jina(folder: Path, device="cpu"):
+    from transformers import JinaEmbeddingsV3Model
+
+    cfg = jina_config(folder)
+    cfg._attn_implementation = "sdpa"
+    return build_empty(lambda: JinaEmbeddingsV3Model(cfg, add_pooling_layer=False), device)
+
+
+def check_jina(folder: Path, headers: dict) -> None:
+    from newbie.loading.folder import meta_tensors
+
+    prefix, keys = _jina_plan(folder, headers)
+    sd = jina_state_dict(meta_tensors(headers, keys), prefix)
+    check_keys(_empty_jina(folder, "meta"), sd, str(folder), "Jina CLIP text tower")
+
+
+def load_jina(folder: Path, dtype: torch.dtype, device="cpu"):
+    files = weight_files(folder)
+    headers = read_headers(files)
+    prefix, keys = _jina_plan(folder, headers)
+    model = _empty_jina(folder, device)
+    sd = jina_state_dict(load_tensors(files, keys=keys, dtype=dtype, device=device), prefix)
+    load_strict(model, sd, str(folder), "Jina CLIP text tower")
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_tokenizer(folders: list[Path], what: str):
+    """The first folder holding tokenizer files. Never runs remote code."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    for folder in folders:
+        if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
+            try:
+                return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+            except Exception:
+                if (folder / "tokenizer.json").is_file():
+                    return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+                raise
+    raise CheckpointError(f"no {what} tokenizer found in {' or '.join(str(f) for f in folders)}")

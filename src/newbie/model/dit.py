@@ -1,0 +1,208 @@
+"""NextDiT_CLIP, the NewBie image Exp0.1 transformer (spec §2).
+
+Module names equal the official checkpoint keys, so its state dict loads with no mapping.
+Time convention here is the official one: t = 0 is noise, t = 1 is data, output = velocity (data - noise).
+The samplers use sigma (1 = noise); `newbie.sampling.guidance` converts at the model edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from newbie.config import DiTConfig
+from newbie.model.math import apply_rope, attention, rms_norm, rope_angles, rope_inv_freqs, timestep_embedding
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+@dataclass
+class Rope:
+    """Per-request RoPE tables, built once outside forward (no host syncs inside the network)."""
+
+    cos: Tensor  # (B, N, head_dim/2)
+    sin: Tensor
+
+    def slice(self, start: int, stop: int) -> "Rope":
+        return Rope(self.cos[:, start:stop], self.sin[:, start:stop])
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.qkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
+        self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.qk_norm_eps)
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.qk_norm_eps)
+
+    def forward(self, x: Tensor, rope: Rope, key_mask: Tensor | None) -> Tensor:
+        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        q, k, v = self.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.unflatten(-1, (self.n_heads, self.head_dim))  # (B, N, Hq, D)
+        k = k.unflatten(-1, (self.n_kv_heads, self.head_dim))  # (B, N, Hkv, D)
+        v = v.unflatten(-1, (self.n_kv_heads, self.head_dim))
+        q = apply_rope(self.q_norm(q), rope.cos, rope.sin)
+        k = apply_rope(self.k_norm(k), rope.cos, rope.sin)
+        return self.out(attention(q, k, v, key_mask))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))  # SwiGLU
+
+
+class Block(nn.Module):
+    """Sandwich-norm block; modulated blocks scale by (1 + scale) and gate with tanh (no shift terms)."""
+
+    def __init__(self, cfg: DiTConfig, modulated: bool):
+        super().__init__()
+        self.modulated = modulated
+        self.attention = Attention(cfg)
+        self.feed_forward = FeedForward(cfg)
+        self.attention_norm1 = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention_norm2 = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm1 = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm2 = RMSNorm(cfg.dim, cfg.norm_eps)
+        if modulated:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cfg.adaln_dim, 4 * cfg.dim))
+
+    def forward(self, x: Tensor, rope: Rope, key_mask: Tensor | None, adaln: Tensor | None = None) -> Tensor:
+        if not self.modulated:
+            x = x + self.attention_norm2(self.attention(self.attention_norm1(x), rope, key_mask))
+            return x + self.ffn_norm2(self.feed_forward(self.ffn_norm1(x)))
+        scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(adaln)[:, None].chunk(4, dim=-1)
+        h = self.attention(self.attention_norm1(x) * (1 + scale_msa), rope, key_mask)
+        x = x + gate_msa.tanh() * self.attention_norm2(h)
+        h = self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp))
+        return x + gate_mlp.tanh() * self.ffn_norm2(h)
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)  # no weights
+        self.linear = nn.Linear(cfg.dim, cfg.patch_dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cfg.adaln_dim, cfg.dim))
+
+    def forward(self, x: Tensor, adaln: Tensor) -> Tensor:
+        scale = self.adaLN_modulation(adaln)[:, None]
+        return self.linear(self.norm_final(x) * (1 + scale))
+
+
+class NextDiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.x_embedder = nn.Linear(cfg.patch_dim, cfg.dim)
+        self.t_embedder = _TimestepEmbedder(cfg.adaln_dim)
+        self.cap_embedder = nn.Sequential(RMSNorm(cfg.cap_feat_dim, cfg.norm_eps), nn.Linear(cfg.cap_feat_dim, cfg.dim))
+        self.clip_text_pooled_proj = nn.Sequential(
+            RMSNorm(cfg.clip_text_dim, cfg.qk_norm_eps), nn.Linear(cfg.clip_text_dim, cfg.adaln_dim)
+        )
+        self.time_text_embed = nn.Sequential(nn.SiLU(), nn.Linear(2 * cfg.adaln_dim, cfg.adaln_dim))
+        self.noise_refiner = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_refiner_layers)])
+        self.context_refiner = nn.ModuleList([Block(cfg, modulated=False) for _ in range(cfg.n_refiner_layers)])
+        self.layers = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_layers)])
+        self.final_layer = FinalLayer(cfg)
+        # `norm_final` of the checkpoint is never used by the reference forward; it is not built (weights.py drops it).
+
+    # -- request-level preparation (called once per generate, outside the step loop) --
+
+    def rope(self, cap_len: Tensor, cap_tokens: int, grid_h: int, grid_w: int) -> Rope:
+        """RoPE for [caption (padded to cap_tokens) | image grid]. Caption token i -> (i, 0, 0);
+        image patch (r, c) -> (cap_len, r, c), where cap_len is each sample's valid caption length."""
+        b, device = cap_len.shape[0], cap_len.device
+        cap_pos = torch.zeros(b, cap_tokens, 3, device=device)
+        cap_pos[..., 0] = torch.arange(cap_tokens, device=device)
+        rows = torch.arange(grid_h, device=device).repeat_interleave(grid_w)
+        cols = torch.arange(grid_w, device=device).repeat(grid_h)
+        img_pos = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).float()[None].repeat(b, 1, 1)
+        img_pos[..., 0] = cap_len.float()[:, None]
+        inv = rope_inv_freqs(self.cfg.axes_dims, self.cfg.rope_theta, device)
+        angles = rope_angles(torch.cat([cap_pos, img_pos], dim=1), inv)  # (B, L + N, head_dim/2)
+        return Rope(angles.cos(), angles.sin())
+
+    # -- patchify --
+
+    def patchify(self, x: Tensor) -> Tensor:
+        p = self.cfg.patch_size
+        b, c, h, w = x.shape
+        x = x.view(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)  # (B, H/p, W/p, py, px, C)
+        return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+    def unpatchify(self, x: Tensor, h: int, w: int) -> Tensor:
+        p, c = self.cfg.patch_size, self.cfg.in_channels
+        b = x.shape[0]
+        x = x.view(b, h // p, w // p, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (B, C, H/p, py, W/p, px)
+        return x.reshape(b, c, h, w)
+
+    # -- forward --
+
+    def forward(
+        self,
+        x: Tensor,  # (B, C, H, W) latent
+        t: Tensor,  # (B,) official time, 0 = noise
+        cap_feats: Tensor,  # (B, L, cap_feat_dim), right-padded
+        cap_mask: Tensor | None,  # (B, L) bool, None when no caption token is padding
+        pooled: Tensor,  # (B, clip_text_dim) Jina pooled feature
+        rope: Rope | None = None,
+    ) -> Tensor:
+        b, _, h, w = x.shape
+        p = self.cfg.patch_size
+        n_cap = cap_feats.shape[1]
+        if rope is None:
+            cap_len = cap_mask.sum(1) if cap_mask is not None else torch.full((b,), n_cap, device=x.device)
+            rope = self.rope(cap_len, n_cap, h // p, w // p)
+
+        t_emb = self.t_embedder(t.to(x.dtype))
+        clip_emb = self.clip_text_pooled_proj(pooled.to(x.dtype))
+        adaln = self.time_text_embed(torch.cat([t_emb, clip_emb], dim=-1))  # (B, adaln_dim)
+
+        cap_rope, img_rope = rope.slice(0, n_cap), rope.slice(n_cap, None)
+        cap = self.cap_embedder(cap_feats.to(x.dtype))
+        for block in self.context_refiner:
+            cap = block(cap, cap_rope, cap_mask)
+
+        img = self.x_embedder(self.patchify(x))
+        for block in self.noise_refiner:
+            img = block(img, img_rope, None, adaln)
+
+        # Joint sequence [caption (padded) | image]: padding keys are masked, and image positions start at each
+        # sample's valid caption length, so this equals the reference's packed [valid caption | image] layout.
+        joint = torch.cat([cap, img], dim=1)
+        joint_mask = None
+        if cap_mask is not None:
+            joint_mask = torch.cat([cap_mask, cap_mask.new_ones(b, img.shape[1])], dim=1)
+        for block in self.layers:
+            joint = block(joint, rope, joint_mask, adaln)
+
+        out = self.final_layer(joint[:, n_cap:], adaln)
+        return self.unpatchify(out, h, w)
+
+
+class _TimestepEmbedder(nn.Module):
+    def __init__(self, out_dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        emb = timestep_embedding(t, self.freq_dim)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))

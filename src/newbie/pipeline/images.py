@@ -1,0 +1,39 @@
+"""Tensors -> PIL images, and PNG files written atomically with their recipe."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from newbie.pipeline.recipe import PNG_KEY, Recipe
+
+
+def to_pil(images: torch.Tensor) -> list:
+    from PIL import Image
+
+    arr = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
+
+
+def save_png(image, recipe: Recipe, path: Path) -> Path:
+    """Write to a temporary file in the same folder, then rename: never a half-written PNG at `path`."""
+    from PIL.PngImagePlugin import PngInfo
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngInfo()
+    info.add_itxt(PNG_KEY, recipe.to_json())
+    info.add_itxt("parameters", recipe.summary())
+    fd, tmp = tempfile.mkstemp(prefix=".newbie-", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=info)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,276 @@
+"""load() and generate(): the one code path behind the CLI, the Python API, the UI and the server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from newbie import __version__
+from newbie.config import SPECS, ModelSpec, SamplingDefaults
+from newbie.errors import NewbieError
+from newbie.loading.dit import load_dit
+from newbie.loading.folder import ModelFolder, locate, require
+from newbie.loading.hashing import files_sha256
+from newbie.loading.text import load_gemma, load_jina, load_tokenizer
+from newbie.loading.vae import load_vae
+from newbie.model.text import TextEmbeds, TextEncoders
+from newbie.model.vae import LatentCodec
+from newbie.pipeline.images import to_pil
+from newbie.pipeline.recipe import Recipe
+from newbie.sampling.guidance import guided, velocity_fn
+from newbie.sampling.samplers import CALLS_PER_STEP, SAMPLERS
+from newbie.sampling.schedules import flow_sigmas
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+SPEC_FILE = "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
+
+
+def parse_dtype(name: str, device: torch.device) -> str:
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name not in DTYPES:
+        raise NewbieError(f"unknown dtype '{name}' (choose from auto, {', '.join(DTYPES)})")
+    return name
+
+
+def model_spec(folder: ModelFolder, base: ModelSpec) -> ModelSpec:
+    spec_path = folder.root / SPEC_FILE if folder.root else None
+    if not spec_path or not spec_path.is_file():
+        return base
+    try:
+        raw = json.loads(spec_path.read_text())
+        sampling = dataclasses.replace(base.sampling, **raw.get("sampling", {}))
+        top = {k: v for k, v in raw.items() if k in ("name", "trained_pixels", "max_aspect", "max_side")}
+        return dataclasses.replace(base, sampling=sampling, **top)
+    except (OSError, ValueError, TypeError) as e:
+        raise NewbieError(f"{spec_path}: unreadable model spec ({e})") from None
+
+
+@dataclass
+class Request:
+    prompts: list[str]
+    negative: str
+    seeds: list[int]
+    steps: int
+    cfg: float
+    sampler: str
+    shift: float
+    width: int
+    height: int
+    cfg_trunc: float
+    renorm_cfg: float
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Generation:
+    images: list  # PIL images
+    recipes: list[Recipe]
+    latents: torch.Tensor
+    timings: dict[str, float]
+
+
+class Pipeline:
+    def __init__(self, spec: ModelSpec, folder: ModelFolder, dit, text: TextEncoders, codec: LatentCodec,
+                 device: torch.device, dtypes: dict[str, str], notice: str = ""):
+        self.spec, self.folder = spec, folder
+        self.dit, self.text, self.codec = dit, text, codec
+        self.device, self.dtypes = device, dtypes
+        self.notice = notice  # e.g. "this is the toy demo model"
+        self._hash: str | None = None
+
+    @property
+    def model_hash(self) -> str:
+        if self._hash is None:
+            from newbie.loading.dit import dit_source
+
+            self._hash = files_sha256(dit_source(self.folder.transformer)[0])
+        return self._hash
+
+    # -- requests --
+
+    def request(self, prompt: str | list[str], negative: str | None = None, *, seed: int | None = None,
+                steps: int | None = None, cfg: float | None = None, sampler: str | None = None,
+                shift: float | None = None, width: int | None = None, height: int | None = None,
+                batch: int = 1, cfg_trunc: float | None = None, renorm_cfg: float | None = None) -> Request:
+        """Fill defaults from the model spec and validate; every problem is a one-line NewbieError."""
+        d: SamplingDefaults = self.spec.sampling
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise NewbieError("no prompt given")
+        if batch < 1:
+            raise NewbieError(f"batch must be >= 1, got {batch}")
+        prompts = [p for p in prompts for _ in range(batch)]
+        width, height = width or d.width, height or d.height
+        steps = d.steps if steps is None else steps
+        sampler = sampler or d.sampler
+        cfg = d.cfg if cfg is None else cfg
+        for side, name in ((width, "width"), (height, "height")):
+            if side % 16 or side < 16:
+                raise NewbieError(f"{name} {side} is not a positive multiple of 16")
+            if side > self.spec.max_side:
+                raise NewbieError(f"{name} {side} is larger than {self.spec.max_side}")
+        if steps < 1:
+            raise NewbieError(f"steps must be >= 1, got {steps}")
+        if sampler not in SAMPLERS:
+            raise NewbieError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
+        if not math.isfinite(cfg) or cfg < 0:
+            raise NewbieError(f"cfg must be a finite number >= 0, got {cfg}")
+        warns = []
+        if width * height > self.spec.trained_pixels or max(width, height) / min(width, height) > self.spec.max_aspect:
+            warns.append(f"{width}x{height} is outside the trained area (W*H <= {self.spec.trained_pixels}, "
+                         f"aspect <= {self.spec.max_aspect:g}); expect repeated or broken composition")
+        base_seed = secrets.randbelow(2**32) if seed is None else int(seed)
+        if not 0 <= base_seed < 2**63:
+            raise NewbieError(f"seed must be between 0 and 2^63-1, got {seed}")
+        return Request(
+            prompts=prompts, negative=d.negative if negative is None else negative,
+            seeds=[base_seed + i for i in range(len(prompts))], steps=steps, cfg=float(cfg), sampler=sampler,
+            shift=float(d.shift if shift is None else shift), width=width, height=height,
+            cfg_trunc=float(d.cfg_trunc if cfg_trunc is None else cfg_trunc),
+            renorm_cfg=float(d.renorm_cfg if renorm_cfg is None else renorm_cfg), warnings=warns,
+        )
+
+    def noise(self, req: Request) -> torch.Tensor:
+        """Per-image noise from a CPU generator seeded with the image's own seed: independent of batch size
+        and device, so an image can be re-made alone."""
+        f = self.codec.cfg.downscale
+        shape = (1, self.codec.cfg.latent_channels, req.height // f, req.width // f)
+        parts = [torch.randn(shape, generator=torch.Generator().manual_seed(s), dtype=torch.float32) for s in req.seeds]
+        return torch.cat(parts).to(self.device)
+
+    # -- the chain --
+
+    def encode(self, req: Request) -> tuple[TextEmbeds, TextEmbeds | None]:
+        cond = self.text.encode(req.prompts)
+        if req.cfg == 1.0:
+            return cond, None
+        uncond = self.text.encode([req.negative] * len(req.prompts))
+        return cond, uncond
+
+    def denoise(self, req: Request, cond: TextEmbeds, uncond: TextEmbeds | None,
+                progress: Callable[[dict], None] | None = None) -> torch.Tensor:
+        x = self.noise(req)
+        b = x.shape[0]
+        p = self.dit.cfg.patch_size
+        grid = (req.height // self.codec.cfg.downscale // p, req.width // self.codec.cfg.downscale // p)
+
+        def with_rope(e: TextEmbeds) -> tuple[TextEmbeds, object]:
+            e = e.trimmed().to(self.device, DTYPES[self.dtypes["dit"]])
+            return e, self.dit.rope(e.cap_mask.sum(1), e.cap_feats.shape[1], *grid)
+
+        cond_e, cond_rope = with_rope(cond)
+        model_cond = velocity_fn(self.dit, cond_e, cond_rope)
+        model = model_cond
+        if uncond is not None:
+            pair_e, pair_rope = with_rope(TextEmbeds.cat([cond, uncond]))
+            model = guided(velocity_fn(self.dit, pair_e, pair_rope), model_cond, req.cfg, req.cfg_trunc, req.renorm_cfg)
+        sigmas = flow_sigmas(req.steps, req.shift)
+        x = SAMPLERS[req.sampler](model, x, sigmas, callback=progress)
+        assert x.shape[0] == b
+        return x
+
+    def generate(self, prompt: str | list[str], negative: str | None = None, *,
+                 progress: Callable[[dict], None] | None = None, **kwargs) -> Generation:
+        req = self.request(prompt, negative, **kwargs)
+        return self.run(req, progress)
+
+    def run(self, req: Request, progress: Callable[[dict], None] | None = None) -> Generation:
+        timings = {}
+        t0 = time.perf_counter()
+        cond, uncond = self.encode(req)
+        timings["encode_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        latents = self.denoise(req, cond, uncond, progress)
+        _sync(self.device)
+        timings["denoise_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        images = self.codec.decode(latents)
+        timings["decode_s"] = time.perf_counter() - t0
+        problems = _problems(latents, images)
+        recipes = [self.recipe(req, i, req.warnings + problems[i]) for i in range(len(req.prompts))]
+        return Generation(to_pil(images), recipes, latents.cpu(), timings)
+
+    def recipe(self, req: Request, i: int, warns: list[str]) -> Recipe:
+        return Recipe(
+            prompt=req.prompts[i], negative=req.negative, seed=req.seeds[i], steps=req.steps, cfg=req.cfg,
+            sampler=req.sampler, shift=req.shift, width=req.width, height=req.height, cfg_trunc=req.cfg_trunc,
+            renorm_cfg=req.renorm_cfg, dtype=self.dtypes["dit"], text_dtype=self.dtypes["text"],
+            vae_dtype=self.dtypes["vae"], device=self.device.type, model=self.folder.name,
+            model_hash=self.model_hash, version=__version__, batch_size=len(req.prompts), batch_index=i,
+            warnings=warns,
+        )
+
+    def remake(self, recipe: Recipe, progress=None) -> Generation:
+        """Re-run a recipe: the same batch it was made in (so every kernel sees the same shapes), then pick it."""
+        base = recipe.seed - recipe.batch_index
+        gen = self.generate(recipe.prompt, recipe.negative, seed=base, steps=recipe.steps, cfg=recipe.cfg,
+                            sampler=recipe.sampler, shift=recipe.shift, width=recipe.width, height=recipe.height,
+                            batch=recipe.batch_size, cfg_trunc=recipe.cfg_trunc, renorm_cfg=recipe.renorm_cfg,
+                            progress=progress)
+        i = recipe.batch_index
+        return Generation([gen.images[i]], [gen.recipes[i]], gen.latents[i : i + 1], gen.timings)
+
+    def calls_per_step(self, sampler: str) -> int:
+        return CALLS_PER_STEP[sampler]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _problems(latents: torch.Tensor, images: torch.Tensor) -> list[list[str]]:
+    out = []
+    for lat, img in zip(latents, images):
+        p = []
+        if not bool(torch.isfinite(lat).all()):
+            p.append("latent has NaN/Inf values")
+        if not bool(torch.isfinite(img).all()):
+            p.append("image has NaN/Inf values")
+        elif float(img.max()) < 2 / 255:
+            p.append("image is all black")
+        out.append(p)
+    return out
+
+
+def load(path: str | Path | None = None, *, device: str | None = None, dtype: str = "auto",
+         text_dtype: str | None = None, vae_dtype: str = "fp32", text_encoder=None, clip_model=None, vae=None,
+         spec: str = "newbie-exp0.1") -> Pipeline:
+    """Load a NewBie model folder (or the embedded demo model when path is None)."""
+    notice = ""
+    if path is None:
+        from newbie.demo.model import default_model
+
+        path, notice = default_model()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NewbieError("device 'cuda' was asked for but no CUDA GPU is available")
+    dit_dtype = parse_dtype(dtype, dev)
+    names = {"dit": dit_dtype, "text": parse_dtype(text_dtype or dit_dtype, dev), "vae": parse_dtype(vae_dtype, dev)}
+    folder = locate(path, text_encoder, clip_model, vae)
+    base = SPECS[spec]
+    mspec = model_spec(folder, base)
+    hint = "give --text-encoder/--clip-model/--vae or a full model folder"
+    te = require(folder.text_encoder, "Gemma3 text encoder (text_encoder/)", hint)
+    cm = require(folder.clip_model, "Jina CLIP model (clip_model/)", hint)
+    va = require(folder.vae, "VAE (vae/)", hint)
+    dit = load_dit(folder.transformer, mspec.dit, DTYPES[names["dit"]], dev)
+    gemma = load_gemma(te, DTYPES[names["text"]], dev)
+    jina = load_jina(cm, DTYPES[names["text"]], dev)
+    if gemma.config.hidden_size != dit.cfg.cap_feat_dim:
+        raise NewbieError(f"text encoder width {gemma.config.hidden_size} != transformer cap_feat_dim {dit.cfg.cap_feat_dim}")
+    if jina.config.hidden_size != dit.cfg.clip_text_dim:
+        raise NewbieError(f"Jina width {jina.config.hidden_size} != transformer clip_text_dim {dit.cfg.clip_text_dim}")
+    text = TextEncoders(gemma, load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma"), jina,
+                        load_tokenizer(folder.clip_tokenizer_dirs, "Jina"), mspec.text)
+    vae_model, vae_cfg = load_vae(va, DTYPES[names["vae"]], dev)
+    return Pipeline(mspec, folder, dit, text, LatentCodec(vae_model, vae_cfg), dev, names, notice)

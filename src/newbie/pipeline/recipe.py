@@ -1,0 +1,70 @@
+"""The full recipe of an image, stored in its PNG so `newbie generate --from` can re-make it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from newbie.errors import NewbieError
+
+PNG_KEY = "newbie"
+
+
+@dataclass
+class Recipe:
+    prompt: str
+    negative: str
+    seed: int
+    steps: int
+    cfg: float
+    sampler: str
+    shift: float
+    width: int
+    height: int
+    cfg_trunc: float
+    renorm_cfg: float
+    dtype: str  # DiT compute dtype
+    text_dtype: str
+    vae_dtype: str
+    device: str
+    model: str  # folder name of the model
+    model_hash: str
+    version: str
+    batch_size: int = 1
+    batch_index: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Recipe":
+        try:
+            raw = json.loads(text)
+            names = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in raw.items() if k in names})
+        except (ValueError, TypeError) as e:
+            raise NewbieError(f"unreadable recipe ({e})") from None
+
+    def summary(self) -> str:
+        """A1111-style human-readable parameters line, for tools that show PNG 'parameters'."""
+        return (f"{self.prompt}\nNegative prompt: {self.negative}\nSteps: {self.steps}, Sampler: {self.sampler}, "
+                f"CFG scale: {self.cfg}, Seed: {self.seed}, Size: {self.width}x{self.height}, Shift: {self.shift}, "
+                f"Model: {self.model}, Model hash: {self.model_hash[:10]}, dtype: {self.dtype}, newbie {self.version}")
+
+
+def read_recipe(path: Path) -> Recipe:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            text = im.info.get(PNG_KEY)
+    except FileNotFoundError:
+        raise NewbieError(f"{path}: no such image") from None
+    except (OSError, UnidentifiedImageError) as e:
+        raise NewbieError(f"{path}: not a readable image ({e})") from None
+    if not text:
+        raise NewbieError(f"{path}: this PNG carries no newbie recipe")
+    return Recipe.from_json(text)

@@ -1,0 +1,51 @@
+"""The model edge (official time -> sigma) and classifier-free guidance with truncation and renorm."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from newbie.model.text import TextEmbeds
+
+
+def velocity_fn(dit, embeds: TextEmbeds, rope) -> Callable[[Tensor, float], Tensor]:
+    """Wrap the DiT as model(x, sigma) -> dx/dsigma. The only place that knows the official convention
+    (t = 1 - sigma, output = data - noise = -dx/dsigma)."""
+    dtype = next(dit.parameters()).dtype
+    cap_mask = None if bool(embeds.cap_mask.all()) else embeds.cap_mask  # no mask on the hot path
+
+    def model(x: Tensor, sigma: float) -> Tensor:
+        b = embeds.cap_feats.shape[0]
+        t = torch.full((b,), 1.0 - sigma, device=x.device, dtype=torch.float32)
+        rep = b // x.shape[0]
+        v = dit(x.repeat(rep, 1, 1, 1).to(dtype), t, embeds.cap_feats, cap_mask, embeds.pooled, rope)
+        return -v.float()
+
+    return model
+
+
+def guided(model_pair: Callable[[Tensor, float], Tensor], model_cond: Callable[[Tensor, float], Tensor],
+           scale: float, cfg_trunc: float = 1.0, renorm: float = 0.0) -> Callable[[Tensor, float], Tensor]:
+    """CFG: uncond + scale * (cond - uncond) while t = 1 - sigma < cfg_trunc, the conditional branch alone after.
+
+    model_pair(x, sigma) returns [cond; uncond] stacked on the batch (one forward for both branches).
+    renorm > 0 caps each sample's guided norm at renorm * ||cond|| (norm over C, H, W).
+    """
+
+    def model(x: Tensor, sigma: float) -> Tensor:
+        if scale == 1.0 or (1.0 - sigma) >= cfg_trunc:
+            return model_cond(x, sigma)
+        cond, uncond = model_pair(x, sigma).chunk(2)
+        out = uncond + scale * (cond - uncond)
+        if renorm > 0:
+            dims = tuple(range(1, out.ndim))
+            cond_norm = torch.linalg.vector_norm(cond, dim=dims, keepdim=True)
+            out_norm = torch.linalg.vector_norm(out, dim=dims, keepdim=True)
+            factor = torch.where(out_norm >= renorm * cond_norm, renorm * cond_norm / out_norm, 1.0)
+            out = out * factor
+        return out
+
+    return model
