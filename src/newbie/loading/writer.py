@@ -40,7 +40,7 @@ def save_dit(folder: Path, dit: NextDiT, dtype: torch.dtype | None = None, with_
     folder.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.to(dtype) if dtype else v) for k, v in dit.state_dict().items()}
     if with_norm_final:  # present in the official file though never used
-        sd["norm_final.weight"] = torch.ones(dit.cfg.dim, dtype=dtype or torch.float32)
+        sd["norm_final.weight"] = torch.ones(dit.cfg.dim, dtype=dtype or next(dit.parameters()).dtype)
     save_file(_contiguous(sd), str(folder / "diffusion_pytorch_model.safetensors"))
     (folder / "config.json").write_text(json.dumps(dit_config_json(dit.cfg), indent=2))
 

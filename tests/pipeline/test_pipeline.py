@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from newbie.errors import NewbieError
+from newbie.model.text import gemma_text
+from newbie.config import TextConfig
+
+XML = ("<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance> "
+       "<position>left</position> </character_1> <general_tags> <count>1girl</count> "
+       "<background>white_background</background> </general_tags>")
+
+
+def test_system_prompt_follows_the_prompt_kind():
+    cfg = TextConfig()
+    assert gemma_text(XML, cfg) == cfg.system_prompt_xml + XML
+    assert gemma_text("1girl, red_hair", cfg) == cfg.system_prompt_text + "1girl, red_hair"
+    assert gemma_text("", cfg) == ""  # the default negative: just <bos>
+
+
+def test_text_embeds_shapes_and_padding(tiny_pipeline):
+    e = tiny_pipeline.text.encode([XML, ""])
+    assert e.cap_feats.shape[0] == 2 and e.cap_feats.shape[1] % 8 == 0
+    assert e.cap_feats.shape[2] == tiny_pipeline.dit.cfg.cap_feat_dim
+    assert e.pooled.shape == (2, tiny_pipeline.dit.cfg.clip_text_dim)
+    assert e.cap_mask[1].sum() == 1  # "" -> <bos> only
+    assert bool(e.cap_mask[0].all()) is False or e.cap_feats.shape[1] == e.cap_mask[0].sum()
+
+
+def test_generate_returns_images_and_full_recipes(tiny_pipeline):
+    gen = tiny_pipeline.generate(XML, seed=7, steps=3, width=64, height=48, batch=2)
+    assert len(gen.images) == 2 and gen.images[0].size == (64, 48)
+    r0, r1 = gen.recipes
+    assert (r0.seed, r1.seed) == (7, 8) and (r0.batch_index, r1.batch_index) == (0, 1)
+    assert r0.prompt == XML and r0.steps == 3 and r0.sampler == "midpoint" and r0.shift == 6.0
+    assert len(r0.model_hash) == 64 and r0.version
+    assert gen.latents.shape == (2, 16, 6, 8)
+    assert torch.isfinite(gen.latents).all()
+
+
+def test_batch_images_equal_images_made_alone(tiny_pipeline):
+    both = tiny_pipeline.generate(XML, seed=3, steps=2, width=32, height=32, batch=2, sampler="euler")
+    alone = tiny_pipeline.generate(XML, seed=4, steps=2, width=32, height=32, sampler="euler")
+    torch.testing.assert_close(both.latents[1:], alone.latents, rtol=1e-4, atol=1e-4)
+
+
+def test_remake_is_bit_identical(tiny_pipeline):
+    gen = tiny_pipeline.generate(XML, negative="black_background", seed=11, steps=3, width=32, height=32,
+                                 cfg=3.0, sampler="dpmpp_2m", batch=2)
+    again = tiny_pipeline.remake(gen.recipes[1])
+    assert torch.equal(again.latents, gen.latents[1:])
+    assert again.images[0].tobytes() == gen.images[1].tobytes()
+
+
+def test_cfg_truncation_changes_only_the_early_steps(tiny_pipeline):
+    a = tiny_pipeline.generate(XML, seed=1, steps=4, width=32, height=32, cfg=4.0, cfg_trunc=0.0, sampler="euler")
+    b = tiny_pipeline.generate(XML, seed=1, steps=4, width=32, height=32, cfg=1.0, sampler="euler")
+    torch.testing.assert_close(a.latents, b.latents)  # trunc 0: CFG never applies == cfg 1
+    c = tiny_pipeline.generate(XML, seed=1, steps=4, width=32, height=32, cfg=4.0, cfg_trunc=1.0, sampler="euler")
+    assert not torch.allclose(a.latents, c.latents)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(width=100), "width 100 is not a positive multiple of 16"),
+    (dict(height=4096), "height 4096 is larger than 2048"),
+    (dict(steps=0), "steps must be >= 1"),
+    (dict(sampler="ddim"), "unknown sampler 'ddim'"),
+    (dict(cfg=float("nan")), "cfg must be a finite number"),
+    (dict(batch=0), "batch must be >= 1"),
+])
+def test_bad_requests_are_one_line_errors(tiny_pipeline, kwargs, message):
+    with pytest.raises(NewbieError, match=message):
+        tiny_pipeline.request("1girl", **kwargs)
+
+
+def test_outside_trained_area_warns_in_the_recipe(tiny_pipeline):
+    req = tiny_pipeline.request("1girl", width=2048, height=1024)
+    assert any("outside the trained area" in w for w in req.warnings)
+    assert not tiny_pipeline.request("1girl", width=1024, height=1024).warnings
