@@ -9,8 +9,9 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "pink": (240, 130, 190), "purple": (140, 60, 200), "white": (245, 245, 245), "black": (25, 25, 25),
 }
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    # pastel blue/green, far from the palette's blue and green, so figures stand out on every background
     "white_background": (255, 255, 255), "black_background": (0, 0, 0),
-    "blue_background": (70, 130, 230), "green_background": (90, 190, 110),
+    "blue_background": (150, 190, 250), "green_background": (150, 215, 150),
 }
 POSITIONS = ("left", "center", "right")
 GENDERS = ("1girl", "1boy")

@@ -47,4 +47,4 @@ def load_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu"):
     model = build_empty(lambda: AutoencoderKL.from_config(raw), device)
     sd = load_tensors(files, dtype=dtype, device=device)
     load_strict(model, sd, str(folder), "VAE")
-    return model.to(device, dtype).eval().requires_grad_(False), cfg
+    return model.to(device).eval().requires_grad_(False), cfg

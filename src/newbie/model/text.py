@@ -69,7 +69,9 @@ class TextEncoders:
         return len(self.gemma_tokenizer(gemma_text(prompt, self.cfg))["input_ids"])
 
     @torch.no_grad()
-    def encode(self, prompts: list[str]) -> TextEmbeds:
+    def encode(self, prompts: list[str], clip_prompts: list[str] | None = None) -> TextEmbeds:
+        """clip_prompts: what Jina reads when it differs from Gemma's text (training-time caption dropout
+        blanks only Gemma's caption)."""
         device = self.device
         tok = self.gemma_tokenizer(
             [gemma_text(p, self.cfg) for p in prompts], padding=True, pad_to_multiple_of=self.cfg.pad_multiple,
@@ -80,7 +82,7 @@ class TextEncoders:
         cap_mask = tok.attention_mask.bool()
 
         jtok = self.jina_tokenizer(
-            prompts, padding=True, max_length=self.cfg.clip_max_tokens, truncation=True, return_tensors="pt"
+            prompts if clip_prompts is None else clip_prompts, padding=True, max_length=self.cfg.clip_max_tokens, truncation=True, return_tensors="pt"
         ).to(self.jina.device)
         hidden = self.jina(input_ids=jtok.input_ids, attention_mask=jtok.attention_mask).last_hidden_state.float()
         m = jtok.attention_mask[..., None].to(hidden.dtype)
