@@ -108,6 +108,43 @@ def caption_for(scene, rng: random.Random) -> str:
     return xml_caption(scene)
 
 
+@torch.no_grad()
+def build_pool(n: int, vae, text: TextEncoders, exclude, seed: int, device, scale: float, shift: float) -> dict:
+    """Encode n training scenes once (latents, Gemma features, Jina pooled): the step loop then only runs the DiT."""
+    rng = random.Random(seed)
+    lat, feats, masks, pooled = [], [], [], []
+    for start in range(0, n, 1024):
+        scenes = scenes_batch(rng, min(1024, n - start), exclude)
+        z = vae.encode(render(scenes, device) * 2 - 1).latent_dist.mode()
+        lat.append((z - shift) * scale)
+        emb = text.encode([caption_for(s, rng) for s in scenes])
+        feats.append(emb.cap_feats.to(torch.bfloat16))
+        masks.append(emb.cap_mask)
+        pooled.append(emb.pooled.float())
+    width = max(f.shape[1] for f in feats)
+    pad = lambda t, v=0: F.pad(t, (0, 0, 0, width - t.shape[1]), value=v) if t.ndim == 3 else F.pad(t, (0, width - t.shape[1]), value=v)  # noqa: E731
+    blank = text.encode([""])
+    return {"x1": torch.cat(lat), "cap": torch.cat([pad(f) for f in feats]), "mask": torch.cat([pad(m, False) for m in masks]),
+            "pooled": torch.cat(pooled), "blank_cap": blank.cap_feats[0, 0].to(torch.bfloat16),
+            "blank_pooled": blank.pooled[0].float()}
+
+
+def pool_batch(pool: dict, b: int, gen: torch.Generator, device) -> tuple:
+    idx = torch.randint(0, pool["x1"].shape[0], (b,), generator=gen).to(device)
+    x1, cap, mask, pooled = pool["x1"][idx], pool["cap"][idx].clone(), pool["mask"][idx].clone(), pool["pooled"][idx].clone()
+    r = torch.rand(b, generator=gen).to(device)
+    drop_gemma = r < 0.15  # official dropout: Gemma sees "", Jina still reads the caption
+    drop_both = r < 0.05  # both blank: the unconditional branch at inference
+    cap[drop_gemma] = 0
+    cap[drop_gemma, 0] = pool["blank_cap"]
+    mask[drop_gemma] = False
+    mask[drop_gemma, 0] = True
+    pooled[drop_both] = pool["blank_pooled"]
+    n = int(mask.sum(1).max())
+    n = (n + 7) // 8 * 8
+    return x1, cap[:, :n], mask[:, :n], pooled
+
+
 def train_dit(dit, vae, text: TextEncoders, args, state, device, scale: float, shift: float) -> dict:
     ckpt = Path(args.work) / "dit.pt"
     ema = copy.deepcopy(dit).requires_grad_(False)
@@ -119,8 +156,9 @@ def train_dit(dit, vae, text: TextEncoders, args, state, device, scale: float, s
         ema.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["opt"])
         step = saved["step"]
-    exclude = held_out_triples()
-    rng = random.Random(2000 + step)
+    pool = build_pool(args.pool, vae, text, held_out_triples(), 2000, device, scale, shift)
+    log(state, phase="pool", scenes=args.pool, caption_tokens=pool["cap"].shape[1])
+    gen = torch.Generator().manual_seed(3000 + step)
     # training-time resolution shift (spec §4.2): exp(mu) from the image token count
     tokens = (128 // 8 // dit.cfg.patch_size) ** 2
     t_shift = resolution_shift(tokens)
@@ -128,25 +166,7 @@ def train_dit(dit, vae, text: TextEncoders, args, state, device, scale: float, s
     deadline = time.perf_counter() + args.dit_minutes * 60
     ema_loss = None
     while time.perf_counter() < deadline:
-        scenes = scenes_batch(rng, args.dit_batch, exclude)
-        captions = [caption_for(s, rng) for s in scenes]
-        gemma_caps, clip_caps = [], []
-        for c in captions:
-            r = rng.random()
-            if r < 0.05:  # both encoders blank: the unconditional branch at inference
-                gemma_caps.append("")
-                clip_caps.append("")
-            elif r < 0.15:  # official dropout: Gemma blank, Jina still reads the caption
-                gemma_caps.append("")
-                clip_caps.append(c)
-            else:
-                gemma_caps.append(c)
-                clip_caps.append(c)
-        with torch.no_grad():
-            x = render(scenes, device) * 2 - 1
-            z = vae.encode(x).latent_dist.mode()
-            x1 = (z - shift) * scale
-            emb = text.encode(gemma_caps, clip_caps)
+        x1, cap, mask, pooled = pool_batch(pool, args.dit_batch, gen, device)
         x0 = torch.randn_like(x1)
         t = torch.sigmoid(torch.randn(x1.shape[0], device=device))  # logit-normal, t = 0 is noise
         sigma = 1 - t
@@ -155,7 +175,7 @@ def train_dit(dit, vae, text: TextEncoders, args, state, device, scale: float, s
         tt = t[:, None, None, None]
         xt = tt * x1 + (1 - tt) * x0
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            v = dit(xt, t, emb.cap_feats, emb.cap_mask, emb.pooled)
+            v = dit(xt, t, cap, mask, pooled)
         loss = F.mse_loss(v.float(), x1 - x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,10 +187,10 @@ def train_dit(dit, vae, text: TextEncoders, args, state, device, scale: float, s
         step += 1
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, p in zip(ema.parameters(), dit.parameters()):
-                pe.lerp_(p, 1 - decay)
-        ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
-        if step % 200 == 0:
+            torch._foreach_lerp_(list(ema.parameters()), list(dit.parameters()), 1 - decay)
+        if step % 50 == 0:
+            ema_loss = loss.item() if ema_loss is None else 0.9 * ema_loss + 0.1 * loss.item()
+        if step % 500 == 0:
             log(state, phase="dit", step=step, loss=round(ema_loss, 5), lr=lr)
         if step % args.ckpt_every == 0:
             torch.save({"model": dit.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
@@ -193,6 +213,7 @@ def main() -> None:
     ap.add_argument("--vae-kl", type=float, default=1e-4)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--ckpt-every", type=int, default=1000)
+    ap.add_argument("--pool", type=int, default=60000, help="training scenes encoded once up front")
     ap.add_argument("--eval-seeds", type=int, default=20)
     ap.add_argument("--init-from", help="a saved demo model folder: keep its VAE, continue its DiT")
     args = ap.parse_args()
@@ -223,6 +244,11 @@ def main() -> None:
     vae.register_to_config(scaling_factor=round(scale, 4), shift_factor=round(shift, 4))
     vae.requires_grad_(False)
     dit_info = train_dit(dit, vae, text, args, state, device, round(scale, 4), round(shift, 4))
+    previous = []
+    if args.init_from and (Path(args.init_from) / "training.json").exists():
+        before = json.loads((Path(args.init_from) / "training.json").read_text())
+        previous = before.get("previous_runs", []) + [{k: before.get(k) for k in ("dit", "accuracy", "minutes", "args")}]
+        dit_info["steps_total"] = dit_info["steps"] + sum(r["dit"]["steps"] for r in previous)
 
     from newbie.loading.writer import save_model
 
@@ -244,7 +270,8 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "vae": vae_info,
               "dit": dit_info, "dit_params": sum(p.numel() for p in dit.parameters()), "accuracy": accuracy,
               "held_out_triples": sorted(held_out_triples()), "args": vars(args),
-              "minutes": (time.perf_counter() - state["t0"]) / 60, "history": state.get("history", [])}
+              "minutes": (time.perf_counter() - state["t0"]) / 60, "previous_runs": previous,
+              "history": state.get("history", [])}
     (out / "training.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
 
