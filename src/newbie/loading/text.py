@@ -167,13 +167,20 @@ def load_jina(folder: Path, dtype: torch.dtype, device="cpu"):
 def load_tokenizer(folders: list[Path], what: str):
     """The first folder holding tokenizer files. Never runs remote code."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
 
     for folder in folders:
         if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
+            # jina-clip's config.json names a model type transformers does not know; the tokenizer files are
+            # standard, so the "instantiate a model of type" notice about it is noise here.
+            level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()
             try:
                 return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
             except Exception:
                 if (folder / "tokenizer.json").is_file():
                     return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
                 raise
+            finally:
+                hf_logging.set_verbosity(level)
     raise CheckpointError(f"no {what} tokenizer found in {' or '.join(str(f) for f in folders)}")
