@@ -1,0 +1,112 @@
+"""The CLI as a user meets it: one-line errors with exit code 2, no traceback, no partial files."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from newbie.cli.main import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_writes_png_with_recipe_and_remakes_it_bit_for_bit(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "a.png"
+    code, stdout, err = run(capsys, "generate", "1girl, red_hair", "--model", str(tiny_model_dir), "--seed", "5",
+                            "--steps", "2", "--size", "32x48", "--out", str(out), "--dtype", "fp32")
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    assert "it/s" in err and "ETA" in err
+    with Image.open(out) as im:
+        rec = json.loads(im.info["newbie"])
+        assert im.size == (32, 48)
+    assert rec["seed"] == 5 and rec["steps"] == 2 and rec["width"] == 32 and rec["height"] == 48
+    for key in ("prompt", "negative", "cfg", "sampler", "shift", "dtype", "model_hash", "version"):
+        assert key in rec
+    again = tmp_path / "b.png"
+    code, _, err = run(capsys, "generate", "--from", str(out), "--model", str(tiny_model_dir), "--out", str(again))
+    assert code == 0, err
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_batch_and_prompt_file(tiny_model_dir, tmp_path, capsys):
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("<character_1><gender>1girl</gender><position>left</position></character_1>\n")
+    code, stdout, err = run(capsys, "generate", f"@{prompt}", "--model", str(tiny_model_dir), "--steps", "1",
+                            "--size", "32x32", "--batch", "2", "--out", str(tmp_path / "x.png"), "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("x-*.png")) == ["x-1.png", "x-2.png"]
+    with Image.open(tmp_path / "x-2.png") as im:
+        rec = json.loads(im.info["newbie"])
+    assert rec["prompt"].startswith("<character_1>") and rec["batch_index"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "100x64"], "width 100 is not a positive multiple of 16"),
+    (["--steps", "0"], "steps must be >= 1"),
+    (["--sampler", "ddim"], "unknown sampler 'ddim'"),
+])
+def test_bad_arguments(tiny_model_dir, tmp_path, capsys, args, message):
+    out = tmp_path / "o.png"
+    code, _, err = run(capsys, "generate", "1girl", "--model", str(tiny_model_dir), "--out", str(out), *args)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == f"error: {message}" or message in err
+    assert "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_missing_inputs(tmp_path, capsys):
+    code, _, err = run(capsys, "generate", "x", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o.png"))
+    assert code == 2 and "no such model folder" in err
+    code, _, err = run(capsys, "generate", "@" + str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o.png"))
+    assert code == 2 and "cannot read prompt file" in err
+    code, _, err = run(capsys, "generate", "--from", str(tmp_path / "nope.png"))
+    assert code == 2 and "no such image" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "generate", "x", "--model", str(empty))
+    assert code == 2 and "no transformer/ folder" in err
+
+
+def test_damaged_checkpoint_is_one_line(tiny_model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, bad)
+    f = bad / "transformer" / "diffusion_pytorch_model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    code, _, err = run(capsys, "generate", "x", "--model", str(bad), "--out", str(tmp_path / "o.png"))
+    assert code == 2 and "damaged safetensors file" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_inspect_ok_and_damaged(tiny_model_dir, tmp_path, capsys):
+    code, out, err = run(capsys, "inspect", str(tiny_model_dir))
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["transformer", "text_encoder", "clip_model", "vae"]
+    assert all("keys ok" in line for line in lines)
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, bad)
+    from safetensors.torch import load_file, save_file
+
+    path = bad / "clip_model" / "model.safetensors"
+    sd = load_file(str(path))
+    victim = next(k for k in sd if "layers.1.mlp.fc2.bias" in k)
+    del sd[victim]
+    save_file(sd, str(path))
+    shutil.rmtree(bad / "vae")
+    code, out, err = run(capsys, "inspect", str(bad))
+    assert code == 2
+    assert "vae           absent" in out
+    assert "clip_model" in err and "layers.1.mlp.fc2.bias" in err
+
+
+def test_console_script_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "newbie", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "generate" in r.stdout and "inspect" in r.stdout
