@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-extras.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -r requirements.txt 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-extras.txt 2>&1 | grep -v "is ignored: it is neither" || true
 	$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
 	$(BIN)/python -c "import newbie, torch, diffusers, transformers" && touch $(STAMP)
 

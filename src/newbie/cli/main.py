@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 from newbie.errors import NewbieError
+
+
+# Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
+COMMAND_MODULES = ("newbie.prompts.cli", "newbie.precision.cli", "newbie.bench.cli", "newbie.ui.cli",
+                   "newbie.serve.cli", "newbie.adapters.cli")
 
 
 def _read_prompt(text: str) -> str:
@@ -64,12 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="model folder")
     i.set_defaults(func=cmd_inspect)
 
-    try:
-        from newbie.prompts import cli as prompt_cli
-
-        prompt_cli.add_parser(sub)
-    except ImportError:
-        pass
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                continue  # that feature is not part of this build
+            raise
+        module.add_parser(sub)
     return parser
 
 
