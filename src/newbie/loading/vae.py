@@ -13,6 +13,19 @@ from newbie.loading.safetensors_io import load_tensors, read_headers, weight_fil
 from newbie.loading.strict import build_empty, check_keys, load_strict
 
 
+def autoencoder_class():
+    """diffusers' AutoencoderKL, imported without its notice about optional torchao serialization types."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        from diffusers import AutoencoderKL
+    finally:
+        diffusers_logging.set_verbosity(level)
+    return AutoencoderKL
+
+
 def _vae_config(folder: Path) -> dict:
     try:
         return json.loads((folder / "config.json").read_text())
@@ -21,16 +34,16 @@ def _vae_config(folder: Path) -> dict:
 
 
 def check_vae(folder: Path, headers: dict) -> None:
-    from diffusers import AutoencoderKL
-
     from newbie.loading.folder import meta_tensors
+
+    AutoencoderKL = autoencoder_class()
 
     raw = _vae_config(folder)
     check_keys(build_empty(lambda: AutoencoderKL.from_config(raw), "meta"), meta_tensors(headers), str(folder), "VAE")
 
 
 def load_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu"):
-    from diffusers import AutoencoderKL
+    AutoencoderKL = autoencoder_class()
 
     try:
         raw = json.loads((folder / "config.json").read_text())

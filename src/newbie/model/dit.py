@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from newbie.config import DiTConfig
+from newbie.model.step_cache import StepCache
 from newbie.model.math import apply_rope, attention, rms_norm, rope_angles, rope_inv_freqs, timestep_embedding
 
 
@@ -163,6 +164,7 @@ class NextDiT(nn.Module):
         cap_mask: Tensor | None,  # (B, L) bool, None when no caption token is padding
         pooled: Tensor,  # (B, clip_text_dim) Jina pooled feature
         rope: Rope | None = None,
+        cache: StepCache | None = None,
     ) -> Tensor:
         b, _, h, w = x.shape
         p = self.cfg.patch_size
@@ -190,11 +192,28 @@ class NextDiT(nn.Module):
         joint_mask = None
         if cap_mask is not None:
             joint_mask = torch.cat([cap_mask, cap_mask.new_ones(b, img.shape[1])], dim=1)
-        for block in self.layers:
-            joint = block(joint, rope, joint_mask, adaln)
+        if cache is None:
+            for block in self.layers:
+                joint = block(joint, rope, joint_mask, adaln)
+        else:
+            joint = self._cached_layers(joint, rope, joint_mask, adaln, cache)
 
         out = self.final_layer(joint[:, n_cap:], adaln)
         return self.unpatchify(out, h, w)
+
+
+    def _cached_layers(self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache) -> Tensor:
+        first = self.layers[0](joint, rope, mask, adaln)
+        first_residual = first - joint
+        cache.calls += 1
+        if cache.usable(first_residual):
+            cache.hits += 1
+            return first + cache.rest
+        out = first
+        for block in self.layers[1:]:
+            out = block(out, rope, mask, adaln)
+        cache.prev_first, cache.rest = first_residual, out - first
+        return out
 
 
 class _TimestepEmbedder(nn.Module):

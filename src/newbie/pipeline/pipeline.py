@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 
 from newbie import __version__
+from newbie.adapters import recipe as adapter_recipe
+from newbie.adapters.stack import AdapterStack
 from newbie.config import SPECS, ModelSpec, SamplingDefaults
 from newbie.errors import NewbieError
 from newbie.loading.dit import load_dit
@@ -23,9 +25,11 @@ from newbie.loading.text import load_gemma, load_jina, load_tokenizer
 from newbie.loading.vae import load_vae
 from newbie.model.text import TextEmbeds, TextEncoders
 from newbie.model.vae import LatentCodec
+from newbie.pipeline import img2img
 from newbie.pipeline.images import to_pil
 from newbie.pipeline.recipe import Recipe
-from newbie.sampling.guidance import guided, velocity_fn
+from newbie.model.step_cache import StepCache
+from newbie.sampling.guidance import guided, split_pair, velocity_fn
 from newbie.sampling.samplers import CALLS_PER_STEP, SAMPLERS
 from newbie.sampling.schedules import flow_sigmas
 
@@ -68,6 +72,10 @@ class Request:
     cfg_trunc: float
     renorm_cfg: float
     warnings: list[str] = field(default_factory=list)
+    loras: list = field(default_factory=list)  # newbie.adapters.ActiveLora
+    fuse_loras: bool = False
+    image: img2img.ImageInput | None = None  # img2img / inpainting input
+    hires: img2img.HiresSpec | None = None
 
 
 @dataclass
@@ -86,6 +94,28 @@ class Pipeline:
         self.device, self.dtypes = device, dtypes
         self.notice = notice  # e.g. "this is the toy demo model"
         self._hash: str | None = None
+        # "split": cond and uncond as two unmasked forwards when their captions differ in length;
+        # "batched": one padded batch with a key mask (fewer, larger kernels; slower attention).
+        self.cfg_batching = "split"
+        self.step_cache = 0.0  # first-block-cache threshold; 0 = off (exact)
+        self.last_caches: list = []
+        self.compiled = False
+        self.adapters = AdapterStack()  # LoRA/LoKr: loaded files, and the set applied for the current request
+
+    def compile(self, backend: str = "inductor", mode: str | None = None) -> float:
+        """Regional torch.compile of the repeated block: one compiled graph reused by every layer.
+        Returns the seconds spent compiling on a small warm-up image."""
+        if self.compiled:
+            return 0.0
+        for blocks in (self.dit.layers, self.dit.noise_refiner, self.dit.context_refiner):
+            for block in blocks:
+                block.compile(backend=backend, mode=mode, dynamic=None, fullgraph=True)
+        self.compiled = True
+        t0 = time.perf_counter()
+        d = self.spec.sampling
+        self.generate("warm-up", seed=0, steps=1, width=d.width, height=d.height, sampler="euler")
+        _sync(self.device)
+        return time.perf_counter() - t0
 
     @property
     def model_hash(self) -> str:
@@ -100,8 +130,11 @@ class Pipeline:
     def request(self, prompt: str | list[str], negative: str | None = None, *, seed: int | None = None,
                 steps: int | None = None, cfg: float | None = None, sampler: str | None = None,
                 shift: float | None = None, width: int | None = None, height: int | None = None,
-                batch: int = 1, cfg_trunc: float | None = None, renorm_cfg: float | None = None) -> Request:
-        """Fill defaults from the model spec and validate; every problem is a one-line NewbieError."""
+                batch: int = 1, cfg_trunc: float | None = None, renorm_cfg: float | None = None,
+                loras=None, fuse_loras: bool = False, init_image=None, strength: float | None = None, mask=None,
+                mask_feather: int | None = None, hires=None) -> Request:
+        """Fill defaults from the model spec and validate; every problem is a one-line NewbieError.
+        Adapters, img2img/inpainting and hires: see docs/workflows.md."""
         d: SamplingDefaults = self.spec.sampling
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -109,7 +142,8 @@ class Pipeline:
         if batch < 1:
             raise NewbieError(f"batch must be >= 1, got {batch}")
         prompts = [p for p in prompts for _ in range(batch)]
-        width, height = width or d.width, height or d.height
+        image = img2img.image_input(init_image, mask, strength, mask_feather)  # None for text-to-image
+        width, height = img2img.request_size(image, width, height, (d.width, d.height), self.spec.max_side)
         steps = d.steps if steps is None else steps
         sampler = sampler or d.sampler
         cfg = d.cfg if cfg is None else cfg
@@ -131,13 +165,16 @@ class Pipeline:
         base_seed = secrets.randbelow(2**32) if seed is None else int(seed)
         if not 0 <= base_seed < 2**63:
             raise NewbieError(f"seed must be between 0 and 2^63-1, got {seed}")
-        return Request(
+        req = Request(
             prompts=prompts, negative=d.negative if negative is None else negative,
             seeds=[base_seed + i for i in range(len(prompts))], steps=steps, cfg=float(cfg), sampler=sampler,
             shift=float(d.shift if shift is None else shift), width=width, height=height,
             cfg_trunc=float(d.cfg_trunc if cfg_trunc is None else cfg_trunc),
             renorm_cfg=float(d.renorm_cfg if renorm_cfg is None else renorm_cfg), warnings=warns,
         )
+        req.loras, req.fuse_loras = self.adapters.resolve(self.dit, loras), bool(fuse_loras)
+        req.warnings += [note for a in req.loras for note in a.adapter.notes]
+        return img2img.attach(req, image, hires, self.spec.max_side)
 
     def noise(self, req: Request) -> torch.Tensor:
         """Per-image noise from a CPU generator seeded with the image's own seed: independent of batch size
@@ -167,12 +204,21 @@ class Pipeline:
             e = e.trimmed().to(self.device, DTYPES[self.dtypes["dit"]])
             return e, self.dit.rope(e.cap_mask.sum(1), e.cap_feats.shape[1], *grid)
 
+        new_cache = (lambda: StepCache(self.step_cache)) if self.step_cache else (lambda: None)
         cond_e, cond_rope = with_rope(cond)
-        model_cond = velocity_fn(self.dit, cond_e, cond_rope)
+        self.last_caches = [new_cache()]
+        model_cond = velocity_fn(self.dit, cond_e, cond_rope, self.last_caches[0])
         model = model_cond
         if uncond is not None:
             pair_e, pair_rope = with_rope(TextEmbeds.cat([cond, uncond]))
-            model = guided(velocity_fn(self.dit, pair_e, pair_rope), model_cond, req.cfg, req.cfg_trunc, req.renorm_cfg)
+            if self.cfg_batching == "split" and not bool(pair_e.cap_mask.all()):
+                unc_e, unc_rope = with_rope(uncond)
+                self.last_caches.append(new_cache())
+                model_pair = split_pair(model_cond, velocity_fn(self.dit, unc_e, unc_rope, self.last_caches[1]))
+            else:  # equal caption lengths: one batched forward with no mask
+                self.last_caches.append(new_cache())
+                model_pair = velocity_fn(self.dit, pair_e, pair_rope, self.last_caches[1])
+            model = guided(model_pair, model_cond, req.cfg, req.cfg_trunc, req.renorm_cfg)
         sigmas = flow_sigmas(req.steps, req.shift)
         x = SAMPLERS[req.sampler](model, x, sigmas, callback=progress)
         assert x.shape[0] == b

@@ -11,9 +11,9 @@ if TYPE_CHECKING:
     from newbie.model.text import TextEmbeds
 
 
-def velocity_fn(dit, embeds: TextEmbeds, rope) -> Callable[[Tensor, float], Tensor]:
+def velocity_fn(dit, embeds: TextEmbeds, rope, cache=None) -> Callable[[Tensor, float], Tensor]:
     """Wrap the DiT as model(x, sigma) -> dx/dsigma. The only place that knows the official convention
-    (t = 1 - sigma, output = data - noise = -dx/dsigma)."""
+    (t = 1 - sigma, output = data - noise = -dx/dsigma). `cache`: an optional StepCache for this branch."""
     dtype = next(dit.parameters()).dtype
     cap_mask = None if bool(embeds.cap_mask.all()) else embeds.cap_mask  # no mask on the hot path
 
@@ -21,8 +21,18 @@ def velocity_fn(dit, embeds: TextEmbeds, rope) -> Callable[[Tensor, float], Tens
         b = embeds.cap_feats.shape[0]
         t = torch.full((b,), 1.0 - sigma, device=x.device, dtype=torch.float32)
         rep = b // x.shape[0]
-        v = dit(x.repeat(rep, 1, 1, 1).to(dtype), t, embeds.cap_feats, cap_mask, embeds.pooled, rope)
+        v = dit(x.repeat(rep, 1, 1, 1).to(dtype), t, embeds.cap_feats, cap_mask, embeds.pooled, rope, cache)
         return -v.float()
+
+    return model
+
+
+def split_pair(model_cond, model_uncond) -> Callable[[Tensor, float], Tensor]:
+    """[cond; uncond] from two forwards. Used when the captions differ in length: each branch then runs
+    with no attention mask, which is faster than one padded, masked batch (spec anchor: masked SDPA +65%)."""
+
+    def model(x: Tensor, sigma: float) -> Tensor:
+        return torch.cat([model_cond(x, sigma), model_uncond(x, sigma)])
 
     return model
 

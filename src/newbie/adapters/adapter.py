@@ -1,0 +1,152 @@
+"""One adapter file -> a checked set of per-layer deltas (spec §6), or an AdapterMismatch naming the first key
+that does not fit the transformer."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from newbie.adapters.deltas import Delta, LokrDelta, LoraDelta
+from newbie.adapters.files import WEIGHTS_NAME, AdapterFile, read_adapter
+from newbie.adapters.keys import AdapterMismatch, ModuleNames, split_key
+
+LORA_PARTS = {"lora_down", "lora_up", "alpha"}
+LOKR_PARTS = {"lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "alpha"}
+
+
+@dataclass
+class Adapter:
+    path: Path  # the weights file
+    sha256: str
+    config_sha256: str  # "" when there is no adapter_config.json
+    kind: str  # "lora", "lokr" or "lora+lokr"
+    deltas: dict[str, Delta]  # transformer Linear name -> its weight change at strength 1
+    notes: list[str] = field(default_factory=list)  # things the user should know (shown as request warnings)
+
+    @property
+    def name(self) -> str:
+        return self.path.parent.name if self.path.name == WEIGHTS_NAME else self.path.stem
+
+
+def linear_shapes(dit: nn.Module) -> dict[str, tuple[int, int]]:
+    """Name -> (out, in) of every Linear-like layer (quantized replacements keep in/out_features)."""
+    return {name: (m.out_features, m.in_features) for name, m in dit.named_modules()
+            if isinstance(m, nn.Linear) or (hasattr(m, "in_features") and hasattr(m, "out_features"))}
+
+
+def load_adapter(path: str | Path, shapes: dict[str, tuple[int, int]]) -> Adapter:
+    f = read_adapter(path)
+    deltas, notes = build_deltas(f, ModuleNames(shapes))
+    kinds = sorted({"lora" if isinstance(d, LoraDelta) else "lokr" for d in deltas.values()})
+    return Adapter(f.weights, f.sha256, f.config_sha256, "+".join(kinds), deltas, notes)
+
+
+def build_deltas(f: AdapterFile, names: ModuleNames) -> tuple[dict[str, Delta], list[str]]:
+    problems: list[tuple[str, str]] = []  # (key, message): the smallest key is reported
+    groups: dict[str, dict[str, tuple[str, Tensor]]] = {}
+    for key in sorted(f.tensors):
+        try:
+            path, part = split_key(key)
+            module = names.resolve(path, key)
+        except AdapterMismatch as e:
+            problems.append((key, str(e)))
+            continue
+        groups.setdefault(module, {})[part] = (key, f.tensors[key])
+    deltas: dict[str, Delta] = {}
+    no_alpha = False
+    for module, parts in groups.items():
+        try:
+            if parts.keys() <= LORA_PARTS:
+                deltas[module], guessed = _lora(module, parts, f)
+                no_alpha |= guessed
+            elif parts.keys() <= LOKR_PARTS:
+                deltas[module] = _lokr(module, parts)
+            else:
+                raise AdapterMismatch(f"key '{min(k for k, _ in parts.values())}': layer {module} mixes LoRA and "
+                                      f"LoKr tensors")
+            _check_shape(module, deltas[module], parts, names.shapes[module])
+        except AdapterMismatch as e:
+            problems.append((min(k for k, _ in parts.values()), str(e)))
+    if problems:
+        raise AdapterMismatch(f"{f.weights}: does not fit this model: {min(problems)[1]}")
+    if not deltas:
+        raise AdapterMismatch(f"{f.weights}: holds no LoRA/LoKr layers")
+    notes = []
+    if no_alpha:
+        notes.append(f"{f.weights.name}: no alpha found (no adapter_config.json, alpha tensors or metadata); "
+                     "using scale 1 (alpha = rank), as ComfyUI does")
+    return deltas, notes
+
+
+def _need(parts: dict, name: str, module: str) -> Tensor:
+    if name not in parts:
+        have = ", ".join(k for k, _ in parts.values())
+        raise AdapterMismatch(f"key '{min(k for k, _ in parts.values())}': layer {module} has no {name} tensor "
+                              f"(found {have})")
+    key, t = parts[name]
+    if t.ndim != 2:
+        raise AdapterMismatch(f"key '{key}': expected a matrix, got shape {list(t.shape)}")
+    return t
+
+
+def _lora(module: str, parts: dict, f: AdapterFile) -> tuple[LoraDelta, bool]:
+    down, up = _need(parts, "lora_down", module), _need(parts, "lora_up", module)
+    rank = down.shape[0]
+    if up.shape[1] != rank:
+        raise AdapterMismatch(f"key '{parts['lora_up'][0]}': rank {up.shape[1]} != lora_A rank {rank}")
+    alpha, guessed = _lora_alpha(module, parts, f, rank)
+    rs = bool(f.config.get("use_rslora", False))
+    return LoraDelta(down, up, alpha / (math.sqrt(rank) if rs else rank)), guessed
+
+
+def _lora_alpha(module: str, parts: dict, f: AdapterFile, rank: int) -> tuple[float, bool]:
+    """Alpha from, in order: the layer's own alpha tensor (kohya/ComfyUI files), adapter_config.json (PEFT:
+    alpha_pattern, then lora_alpha), the safetensors metadata; else alpha = rank (scale 1), flagged as a guess."""
+    if "alpha" in parts:
+        return float(parts["alpha"][1].reshape(-1)[0]), False
+    if f.config:
+        for pattern, value in (f.config.get("alpha_pattern") or {}).items():
+            if re.fullmatch(rf"(.*\.)?(?:{pattern})", module):
+                return float(value), False
+        if f.config.get("lora_alpha") is not None:
+            return float(f.config["lora_alpha"]), False
+    try:
+        return float(f.metadata["lora_alpha"]), False
+    except (KeyError, ValueError):
+        return float(rank), True
+
+
+def _lokr(module: str, parts: dict) -> LokrDelta:
+    get = (lambda name: parts[name][1] if name in parts else None)
+    if "lokr_w1" in parts:
+        w1 = _need(parts, "lokr_w1", module)
+    else:
+        w1_a, w1_b = _need(parts, "lokr_w1_a", module), _need(parts, "lokr_w1_b", module)
+        if w1_a.shape[1] != w1_b.shape[0]:
+            raise AdapterMismatch(f"key '{parts['lokr_w1_b'][0]}': factor shapes {list(w1_a.shape)} @ "
+                                  f"{list(w1_b.shape)} do not chain")
+        w1 = w1_a @ w1_b
+    w2 = w2_a = w2_b = None
+    if "lokr_w2" in parts:
+        w2 = _need(parts, "lokr_w2", module)
+    else:
+        w2_a, w2_b = _need(parts, "lokr_w2_a", module), _need(parts, "lokr_w2_b", module)
+        if w2_a.shape[1] != w2_b.shape[0]:
+            raise AdapterMismatch(f"key '{parts['lokr_w2_b'][0]}': factor shapes {list(w2_a.shape)} @ "
+                                  f"{list(w2_b.shape)} do not chain")
+    # LyCORIS: scale = alpha / rank when a factor is low-rank (rank of w1_a, else of w2_a); full factors use 1.
+    rank = get("lokr_w1_a").shape[1] if "lokr_w1_a" in parts else (w2_a.shape[1] if w2_a is not None else None)
+    alpha = get("alpha")
+    scale = float(alpha.reshape(-1)[0]) / rank if rank and alpha is not None and float(alpha.reshape(-1)[0]) else 1.0
+    return LokrDelta(w1, w2, w2_a, w2_b, scale)
+
+
+def _check_shape(module: str, delta: Delta, parts: dict, want: tuple[int, int]) -> None:
+    if tuple(delta.shape) != tuple(want):
+        key = min(k for k, _ in parts.values())
+        raise AdapterMismatch(f"key '{key}': its weight change is {list(delta.shape)} but layer {module} is "
+                              f"{list(want)}")

@@ -1,0 +1,160 @@
+"""The adapters active on the transformer for the current request.
+
+Unfused: a forward hook on each adapted Linear adds strength·ΔW·x (LoRA: two thin matmuls), so switching per
+request only swaps hooks. Fused: ΔW is added into the weights (no per-step cost); the base weights are kept on the
+CPU and copied back, so removing an adapter restores them bit for bit without reloading the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from newbie.adapters.adapter import Adapter, linear_shapes, load_adapter
+from newbie.adapters.deltas import Delta
+from newbie.errors import NewbieError
+
+CACHE_SIZE = 8  # parsed adapters kept in memory (CPU), most recently used first
+
+
+@dataclass(frozen=True)
+class ActiveLora:
+    adapter: Adapter
+    strength: float
+
+
+class AdapterStack:
+    def __init__(self):
+        self._cache: OrderedDict[tuple, Adapter] = OrderedDict()
+        self._dit: nn.Module | None = None
+        self._hooks: list = []
+        self._originals: dict[str, Tensor] = {}  # fused: layer name -> base weight (CPU copy)
+        self._state: tuple = ()  # what is applied now: (fused, ((sha256, strength), ...))
+        self.active: list[ActiveLora] = []
+
+    # -- loading --
+
+    def load(self, dit: nn.Module, path: str | Path) -> Adapter:
+        """Parse and check an adapter against `dit` (cached by path, size and mtime)."""
+        p = Path(path).expanduser().resolve()
+        try:
+            st = p.stat()
+        except OSError:
+            raise NewbieError(f"{path}: no such adapter file or folder") from None
+        key = (str(p), st.st_size, st.st_mtime_ns, id(dit))
+        if p.is_dir():  # a PEFT folder: its two files decide
+            key += tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(p.iterdir()) if f.is_file())
+        if key not in self._cache:
+            self._cache[key] = load_adapter(p, linear_shapes(dit))
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(key)
+        return self._cache[key]
+
+    def resolve(self, dit: nn.Module, loras) -> list[ActiveLora]:
+        """Request form -> checked ActiveLora list. Accepts 'path', 'path:0.8', (path, strength),
+        {"path": ..., "strength": ...} and ActiveLora."""
+        out = []
+        for item in loras or []:
+            if isinstance(item, ActiveLora):
+                out.append(item)
+                continue
+            if isinstance(item, (str, Path)):
+                path, strength = parse_lora(item)
+            elif isinstance(item, dict):  # JSON form: {"path": ..., "strength": ...}
+                path, strength = item.get("path"), item.get("strength", 1.0)
+            else:
+                path, strength = item
+            if not path:
+                raise NewbieError(f"adapter entry {item!r} gives no path")
+            strength = float(strength)
+            if not math.isfinite(strength) or abs(strength) > 10:
+                raise NewbieError(f"adapter strength must be a finite number within [-10, 10], got {strength}")
+            out.append(ActiveLora(self.load(dit, path), strength))
+        return out
+
+    # -- applying --
+
+    def activate(self, dit: nn.Module, active: list[ActiveLora], fused: bool = False) -> None:
+        """Make `dit` carry exactly these adapters (none: the base model). A no-op when nothing changed."""
+        used = [a for a in active if a.strength != 0]  # strength 0 is exactly the base model
+        state = (fused, tuple((a.adapter.sha256, a.adapter.config_sha256, a.strength) for a in used)) if used else ()
+        if state == self._state and dit is self._dit:
+            self.active = list(active)
+            return
+        self.clear()
+        self.active = list(active)
+        if not used:
+            return
+        self._dit = dit
+        modules = dict(dit.named_modules())
+        per_layer: dict[str, list[tuple[Delta, float]]] = {}
+        for a in used:
+            for name, delta in a.adapter.deltas.items():
+                per_layer.setdefault(name, []).append((delta, a.strength))
+        try:
+            for name, deltas in per_layer.items():
+                (self._fuse if fused else self._hook)(name, modules[name], deltas)
+        except BaseException:
+            self.clear()
+            raise
+        self._state = state
+
+    def clear(self) -> None:
+        """Remove every adapter: hooks off, fused weights restored bit for bit."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        if self._originals:
+            modules = dict(self._dit.named_modules())
+            with torch.no_grad():
+                for name, weight in self._originals.items():
+                    modules[name].weight.copy_(weight)
+        self._originals = {}
+        self._state = ()
+        self._dit = None
+        self.active = []
+
+    def _hook(self, name: str, module: nn.Module, deltas: list[tuple[Delta, float]]) -> None:
+        w = getattr(module, "weight", None)
+        device = w.device if w is not None else "cpu"
+        dtype = w.dtype if w is not None and w.is_floating_point() else torch.bfloat16
+        moved = [(d.to(device, dtype), s) for d, s in deltas]
+
+        def add_delta(mod, args, out):
+            x = args[0]
+            for d, s in moved:
+                out = out + s * d.forward(x.to(d.dtype)).to(out.dtype)
+            return out
+
+        self._hooks.append(module.register_forward_hook(add_delta))
+
+    def _fuse(self, name: str, module: nn.Module, deltas: list[tuple[Delta, float]]) -> None:
+        w = module.weight
+        if type(w) is not nn.Parameter or not w.is_floating_point():
+            raise NewbieError(f"cannot fuse adapters into layer {name}: its weights are not plain floating point "
+                              "(quantized?); use unfused adapters")
+        self._originals[name] = w.detach().to("cpu", copy=True)
+        total = w.detach().float()
+        for d, s in deltas:
+            total = total + s * d.to(w.device, torch.float32).weight()
+        with torch.no_grad():
+            w.copy_(total.to(w.dtype))
+
+
+def parse_lora(text: str | Path) -> tuple[str, float]:
+    """'path' -> (path, 1.0); 'path:0.8' -> (path, 0.8). The strength is split off the last ':' only when it is a
+    number, so 'C:/loras/a.safetensors' stays a path."""
+    text = str(text)
+    head, sep, tail = text.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return text, 1.0

@@ -1,0 +1,369 @@
+"""Image conditioning on top of the pure samplers: img2img, inpainting and the hires pass.
+
+img2img at strength s: the input's latent is noised to sigma = s, x = (1 - s)·latent + s·noise, and the ODE is
+solved from s to 0 in `steps` steps on the text-to-image schedule restricted to [s, 0]. s = 1 is exactly
+text-to-image; s = 0 runs no step and returns the input's VAE round trip.
+Inpainting: at every model call the kept area is put on its exact noising path and its velocity is replaced by
+the path's own (noise - latent), so every sampler (multistep ones included) keeps it; after decoding, the
+original pixels go back under the feathered mask, so every pixel outside the mask is kept exactly.
+Hires: generate at the requested (trained) size, upscale the latents (bicubic) or the pixels (Lanczos, then VAE
+encode), and finish with a short img2img pass at the target size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from newbie.errors import NewbieError
+from newbie.pipeline.images import to_pil
+from newbie.sampling.schedules import flow_sigmas, shift_sigmas
+
+
+@dataclass(frozen=True)
+class ImageDefaults:
+    strength: float = 0.6  # img2img: noise level the input is pushed to (0 keeps it, 1 ignores it)
+    inpaint_strength: float = 1.0  # inpainting repaints the masked area from pure noise by default
+    mask_feather: int = 8  # pixels over which the mask ramps up inside its edge
+    hires_scale: float = 2.0
+    hires_upscaler: str = "pixel"  # Lanczos + VAE encode: sharper start than bicubic latents, so 0.5 suffices
+    hires_strength: float = 0.5
+
+
+DEFAULTS = ImageDefaults()
+UPSCALERS = ("latent", "pixel")
+HIRES_SEED_OFFSET = 0x9E3779B97F4A7C15  # the hires pass draws its own noise, not the base image's again
+
+
+@dataclass
+class ImageInput:
+    """The conditioning image of a request (img2img/inpainting), or the upscaled latents of a hires pass."""
+
+    strength: float
+    image: object = None  # PIL RGB input as given; resized to the request size by attach()
+    latent: Tensor | None = None  # a ready model latent (the hires pass), instead of `image`
+    mask_image: object = None  # PIL "L" mask as given (white = repaint)
+    feather: int = 0
+    path: str = ""  # file it came from ("" for in-memory images)
+    sha256: str = ""  # of the decoded RGB pixels, so a re-encoded copy of the same pixels matches
+    mask_path: str = ""
+    mask_sha256: str = ""
+    pixels: Tensor | None = None  # (1, 3, H, W) in [0, 1] at the request size
+    mask: Tensor | None = None  # (1, 1, H, W) feathered, 1 = repaint, exactly 0 outside the user's mask
+
+
+@dataclass(frozen=True)
+class HiresSpec:
+    width: int  # target size of the final image
+    height: int
+    upscaler: str = DEFAULTS.hires_upscaler
+    strength: float = DEFAULTS.hires_strength
+    steps: int = 0  # steps of the second pass
+
+
+# -- reading inputs --
+
+def read_image(source, mode: str, what: str):
+    """A path or PIL image -> (PIL image in `mode`, path string or "")."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, Image.Image):
+        return source.convert(mode), ""
+    path = Path(source).expanduser()
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return ImageOps.exif_transpose(im).convert(mode), str(path)
+    except FileNotFoundError:
+        raise NewbieError(f"{path}: no such {what}") from None
+    except (OSError, UnidentifiedImageError) as e:
+        raise NewbieError(f"{path}: not a readable {what} ({e})") from None
+
+
+def pixels_sha256(image) -> str:
+    h = hashlib.sha256(f"{image.mode} {image.width}x{image.height}\n".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def image_input(init_image=None, mask=None, strength: float | None = None,
+                mask_feather: int | None = None) -> ImageInput | None:
+    """Validate the image arguments of a request; None for plain text-to-image."""
+    if init_image is None:
+        for value, flag in ((mask, "a mask"), (strength, "a strength"), (mask_feather, "a mask feather")):
+            if value is not None:
+                raise NewbieError(f"{flag} needs an input image (init_image / --init-image)")
+        return None
+    image, path = read_image(init_image, "RGB", "input image")
+    if strength is None:
+        strength = DEFAULTS.inpaint_strength if mask is not None else DEFAULTS.strength
+    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0 <= strength <= 1):
+        raise NewbieError(f"strength must be a number in [0, 1], got {strength}")
+    out = ImageInput(strength=float(strength), image=image, path=path, sha256=pixels_sha256(image))
+    if mask is not None:
+        mask_image, out.mask_path = read_image(mask, "L", "mask image")
+        if mask_image.size != image.size:
+            raise NewbieError(f"mask is {mask_image.width}x{mask_image.height} but the input image is "
+                              f"{image.width}x{image.height}; they must match")
+        feather = DEFAULTS.mask_feather if mask_feather is None else mask_feather
+        if not isinstance(feather, int) or not 0 <= feather <= 256:
+            raise NewbieError(f"mask feather must be a whole number of pixels in [0, 256], got {feather}")
+        out.mask_image, out.mask_sha256, out.feather = mask_image, pixels_sha256(mask_image), feather
+    elif mask_feather is not None:
+        raise NewbieError("a mask feather needs a mask (mask / --mask)")
+    return out
+
+
+def request_size(image: ImageInput | None, width: int | None, height: int | None,
+                 default: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """Size of a request: given sides win; otherwise the input image's size (aspect kept, floored to multiples
+    of 16, shrunk to fit max_side); otherwise the model's default."""
+    if image is None:
+        return width or default[0], height or default[1]
+    iw, ih = image.image.size
+    if width and height:
+        return width, height
+    if width:
+        return width, _side(width * ih / iw)
+    if height:
+        return _side(height * iw / ih), height
+    fit = min(1.0, max_side / max(iw, ih))
+    return _side(iw * fit), _side(ih * fit)
+
+
+def _side(x: float) -> int:
+    return max(16, int(x) // 16 * 16)
+
+
+def to_tensor(image) -> Tensor:
+    """PIL -> (1, C, H, W) float32 in [0, 1]; k/255 maps back to the same byte in to_pil."""
+    arr = np.asarray(image, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255
+
+
+def feather(mask: Tensor, radius: int) -> Tensor:
+    """Binary (1, 1, H, W) -> a ramp from 1/radius at the mask's edge to 1 at `radius` pixels inside it, and
+    exactly 0 outside: the mean of the mask eroded 0..radius-1 times (3x3). Eroding (not blurring) keeps the
+    feather inside the mask, so no pixel the user left unmasked is touched."""
+    if radius <= 0:
+        return mask
+    total, m = torch.zeros_like(mask), mask
+    for _ in range(radius):
+        total += m
+        m = -F.max_pool2d(-m, 3, stride=1, padding=1)  # erosion; the image border does not erode
+    return total / radius
+
+
+def attach(req, image: ImageInput | None, hires, max_side: int):
+    """Fit the image inputs to the request size and set req.image / req.hires."""
+    from PIL import Image
+
+    if image is not None:
+        picture = image.image
+        if picture.size != (req.width, req.height):
+            req.warnings.append(f"input image {picture.width}x{picture.height} resized to {req.width}x{req.height}")
+            picture = picture.resize((req.width, req.height), Image.LANCZOS)
+        image.pixels = to_tensor(picture)
+        if image.mask_image is not None:
+            binary = (to_tensor(image.mask_image.resize((req.width, req.height), Image.NEAREST)) >= 0.5).float()
+            if not bool(binary.any()):
+                req.warnings.append("the mask is all black: nothing is repainted")
+            image.mask = feather(binary, image.feather)
+    req.image = image
+    req.hires = hires_spec(hires, req.width, req.height, req.steps, max_side)
+    if req.hires is not None and image is not None and image.mask is not None:
+        raise NewbieError("hires is not available with inpainting; inpaint at the final size instead")
+    return req
+
+
+def hires_spec(value, width: int, height: int, steps: int, max_side: int) -> HiresSpec | None:
+    """None/False: off. True: defaults. A number or 'SCALE': scale factor. 'WxH': target size. A dict with
+    scale or width/height, and optional upscaler, strength, steps. A HiresSpec is checked as is."""
+    if value is None or value is False:
+        return None
+    fields: dict = {}
+    if value is True:
+        fields["scale"] = DEFAULTS.hires_scale
+    elif isinstance(value, HiresSpec):
+        fields = dataclasses.asdict(value)
+    elif isinstance(value, dict):
+        fields = dict(value)
+    elif isinstance(value, (int, float)):
+        fields["scale"] = value
+    elif isinstance(value, str):
+        fields.update(parse_hires_text(value))
+    else:
+        raise NewbieError(f"hires must be true, a scale, 'WIDTHxHEIGHT' or a dict, got {value!r}")
+    unknown = set(fields) - {"scale", "width", "height", "upscaler", "strength", "steps"}
+    if unknown:
+        raise NewbieError(f"unknown hires setting(s): {', '.join(sorted(unknown))}")
+    if fields.get("width") and fields.get("height"):
+        tw, th = int(fields["width"]), int(fields["height"])
+    else:
+        scale = fields.get("scale", DEFAULTS.hires_scale)
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 1 <= scale <= 8):
+            raise NewbieError(f"hires scale must be a number in [1, 8], got {scale}")
+        tw, th = round(width * scale / 16) * 16, round(height * scale / 16) * 16
+    for side, name in ((tw, "width"), (th, "height")):
+        if side % 16 or side < 16:
+            raise NewbieError(f"hires {name} {side} is not a positive multiple of 16")
+        if side > max_side:
+            raise NewbieError(f"hires {name} {side} is larger than {max_side}")
+    upscaler = fields.get("upscaler") or DEFAULTS.hires_upscaler
+    if upscaler not in UPSCALERS:
+        raise NewbieError(f"unknown hires upscaler '{upscaler}' (choose from {', '.join(UPSCALERS)})")
+    strength = fields.get("strength")
+    strength = DEFAULTS.hires_strength if strength is None else strength
+    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and 0 <= strength <= 1):
+        raise NewbieError(f"hires strength must be a number in [0, 1], got {strength}")
+    hsteps = fields.get("steps") or max(1, steps // 2)
+    if not isinstance(hsteps, int) or hsteps < 1:
+        raise NewbieError(f"hires steps must be >= 1, got {hsteps}")
+    return HiresSpec(tw, th, upscaler, float(strength), hsteps)
+
+
+def parse_hires_text(text: str) -> dict:
+    t = text.strip().lower()
+    try:
+        if "x" in t:
+            w, h = t.split("x")
+            return {"width": int(w), "height": int(h)}
+        return {"scale": float(t)}
+    except ValueError:
+        raise NewbieError(f"hires must be a scale like 1.5 or a size like 2048x2048, got '{text}'") from None
+
+
+# -- sampling --
+
+def img2img_sigmas(steps: int, shift: float, strength: float) -> Tensor:
+    """The text-to-image grid restricted to [strength, 0], with `steps` intervals (strength 1: flow_sigmas)."""
+    if strength >= 1:
+        return flow_sigmas(steps, shift)
+    if strength <= 0:
+        return torch.zeros(1, dtype=torch.float64)
+    start = strength / (shift - (shift - 1) * strength)  # the unshifted sigma whose shifted value is `strength`
+    return shift_sigmas(torch.linspace(start, 0.0, steps + 1, dtype=torch.float64), shift)
+
+
+def keep_unmasked(model: Callable, mask: Tensor, latent: Tensor, noise: Tensor) -> Callable:
+    """model(x, sigma) whose kept area (mask 0) follows x = (1 - sigma)·latent + sigma·noise exactly."""
+    path_velocity = noise - latent  # d/dsigma of that path
+
+    def masked(x: Tensor, sigma: float) -> Tensor:
+        on_path = (1 - sigma) * latent + sigma * noise
+        v = model(mask * x + (1 - mask) * on_path, sigma)
+        return mask * v + (1 - mask) * path_velocity
+
+    return masked
+
+
+def sample(pipe, req, sampler: Callable, model: Callable, x: Tensor, sigmas: Tensor,
+           progress: Callable[[dict], None] | None) -> Tensor:
+    """Run `sampler` for a request: plain text-to-image (x is the noise), img2img or inpainting."""
+    if req.hires is not None and progress is not None:
+        progress = _renumbered(progress, 0, total_steps(req))
+    cond: ImageInput | None = req.image
+    if cond is None:
+        return sampler(model, x, sigmas, callback=progress)
+    noise = x
+    latent = cond.latent if cond.latent is not None else pipe.codec.encode(cond.pixels.to(pipe.device))
+    latent = latent.to(noise.device, noise.dtype).expand_as(noise)
+    sigmas = img2img_sigmas(req.steps, req.shift, cond.strength)
+    start = float(sigmas[0])
+    x = (1 - start) * latent + start * noise
+    mask = None
+    if cond.mask is not None:
+        mask = F.avg_pool2d(cond.mask, pipe.codec.cfg.downscale).to(noise.device)  # feathered, latent resolution
+        model = keep_unmasked(model, mask, latent, noise)
+    x = sampler(model, x, sigmas, callback=progress)
+    return x if mask is None else mask * x + (1 - mask) * latent
+
+
+def hires_pass(pipe, req, latents: Tensor, cond, uncond, progress) -> Tensor:
+    """Upscale the finished latents to req.hires' size and refine them with a short img2img pass."""
+    h: HiresSpec | None = req.hires
+    if h is None:
+        return latents
+    from PIL import Image
+
+    f = pipe.codec.cfg.downscale
+    if h.upscaler == "latent":
+        start = F.interpolate(latents, size=(h.height // f, h.width // f), mode="bicubic", align_corners=False)
+    else:
+        images = [im.resize((h.width, h.height), Image.LANCZOS) for im in to_pil(pipe.codec.decode(latents))]
+        start = pipe.codec.encode(torch.cat([to_tensor(im) for im in images]).to(pipe.device))
+    second = dataclasses.replace(req, width=h.width, height=h.height, steps=h.steps, hires=None,
+                                 seeds=[(s + HIRES_SEED_OFFSET) % 2**63 for s in req.seeds],
+                                 image=ImageInput(strength=h.strength, latent=start))
+    if progress is not None:
+        progress = _renumbered(progress, req.steps, total_steps(req))
+    return pipe.denoise(second, cond, uncond, progress)
+
+
+def composite(req, images: Tensor) -> Tensor:
+    """Inpainting: the original pixels back under the feathered mask (exactly where the mask is 0)."""
+    cond: ImageInput | None = req.image
+    if cond is None or cond.mask is None:
+        return images
+    mask, original = cond.mask.to(images.device), cond.pixels.to(images.device)
+    return mask * images + (1 - mask) * original
+
+
+def total_steps(req_or_recipe) -> int:
+    """Steps of a whole run (both passes with hires), for progress bars."""
+    h = req_or_recipe.hires
+    extra = 0 if not h else (h["steps"] if isinstance(h, dict) else h.steps)
+    return req_or_recipe.steps + extra
+
+
+def _renumbered(progress: Callable[[dict], None], offset: int, total: int) -> Callable[[dict], None]:
+    return lambda info: progress({**info, "step": info["step"] + offset, "steps": total})
+
+
+# -- recipes --
+
+def recipe_fields(req) -> dict:
+    out: dict = {}
+    cond: ImageInput | None = req.image
+    if cond is not None:
+        out.update(init_image=cond.path, init_image_sha256=cond.sha256, strength=cond.strength)
+        if cond.mask is not None:
+            out.update(mask=cond.mask_path, mask_sha256=cond.mask_sha256, mask_feather=cond.feather)
+    if req.hires is not None:
+        out["hires"] = dataclasses.asdict(req.hires)
+    return out
+
+
+def remake_kwargs(recipe, init_image=None, mask=None) -> dict:
+    """generate() arguments for the image part of a recipe; the input files must still hold the same pixels."""
+    out: dict = {"hires": recipe.hires}
+    if recipe.init_image_sha256:
+        out["init_image"] = _same_pixels(init_image, recipe.init_image, recipe.init_image_sha256, "RGB",
+                                         "input image", "--init-image")
+        out["strength"] = recipe.strength
+    if recipe.mask_sha256:
+        out["mask"] = _same_pixels(mask, recipe.mask, recipe.mask_sha256, "L", "mask image", "--mask")
+        out["mask_feather"] = recipe.mask_feather
+    return out
+
+
+def _same_pixels(given, recorded: str, sha: str, mode: str, what: str, flag: str):
+    source = given if given is not None else recorded
+    if not source:
+        raise NewbieError(f"the recipe's {what} was not a file; give it again with {flag}")
+    image, _ = read_image(source, mode, what)
+    if pixels_sha256(image) != sha:
+        raise NewbieError(f"{source}: its pixels differ from the recipe's {what} (sha256 {pixels_sha256(image)[:12]} "
+                          f"!= {sha[:12]}); give the original with {flag}")
+    return source

@@ -1,0 +1,152 @@
+"""The HTTP API (FastAPI): OpenAI-compatible image generation, the native job API, health and metrics."""
+
+from __future__ import annotations
+
+import base64
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from newbie import __version__
+from newbie.serve.errors import ApiError, error_body
+from newbie.serve.limits import validate
+from newbie.serve.schemas import (ErrorBody, GenerationParams, Health, ImageData, ImageGenerationRequest,
+                                  ImagesResponse, JobStatus)
+from newbie.serve.security import ApiKeyMiddleware, BodyLimitMiddleware, ErrorCountMiddleware
+from newbie.serve.store import CANCELLED, DONE, FAILED
+
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 422)}
+SYNC_TIMEOUT_S = 600.0  # how long POST /v1/images/generations waits for its job before answering 504
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        detail = first.get("ctx", {}).get("error", "")
+        return ApiError(400, f"malformed JSON body: {detail}".rstrip(": "), "invalid_json")
+    if first.get("type") == "model_attributes_type":
+        return ApiError(422, "the request body must be a JSON object", "invalid_body")
+    parts = []
+    for e in errors[:5]:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    param = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or None
+    return ApiError(422, "; ".join(parts), "invalid_field", param)
+
+
+def _status(service, job, request: Request) -> JobStatus:
+    images = []
+    if job.state == DONE:
+        base = str(request.url_for("job_image", job_id=job.id))
+        images = [f"{base}?index={i}" for i in range(job.n)]
+    return JobStatus(id=job.id, state=job.state, step=service.step(job), steps=job.params["steps"], n=job.n,
+                     created=job.created, started=job.started, finished=job.finished, seconds=job.seconds,
+                     error=job.error, cancel_requested=job.cancel_requested or job.id in service.cancels,
+                     images=images, params=job.params)
+
+
+def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_TIMEOUT_S) -> FastAPI:
+    """`service` may be None only to read the schema (app.openapi()); no route runs then."""
+
+    @asynccontextmanager
+    async def lifespan(app):
+        service.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.stop)
+
+    app = FastAPI(title="newbie", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="NewBie image Exp0.1 over HTTP: OpenAI-compatible image generation and a durable "
+                              "job queue. See docs/api.md.")
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, exc: ApiError):
+        return JSONResponse(error_body(exc.status, exc.message, exc.code, exc.param), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):
+        return await api_error(request, _validation_error(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(exc.status_code, str(exc.detail), code), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def crashed(request, exc: Exception):
+        return JSONResponse(error_body(500, "internal server error; see the server log", "internal_error"),
+                            status_code=500)
+
+    @app.post("/v1/images/generations", response_model=ImagesResponse, responses={**ERRORS, 500: {"model": ErrorBody},
+              504: {"model": ErrorBody}}, summary="OpenAI-compatible: generate and wait for the images")
+    async def images_generations(body: ImageGenerationRequest, request: Request) -> ImagesResponse:
+        params = validate(body, service.validator, service.limits)
+        job = await run_in_threadpool(service.submit, params)
+        job = await service.wait(job.id, sync_timeout)
+        if job.state == FAILED:
+            raise ApiError(500, f"generation failed: {job.error}", "generation_failed")
+        if job.state == CANCELLED:
+            raise ApiError(409, f"job {job.id} was cancelled", "job_cancelled")
+        data = []
+        base = str(request.url_for("job_image", job_id=job.id))
+        for i in range(job.n):
+            seed = job.params["seed"] + i
+            if body.response_format == "url":
+                data.append(ImageData(url=f"{base}?index={i}", seed=seed))
+            else:
+                png = await run_in_threadpool(service.image_path(job.id, i).read_bytes)
+                data.append(ImageData(b64_json=base64.b64encode(png).decode(), seed=seed))
+        return ImagesResponse(created=int(time.time()), data=data, job_id=job.id)
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobStatus, responses={**ERRORS, 503: {"model": ErrorBody}},
+              summary="Queue a generation; poll GET /v1/jobs/{id}")
+    def create_job(body: GenerationParams, request: Request):
+        job = service.submit(validate(body, service.validator, service.limits))
+        status = _status(service, job, request)
+        location = str(request.url_for("get_job", job_id=job.id))
+        return JSONResponse(jsonable_encoder(status), status_code=202, headers={"Location": location})
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobStatus, responses={404: {"model": ErrorBody}},
+             summary="Job state: queued, running (with step progress), done, failed or cancelled")
+    def get_job(job_id: str, request: Request) -> JobStatus:
+        return _status(service, service.get(job_id), request)
+
+    @app.get("/v1/jobs/{job_id}/image", response_class=FileResponse, summary="A finished job's PNG (recipe embedded)",
+             responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
+    def job_image(job_id: str, index: int = Query(0, ge=0, description="image of the batch, 0-based")):
+        job = service.get(job_id)
+        if job.state != DONE:
+            raise ApiError(409, f"job {job_id} is {job.state}, not done", "job_not_done")
+        if index >= job.n:
+            raise ApiError(404, f"job {job_id} has {job.n} image(s); index {index} does not exist", "image_not_found")
+        return FileResponse(service.image_path(job_id, index), media_type="image/png")
+
+    @app.delete("/v1/jobs/{job_id}", response_model=JobStatus, responses={404: {"model": ErrorBody},
+                409: {"model": ErrorBody}}, summary="Cancel: a queued job at once, a running one at its next step")
+    def cancel_job(job_id: str, request: Request) -> JobStatus:
+        return _status(service, service.cancel(job_id), request)
+
+    @app.get("/healthz", response_model=Health, summary="Liveness: workers alive and queue size")
+    def healthz():
+        health = service.health()
+        return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format")
+    def metrics():
+        return PlainTextResponse(service.metrics_text(), media_type="text/plain; version=0.0.4")
+
+    # outermost last: count every error, check the key before reading a body, then cap the body
+    if service is not None:
+        app.add_middleware(BodyLimitMiddleware, max_bytes=service.limits.max_body_bytes)
+        if api_key:
+            app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+        app.add_middleware(ErrorCountMiddleware, metrics=service.metrics)
+    return app

@@ -1,0 +1,100 @@
+"""What the API accepts: the engine's own checks (Pipeline.request) plus the server's limits, which keep
+one request from taking the GPU or the memory for itself."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from newbie.errors import NewbieError
+from newbie.pipeline.pipeline import Pipeline
+from newbie.serve.errors import ApiError
+from newbie.serve.schemas import GenerationParams
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    max_side: int = 2048
+    max_pixels: int = 2048 * 2048
+    max_steps: int = 100
+    max_n: int = 4
+    max_prompt_chars: int = 16_384
+    max_body_bytes: int = 256 * 1024  # the largest valid body is two prompts of max_prompt_chars, in UTF-8
+    max_queue: int = 1000  # queued jobs; past this a new job gets 503 instead of waiting for hours
+
+
+class SpecOnly:
+    """Pipeline.request reads nothing but the model spec: the API validates without loading any weights
+    (the Ray ingress has none)."""
+
+    request = Pipeline.request
+
+    def __init__(self, spec):
+        self.spec = spec
+
+
+def parse_size(size: str | None) -> tuple[int | None, int | None]:
+    if size is None or size == "auto":
+        return None, None
+    try:
+        w, h = size.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise ApiError(400, f"size must look like WIDTHxHEIGHT (e.g. 1024x1024) or 'auto', got '{size[:40]}'",
+                       "invalid_size", "size") from None
+
+
+def check_prompt(text: str, name: str, limits: ApiLimits) -> None:
+    from newbie.prompts import PromptError, parse
+
+    if len(text) > limits.max_prompt_chars:
+        raise ApiError(400, f"{name} is {len(text)} characters; the limit is {limits.max_prompt_chars}",
+                       "prompt_too_long", name)
+    try:
+        parse(text)
+    except PromptError as e:
+        raise ApiError(422, f"{name} is not valid XML: line {e.line}, column {e.column}: {e.message}",
+                       "invalid_xml", name) from None
+
+
+def validate(body: GenerationParams, validator, limits: ApiLimits) -> dict:
+    """Body -> the resolved parameters that go into the queue (defaults filled, seed fixed), or ApiError."""
+    if not body.prompt.strip():
+        raise ApiError(400, "prompt is empty", "empty_prompt", "prompt")
+    check_prompt(body.prompt, "prompt", limits)
+    if body.negative:
+        check_prompt(body.negative, "negative", limits)
+    if not 1 <= body.n <= limits.max_n:
+        raise ApiError(400, f"n must be between 1 and {limits.max_n}, got {body.n}", "invalid_n", "n")
+    if body.steps is not None and not 1 <= body.steps <= limits.max_steps:
+        raise ApiError(400, f"steps must be between 1 and {limits.max_steps}, got {body.steps}", "invalid_steps", "steps")
+    if body.shift is not None and not (math.isfinite(body.shift) and body.shift > 0):
+        raise ApiError(400, f"shift must be > 0, got {body.shift}", "invalid_shift", "shift")
+    if body.cfg_trunc is not None and not 0 <= body.cfg_trunc <= 1:
+        raise ApiError(400, f"cfg_trunc must be between 0 and 1, got {body.cfg_trunc}", "invalid_cfg_trunc", "cfg_trunc")
+    if body.renorm_cfg is not None and body.renorm_cfg < 0:
+        raise ApiError(400, f"renorm_cfg must be >= 0, got {body.renorm_cfg}", "invalid_renorm_cfg", "renorm_cfg")
+    width, height = parse_size(body.size)
+    try:
+        req = validator.request(body.prompt, body.negative, seed=body.seed, steps=body.steps, cfg=body.cfg,
+                                sampler=body.sampler, shift=body.shift, width=width, height=height, batch=body.n,
+                                cfg_trunc=body.cfg_trunc, renorm_cfg=body.renorm_cfg)
+    except NewbieError as e:
+        raise ApiError(400, str(e), "invalid_request") from None
+    if max(req.width, req.height) > limits.max_side:
+        raise ApiError(400, f"size {req.width}x{req.height}: the server's largest side is {limits.max_side}",
+                       "invalid_size", "size")
+    if req.width * req.height > limits.max_pixels:
+        raise ApiError(400, f"size {req.width}x{req.height} is {req.width * req.height} pixels; the server's limit is "
+                       f"{limits.max_pixels}", "invalid_size", "size")
+    return {"prompt": body.prompt, "negative": req.negative, "n": body.n, "seed": req.seeds[0], "steps": req.steps,
+            "cfg": req.cfg, "sampler": req.sampler, "shift": req.shift, "width": req.width, "height": req.height,
+            "cfg_trunc": req.cfg_trunc, "renorm_cfg": req.renorm_cfg}
+
+
+def to_request(pipe, params: dict):
+    """Queued parameters -> the engine's Request (the same every time: the seed is in the parameters)."""
+    return pipe.request(params["prompt"], params["negative"], seed=params["seed"], steps=params["steps"],
+                        cfg=params["cfg"], sampler=params["sampler"], shift=params["shift"], width=params["width"],
+                        height=params["height"], batch=params["n"], cfg_trunc=params["cfg_trunc"],
+                        renorm_cfg=params["renorm_cfg"])

@@ -1,0 +1,35 @@
+"""`newbie serve` on one machine: one Pipeline and one worker thread per device."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from newbie.errors import NewbieError
+
+
+def devices_from(text: str | None) -> list[str | None]:
+    if not text:
+        return [None]  # newbie.load's default: cuda when available
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if len(set(devices)) != len(devices):
+        raise NewbieError(f"--device lists a device twice: {text}")
+    return devices
+
+
+def local_service(args, limits):
+    import newbie
+    from newbie.serve.limits import SpecOnly
+    from newbie.serve.service import JobService
+    from newbie.serve.worker import PipelineRunner
+
+    runners = []
+    for device in devices_from(args.device):
+        pipe = newbie.load(args.model, device=device, dtype=args.dtype, text_dtype=args.text_dtype,
+                           vae_dtype=args.vae_dtype, text_encoder=args.text_encoder, clip_model=args.clip_model,
+                           vae=args.vae)
+        if pipe.notice and not runners:
+            print(pipe.notice, file=sys.stderr)
+        runners.append(PipelineRunner(pipe, str(pipe.device)))
+    first = runners[0].pipe
+    return JobService(Path(args.data_dir), SpecOnly(first.spec), runners, limits, model_name=first.folder.name)

@@ -1,0 +1,80 @@
+"""Request and response bodies. Types only: the server's limits are checked in limits.py, because they
+are flags of `newbie serve` and not part of the schema."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GenerationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: str = Field(description="text, danbooru tags or an XML structured prompt")
+    negative: str | None = Field(None, description="negative prompt (default: the model's)")
+    n: int = Field(1, description="number of images (one batch; seeds seed, seed+1, ...)")
+    size: str | None = Field(None, description="WIDTHxHEIGHT in multiples of 16, or 'auto' for the model default")
+    seed: int | None = Field(None, description="base seed; drawn at acceptance when omitted, so a retry is identical")
+    steps: int | None = None
+    cfg: float | None = Field(None, description="classifier-free guidance scale")
+    sampler: str | None = Field(None, description="euler, midpoint or dpmpp_2m")
+    shift: float | None = None
+    cfg_trunc: float | None = Field(None, description="CFG only while t < cfg_trunc (t: 0 = noise, 1 = data)")
+    renorm_cfg: float | None = Field(None, description="cap the guided norm at this multiple of the conditional one")
+
+
+class ImageGenerationRequest(GenerationParams):
+    # OpenAI clients send fields that mean nothing here (quality, style, user, ...): accept and ignore them.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    model: str | None = Field(None, description="ignored: the server runs the model it was started with")
+    response_format: Literal["b64_json", "url"] = "b64_json"
+
+
+class ImageData(BaseModel):
+    b64_json: str | None = None
+    url: str | None = None
+    seed: int
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[ImageData]
+    job_id: str
+
+
+class JobStatus(BaseModel):
+    id: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    step: int = Field(0, description="sampler steps finished (while running; = steps when done)")
+    steps: int
+    n: int
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    seconds: float | None = Field(None, description="generation time of the whole job")
+    error: str | None = None
+    cancel_requested: bool = False
+    images: list[str] = Field(default_factory=list, description="image URLs, when done")
+    params: dict = Field(description="the validated request, seed included")
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str
+    param: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    model: str
+    workers: int
+    workers_alive: int
+    queued: int
+    running: int

@@ -1,0 +1,103 @@
+"""ASGI middleware that runs before any route: the API key, the request body limit, and error counting.
+Plain ASGI (not BaseHTTPMiddleware) so a rejected body is never read past the limit."""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from newbie.serve.errors import error_body
+
+OPEN_PATHS = ("/healthz", "/openapi.json")  # load balancers and client generators call these without a key
+
+
+async def send_error(send, status: int, message: str, code: str, headers: list | None = None) -> None:
+    body = json.dumps(error_body(status, message, code)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ApiKeyMiddleware:
+    """`Authorization: Bearer KEY` on every path but OPEN_PATHS, compared in constant time."""
+
+    def __init__(self, app, api_key: str):
+        self.app = app
+        self.expected = api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given = token.strip()
+        if not hmac.compare_digest(given, self.expected):
+            return await send_error(send, 401, "missing or wrong API key (send 'Authorization: Bearer KEY')",
+                                    "invalid_api_key", [(b"www-authenticate", b"Bearer")])
+        return await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Reads the whole body (it is small JSON) and stops at `max_bytes`: 413 before the route sees it,
+    whether the client sent a Content-Length or a chunked body."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_big = f"request body is larger than {self.max_bytes} bytes"
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    return await send_error(send, 400, "bad Content-Length header", "bad_request")
+                if declared > self.max_bytes:
+                    return await send_error(send, 413, too_big, "body_too_large")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await send_error(send, 413, too_big, "body_too_large")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would
+
+        return await self.app(scope, replay, send)
+
+
+class ErrorCountMiddleware:
+    """Counts every 4xx/5xx reply for /metrics, including those of the middleware above."""
+
+    def __init__(self, app, metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                self.metrics.http_error(message["status"])
+            await send(message)
+
+        return await self.app(scope, receive, counting_send)

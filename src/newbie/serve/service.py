@@ -1,0 +1,162 @@
+"""The job service behind the HTTP API: accept (validate, then commit to SQLite), run (one worker thread
+per GPU), cancel, and wake the requests that wait for a result. The same object runs under uvicorn
+(`newbie serve`) and inside the Ray Serve ingress (`newbie serve --ray`); only the runners differ."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from newbie.serve.errors import ApiError
+from newbie.serve.limits import ApiLimits
+from newbie.serve.metrics import Metrics
+from newbie.serve.store import FINAL, Job, JobStore
+from newbie.serve.worker import Worker
+
+log = logging.getLogger("newbie.serve")
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class Runner(Protocol):
+    """Runs one job on one device: (params, on_step(step, steps)) -> (PIL images, recipes).
+    on_step may raise to stop the job; the runner lets that exception through."""
+
+    name: str
+
+    def run(self, params: dict, on_step) -> tuple[list, list]: ...
+
+
+class Waiters:
+    """asyncio events that worker threads can set: how a synchronous request learns its job is over."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._events: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def add(self, job_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        with self._lock:
+            self._events.setdefault(job_id, []).append((asyncio.get_running_loop(), event))
+        return event
+
+    def remove(self, job_id: str, event: asyncio.Event) -> None:
+        with self._lock:
+            rest = [(lp, ev) for lp, ev in self._events.get(job_id, []) if ev is not event]
+            if rest:
+                self._events[job_id] = rest
+            else:
+                self._events.pop(job_id, None)
+
+    def notify(self, job_id: str) -> None:
+        with self._lock:
+            waiting = list(self._events.get(job_id, []))
+        for loop, event in waiting:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that request's loop is gone (client went away during shutdown)
+                pass
+
+
+class JobService:
+    def __init__(self, data_dir: Path, validator, runners: list[Runner], limits: ApiLimits = ApiLimits(),
+                 model_name: str = ""):
+        self.data_dir = Path(data_dir).resolve()
+        self.images_dir = self.data_dir / "images"
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(self.data_dir / "jobs.sqlite3")
+        self.validator, self.limits, self.model_name = validator, limits, model_name
+        self.metrics = Metrics()
+        self.waiters = Waiters()
+        self.progress: dict[str, tuple[int, int]] = {}  # running job -> (step, steps), kept by its worker
+        self.cancels: set[str] = set()  # running jobs whose cancel was asked for in this process
+        self.stopping = threading.Event()
+        self.wake = threading.Condition()
+        self.workers = [Worker(self, r) for r in runners]
+
+    # -- lifecycle --
+
+    def start(self) -> None:
+        for note in self.store.recover():
+            log.warning("recovered job %s", note)
+        for w in self.workers:
+            w.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Running jobs stop at their next step and go back to the queue for the next start."""
+        self.stopping.set()
+        with self.wake:
+            self.wake.notify_all()
+        for w in self.workers:
+            if w.is_alive():
+                w.join(timeout)
+        self.store.close()
+
+    # -- jobs --
+
+    def submit(self, params: dict) -> Job:
+        if self.store.counts()["queued"] >= self.limits.max_queue:
+            raise ApiError(503, f"the queue is full ({self.limits.max_queue} jobs); try again later", "queue_full")
+        job = self.store.add(params, params["n"])
+        with self.wake:
+            self.wake.notify()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = self.store.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        if job is None:
+            raise ApiError(404, f"no job '{job_id[:64]}'", "job_not_found")
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.state in FINAL:
+            raise ApiError(409, f"job {job_id} is already {job.state}; nothing to cancel", "job_finished")
+        self.cancels.add(job_id)  # before the store: the worker may check between the two
+        state = self.store.cancel(job_id)
+        if state in FINAL:
+            self.cancels.discard(job_id)
+            self.waiters.notify(job_id)
+        return self.get(job_id)
+
+    async def wait(self, job_id: str, timeout: float) -> Job:
+        """The job once it is done, failed or cancelled; ApiError 504 after `timeout` seconds."""
+        event = self.waiters.add(job_id)
+        try:
+            job = self.get(job_id)
+            if job.state not in FINAL:
+                try:
+                    await asyncio.wait_for(event.wait(), timeout)
+                except asyncio.TimeoutError:
+                    raise ApiError(504, f"job {job_id} is not done after {timeout:g} s; it stays queued, poll "
+                                   f"GET /v1/jobs/{job_id}", "timeout") from None
+                job = self.get(job_id)
+            return job
+        finally:
+            self.waiters.remove(job_id, event)
+
+    def step(self, job: Job) -> int:
+        if job.state == "done":
+            return job.params["steps"]
+        return self.progress.get(job.id, (0, 0))[0] if job.state == "running" else 0
+
+    def image_path(self, job_id: str, index: int) -> Path:
+        """The only way a path is made from request data: a checked job id and an integer."""
+        if not JOB_ID.fullmatch(job_id) or not 0 <= index < self.limits.max_n:
+            raise ApiError(404, f"no image {index} for job '{job_id[:64]}'", "image_not_found")
+        path = self.images_dir / job_id / f"{index}.png"
+        assert path.resolve().is_relative_to(self.data_dir)
+        return path
+
+    def health(self) -> dict:
+        counts = self.store.counts()
+        alive = sum(w.is_alive() for w in self.workers)
+        return {"status": "ok" if alive == len(self.workers) else "degraded", "model": self.model_name,
+                "workers": len(self.workers), "workers_alive": alive, "queued": counts["queued"],
+                "running": counts["running"]}
+
+    def metrics_text(self) -> str:
+        return self.metrics.render(self.store.counts(), len(self.workers), sum(w.is_alive() for w in self.workers))
