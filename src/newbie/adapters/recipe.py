@@ -31,12 +31,16 @@ def remake_kwargs(recipe, loras=None) -> dict:
     for item in loras or []:
         path = parse_lora(item)[0] if isinstance(item, (str, Path)) else item[0]
         given[file_sha256(locate(path)[0])] = str(path)
+    unmatched = [p for sha, p in given.items() if sha not in {r["sha256"] for r in recipe.loras}]
     out = []
     for rec in recipe.loras:
         path = given.get(rec["sha256"], rec["path"])
         try:
             weights, config = locate(path)
         except NewbieError:
+            if unmatched:
+                raise NewbieError(f"{unmatched[0]}: this adapter file differs from the recipe's "
+                                  f"'{rec.get('name', path)}' (sha256 {rec['sha256'][:12]})") from None
             raise NewbieError(f"the recipe's adapter '{rec.get('name', path)}' is not at {path}; "
                               "give it with --lora PATH") from None
         sha = file_sha256(weights)

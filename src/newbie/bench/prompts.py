@@ -41,3 +41,8 @@ def toy_prompts() -> tuple[str, ...]:
 
 def default_prompts(spec_name: str) -> tuple[str, ...]:
     return toy_prompts() if spec_name in TOY_SPECS else NEWBIE_PROMPTS
+
+
+def default_seeds(spec_name: str) -> tuple[int, ...]:
+    # One seed for the toy model keeps the CPU study under two minutes; two for a real model.
+    return (0,) if spec_name in TOY_SPECS else (0, 1)

@@ -7,12 +7,15 @@ import importlib
 import sys
 from pathlib import Path
 
+from newbie.adapters.generate_flags import add_generate_args as add_workflow_args
+from newbie.adapters.generate_flags import remake_overrides as workflow_remake_overrides
+from newbie.adapters.generate_flags import request_kwargs as workflow_request_kwargs
 from newbie.errors import NewbieError
 
 
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
-COMMAND_MODULES = ("newbie.prompts.cli", "newbie.precision.cli", "newbie.bench.cli", "newbie.ui.cli",
-                   "newbie.serve.cli", "newbie.adapters.cli")
+COMMAND_MODULES = ("newbie.prompts.cli", "newbie.precision.cli", "newbie.precision.plan_cli", "newbie.bench.cli",
+                   "newbie.ui.cli", "newbie.serve.cli", "newbie.adapters.cli")
 
 
 def _read_prompt(text: str) -> str:
@@ -42,6 +45,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", help="DiT dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
     p.add_argument("--text-dtype", help="text-encoder dtype (default: as --dtype)")
     p.add_argument("--vae-dtype", default="fp32", help="VAE decode dtype")
+    p.add_argument("--vram", help="fit a GPU memory budget, e.g. 8GB, or 'auto' (see `newbie plan`)")
+    p.add_argument("--quantize", choices=("int8", "fp8", "fp8-dynamic"), help="quantized DiT/Gemma (torchao)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the repeated block (GPU; first run slower)")
+    p.add_argument("--step-cache", type=float, default=0.0,
+                   help="first-block cache threshold, e.g. 0.05 (faster, not exact; 0 = off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="outputs/newbie.png", help="output PNG (a batch adds -1, -2, ...)")
     g.add_argument("--quiet", action="store_true")
     _add_model_args(g)
+    add_workflow_args(g)  # --lora, --init-image, --strength, --mask, --hires (newbie.adapters.generate_flags)
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("inspect", help="check every component of a model folder")
@@ -91,6 +100,7 @@ def cmd_generate(args) -> int:
     from newbie import load
     from newbie.cli.progress import ProgressBar
     from newbie.pipeline.images import save_png
+    from newbie.pipeline.img2img import total_steps
     from newbie.pipeline.recipe import read_recipe
 
     recipe = read_recipe(Path(args.from_image)) if args.from_image else None
@@ -100,10 +110,18 @@ def cmd_generate(args) -> int:
     if out.suffix.lower() != ".png":
         raise NewbieError(f"--out must be a .png path, got '{out}'")
     dtype = recipe.dtype if recipe and args.dtype == "auto" else args.dtype
+    dtype, _, recipe_quant = dtype.partition("+")  # a quantized recipe records e.g. "bf16+int8"
+    size = (recipe.width, recipe.height) if recipe else (args.size or None)
     pipe = load(args.model, device=args.device, dtype=dtype,
                 text_dtype=args.text_dtype or (recipe.text_dtype if recipe else None),
                 vae_dtype=recipe.vae_dtype if recipe and args.vae_dtype == "fp32" else args.vae_dtype,
-                text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae)
+                text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae,
+                vram=args.vram, plan_size=size, quantize=args.quantize or recipe_quant or None)
+    pipe.step_cache = args.step_cache
+    if pipe.plan is not None and not args.quiet:
+        print(pipe.plan.describe(), file=sys.stderr)
+    if args.compile:
+        pipe.compile()
     if pipe.notice and not args.quiet:
         print(pipe.notice, file=sys.stderr)
     if recipe is not None:
@@ -113,12 +131,14 @@ def cmd_generate(args) -> int:
     else:
         w, h = args.size if args.size else (None, None)
         req_kwargs = dict(seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, shift=args.shift,
-                          width=w, height=h, batch=args.batch, cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg)
+                          width=w, height=h, batch=args.batch, cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg,
+                          **workflow_request_kwargs(args))
         req = pipe.request(_read_prompt(args.prompt), args.negative, **req_kwargs)
     if recipe is not None:
-        gen = pipe.remake(recipe, progress=None if args.quiet else ProgressBar(recipe.steps))
+        gen = pipe.remake(recipe, progress=None if args.quiet else ProgressBar(total_steps(recipe)),
+                          **workflow_remake_overrides(args))
     else:
-        gen = pipe.run(req, progress=None if args.quiet else ProgressBar(req.steps))
+        gen = pipe.run(req, progress=None if args.quiet else ProgressBar(total_steps(req)))
     shown = set()
     for rec in gen.recipes:
         for msg in rec.warnings:

@@ -75,6 +75,7 @@ class Block(nn.Module):
     def __init__(self, cfg: DiTConfig, modulated: bool):
         super().__init__()
         self.modulated = modulated
+        self.clamp_fp16 = False  # set by the fp16 guard after an overflow
         self.attention = Attention(cfg)
         self.feed_forward = FeedForward(cfg)
         self.attention_norm1 = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -84,14 +85,18 @@ class Block(nn.Module):
         if modulated:
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cfg.adaln_dim, 4 * cfg.dim))
 
+    def _fit(self, h: Tensor) -> Tensor:
+        # fp16 guard: keep attention/FFN outputs inside the fp16 range (the sandwich norm follows)
+        return torch.nan_to_num(h, nan=0.0, posinf=65504.0, neginf=-65504.0) if self.clamp_fp16 else h
+
     def forward(self, x: Tensor, rope: Rope, key_mask: Tensor | None, adaln: Tensor | None = None) -> Tensor:
         if not self.modulated:
-            x = x + self.attention_norm2(self.attention(self.attention_norm1(x), rope, key_mask))
-            return x + self.ffn_norm2(self.feed_forward(self.ffn_norm1(x)))
+            x = x + self.attention_norm2(self._fit(self.attention(self.attention_norm1(x), rope, key_mask)))
+            return x + self.ffn_norm2(self._fit(self.feed_forward(self.ffn_norm1(x))))
         scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(adaln)[:, None].chunk(4, dim=-1)
-        h = self.attention(self.attention_norm1(x) * (1 + scale_msa), rope, key_mask)
+        h = self._fit(self.attention(self.attention_norm1(x) * (1 + scale_msa), rope, key_mask))
         x = x + gate_msa.tanh() * self.attention_norm2(h)
-        h = self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp))
+        h = self._fit(self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp)))
         return x + gate_mlp.tanh() * self.ffn_norm2(h)
 
 

@@ -63,7 +63,7 @@ class TextEncoders:
 
     @property
     def device(self) -> torch.device:
-        return next(self.gemma.parameters()).device
+        return self.gemma.norm.weight.device  # not the embedding table, which a memory plan may keep on the CPU
 
     def count_tokens(self, prompt: str) -> int:
         return len(self.gemma_tokenizer(gemma_text(prompt, self.cfg))["input_ids"])
@@ -77,7 +77,12 @@ class TextEncoders:
             [gemma_text(p, self.cfg) for p in prompts], padding=True, pad_to_multiple_of=self.cfg.pad_multiple,
             max_length=self.cfg.max_tokens, truncation=True, return_tensors="pt",
         ).to(device)
-        out = self.gemma(input_ids=tok.input_ids, attention_mask=tok.attention_mask, output_hidden_states=True)
+        table = self.gemma.embed_tokens.weight
+        if table.device != device:  # a memory plan keeps the 1.3 GB table on the CPU: look up there
+            embeds = self.gemma.embed_tokens(tok.input_ids.to(table.device)).to(device)
+            out = self.gemma(inputs_embeds=embeds, attention_mask=tok.attention_mask, output_hidden_states=True)
+        else:
+            out = self.gemma(input_ids=tok.input_ids, attention_mask=tok.attention_mask, output_hidden_states=True)
         cap_feats = out.hidden_states[self.cfg.hidden_layer]
         cap_mask = tok.attention_mask.bool()
 

@@ -135,9 +135,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def generate(pipe: Pipeline, req: Request, branches: Branches = Branches(), progress=None) -> Generation | None:
-    """One request with CFG-parallel: call on every rank with the same pipeline folder. Rank 0 decodes and
-    returns the Generation; the other rank returns None."""
+def sample(pipe: Pipeline, req: Request, branches: Branches = Branches(),
+           progress=None) -> tuple[Request, torch.Tensor, dict[str, float]]:
+    """Encode and denoise on every rank: (the shared request, the latents, timings); latents equal on all ranks."""
     req = share_request(req, branches)
     timings = {}
     t0 = time.perf_counter()
@@ -147,6 +147,13 @@ def generate(pipe: Pipeline, req: Request, branches: Branches = Branches(), prog
     latents = denoise(pipe, req, embeds, branches, progress)
     _sync(pipe.device)
     timings["denoise_s"] = time.perf_counter() - t0
+    return req, latents, timings
+
+
+def generate(pipe: Pipeline, req: Request, branches: Branches = Branches(), progress=None) -> Generation | None:
+    """One request with CFG-parallel: call on every rank with the same model folder. Rank 0 decodes and
+    returns the Generation; the other rank returns None."""
+    req, latents, timings = sample(pipe, req, branches, progress)
     if branches.rank != 0:
         return None
     t0 = time.perf_counter()

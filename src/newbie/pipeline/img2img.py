@@ -214,7 +214,7 @@ def hires_spec(value, width: int, height: int, steps: int, max_side: int) -> Hir
         scale = fields.get("scale", DEFAULTS.hires_scale)
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 1 <= scale <= 8):
             raise NewbieError(f"hires scale must be a number in [1, 8], got {scale}")
-        tw, th = round(width * scale / 16) * 16, round(height * scale / 16) * 16
+        tw, th = int(width * scale / 16 + 0.5) * 16, int(height * scale / 16 + 0.5) * 16  # nearest, halves up
     for side, name in ((tw, "width"), (th, "height")):
         if side % 16 or side < 16:
             raise NewbieError(f"hires {name} {side} is not a positive multiple of 16")

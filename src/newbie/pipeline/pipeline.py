@@ -6,7 +6,9 @@ import dataclasses
 import json
 import math
 import secrets
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,8 +29,10 @@ from newbie.model.text import TextEmbeds, TextEncoders
 from newbie.model.vae import LatentCodec
 from newbie.pipeline import img2img
 from newbie.pipeline.images import to_pil
-from newbie.pipeline.recipe import Recipe
 from newbie.model.step_cache import StepCache
+from newbie.pipeline.recipe import Recipe
+from newbie.precision.cache import EmbeddingCache
+from newbie.precision.guard import NonFinite, all_finite, checked, safe_dtype, set_clamp
 from newbie.sampling.guidance import guided, split_pair, velocity_fn
 from newbie.sampling.samplers import CALLS_PER_STEP, SAMPLERS
 from newbie.sampling.schedules import flow_sigmas
@@ -84,6 +88,7 @@ class Generation:
     recipes: list[Recipe]
     latents: torch.Tensor
     timings: dict[str, float]
+    guard_events: list[str] = field(default_factory=list)  # what the NaN guard / OOM step-down did
 
 
 class Pipeline:
@@ -100,6 +105,10 @@ class Pipeline:
         self.step_cache = 0.0  # first-block-cache threshold; 0 = off (exact)
         self.last_caches: list = []
         self.compiled = False
+        self.embed_cache: EmbeddingCache | None = EmbeddingCache(f"{id(text)}:{dtypes['text']}")
+        self.plan = None  # a newbie.precision.planner.Plan once one is applied
+        self.residency = None
+        self.plan_notes: list[str] = []  # out-of-memory step-downs, reported in every later recipe
         self.adapters = AdapterStack()  # LoRA/LoKr: loaded files, and the set applied for the current request
 
     def compile(self, backend: str = "inductor", mode: str | None = None) -> float:
@@ -186,12 +195,32 @@ class Pipeline:
 
     # -- the chain --
 
-    def encode(self, req: Request) -> tuple[TextEmbeds, TextEmbeds | None]:
-        cond = self.text.encode(req.prompts)
+    def encode(self, req: Request, events: list[str] | None = None) -> tuple[TextEmbeds, TextEmbeds | None]:
+        events = [] if events is None else events
+        cond = self.embed(req.prompts, events)
         if req.cfg == 1.0:
             return cond, None
-        uncond = self.text.encode([req.negative] * len(req.prompts))
-        return cond, uncond
+        return cond, self.embed([req.negative] * len(req.prompts), events)
+
+    def embed(self, prompts: list[str], events: list[str]) -> TextEmbeds:
+        """Each distinct prompt encoded alone (so results never depend on the batch), through the cache."""
+        done: dict[str, TextEmbeds] = {}
+        for p in dict.fromkeys(prompts):
+            e = self.embed_cache.get(p) if self.embed_cache else None
+            if e is None:
+                e = self.text.encode([p])
+                if not (all_finite(e.cap_feats) and all_finite(e.pooled)):
+                    safe = safe_dtype(self.device)
+                    if self.text.gemma.dtype == safe and self.text.jina.dtype == safe:
+                        raise NewbieError("the text encoders produced NaN/Inf even in a safe dtype")
+                    self.text.gemma.to(safe), self.text.jina.to(safe)
+                    self.dtypes["text"] = {torch.bfloat16: "bf16", torch.float32: "fp32"}[safe]
+                    events.append(f"NaN/Inf in the text embeddings: re-encoded in {self.dtypes['text']}")
+                    e = self.text.encode([p])
+                if self.embed_cache:
+                    self.embed_cache.put(p, e)
+            done[p] = e.to(self.device)
+        return TextEmbeds.cat([done[p] for p in prompts])
 
     def denoise(self, req: Request, cond: TextEmbeds, uncond: TextEmbeds | None,
                 progress: Callable[[dict], None] | None = None) -> torch.Tensor:
@@ -219,8 +248,10 @@ class Pipeline:
                 self.last_caches.append(new_cache())
                 model_pair = velocity_fn(self.dit, pair_e, pair_rope, self.last_caches[1])
             model = guided(model_pair, model_cond, req.cfg, req.cfg_trunc, req.renorm_cfg)
+        if self.dtypes["dit"] == "fp16":  # the fp16 guard: stop at the first NaN/Inf, see run()
+            model = checked(model, "DiT output")
         sigmas = flow_sigmas(req.steps, req.shift)
-        x = SAMPLERS[req.sampler](model, x, sigmas, callback=progress)
+        x = img2img.sample(self, req, SAMPLERS[req.sampler], model, x, sigmas, progress)  # or img2img/inpainting
         assert x.shape[0] == b
         return x
 
@@ -230,38 +261,118 @@ class Pipeline:
         return self.run(req, progress)
 
     def run(self, req: Request, progress: Callable[[dict], None] | None = None) -> Generation:
-        timings = {}
+        self.adapters.activate(self.dit, req.loras, req.fuse_loras)  # none: the base model, bit for bit
+        while True:
+            try:
+                return self._run(req, progress)
+            except torch.cuda.OutOfMemoryError:
+                smaller = self._step_down(req)
+                if smaller is None:
+                    raise NewbieError(f"out of GPU memory at {req.width}x{req.height} even with the smallest plan "
+                                      f"('{self.plan.name if self.plan else 'resident'}')") from None
+
+    def _step_down(self, req: Request):
+        from newbie.precision.planner import ComponentSizes, Plan, step_down
+
+        if self.device.type != "cuda":
+            return None
+        current = self.plan or Plan("resident")
+        smaller = step_down(current, req.width, req.height, ComponentSizes.of(self))
+        if smaller is None:
+            return None
+        torch.cuda.empty_cache()
+        note = f"out of GPU memory with plan '{current.name}'; retrying with plan '{smaller.name}'"
+        print(f"warning: {note}", file=sys.stderr)
+        self.apply_plan(smaller)
+        self.plan_notes.append(note)
+        return smaller
+
+    def apply_plan(self, plan) -> None:
+        from newbie.precision.residency import Residency
+
+        if self.residency is not None:
+            for streamer in self.residency.streamers:
+                streamer.remove()
+        self.residency = Residency(self, plan)
+        self.plan = plan
+        if plan.quantize:
+            self.dtypes["quant"] = plan.quantize
+
+    @contextmanager
+    def stage(self, name: str):
+        if self.residency is None:
+            yield
+        else:
+            with self.residency.stage(name):
+                yield
+
+    def _run(self, req: Request, progress) -> Generation:
+        timings, events = {}, list(self.plan_notes)
         t0 = time.perf_counter()
-        cond, uncond = self.encode(req)
+        with self.stage("text"):
+            cond, uncond = self.encode(req, events)
         timings["encode_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        latents = self.denoise(req, cond, uncond, progress)
+        with self.stage("denoise"):
+            latents = self._denoise_guarded(req, cond, uncond, progress, events)
+            latents = img2img.hires_pass(self, req, latents, cond, uncond, progress)  # no-op without req.hires
         _sync(self.device)
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        images = self.codec.decode(latents)
+        with self.stage("decode"):
+            images = self._decode_guarded(latents, events)
+            images = img2img.composite(req, images)  # inpainting: kept pixels exactly
         timings["decode_s"] = time.perf_counter() - t0
         problems = _problems(latents, images)
-        recipes = [self.recipe(req, i, req.warnings + problems[i]) for i in range(len(req.prompts))]
-        return Generation(to_pil(images), recipes, latents.cpu(), timings)
+        recipes = [self.recipe(req, i, req.warnings + events + problems[i]) for i in range(len(req.prompts))]
+        return Generation(to_pil(images), recipes, latents.cpu(), timings, events)
+
+    def _denoise_guarded(self, req, cond, uncond, progress, events: list[str]) -> torch.Tensor:
+        while True:
+            try:
+                return self.denoise(req, cond, uncond, progress)
+            except NonFinite as e:
+                if not self.dit.layers[0].clamp_fp16:
+                    set_clamp(self.dit, True)
+                    events.append(f"fp16 overflow ({e.where}): re-ran with the DiT activations clamped to fp16 range")
+                    continue
+                safe = safe_dtype(self.device)
+                if next(self.dit.parameters()).dtype == safe:
+                    raise NewbieError(f"NaN/Inf in {e.where} even in {safe}") from None
+                self.dit.to(safe)
+                set_clamp(self.dit, False)
+                self.dtypes["dit"] = {torch.bfloat16: "bf16", torch.float32: "fp32"}[safe]
+                events.append(f"fp16 overflow persisted ({e.where}): re-ran the DiT in {self.dtypes['dit']}")
+
+    def _decode_guarded(self, latents: torch.Tensor, events: list[str]) -> torch.Tensor:
+        images = self.codec.decode(latents)
+        if all_finite(images) or not all_finite(latents) or self.codec.dtype == torch.float32:
+            return images
+        self.codec.vae.to(torch.float32)
+        self.dtypes["vae"] = "fp32"
+        events.append("NaN/Inf in the VAE decode: re-decoded in fp32")
+        return self.codec.decode(latents)
 
     def recipe(self, req: Request, i: int, warns: list[str]) -> Recipe:
         return Recipe(
             prompt=req.prompts[i], negative=req.negative, seed=req.seeds[i], steps=req.steps, cfg=req.cfg,
             sampler=req.sampler, shift=req.shift, width=req.width, height=req.height, cfg_trunc=req.cfg_trunc,
-            renorm_cfg=req.renorm_cfg, dtype=self.dtypes["dit"], text_dtype=self.dtypes["text"],
+            renorm_cfg=req.renorm_cfg, text_dtype=self.dtypes["text"],
+            dtype=self.dtypes["dit"] + (f"+{self.dtypes['quant']}" if self.dtypes.get("quant") else ""),
             vae_dtype=self.dtypes["vae"], device=self.device.type, model=self.folder.name,
             model_hash=self.model_hash, version=__version__, batch_size=len(req.prompts), batch_index=i,
-            warnings=warns,
+            warnings=warns, **adapter_recipe.recipe_fields(req), **img2img.recipe_fields(req),
         )
 
-    def remake(self, recipe: Recipe, progress=None) -> Generation:
-        """Re-run a recipe: the same batch it was made in (so every kernel sees the same shapes), then pick it."""
+    def remake(self, recipe: Recipe, progress=None, loras=None, init_image=None, mask=None) -> Generation:
+        """Re-run a recipe: the same batch it was made in (so every kernel sees the same shapes), then pick it.
+        loras/init_image/mask: the recipe's input files, where they moved (checked against the recorded hashes)."""
         base = recipe.seed - recipe.batch_index
         gen = self.generate(recipe.prompt, recipe.negative, seed=base, steps=recipe.steps, cfg=recipe.cfg,
                             sampler=recipe.sampler, shift=recipe.shift, width=recipe.width, height=recipe.height,
                             batch=recipe.batch_size, cfg_trunc=recipe.cfg_trunc, renorm_cfg=recipe.renorm_cfg,
-                            progress=progress)
+                            progress=progress, **adapter_recipe.remake_kwargs(recipe, loras),
+                            **img2img.remake_kwargs(recipe, init_image, mask))
         i = recipe.batch_index
         return Generation([gen.images[i]], [gen.recipes[i]], gen.latents[i : i + 1], gen.timings)
 
@@ -290,8 +401,14 @@ def _problems(latents: torch.Tensor, images: torch.Tensor) -> list[list[str]]:
 
 def load(path: str | Path | None = None, *, device: str | None = None, dtype: str = "auto",
          text_dtype: str | None = None, vae_dtype: str = "fp32", text_encoder=None, clip_model=None, vae=None,
-         spec: str = "newbie-exp0.1") -> Pipeline:
-    """Load a NewBie model folder (or the embedded demo model when path is None)."""
+         spec: str = "newbie-exp0.1", vram: str | float | None = None, plan_size: tuple[int, int] | None = None,
+         quantize: str | None = None) -> Pipeline:
+    """Load a NewBie model folder (or the embedded demo model when path is None).
+
+    vram: a GPU memory budget ("8GB", 8, or "auto" for the free memory) -> the planner picks residency,
+    streaming, quantization and tiling for `plan_size` (default: the model's default size).
+    quantize: "int8" / "fp8" weight-only (DiT and Gemma blocks) or "fp8-dynamic" compute (DiT), via torchao.
+    """
     notice = ""
     if path is None:
         from newbie.demo.model import default_model
@@ -309,14 +426,38 @@ def load(path: str | Path | None = None, *, device: str | None = None, dtype: st
     te = require(folder.text_encoder, "Gemma3 text encoder (text_encoder/)", hint)
     cm = require(folder.clip_model, "Jina CLIP model (clip_model/)", hint)
     va = require(folder.vae, "VAE (vae/)", hint)
-    dit = load_dit(folder.transformer, mspec.dit, DTYPES[names["dit"]], dev)
-    gemma = load_gemma(te, DTYPES[names["text"]], dev)
-    jina = load_jina(cm, DTYPES[names["text"]], dev)
+    # with a budget, weights are read into CPU memory first and the plan decides what goes to the GPU
+    load_dev = torch.device("cpu") if vram is not None and dev.type == "cuda" else dev
+    dit = load_dit(folder.transformer, mspec.dit, DTYPES[names["dit"]], load_dev)
+    gemma = load_gemma(te, DTYPES[names["text"]], load_dev)
+    jina = load_jina(cm, DTYPES[names["text"]], load_dev)
     if gemma.config.hidden_size != dit.cfg.cap_feat_dim:
         raise NewbieError(f"text encoder width {gemma.config.hidden_size} != transformer cap_feat_dim {dit.cfg.cap_feat_dim}")
     if jina.config.hidden_size != dit.cfg.clip_text_dim:
         raise NewbieError(f"Jina width {jina.config.hidden_size} != transformer clip_text_dim {dit.cfg.clip_text_dim}")
     text = TextEncoders(gemma, load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma"), jina,
                         load_tokenizer(folder.clip_tokenizer_dirs, "Jina"), mspec.text)
-    vae_model, vae_cfg = load_vae(va, DTYPES[names["vae"]], dev)
-    return Pipeline(mspec, folder, dit, text, LatentCodec(vae_model, vae_cfg), dev, names, notice)
+    vae_model, vae_cfg = load_vae(va, DTYPES[names["vae"]], load_dev)
+    pipe = Pipeline(mspec, folder, dit, text, LatentCodec(vae_model, vae_cfg), dev, names, notice)
+    if quantize:
+        from newbie.precision.quant import quantize_dit, quantize_gemma
+
+        quantize_dit(dit, quantize)
+        if quantize != "fp8-dynamic":
+            quantize_gemma(gemma, quantize)
+        names["quant"] = quantize
+    if vram is not None:
+        from newbie.precision.planner import ComponentSizes, free_vram_gib, parse_vram, plan_for
+
+        if vram == "auto":
+            budget = free_vram_gib()
+            if budget is None:
+                raise NewbieError("--vram auto needs a CUDA GPU")
+        else:
+            budget = parse_vram(vram)
+        w, h = plan_size or (mspec.sampling.width, mspec.sampling.height)
+        plan = plan_for(budget, w, h, ComponentSizes.of(pipe))
+        if quantize and plan.quantize:
+            raise NewbieError("--quantize and a plan that quantizes cannot be combined; drop one")
+        pipe.apply_plan(plan)
+    return pipe

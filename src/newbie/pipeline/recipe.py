@@ -35,6 +35,16 @@ class Recipe:
     batch_size: int = 1
     batch_index: int = 0
     warnings: list[str] = field(default_factory=list)
+    # artist workflows (docs/workflows.md); the defaults are plain text-to-image, so old recipes still load
+    loras: list[dict] = field(default_factory=list)  # {path, name, sha256, config_sha256, strength, kind}
+    fuse_loras: bool = False
+    init_image: str = ""  # img2img/inpainting input path ("" when it was an in-memory image)
+    init_image_sha256: str = ""  # sha256 of its decoded RGB pixels
+    strength: float | None = None
+    mask: str = ""
+    mask_sha256: str = ""
+    mask_feather: int | None = None
+    hires: dict | None = None  # {width, height, upscaler, strength, steps}; width/height above = first pass
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)

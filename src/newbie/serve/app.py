@@ -88,8 +88,8 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
     @app.post("/v1/images/generations", response_model=ImagesResponse, responses={**ERRORS, 500: {"model": ErrorBody},
               504: {"model": ErrorBody}}, summary="OpenAI-compatible: generate and wait for the images")
     async def images_generations(body: ImageGenerationRequest, request: Request) -> ImagesResponse:
-        params = validate(body, service.validator, service.limits)
-        job = await run_in_threadpool(service.submit, params)
+        # in a thread: validation may ask a Ray replica, and the commit waits for the disk
+        job = await run_in_threadpool(lambda: service.submit(validate(body, service.validator, service.limits)))
         job = await service.wait(job.id, sync_timeout)
         if job.state == FAILED:
             raise ApiError(500, f"generation failed: {job.error}", "generation_failed")

@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass
 
 from newbie.errors import NewbieError
-from newbie.pipeline.pipeline import Pipeline
 from newbie.serve.errors import ApiError
 from newbie.serve.schemas import GenerationParams
 
@@ -23,14 +22,22 @@ class ApiLimits:
     max_queue: int = 1000  # queued jobs; past this a new job gets 503 instead of waiting for hours
 
 
-class SpecOnly:
-    """Pipeline.request reads nothing but the model spec: the API validates without loading any weights
-    (the Ray ingress has none)."""
+class PipelineValidator:
+    """Resolves a request with the engine's own checks (Pipeline.request): defaults filled, seed drawn.
+    Thread-safe: request() reads the spec and touches no tensors, so API threads share the worker's pipeline."""
 
-    request = Pipeline.request
+    def __init__(self, pipe):
+        self.pipe = pipe
 
-    def __init__(self, spec):
-        self.spec = spec
+    def resolve(self, kwargs: dict) -> dict:
+        return resolved(self.pipe.request(**kwargs))
+
+
+def resolved(req) -> dict:
+    """The engine's Request as the queued parameters (everything a worker needs to make the same images)."""
+    return {"prompt": req.prompts[0], "negative": req.negative, "n": len(req.prompts), "seed": req.seeds[0],
+            "steps": req.steps, "cfg": req.cfg, "sampler": req.sampler, "shift": req.shift, "width": req.width,
+            "height": req.height, "cfg_trunc": req.cfg_trunc, "renorm_cfg": req.renorm_cfg}
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
@@ -75,21 +82,20 @@ def validate(body: GenerationParams, validator, limits: ApiLimits) -> dict:
     if body.renorm_cfg is not None and body.renorm_cfg < 0:
         raise ApiError(400, f"renorm_cfg must be >= 0, got {body.renorm_cfg}", "invalid_renorm_cfg", "renorm_cfg")
     width, height = parse_size(body.size)
+    kwargs = dict(prompt=body.prompt, negative=body.negative, seed=body.seed, steps=body.steps, cfg=body.cfg,
+                  sampler=body.sampler, shift=body.shift, width=width, height=height, batch=body.n,
+                  cfg_trunc=body.cfg_trunc, renorm_cfg=body.renorm_cfg)
     try:
-        req = validator.request(body.prompt, body.negative, seed=body.seed, steps=body.steps, cfg=body.cfg,
-                                sampler=body.sampler, shift=body.shift, width=width, height=height, batch=body.n,
-                                cfg_trunc=body.cfg_trunc, renorm_cfg=body.renorm_cfg)
+        params = validator.resolve(kwargs)
     except NewbieError as e:
         raise ApiError(400, str(e), "invalid_request") from None
-    if max(req.width, req.height) > limits.max_side:
-        raise ApiError(400, f"size {req.width}x{req.height}: the server's largest side is {limits.max_side}",
+    w, h = params["width"], params["height"]
+    if max(w, h) > limits.max_side:
+        raise ApiError(400, f"size {w}x{h}: the server's largest side is {limits.max_side}", "invalid_size", "size")
+    if w * h > limits.max_pixels:
+        raise ApiError(400, f"size {w}x{h} is {w * h} pixels; the server's limit is {limits.max_pixels}",
                        "invalid_size", "size")
-    if req.width * req.height > limits.max_pixels:
-        raise ApiError(400, f"size {req.width}x{req.height} is {req.width * req.height} pixels; the server's limit is "
-                       f"{limits.max_pixels}", "invalid_size", "size")
-    return {"prompt": body.prompt, "negative": req.negative, "n": body.n, "seed": req.seeds[0], "steps": req.steps,
-            "cfg": req.cfg, "sampler": req.sampler, "shift": req.shift, "width": req.width, "height": req.height,
-            "cfg_trunc": req.cfg_trunc, "renorm_cfg": req.renorm_cfg}
+    return params
 
 
 def to_request(pipe, params: dict):

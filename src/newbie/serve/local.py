@@ -19,7 +19,7 @@ def devices_from(text: str | None) -> list[str | None]:
 
 def local_service(args, limits):
     import newbie
-    from newbie.serve.limits import SpecOnly
+    from newbie.serve.limits import PipelineValidator
     from newbie.serve.service import JobService
     from newbie.serve.worker import PipelineRunner
 
@@ -32,4 +32,4 @@ def local_service(args, limits):
             print(pipe.notice, file=sys.stderr)
         runners.append(PipelineRunner(pipe, str(pipe.device)))
     first = runners[0].pipe
-    return JobService(Path(args.data_dir), SpecOnly(first.spec), runners, limits, model_name=first.folder.name)
+    return JobService(Path(args.data_dir), PipelineValidator(first), runners, limits, model_name=first.folder.name)

@@ -82,6 +82,8 @@ class JobService:
     def start(self) -> None:
         for note in self.store.recover():
             log.warning("recovered job %s", note)
+        for tmp in self.images_dir.glob("*/.newbie-*"):  # save_png's temporary file, orphaned by a kill
+            tmp.unlink(missing_ok=True)
         for w in self.workers:
             w.start()
 

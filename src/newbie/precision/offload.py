@@ -1,0 +1,127 @@
+"""Weights that live in pinned CPU memory and visit the GPU only while they are needed.
+
+`Offloaded`: a whole module (a text encoder, the DiT, the VAE) swapped in before its stage and out after it.
+`BlockStreamer`: the blocks of a ModuleList streamed one by one during forward, copies on a side CUDA stream
+overlapped with the compute of the blocks before; blocks listed as resident stay on the GPU.
+Values never change on the way, so offloaded and streamed runs are bit-identical to resident ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _pinned(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().to("cpu")
+    return t.pin_memory() if torch.cuda.is_available() else t
+
+
+class Offloaded:
+    def __init__(self, module: nn.Module, device: torch.device, exclude: tuple[nn.Module, ...] = ()):
+        """`exclude`: submodules managed elsewhere (streamed blocks, a table kept on the CPU)."""
+        self.module, self.device = module, torch.device(device)
+        skip = {id(m) for e in exclude for m in e.modules()}
+        self.tensors = [(m, name, _pinned(t)) for m in module.modules() if id(m) not in skip for name, t in
+                        list(m._parameters.items()) + list(m._buffers.items()) if t is not None]
+        self.unload()
+
+    def load(self) -> None:
+        for m, name, cpu in self.tensors:
+            self._set(m, name, cpu.to(self.device, non_blocking=True))
+
+    def unload(self) -> None:
+        for m, name, cpu in self.tensors:
+            self._set(m, name, cpu)
+
+    @staticmethod
+    def _set(m: nn.Module, name: str, value: torch.Tensor) -> None:
+        if name in m._parameters:
+            m._parameters[name].data = value
+        else:
+            m._buffers[name] = value
+
+
+class BlockStreamer:
+    """Stream the non-resident blocks of `blocks` through the GPU during each forward (resident blocks are
+    placed by whoever owns the rest of the model)."""
+
+    def __init__(self, blocks: nn.ModuleList, device: torch.device, resident: set[int], prefetch: int = 2):
+        self.device = torch.device(device)
+        self.streamed = [i for i in range(len(blocks)) if i not in resident]
+        self.prefetch = prefetch
+        self.cpu = {i: [(p, _pinned(p)) for p in blocks[i].parameters()] for i in self.streamed}
+        for i in self.streamed:
+            for p, cpu in self.cpu[i]:
+                p.data = cpu
+        self.cuda = self.device.type == "cuda"
+        self.copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self.inflight: dict[int, tuple[list[torch.Tensor], object]] = {}
+        self.handles = []
+        for i in self.streamed:
+            self.handles.append(blocks[i].register_forward_pre_hook(lambda m, a, i=i: self._enter(i)))
+            self.handles.append(blocks[i].register_forward_hook(lambda m, a, o, i=i: self._leave(i)))
+
+    def _start(self, i: int) -> None:
+        if i in self.inflight:
+            return
+        if self.cuda:
+            with torch.cuda.stream(self.copy_stream):
+                gpu = [cpu.to(self.device, non_blocking=True) for _, cpu in self.cpu[i]]
+                event = torch.cuda.Event()
+                event.record(self.copy_stream)
+        else:
+            gpu, event = [cpu.to(self.device) for _, cpu in self.cpu[i]], None
+        self.inflight[i] = (gpu, event)
+
+    def _enter(self, i: int) -> None:
+        self._start(i)
+        gpu, event = self.inflight.pop(i)
+        if event is not None:
+            torch.cuda.current_stream(self.device).wait_event(event)
+        for (p, _), t in zip(self.cpu[i], gpu):
+            if self.cuda:
+                t.record_stream(torch.cuda.current_stream(self.device))  # memory stays valid until compute ends
+            p.data = t
+        k = self.streamed.index(i)
+        for j in range(1, self.prefetch + 1):  # the next streamed blocks, wrapping into the next forward
+            self._start(self.streamed[(k + j) % len(self.streamed)])
+
+    def _leave(self, i: int) -> None:
+        for p, cpu in self.cpu[i]:
+            p.data = cpu
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.inflight.clear()
+
+
+def streamed_bytes(blocks: nn.ModuleList, indices) -> int:
+    return sum(p.numel() * p.element_size() for i in indices for p in blocks[i].parameters())
+
+
+class Mover:
+    """Whole-module moves with Module.to, for weights that are tensor subclasses (quantized) and cannot be
+    swapped by pointer; slower than Offloaded (a device-to-host copy on every unload)."""
+
+    def __init__(self, module: nn.Module, device: torch.device):
+        self.module, self.device = module, torch.device(device)
+        self.unload()
+
+    def load(self) -> None:
+        self.module.to(self.device)
+
+    def unload(self) -> None:
+        self.module.to("cpu")
+
+
+class Resident:
+    def __init__(self, module: nn.Module, device: torch.device):
+        module.to(device)
+
+    def load(self) -> None:
+        pass
+
+    def unload(self) -> None:
+        pass

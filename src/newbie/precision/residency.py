@@ -1,0 +1,67 @@
+"""Applying a memory plan to a loaded pipeline: where each component lives, per stage."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from newbie.precision.offload import BlockStreamer, Mover, Offloaded, Resident
+from newbie.precision.planner import Plan
+
+
+class Residency:
+    """Stage manager: `with residency.stage("denoise"):` brings that stage's weights in and, in a staged
+    plan, sends them out afterwards. Streamed blocks come and go inside forward."""
+
+    def __init__(self, pipe, plan: Plan):
+        self.plan, self.device = plan, pipe.device
+        self.streamers: list[BlockStreamer] = []
+        dev = pipe.device
+        gemma, jina, dit, vae = pipe.text.gemma, pipe.text.jina, pipe.dit, pipe.codec.vae
+        if plan.quantize:
+            from newbie.precision.quant import quantize_dit, quantize_gemma
+
+            quantize_dit(dit, plan.quantize)
+            quantize_gemma(gemma, plan.quantize)
+        if plan.vae_tiling:
+            vae.enable_tiling()
+        if plan.residency == "resident" or dev.type != "cuda":
+            holders = {"text": [Resident(gemma, dev), Resident(jina, dev)], "denoise": [Resident(dit, dev)],
+                       "decode": [Resident(vae, dev)]}
+        else:
+            keep_on_cpu = (gemma.embed_tokens,) if plan.gemma_embed_on_cpu else ()
+            if plan.gemma_embed_on_cpu:
+                gemma.embed_tokens.to("cpu")
+            g_streamed, d_streamed = self._stream(gemma.layers, plan.gemma_streamed, dev), \
+                self._stream(dit.layers, plan.dit_streamed, dev)
+            holder = Mover if plan.quantize else Offloaded
+            if plan.quantize:  # quantized blocks move with Module.to (tensor subclasses)
+                text = [Mover(gemma.layers, dev), Offloaded(gemma, dev, exclude=(gemma.layers, *keep_on_cpu))]
+            else:
+                text = [holder(gemma, dev, exclude=(*g_streamed, *keep_on_cpu))]
+            denoise = [Mover(dit, dev)] if plan.quantize else [Offloaded(dit, dev, exclude=tuple(d_streamed))]
+            holders = {"text": text + [Offloaded(jina, dev)], "denoise": denoise, "decode": [Offloaded(vae, dev)]}
+        self.holders = holders
+        self.staged = plan.residency == "staged" and dev.type == "cuda"
+
+    def _stream(self, blocks, n: int, device) -> list:
+        if n <= 0 or device.type != "cuda":
+            return []
+        count = len(blocks)
+        # spread the streamed blocks evenly so each copy overlaps with the compute of resident ones
+        streamed = sorted({round(i * count / n) for i in range(n)})[:n]
+        self.streamers.append(BlockStreamer(blocks, device, resident=set(range(count)) - set(streamed)))
+        return [blocks[i] for i in streamed]
+
+    @contextmanager
+    def stage(self, name: str):
+        for h in self.holders[name]:
+            h.load()
+        try:
+            yield
+        finally:
+            if self.staged:
+                for h in self.holders[name]:
+                    h.unload()
+                torch.cuda.empty_cache()

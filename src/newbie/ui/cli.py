@@ -1,0 +1,71 @@
+"""`newbie ui`: start the Streamlit gallery (`streamlit run` on app.py, headless, local by default)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from newbie.errors import NewbieError
+
+APP = Path(__file__).resolve().parent / "app.py"
+# The star-field palette; the page's CSS draws the stars, these colour Streamlit's own widgets.
+THEME = {
+    "theme.base": "dark",
+    "theme.primaryColor": "#f3c969",
+    "theme.backgroundColor": "#060a1c",
+    "theme.secondaryBackgroundColor": "#121a3a",
+    "theme.textColor": "#e6e9ff",
+}
+
+
+def add_parser(subparsers) -> None:
+    from newbie.ui.gallery import default_data_dir
+
+    p = subparsers.add_parser("ui", help="the web gallery: compose, generate, browse (Streamlit)",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", help="model folder (default: the embedded demo model)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network")
+    p.add_argument("--data-dir", default=str(default_data_dir()), help="gallery folder (SQLite index + PNG files)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=run)
+
+
+def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
+    """The `streamlit run` command line and the environment the page reads its settings from."""
+    from newbie.ui.settings import UISettings
+
+    if not 0 < args.port < 65536:
+        raise NewbieError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.model and not Path(args.model).exists():
+        raise NewbieError(f"--model {args.model}: no such file or folder")
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NewbieError(f"--data-dir {data_dir}: cannot create it ({e.strerror})") from None
+    model = str(Path(args.model).resolve()) if args.model else None
+    settings = UISettings(model=model, data_dir=data_dir, device=args.device)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
+           "--server.port", str(args.port), "--server.address", args.host, "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
+           "--client.toolbarMode", "minimal", "--server.fileWatcherType", "none"]
+    for key, value in THEME.items():
+        cmd += [f"--{key}", value]
+    return cmd, {**os.environ, **settings.env()}
+
+
+def run(args) -> int:
+    try:
+        import streamlit  # noqa: F401  (only to fail early with an install hint)
+    except ImportError:
+        raise NewbieError("newbie ui needs Streamlit: pip install -r requirements-extras.txt") from None
+    cmd, env = streamlit_command(args)
+    print(f"newbie ui: http://{args.host}:{args.port}  (gallery in {env['NEWBIE_UI_DATA_DIR']})", file=sys.stderr)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 130
