@@ -30,17 +30,23 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "src"))
 sys.path.insert(0, str(BENCH))
 
-TINY_PROMPT = ("<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes"
-               "</appearance> </character_1> <general_tags> <count>1girl</count> </general_tags>")
+TINY_PROMPT = (
+    "<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes"
+    "</appearance> </character_1> <general_tags> <count>1girl</count> </general_tags>"
+)
 
 
 def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", action="store_true", help="CPU dry run with gloo and the tiny test checkpoint")
-    ap.add_argument("--workdir", help="checkpoint folder (default /tmp/newbie-full, or /tmp/newbie-tiny-cfgp)")
+    ap.add_argument(
+        "--workdir", help="checkpoint folder (default /tmp/newbie-full, or /tmp/newbie-tiny-cfgp)"
+    )
     ap.add_argument("--size", type=int, help="image side (default 1024; 128 with --tiny)")
     ap.add_argument("--steps", type=int, help="sampler steps (default 18; 4 with --tiny)")
-    ap.add_argument("--repeats", type=int, help="timed images per setting, median reported (default 3; 1 --tiny)")
+    ap.add_argument(
+        "--repeats", type=int, help="timed images per setting, median reported (default 3; 1 --tiny)"
+    )
     args = ap.parse_args()
     args.workdir = Path(args.workdir or ("/tmp/newbie-tiny-cfgp" if args.tiny else "/tmp/newbie-full"))
     args.size = args.size or (128 if args.tiny else 1024)
@@ -81,17 +87,24 @@ def main() -> None:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if world != 2:
-        sys.exit("run under torchrun with 2 processes: torchrun --nproc_per_node 2 bench/cfg_parallel.py [--tiny]")
+        sys.exit(
+            "run under torchrun with 2 processes: torchrun --nproc_per_node 2 bench/cfg_parallel.py [--tiny]"
+        )
     if args.tiny:
         device, backend, dtype = torch.device("cpu"), "gloo", "fp32"
         torch.set_num_threads(1)  # two processes share the CPU
     else:
         device, backend, dtype = torch.device("cuda", local_rank), "nccl", "bf16"
         torch.cuda.set_device(device)
-    res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "gpus": world if device.type == "cuda" else 0, "backend": backend, "date": date.today().isoformat(),
-           "torch": torch.__version__, "NCCL_NVLS_ENABLE": os.environ.get("NCCL_NVLS_ENABLE"),
-           "weights": "tiny test checkpoint" if args.tiny else "random weights at the real shapes"}
+    res = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "gpus": world if device.type == "cuda" else 0,
+        "backend": backend,
+        "date": date.today().isoformat(),
+        "torch": torch.__version__,
+        "NCCL_NVLS_ENABLE": os.environ.get("NCCL_NVLS_ENABLE"),
+        "weights": "tiny test checkpoint" if args.tiny else "random weights at the real shapes",
+    }
     if rank == 0:
         res.update(write_checkpoint(args))
     dist.init_process_group(backend, timeout=timedelta(minutes=30))  # rank 1 waits for the checkpoint here
@@ -107,10 +120,18 @@ def main() -> None:
 
         prompt = long_xml_prompt()
     settings = dict(seed=42, steps=args.steps, cfg=5.0, cfg_trunc=1.0, width=args.size, height=args.size)
-    res.update(size=f"{args.size}x{args.size}", steps=args.steps, cfg=5.0, cfg_trunc=1.0,
-               sampler=pipe.spec.sampling.sampler, dtype=dtype, repeats=args.repeats,
-               caption_tokens=pipe.text.count_tokens(prompt), negative_tokens=pipe.text.count_tokens(""),
-               cfg_batching_1gpu=getattr(pipe, "cfg_batching", "batched"))
+    res.update(
+        size=f"{args.size}x{args.size}",
+        steps=args.steps,
+        cfg=5.0,
+        cfg_trunc=1.0,
+        sampler=pipe.spec.sampling.sampler,
+        dtype=dtype,
+        repeats=args.repeats,
+        caption_tokens=pipe.text.count_tokens(prompt),
+        negative_tokens=pipe.text.count_tokens(""),
+        cfg_batching_1gpu=getattr(pipe, "cfg_batching", "batched"),
+    )
     branches = cfg_parallel.Branches.from_dist()
 
     # warm-up at a small size (kernel selection), one GPU then both
@@ -133,7 +154,9 @@ def main() -> None:
     two_gpu = []
     for _ in range(args.repeats):
         dist.barrier()
-        seconds, gen = timed(lambda: cfg_parallel.generate(pipe, pipe.request(prompt, **settings), branches), device)
+        seconds, gen = timed(
+            lambda: cfg_parallel.generate(pipe, pipe.request(prompt, **settings), branches), device
+        )
         two_gpu.append(seconds)
     _, lat_mine, _ = cfg_parallel.sample(pipe, pipe.request(prompt, **settings), branches)
     parts = [torch.empty_like(lat_mine) for _ in range(2)]

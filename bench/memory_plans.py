@@ -81,7 +81,11 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/newbie-full")
     ap.add_argument("--budgets", default="24,12,8,6,4")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--one", type=float, help="(internal) run one budget and print its row")
     args = ap.parse_args()
+    if args.one is not None:
+        one(args.one, args.steps, args.workdir)
+        return
     out_dir = Path(os.environ.get("OUT", "bench/results"))
     root = Path(args.workdir)
     if not (root / "vae" / "config.json").exists():
@@ -93,20 +97,40 @@ def main() -> None:
            "plans": []}
     ref_row, ref_img, ref_lat = run_plan(root, None, args.steps, prompt)
     ref_row.update(psnr_vs_resident=None, bit_identical=True)
+    Path("/tmp/newbie-memory-ref.json").write_text(json.dumps(ref_row))
     res["plans"].append(ref_row)
     print(json.dumps(ref_row), flush=True)
+    ref_path = Path("/tmp/newbie-memory-ref.pt")
+    torch.save({"img": torch.from_numpy(ref_img.copy()), "lat": ref_lat}, ref_path)
     for budget in [float(b) for b in args.budgets.split(",")]:
-        try:
-            row, img, lat = run_plan(root, budget, args.steps, prompt)
-            same = bool(torch.equal(lat, ref_lat))
-            row.update(bit_identical=same, psnr_vs_resident=None if same else psnr(img, ref_img),
-                       slowdown_vs_resident=row["seconds"] / ref_row["seconds"])
-        except Exception as e:  # a plan that fails is a result too
-            row = {"budget_gib": budget, "error": f"{type(e).__name__}: {e}"[:400]}
-            gc.collect()
-            torch.cuda.empty_cache()
+        # each plan in a fresh process: no memory left over from the previous one
+        import subprocess
+
+        proc = subprocess.run([sys.executable, __file__, "--one", str(budget), "--steps", str(args.steps),
+                               "--workdir", args.workdir], capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        row = json.loads(lines[-1]) if lines else {"budget_gib": budget, "error": proc.stderr[-400:]}
         res["plans"].append(row)
         print(json.dumps(row), flush=True)
+    _finish(res, out_dir)
+
+
+def one(budget: float, steps: int, workdir: str) -> None:
+    ref = torch.load("/tmp/newbie-memory-ref.pt")
+    ref_img, ref_lat = ref["img"].numpy(), ref["lat"]
+    ref_seconds = json.loads(Path("/tmp/newbie-memory-ref.json").read_text())["seconds"]
+    try:
+        row, img, lat = run_plan(Path(workdir), budget, steps, long_xml_prompt())
+        # identical = same latents and same decoded pixels (VAE tiling changes only the latter)
+        same = bool(torch.equal(lat, ref_lat)) and np.array_equal(img, ref_img)
+        row.update(bit_identical=same, latents_identical=bool(torch.equal(lat, ref_lat)),
+                   psnr_vs_resident=None if same else psnr(img, ref_img), slowdown_vs_resident=row["seconds"] / ref_seconds)
+    except Exception as e:  # a plan that fails is a result too
+        row = {"budget_gib": budget, "error": f"{type(e).__name__}: {e}"[:400]}
+    print(json.dumps(row), flush=True)
+
+
+def _finish(res: dict, out_dir: Path) -> None:
     name = res["device"].replace("NVIDIA ", "").replace(" ", "-").lower()
     (out_dir / f"memory-{name}-{res['date']}.json").write_text(json.dumps(res, indent=1))
     print(f"{'budget':>7} {'plan':<12} {'pred':>5} {'peak':>6} {'sec':>6} {'slow':>5} identical psnr")

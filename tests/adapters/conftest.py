@@ -1,4 +1,4 @@
-"""Fixtures for adapter tests: the tiny DiT's layer shapes, a private DiT copy, and the shared pipeline cleaned up."""
+"""Adapter test fixtures: the tiny DiT's layer shapes, a private DiT copy, the shared pipeline cleaned up."""
 
 import copy
 

@@ -1,22 +1,42 @@
-"""Tiny adapters written by the tests, in the two on-disk formats of spec §6, keyed to the tiny DiT's layers."""
+"""Tiny adapters written by the tests, in the two on-disk formats of spec §6, for the tiny DiT's layers."""
 
 import json
 
 import torch
 from safetensors.torch import save_file
 
-
 # NewbieLoraTrainer's default targets (spec §6), as full layer names of the tiny DiT
-PEFT_TARGETS = ["layers.0.attention.qkv", "layers.1.attention.out", "layers.1.feed_forward.w2",
-                "noise_refiner.0.attention.qkv", "context_refiner.0.feed_forward.w2", "time_text_embed.1",
-                "clip_text_pooled_proj.1"]
+PEFT_TARGETS = [
+    "layers.0.attention.qkv",
+    "layers.1.attention.out",
+    "layers.1.feed_forward.w2",
+    "noise_refiner.0.attention.qkv",
+    "context_refiner.0.feed_forward.w2",
+    "time_text_embed.1",
+    "clip_text_pooled_proj.1",
+]
 # names with underscores of their own, which LyCORIS' '.' -> '_' spelling makes ambiguous to split back
-LOKR_TARGETS = ["layers.0.adaLN_modulation.1", "noise_refiner.0.feed_forward.w2", "context_refiner.0.attention.qkv",
-                "clip_text_pooled_proj.1", "time_text_embed.1", "final_layer.adaLN_modulation.1"]
+LOKR_TARGETS = [
+    "layers.0.adaLN_modulation.1",
+    "noise_refiner.0.feed_forward.w2",
+    "context_refiner.0.attention.qkv",
+    "clip_text_pooled_proj.1",
+    "time_text_embed.1",
+    "final_layer.adaLN_modulation.1",
+]
 
 
-def write_peft(folder, shapes, targets=PEFT_TARGETS, rank=2, alpha=4.0, seed=0, zero=False,
-               prefix="base_model.model.", config=True):
+def write_peft(
+    folder,
+    shapes,
+    targets=PEFT_TARGETS,
+    rank=2,
+    alpha=4.0,
+    seed=0,
+    zero=False,
+    prefix="base_model.model.",
+    config=True,
+):
     """A PEFT save_pretrained folder: adapter_model.safetensors + adapter_config.json."""
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
@@ -28,9 +48,17 @@ def write_peft(folder, shapes, targets=PEFT_TARGETS, rank=2, alpha=4.0, seed=0, 
         tensors[f"{prefix}{name}.lora_B.weight"] = torch.zeros_like(up) if zero else up
     save_file(tensors, str(folder / "adapter_model.safetensors"))
     if config:
-        (folder / "adapter_config.json").write_text(json.dumps(
-            {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": ["attention.qkv"],
-             "bias": "none"}))
+        (folder / "adapter_config.json").write_text(
+            json.dumps(
+                {
+                    "peft_type": "LORA",
+                    "r": rank,
+                    "lora_alpha": alpha,
+                    "target_modules": ["attention.qkv"],
+                    "bias": "none",
+                }
+            )
+        )
     return folder
 
 

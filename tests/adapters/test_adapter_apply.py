@@ -42,10 +42,14 @@ def test_unfused_and_fused_equal_the_merged_weights_in_fp32(tmp_path, shapes, di
     stack.clear()
     g = torch.Generator().manual_seed(0)  # the same inputs forward() draws
     x = torch.randn(1, 16, 8, 8, generator=g)
-    cap, pooled = torch.randn(1, 6, dit.cfg.cap_feat_dim, generator=g), torch.randn(1, dit.cfg.clip_text_dim, generator=g)
+    cap, pooled = (
+        torch.randn(1, 6, dit.cfg.cap_feat_dim, generator=g),
+        torch.randn(1, dit.cfg.clip_text_dim, generator=g),
+    )
     with torch.no_grad():
-        want = functional_call(dit, _reference(dit, [(lora, 0.7), (lokr, -0.4)]),
-                               (x, torch.tensor([0.3]), cap, None, pooled))
+        want = functional_call(
+            dit, _reference(dit, [(lora, 0.7), (lokr, -0.4)]), (x, torch.tensor([0.3]), cap, None, pooled)
+        )
     assert not torch.allclose(got, base, atol=1e-3)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_fused, want, rtol=1e-5, atol=1e-5)
@@ -61,8 +65,10 @@ def test_strength_zero_equals_no_adapter(tmp_path, shapes, dit):
 def test_fused_equals_unfused_within_bf16_tolerance(tmp_path, shapes, dit):
     dit16 = copy.deepcopy(dit).to(torch.bfloat16)
     stack = AdapterStack()
-    active = stack.resolve(dit16, [(write_peft(tmp_path / "l", shapes), 0.8),
-                                   (write_lokr(tmp_path / "k.safetensors", shapes), 0.5)])
+    active = stack.resolve(
+        dit16,
+        [(write_peft(tmp_path / "l", shapes), 0.8), (write_lokr(tmp_path / "k.safetensors", shapes), 0.5)],
+    )
     stack.activate(dit16, active, fused=False)
     unfused = forward(dit16).float()
     stack.activate(dit16, active, fused=True)
@@ -78,9 +84,13 @@ def test_removal_restores_the_base_weights_bit_for_bit(tmp_path, shapes, dit):
     before = {k: v.clone() for k, v in dit.state_dict().items()}
     base = forward(dit)
     stack = AdapterStack()
-    active = stack.resolve(dit, [write_peft(tmp_path / "l", shapes), write_lokr(tmp_path / "k.safetensors", shapes)])
+    active = stack.resolve(
+        dit, [write_peft(tmp_path / "l", shapes), write_lokr(tmp_path / "k.safetensors", shapes)]
+    )
     stack.activate(dit, active, fused=True)
-    assert not torch.equal(dit.state_dict()["layers.0.attention.qkv.weight"], before["layers.0.attention.qkv.weight"])
+    assert not torch.equal(
+        dit.state_dict()["layers.0.attention.qkv.weight"], before["layers.0.attention.qkv.weight"]
+    )
     stack.activate(dit, active, fused=False)  # switching modes: weights back, hooks on
     assert all(torch.equal(v, before[k]) for k, v in dit.state_dict().items())
     assert not torch.equal(forward(dit), base)

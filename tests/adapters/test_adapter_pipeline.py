@@ -19,7 +19,12 @@ def test_per_request_adapters_and_recipes(tmp_path, shapes, pipe):
     with_lora = pipe.generate("1girl", loras=[f"{lora}:0.9"], **ARGS)
     assert with_lora.images[0].tobytes() != base.images[0].tobytes()
     rec = with_lora.recipes[0].loras[0]
-    assert rec["strength"] == 0.9 and rec["kind"] == "lora" and rec["name"] == "style" and len(rec["sha256"]) == 64
+    assert (
+        rec["strength"] == 0.9
+        and rec["kind"] == "lora"
+        and rec["name"] == "style"
+        and len(rec["sha256"]) == 64
+    )
     # the next request without adapters is the base model again, bit for bit
     assert pipe.generate("1girl", **ARGS).images[0].tobytes() == base.images[0].tobytes()
     assert pipe.generate("1girl", loras=[(lora, 0.0)], **ARGS).images[0].tobytes() == base.images[0].tobytes()
@@ -52,8 +57,28 @@ def test_cli_lora_remake_and_inspect(tiny_model_dir, tmp_path, shapes, capsys):
     lora = write_peft(tmp_path / "style", shapes)
     out = tmp_path / "a.png"
     common = ["--model", str(tiny_model_dir), "--quiet"]
-    assert main(["generate", "1girl", "--seed", "1", "--steps", "1", "--size", "32x32", "--cfg", "1",
-                 "--lora", f"{lora}:0.7", "--out", str(out), *common]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "1girl",
+                "--seed",
+                "1",
+                "--steps",
+                "1",
+                "--size",
+                "32x32",
+                "--cfg",
+                "1",
+                "--lora",
+                f"{lora}:0.7",
+                "--out",
+                str(out),
+                *common,
+            ]
+        )
+        == 0
+    )
     with Image.open(out) as im:
         rec = json.loads(im.info["newbie"])
     assert rec["loras"][0]["strength"] == 0.7
@@ -65,5 +90,7 @@ def test_cli_lora_remake_and_inspect(tiny_model_dir, tmp_path, shapes, capsys):
     assert "kind     lora, 7 layers" in text and "attention.qkv x2" in text and "scale    2 x7" in text
     # against the real NewBie shapes (the default), a tiny-model adapter does not fit: one line, exit 2
     assert main(["adapter", "inspect", str(lora)]) == 2
-    assert "does not fit this model: key 'base_model.model.clip_text_pooled_proj.1.lora_A.weight'" in \
-        capsys.readouterr().err
+    assert (
+        "does not fit this model: key 'base_model.model.clip_text_pooled_proj.1.lora_A.weight'"
+        in capsys.readouterr().err
+    )

@@ -31,10 +31,13 @@ def test_inpainting_wrapper_keeps_the_unmasked_latent_with_every_sampler(sampler
 
     sigmas = img2img_sigmas(6, 3.0, 0.8)
     start = float(sigmas[0])
-    x = SAMPLERS[sampler](keep_unmasked(wild_model, mask, latent, noise), (1 - start) * latent + start * noise, sigmas)
+    x = SAMPLERS[sampler](
+        keep_unmasked(wild_model, mask, latent, noise), (1 - start) * latent + start * noise, sigmas
+    )
     keep = mask == 0
-    torch.testing.assert_close(x.expand_as(latent)[keep.expand_as(latent)], latent[keep.expand_as(latent)],
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        x.expand_as(latent)[keep.expand_as(latent)], latent[keep.expand_as(latent)], rtol=0, atol=1e-5
+    )
     assert not torch.allclose(x[..., 3, 2], latent[..., 3, 2], atol=1e-2)  # the masked area was generated
 
 
@@ -43,7 +46,12 @@ def test_feather_ramps_inside_the_mask_and_is_zero_outside():
     m[..., 10:30, 10:30] = 1.0
     f = feather(m, 4)
     assert bool((f[m == 0] == 0).all())  # outside the user's mask: exactly 0
-    assert f[0, 0, 20, 20] == 1.0 and f[0, 0, 10, 20] == 0.25 and f[0, 0, 11, 20] == 0.5 and f[0, 0, 13, 20] == 1.0
+    assert (
+        f[0, 0, 20, 20] == 1.0
+        and f[0, 0, 10, 20] == 0.25
+        and f[0, 0, 11, 20] == 0.5
+        and f[0, 0, 13, 20] == 1.0
+    )
     edge = torch.zeros(1, 1, 8, 8)
     edge[..., :, :4] = 1.0
     assert feather(edge, 2)[0, 0, 4, 0] == 1.0  # the image border does not count as an edge
@@ -54,12 +62,51 @@ def test_hires_spec_forms_and_errors():
     assert hires_spec(True, 64, 48, 8, 2048) == hires_spec(2, 64, 48, 8, 2048)
     h = hires_spec("1.5", 64, 48, 8, 2048)
     assert (h.width, h.height, h.upscaler, h.strength, h.steps) == (96, 80, "pixel", 0.5, 4)
-    assert hires_spec({"width": 128, "height": 96, "upscaler": "latent", "steps": 3}, 64, 48, 8, 2048).steps == 3
+    assert (
+        hires_spec({"width": 128, "height": 96, "upscaler": "latent", "steps": 3}, 64, 48, 8, 2048).steps == 3
+    )
     assert hires_spec(None, 64, 48, 8, 2048) is None and hires_spec(False, 64, 48, 8, 2048) is None
-    for bad, message in [("2x", "hires must be a scale"), ("100x64", "hires width 100 is not a positive multiple"),
-                         (9, "hires scale must be"), ({"upscaler": "esrgan"}, "unknown hires upscaler"),
-                         ({"strength": 2}, "hires strength must be"), ({"denoise": 1}, "unknown hires setting")]:
+    for bad, message in [
+        ("2x", "hires must be a scale"),
+        ("100x64", "hires width 100 is not a positive multiple"),
+        (9, "hires scale must be"),
+        ({"upscaler": "esrgan"}, "unknown hires upscaler"),
+        ({"strength": 2}, "hires strength must be"),
+        ({"denoise": 1}, "unknown hires setting"),
+    ]:
         with pytest.raises(NewbieError, match=message):
             hires_spec(bad, 64, 48, 8, 2048)
     with pytest.raises(NewbieError, match="larger than 2048"):
         hires_spec(4, 1024, 1024, 8, 2048)
+
+
+def test_recipes_from_before_these_workflows_still_load_and_remake_as_text_to_image():
+    import json
+
+    from newbie.adapters.recipe import remake_kwargs as lora_kwargs
+    from newbie.pipeline.img2img import remake_kwargs as image_kwargs
+    from newbie.pipeline.recipe import Recipe
+
+    old = {
+        "prompt": "1girl",
+        "negative": "",
+        "seed": 1,
+        "steps": 2,
+        "cfg": 1.0,
+        "sampler": "euler",
+        "shift": 6.0,
+        "width": 32,
+        "height": 32,
+        "cfg_trunc": 1.0,
+        "renorm_cfg": 0.0,
+        "dtype": "fp32",
+        "text_dtype": "fp32",
+        "vae_dtype": "fp32",
+        "device": "cpu",
+        "model": "m",
+        "model_hash": "0" * 64,
+        "version": "0.1.0",
+    }
+    rec = Recipe.from_json(json.dumps(old))
+    assert rec.loras == [] and rec.hires is None and rec.init_image_sha256 == "" and rec.strength is None
+    assert lora_kwargs(rec) == {} and image_kwargs(rec) == {"hires": None}

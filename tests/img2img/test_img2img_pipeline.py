@@ -20,7 +20,7 @@ def _picture(path, w=32, h=32, seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
     arr = np.stack([xx * 255 / w, yy * 255 / h, np.full_like(xx, 90.0)], -1)
-    arr[h // 4: h // 2, w // 4: w // 2] = rng.integers(0, 255, 3)
+    arr[h // 4 : h // 2, w // 4 : w // 2] = rng.integers(0, 255, 3)
     Image.fromarray(arr.astype(np.uint8)).save(path)
     return path
 
@@ -50,8 +50,14 @@ def test_strength_one_is_text_to_image_and_lower_strength_stays_closer(tmp_path,
     assert full.images[0].tobytes() == txt.images[0].tobytes()
     with Image.open(src) as im:
         latent = tiny_pipeline.codec.encode(to_tensor(im.convert("RGB")))
-    dist = [float((tiny_pipeline.generate("1girl", init_image=src, strength=s, **ARGS).latents - latent).abs().mean())
-            for s in (0.2, 0.8)]
+    dist = [
+        float(
+            (tiny_pipeline.generate("1girl", init_image=src, strength=s, **ARGS).latents - latent)
+            .abs()
+            .mean()
+        )
+        for s in (0.2, 0.8)
+    ]
     assert 0 < dist[0] < dist[1]
 
 
@@ -81,8 +87,10 @@ def test_inputs_are_fitted_to_the_request_and_bad_ones_are_one_line(tmp_path, ti
         (dict(init_image=src, mask=tmp_path / "small.png"), "mask is 8x8 but the input image is 40x36"),
         (dict(init_image=tmp_path / "none.png"), "no such input image"),
         (dict(init_image=src, mask_feather=2), "needs a mask"),
-        (dict(init_image=_picture(tmp_path / "m.png"), mask=_mask(tmp_path / "mm.png"), hires=True),
-         "hires is not available with inpainting"),
+        (
+            dict(init_image=_picture(tmp_path / "m.png"), mask=_mask(tmp_path / "mm.png"), hires=True),
+            "hires is not available with inpainting",
+        ),
     ]:
         with pytest.raises(NewbieError, match=message):
             tiny_pipeline.request("1girl", **kwargs)
@@ -91,12 +99,23 @@ def test_inputs_are_fitted_to_the_request_and_bad_ones_are_one_line(tmp_path, ti
 @pytest.mark.parametrize("upscaler", ["latent", "pixel"])
 def test_hires_pass_makes_the_target_size_and_remakes_bit_for_bit(tiny_pipeline, upscaler):
     seen = []
-    gen = tiny_pipeline.generate("1girl", width=32, height=32, hires={"scale": 2, "upscaler": upscaler, "steps": 2},
-                                 progress=lambda info: seen.append((info["step"], info["steps"])), **ARGS)
+    gen = tiny_pipeline.generate(
+        "1girl",
+        width=32,
+        height=32,
+        hires={"scale": 2, "upscaler": upscaler, "steps": 2},
+        progress=lambda info: seen.append((info["step"], info["steps"])),
+        **ARGS,
+    )
     assert gen.images[0].size == (64, 64) and gen.latents.shape[-2:] == (8, 8)
     assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]  # one progress run over both passes
     rec = gen.recipes[0]
-    assert (rec.width, rec.hires["width"], rec.hires["upscaler"], rec.hires["strength"]) == (32, 64, upscaler, 0.5)
+    assert (rec.width, rec.hires["width"], rec.hires["upscaler"], rec.hires["strength"]) == (
+        32,
+        64,
+        upscaler,
+        0.5,
+    )
     assert tiny_pipeline.remake(rec).images[0].tobytes() == gen.images[0].tobytes()
 
 
@@ -104,8 +123,28 @@ def test_cli_img2img_inpaint_from_recipe(tiny_model_dir, tmp_path, capsys):
     src, mask = _picture(tmp_path / "in.png"), _mask(tmp_path / "mask.png")
     out = tmp_path / "a.png"
     common = ["--model", str(tiny_model_dir), "--quiet"]
-    assert main(["generate", "1girl", "--init-image", str(src), "--mask", str(mask), "--strength", "0.7",
-                 "--steps", "2", "--cfg", "1", "--out", str(out), *common]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "1girl",
+                "--init-image",
+                str(src),
+                "--mask",
+                str(mask),
+                "--strength",
+                "0.7",
+                "--steps",
+                "2",
+                "--cfg",
+                "1",
+                "--out",
+                str(out),
+                *common,
+            ]
+        )
+        == 0
+    )
     with Image.open(out) as im:
         rec = json.loads(im.info["newbie"])
     assert rec["init_image"] == str(src) and rec["strength"] == 0.7 and len(rec["init_image_sha256"]) == 64

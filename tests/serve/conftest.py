@@ -2,8 +2,15 @@ import pytest
 
 from newbie.serve.limits import ApiLimits, PipelineValidator
 
-LIMITS = ApiLimits(max_side=256, max_pixels=128 * 128, max_steps=400, max_n=3, max_prompt_chars=2000,
-                   max_body_bytes=8192, max_queue=50)
+LIMITS = ApiLimits(
+    max_side=256,
+    max_pixels=128 * 128,
+    max_steps=400,
+    max_n=3,
+    max_prompt_chars=2000,
+    max_body_bytes=8192,
+    max_queue=50,
+)
 FAST = {"size": "32x32", "steps": 2, "seed": 7}  # the tiny checkpoint defaults to 1024x1024, 18 steps
 
 
@@ -19,8 +26,13 @@ def make_client(tiny_pipeline, tmp_path):
     opened = []
 
     def make(api_key=None, limits=LIMITS, data_dir=None):
-        service = JobService(data_dir or tmp_path / "data", PipelineValidator(tiny_pipeline),
-                             [PipelineRunner(tiny_pipeline, "cpu")], limits, model_name="tiny")
+        service = JobService(
+            data_dir or tmp_path / "data",
+            PipelineValidator(tiny_pipeline),
+            [PipelineRunner(tiny_pipeline, "cpu")],
+            limits,
+            model_name="tiny",
+        )
         client = TestClient(create_app(service, api_key, sync_timeout=60))
         client.__enter__()
         opened.append(client)

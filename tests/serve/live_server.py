@@ -26,8 +26,23 @@ class LiveServer:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the test's reference images use one thread too
         self.log = open(log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "newbie", "serve", "--port", str(self.port), "--data-dir", str(data_dir),
-             "--device", "cpu", *extra], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "newbie",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+                "--device",
+                "cpu",
+                *extra,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout

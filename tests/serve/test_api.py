@@ -1,4 +1,5 @@
-"""The HTTP API in process (TestClient) on the tiny checkpoint: results, job lifecycle, errors, auth, metrics."""
+"""The HTTP API in process (TestClient) on the tiny checkpoint: results, job lifecycle, errors, auth and
+metrics."""
 
 import base64
 import io
@@ -31,8 +32,10 @@ def _error(response, status):
 
 def test_openai_endpoint_returns_the_pipelines_images(make_client, tiny_pipeline):
     client, _ = make_client()
-    r = client.post("/v1/images/generations", json={"prompt": "1girl, red_hair", "n": 2, **FAST, "model": "x",
-                                                    "quality": "hd"})  # OpenAI fields we ignore
+    r = client.post(
+        "/v1/images/generations",
+        json={"prompt": "1girl, red_hair", "n": 2, **FAST, "model": "x", "quality": "hd"},
+    )  # OpenAI fields we ignore
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     assert [d["seed"] for d in data] == [7, 8]
@@ -44,7 +47,10 @@ def test_openai_endpoint_returns_the_pipelines_images(make_client, tiny_pipeline
             assert json.loads(im.info["newbie"])["seed"] == recipe.seed
     r = client.post("/v1/images/generations", json={"prompt": "1girl", **FAST, "response_format": "url"})
     url = r.json()["data"][0]["url"]
-    assert url.startswith("http://testserver/v1/jobs/") and client.get(url).headers["content-type"] == "image/png"
+    assert (
+        url.startswith("http://testserver/v1/jobs/")
+        and client.get(url).headers["content-type"] == "image/png"
+    )
 
 
 def test_job_lifecycle_with_progress_and_location(make_client, tiny_pipeline):
@@ -108,9 +114,13 @@ def test_bad_input_gets_one_line_4xx(make_client):
     assert xml["code"] == "invalid_xml" and "line 2, column" in xml["message"]
     assert _error(post({"prompt": "a", "negative": "<a><b></a>"}), 422)["param"] == "negative"
     assert _error(post({"prompt": 3}), 422)["param"] == "prompt"
-    assert _error(post({"prompt": "a", "nope": 1}), 422)["param"] == "nope"  # typos in the native API are errors
+    assert (
+        _error(post({"prompt": "a", "nope": 1}), 422)["param"] == "nope"
+    )  # typos in the native API are errors
     assert _error(client.post("/v1/jobs", json=[1]), 422)["code"] == "invalid_body"
-    bad_json = client.post("/v1/jobs", content=b'{"prompt": "a",', headers={"content-type": "application/json"})
+    bad_json = client.post(
+        "/v1/jobs", content=b'{"prompt": "a",', headers={"content-type": "application/json"}
+    )
     assert _error(bad_json, 400)["code"] == "invalid_json"
     assert _error(client.post("/v1/images/generations", json={"prompt": "a", "response_format": "x"}), 422)
 
@@ -118,13 +128,20 @@ def test_bad_input_gets_one_line_4xx(make_client):
 def test_body_limit_before_the_route(make_client):
     client, service = make_client()
     big = json.dumps({"prompt": "a" * 9000}).encode()
-    assert _error(client.post("/v1/jobs", content=big, headers={"content-type": "application/json"}), 413)["code"] == "body_too_large"
+    assert (
+        _error(client.post("/v1/jobs", content=big, headers={"content-type": "application/json"}), 413)[
+            "code"
+        ]
+        == "body_too_large"
+    )
 
     def chunks():  # no Content-Length: the limit must hold on the streamed bytes too
         for _ in range(10):
             yield b" " * 1000
 
-    assert _error(client.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"}), 413)
+    assert _error(
+        client.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"}), 413
+    )
     assert service.store.counts()["queued"] == 0
 
 
@@ -146,7 +163,9 @@ def test_unknown_jobs_and_paths_stay_inside_the_data_folder(make_client):
 def test_api_key_in_constant_time_and_open_health(make_client):
     client, _ = make_client(api_key="s3cret")
     assert _error(client.get("/metrics"), 401)["code"] == "invalid_api_key"
-    _error(client.post("/v1/jobs", json={"prompt": "a", **FAST}, headers={"Authorization": "Bearer wrong"}), 401)
+    _error(
+        client.post("/v1/jobs", json={"prompt": "a", **FAST}, headers={"Authorization": "Bearer wrong"}), 401
+    )
     _error(client.get("/metrics", headers={"Authorization": "Basic s3cret"}), 401)
     assert client.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert client.get("/healthz").json()["status"] == "ok"
@@ -163,14 +182,29 @@ def test_metrics_and_health(make_client):
     assert lines['newbie_errors_total{kind="http_400"}'] == "1"
     assert float(lines["newbie_image_seconds_sum"]) > 0
     health = client.get("/healthz").json()
-    assert health == {"status": "ok", "model": "tiny", "workers": 1, "workers_alive": 1, "queued": 0, "running": 0}
+    assert health == {
+        "status": "ok",
+        "model": "tiny",
+        "workers": 1,
+        "workers_alive": 1,
+        "queued": 0,
+        "running": 0,
+    }
 
 
 def test_committed_openapi_schema_matches_the_app():
     from newbie.serve.openapi import schema_text
 
     committed = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
-    assert committed.read_text() == schema_text(), "regenerate: python -m newbie.serve.openapi > docs/openapi.json"
+    assert committed.read_text() == schema_text(), (
+        "regenerate: python -m newbie.serve.openapi > docs/openapi.json"
+    )
     paths = json.loads(committed.read_text())["paths"]
-    assert {"/v1/images/generations", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/image", "/healthz",
-            "/metrics"} <= set(paths)
+    assert {
+        "/v1/images/generations",
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/image",
+        "/healthz",
+        "/metrics",
+    } <= set(paths)

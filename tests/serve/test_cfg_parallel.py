@@ -22,14 +22,22 @@ def _rank(rank: int, model_dir: str, rendezvous: str, out: str) -> None:
         req = pipe.request(PROMPT, **{**SETTINGS, "seed": SETTINGS["seed"] + rank})
         steps = []
         branches = cfg_parallel.Branches.from_dist()
-        shared, latents, _ = cfg_parallel.sample(pipe, req, branches, progress=lambda d: steps.append(d["step"]))
+        shared, latents, _ = cfg_parallel.sample(
+            pipe, req, branches, progress=lambda d: steps.append(d["step"])
+        )
         result = {"latents": latents, "steps": steps, "seed": shared.seeds[0]}
         if rank == 0:
-            local = cfg_parallel.generate(pipe, pipe.request(PROMPT, **SETTINGS))  # both branches, one process
+            local = cfg_parallel.generate(
+                pipe, pipe.request(PROMPT, **SETTINGS)
+            )  # both branches, one process
             normal = pipe.generate(PROMPT, **SETTINGS)
-            result.update(local_latents=local.latents, local_image=torch.tensor(list(local.images[0].getdata())),
-                          normal_latents=normal.latents, normal_image=torch.tensor(list(normal.images[0].getdata())),
-                          local_seed=local.recipes[0].seed)
+            result.update(
+                local_latents=local.latents,
+                local_image=torch.tensor(list(local.images[0].getdata())),
+                normal_latents=normal.latents,
+                normal_image=torch.tensor(list(normal.images[0].getdata())),
+                local_seed=local.recipes[0].seed,
+            )
         torch.save(result, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -37,8 +45,13 @@ def _rank(rank: int, model_dir: str, rendezvous: str, out: str) -> None:
 
 def test_two_ranks_make_the_single_process_image(tiny_model_dir, tmp_path):
     # fork: the children reuse this process's imports (a spawned child spends ~15 s importing transformers)
-    mp.start_processes(_rank, args=(str(tiny_model_dir), str(tmp_path / "rdzv"), str(tmp_path)), nprocs=2,
-                       join=True, start_method="fork")
+    mp.start_processes(
+        _rank,
+        args=(str(tiny_model_dir), str(tmp_path / "rdzv"), str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert r0["seed"] == r1["seed"] == r0["local_seed"] == SETTINGS["seed"]
     assert r0["steps"] == [1, 2, 3, 4] and r1["steps"] == []  # progress is reported once, by rank 0

@@ -17,7 +17,11 @@ def test_an_accepted_job_is_on_disk_before_add_returns(tmp_path):
     store = JobStore(tmp_path / "jobs.sqlite3")
     job = store.add({"prompt": "x"}, 2)
     # another connection (another process after a crash) sees it at once
-    row = sqlite3.connect(tmp_path / "jobs.sqlite3").execute("SELECT state, n FROM jobs WHERE id = ?", (job.id,)).fetchone()
+    row = (
+        sqlite3.connect(tmp_path / "jobs.sqlite3")
+        .execute("SELECT state, n FROM jobs WHERE id = ?", (job.id,))
+        .fetchone()
+    )
     assert row == (QUEUED, 2)
 
 

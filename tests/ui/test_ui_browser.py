@@ -29,11 +29,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise AssertionError(f"newbie ui exited with {proc.returncode}: {proc.stdout.read()}")
+            raise AssertionError(f"newbie ui exited with {proc.returncode}: {log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
                 if r.status == 200:
@@ -46,19 +46,21 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
 @pytest.fixture
 def server(tmp_path):
     port = _free_port()
-    data = tmp_path / "gallery"
-    proc = subprocess.Popen([sys.executable, "-m", "newbie", "ui", "--port", str(port), "--data-dir", str(data)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    data, log = tmp_path / "gallery", tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "newbie", "ui", "--port", str(port), "--data-dir", str(data)],
+                                stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, 60)
+        _wait_healthy(url, proc, log, 60)
         yield url, data
     finally:
-        proc.terminate()
+        proc.terminate()  # `newbie ui` exec'd Streamlit, so this reaches the server itself
         try:
-            proc.wait(10)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 def test_generate_in_chromium_and_find_it_after_reload(server, tmp_path):
@@ -78,7 +80,7 @@ def test_generate_in_chromium_and_find_it_after_reload(server, tmp_path):
             prompt.fill(PROMPT)
             page.get_by_role("button", name="Generate").click()
             gallery_images = page.locator(".st-key-gallery [data-testid='stImage'] img")
-            expect(gallery_images).to_have_count(1, timeout=180_000)
+            expect(gallery_images).to_have_count(1, timeout=300_000)
             expect(page.locator(".st-key-hero [data-testid='stImage'] img")).to_have_count(1)
             assert page.locator("[data-testid='stException']").count() == 0
 

@@ -34,8 +34,11 @@ class Adapter:
 
 def linear_shapes(dit: nn.Module) -> dict[str, tuple[int, int]]:
     """Name -> (out, in) of every Linear-like layer (quantized replacements keep in/out_features)."""
-    return {name: (m.out_features, m.in_features) for name, m in dit.named_modules()
-            if isinstance(m, nn.Linear) or (hasattr(m, "in_features") and hasattr(m, "out_features"))}
+    return {
+        name: (m.out_features, m.in_features)
+        for name, m in dit.named_modules()
+        if isinstance(m, nn.Linear) or (hasattr(m, "in_features") and hasattr(m, "out_features"))
+    }
 
 
 def load_adapter(path: str | Path, shapes: dict[str, tuple[int, int]]) -> Adapter:
@@ -66,8 +69,9 @@ def build_deltas(f: AdapterFile, names: ModuleNames) -> tuple[dict[str, Delta], 
             elif parts.keys() <= LOKR_PARTS:
                 deltas[module] = _lokr(module, parts)
             else:
-                raise AdapterMismatch(f"key '{min(k for k, _ in parts.values())}': layer {module} mixes LoRA and "
-                                      f"LoKr tensors")
+                raise AdapterMismatch(
+                    f"key '{min(k for k, _ in parts.values())}': layer {module} mixes LoRA and LoKr tensors"
+                )
             _check_shape(module, deltas[module], parts, names.shapes[module])
         except AdapterMismatch as e:
             problems.append((min(k for k, _ in parts.values()), str(e)))
@@ -77,16 +81,19 @@ def build_deltas(f: AdapterFile, names: ModuleNames) -> tuple[dict[str, Delta], 
         raise AdapterMismatch(f"{f.weights}: holds no LoRA/LoKr layers")
     notes = []
     if no_alpha:
-        notes.append(f"{f.weights.name}: no alpha found (no adapter_config.json, alpha tensors or metadata); "
-                     "using scale 1 (alpha = rank), as ComfyUI does")
+        notes.append(
+            f"{f.weights.name}: no alpha found (no adapter_config.json, alpha tensors or metadata); "
+            "using scale 1 (alpha = rank), as ComfyUI does"
+        )
     return deltas, notes
 
 
 def _need(parts: dict, name: str, module: str) -> Tensor:
     if name not in parts:
         have = ", ".join(k for k, _ in parts.values())
-        raise AdapterMismatch(f"key '{min(k for k, _ in parts.values())}': layer {module} has no {name} tensor "
-                              f"(found {have})")
+        raise AdapterMismatch(
+            f"key '{min(k for k, _ in parts.values())}': layer {module} has no {name} tensor (found {have})"
+        )
     key, t = parts[name]
     if t.ndim != 2:
         raise AdapterMismatch(f"key '{key}': expected a matrix, got shape {list(t.shape)}")
@@ -105,7 +112,8 @@ def _lora(module: str, parts: dict, f: AdapterFile) -> tuple[LoraDelta, bool]:
 
 def _lora_alpha(module: str, parts: dict, f: AdapterFile, rank: int) -> tuple[float, bool]:
     """Alpha from, in order: the layer's own alpha tensor (kohya/ComfyUI files), adapter_config.json (PEFT:
-    alpha_pattern, then lora_alpha), the safetensors metadata; else alpha = rank (scale 1), flagged as a guess."""
+    alpha_pattern, then lora_alpha), the safetensors metadata; else alpha = rank (scale 1), flagged as a
+    guess."""
     if "alpha" in parts:
         return float(parts["alpha"][1].reshape(-1)[0]), False
     if f.config:
@@ -121,14 +129,15 @@ def _lora_alpha(module: str, parts: dict, f: AdapterFile, rank: int) -> tuple[fl
 
 
 def _lokr(module: str, parts: dict) -> LokrDelta:
-    get = (lambda name: parts[name][1] if name in parts else None)
     if "lokr_w1" in parts:
         w1 = _need(parts, "lokr_w1", module)
     else:
         w1_a, w1_b = _need(parts, "lokr_w1_a", module), _need(parts, "lokr_w1_b", module)
         if w1_a.shape[1] != w1_b.shape[0]:
-            raise AdapterMismatch(f"key '{parts['lokr_w1_b'][0]}': factor shapes {list(w1_a.shape)} @ "
-                                  f"{list(w1_b.shape)} do not chain")
+            raise AdapterMismatch(
+                f"key '{parts['lokr_w1_b'][0]}': factor shapes {list(w1_a.shape)} @ "
+                f"{list(w1_b.shape)} do not chain"
+            )
         w1 = w1_a @ w1_b
     w2 = w2_a = w2_b = None
     if "lokr_w2" in parts:
@@ -136,17 +145,24 @@ def _lokr(module: str, parts: dict) -> LokrDelta:
     else:
         w2_a, w2_b = _need(parts, "lokr_w2_a", module), _need(parts, "lokr_w2_b", module)
         if w2_a.shape[1] != w2_b.shape[0]:
-            raise AdapterMismatch(f"key '{parts['lokr_w2_b'][0]}': factor shapes {list(w2_a.shape)} @ "
-                                  f"{list(w2_b.shape)} do not chain")
-    # LyCORIS: scale = alpha / rank when a factor is low-rank (rank of w1_a, else of w2_a); full factors use 1.
-    rank = get("lokr_w1_a").shape[1] if "lokr_w1_a" in parts else (w2_a.shape[1] if w2_a is not None else None)
-    alpha = get("alpha")
-    scale = float(alpha.reshape(-1)[0]) / rank if rank and alpha is not None and float(alpha.reshape(-1)[0]) else 1.0
+            raise AdapterMismatch(
+                f"key '{parts['lokr_w2_b'][0]}': factor shapes {list(w2_a.shape)} @ "
+                f"{list(w2_b.shape)} do not chain"
+            )
+    # LyCORIS: scale = alpha / rank when a factor is low-rank (rank of w1_a, else of w2_a); full factors: 1.
+    rank = (
+        parts["lokr_w1_a"][1].shape[1]
+        if "lokr_w1_a" in parts
+        else (w2_a.shape[1] if w2_a is not None else None)
+    )
+    alpha = float(parts["alpha"][1].reshape(-1)[0]) if "alpha" in parts else 0.0
+    scale = alpha / rank if rank and alpha else 1.0  # a missing or zero alpha means alpha = rank in LyCORIS
     return LokrDelta(w1, w2, w2_a, w2_b, scale)
 
 
 def _check_shape(module: str, delta: Delta, parts: dict, want: tuple[int, int]) -> None:
     if tuple(delta.shape) != tuple(want):
         key = min(k for k, _ in parts.values())
-        raise AdapterMismatch(f"key '{key}': its weight change is {list(delta.shape)} but layer {module} is "
-                              f"{list(want)}")
+        raise AdapterMismatch(
+            f"key '{key}': its weight change is {list(delta.shape)} but layer {module} is {list(want)}"
+        )

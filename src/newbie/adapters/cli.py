@@ -1,4 +1,4 @@
-"""`newbie adapter inspect PATH`: what an adapter file holds and whether it fits a model, without loading weights."""
+"""`newbie adapter inspect PATH`: what an adapter holds and whether it fits a model (no weights loaded)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import sys
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("adapter", help="inspect LoRA/LoKr adapter files")
     sub = p.add_subparsers(dest="adapter_command", required=True)
-    i = sub.add_parser("inspect", help="kind, rank, scale and target layers of an adapter; checks it fits the model")
+    i = sub.add_parser(
+        "inspect", help="kind, rank, scale and target layers of an adapter; checks it fits the model"
+    )
     i.add_argument("path", help="PEFT folder or .safetensors file")
-    i.add_argument("--model", help="model folder or transformer file to check against (default: NewBie Exp0.1 "
-                                   "shapes; the demo model with --model demo)")
+    i.add_argument(
+        "--model",
+        help="model folder or transformer file to check against (default: NewBie Exp0.1 "
+        "shapes; the demo model with --model demo)",
+    )
     i.set_defaults(func=run)
 
 
@@ -44,12 +49,16 @@ def run(args) -> int:
 def _role(name: str) -> str:
     """layers.3.attention.qkv -> attention.qkv (what a layer is, not which block it sits in)"""
     parts = name.split(".")
-    return ".".join(p for p in parts if not p.isdigit() and p not in ("layers", "noise_refiner", "context_refiner")) \
+    return (
+        ".".join(
+            p for p in parts if not p.isdigit() and p not in ("layers", "noise_refiner", "context_refiner")
+        )
         or name
+    )
 
 
 def _target_shapes(model: str | None) -> tuple[dict[str, tuple[int, int]], str]:
-    """Linear shapes from the checkpoint header and config (no weights read), or from the spec's architecture."""
+    """Linear shapes from the checkpoint header and config (no weights read), or from the spec's sizes."""
     from pathlib import Path
 
     from newbie.config import SPECS
@@ -67,5 +76,9 @@ def _target_shapes(model: str | None) -> tuple[dict[str, tuple[int, int]], str]:
         files, cfg_path = dit_source(folder)
         cfg = config_from_json(cfg_path, cfg) if cfg_path else infer_layer_counts(read_headers(files), cfg)
         against = str(folder)
-    shapes = {k[: -len(".weight")]: v for k, v in expected_shapes(cfg).items() if k.endswith(".weight") and len(v) == 2}
+    shapes = {
+        k[: -len(".weight")]: v
+        for k, v in expected_shapes(cfg).items()
+        if k.endswith(".weight") and len(v) == 2
+    }
     return shapes, against

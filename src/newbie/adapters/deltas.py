@@ -55,7 +55,7 @@ class LokrDelta:
 
     @property
     def shape(self) -> tuple[int, int]:
-        c, d = (self.w2.shape if self.w2 is not None else (self.w2_a.shape[0], self.w2_b.shape[1]))
+        c, d = self.w2.shape if self.w2 is not None else (self.w2_a.shape[0], self.w2_b.shape[1])
         return self.w1.shape[0] * c, self.w1.shape[1] * d
 
     @property
@@ -73,7 +73,7 @@ class LokrDelta:
         return torch.kron(self.w1.float(), self.full_w2().float()) * self.scale
 
     def forward(self, x: Tensor) -> Tensor:
-        # kron(w1, w2) @ x  ==  w1 @ X @ w2^T with X = x viewed as [b, d]: two small matmuls, no [out, in] matrix.
+        # kron(w1, w2) @ x == w1 @ X @ w2^T, X = x viewed as [b, d]: two small matmuls, no [out, in] matrix
         b = self.w1.shape[1]
         h = x.unflatten(-1, (b, -1))  # (..., b, d)
         if self.w2 is not None:
@@ -84,8 +84,8 @@ class LokrDelta:
         return h.flatten(-2) * self.scale
 
     def to(self, device, dtype) -> "LokrDelta":
-        move = (lambda t: None if t is None else t.to(device, dtype))
-        return LokrDelta(move(self.w1), move(self.w2), move(self.w2_a), move(self.w2_b), self.scale)
+        w2, w2_a, w2_b = (None if t is None else t.to(device, dtype) for t in (self.w2, self.w2_a, self.w2_b))
+        return LokrDelta(self.w1.to(device, dtype), w2, w2_a, w2_b, self.scale)
 
 
 Delta = LoraDelta | LokrDelta

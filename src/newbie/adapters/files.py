@@ -1,5 +1,6 @@
 """Finding and reading an adapter on disk: a PEFT folder (adapter_model.safetensors + adapter_config.json, as
-NewbieLoraTrainer saves it) or a single .safetensors file. Only safetensors: pickled .bin/.pt files can run code."""
+NewbieLoraTrainer saves it) or a single .safetensors file. Only safetensors: pickled .bin/.pt files can run
+code."""
 
 from __future__ import annotations
 
@@ -36,15 +37,19 @@ def locate(path: str | Path) -> tuple[Path, Path | None]:
         if not weights.is_file():
             found = sorted(p.glob("*.safetensors"))
             if len(found) != 1:
-                raise NewbieError(f"{p}: no {WEIGHTS_NAME} in this folder"
-                                  + (f" (and {len(found)} other .safetensors files: give one)" if found else ""))
+                raise NewbieError(
+                    f"{p}: no {WEIGHTS_NAME} in this folder"
+                    + (f" (and {len(found)} other .safetensors files: give one)" if found else "")
+                )
             weights = found[0]
         config = p / CONFIG_NAME
         return weights, config if config.is_file() else None
     if not p.is_file():
         raise NewbieError(f"{p}: no such adapter file or folder")
     if p.suffix != ".safetensors":
-        raise NewbieError(f"{p}: adapters are read from .safetensors files only (pickled .bin/.pt files can run code)")
+        raise NewbieError(
+            f"{p}: adapters are read from .safetensors files only (pickled .bin/.pt files can run code)"
+        )
     # A sibling adapter_config.json belongs to this file only under PEFT's own file name; a renamed file in a
     # folder of several adapters must not borrow another adapter's alpha.
     config = p.with_name(CONFIG_NAME)
@@ -56,7 +61,9 @@ def read_adapter(path: str | Path) -> AdapterFile:
     tensors = load_tensors([weights], dtype=torch.float32)
     if not tensors:
         raise NewbieError(f"{weights}: holds no tensors")
-    out = AdapterFile(weights=weights, sha256=file_sha256(weights), tensors=tensors, metadata=_metadata(weights))
+    out = AdapterFile(
+        weights=weights, sha256=file_sha256(weights), tensors=tensors, metadata=_metadata(weights)
+    )
     if config_path is not None:
         raw = config_path.read_bytes()
         try:

@@ -15,16 +15,24 @@ def recipe_fields(req) -> dict:
     if not req.loras:
         return {}
     return {
-        "loras": [{"path": str(a.adapter.path), "name": a.adapter.name, "sha256": a.adapter.sha256,
-                   "config_sha256": a.adapter.config_sha256, "strength": a.strength, "kind": a.adapter.kind}
-                  for a in req.loras],
+        "loras": [
+            {
+                "path": str(a.adapter.path),
+                "name": a.adapter.name,
+                "sha256": a.adapter.sha256,
+                "config_sha256": a.adapter.config_sha256,
+                "strength": a.strength,
+                "kind": a.adapter.kind,
+            }
+            for a in req.loras
+        ],
         "fuse_loras": req.fuse_loras,  # fusing rounds differently in bf16, so it is part of the recipe
     }
 
 
 def remake_kwargs(recipe, loras=None) -> dict:
-    """generate() arguments for the recipe's adapters. `loras` (paths) replace recorded paths whose files moved:
-    they are matched to the recipe by file hash, and the strengths always come from the recipe."""
+    """generate() arguments for the recipe's adapters. `loras` (paths) replace recorded paths whose files
+    moved: they are matched to the recipe by file hash, and the strengths always come from the recipe."""
     if not recipe.loras:
         return {}
     given: dict[str, str] = {}
@@ -39,14 +47,19 @@ def remake_kwargs(recipe, loras=None) -> dict:
             weights, config = locate(path)
         except NewbieError:
             if unmatched:
-                raise NewbieError(f"{unmatched[0]}: this adapter file differs from the recipe's "
-                                  f"'{rec.get('name', path)}' (sha256 {rec['sha256'][:12]})") from None
-            raise NewbieError(f"the recipe's adapter '{rec.get('name', path)}' is not at {path}; "
-                              "give it with --lora PATH") from None
+                raise NewbieError(
+                    f"{unmatched[0]}: this adapter file differs from the recipe's "
+                    f"'{rec.get('name', path)}' (sha256 {rec['sha256'][:12]})"
+                ) from None
+            raise NewbieError(
+                f"the recipe's adapter '{rec.get('name', path)}' is not at {path}; give it with --lora PATH"
+            ) from None
         sha = file_sha256(weights)
         if sha != rec["sha256"]:
-            raise NewbieError(f"{weights}: this adapter file differs from the recipe's (sha256 {sha[:12]} != "
-                              f"{rec['sha256'][:12]}); give the original with --lora PATH")
+            raise NewbieError(
+                f"{weights}: this adapter file differs from the recipe's (sha256 {sha[:12]} != "
+                f"{rec['sha256'][:12]}); give the original with --lora PATH"
+            )
         config_sha = hashlib.sha256(config.read_bytes()).hexdigest() if config else ""
         if config_sha != rec.get("config_sha256", ""):
             raise NewbieError(f"{path}: its adapter_config.json differs from the recipe's (alpha may differ)")

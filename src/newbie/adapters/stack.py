@@ -1,8 +1,8 @@
 """The adapters active on the transformer for the current request.
 
-Unfused: a forward hook on each adapted Linear adds strength·ΔW·x (LoRA: two thin matmuls), so switching per
-request only swaps hooks. Fused: ΔW is added into the weights (no per-step cost); the base weights are kept on the
-CPU and copied back, so removing an adapter restores them bit for bit without reloading the model.
+Unfused: a forward hook on each adapted Linear adds strength·ΔW·x (LoRA: two thin matmuls), so switching
+per request only swaps hooks. Fused: ΔW is added into the weights (no per-step cost); the base weights are
+kept on the CPU and copied back, so removing an adapter restores them bit for bit without reloading the model.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ class AdapterStack:
             raise NewbieError(f"{path}: no such adapter file or folder") from None
         key = (str(p), st.st_size, st.st_mtime_ns, id(dit))
         if p.is_dir():  # a PEFT folder: its two files decide
-            key += tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(p.iterdir()) if f.is_file())
+            key += tuple(
+                (f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(p.iterdir()) if f.is_file()
+            )
         if key not in self._cache:
             self._cache[key] = load_adapter(p, linear_shapes(dit))
             while len(self._cache) > CACHE_SIZE:
@@ -74,7 +76,9 @@ class AdapterStack:
                 raise NewbieError(f"adapter entry {item!r} gives no path")
             strength = float(strength)
             if not math.isfinite(strength) or abs(strength) > 10:
-                raise NewbieError(f"adapter strength must be a finite number within [-10, 10], got {strength}")
+                raise NewbieError(
+                    f"adapter strength must be a finite number within [-10, 10], got {strength}"
+                )
             out.append(ActiveLora(self.load(dit, path), strength))
         return out
 
@@ -83,7 +87,11 @@ class AdapterStack:
     def activate(self, dit: nn.Module, active: list[ActiveLora], fused: bool = False) -> None:
         """Make `dit` carry exactly these adapters (none: the base model). A no-op when nothing changed."""
         used = [a for a in active if a.strength != 0]  # strength 0 is exactly the base model
-        state = (fused, tuple((a.adapter.sha256, a.adapter.config_sha256, a.strength) for a in used)) if used else ()
+        state = (
+            (fused, tuple((a.adapter.sha256, a.adapter.config_sha256, a.strength) for a in used))
+            if used
+            else ()
+        )
         if state == self._state and dit is self._dit:
             self.active = list(active)
             return
@@ -137,8 +145,10 @@ class AdapterStack:
     def _fuse(self, name: str, module: nn.Module, deltas: list[tuple[Delta, float]]) -> None:
         w = module.weight
         if type(w) is not nn.Parameter or not w.is_floating_point():
-            raise NewbieError(f"cannot fuse adapters into layer {name}: its weights are not plain floating point "
-                              "(quantized?); use unfused adapters")
+            raise NewbieError(
+                f"cannot fuse adapters into layer {name}: its weights are not plain floating point "
+                "(quantized?); use unfused adapters"
+            )
         self._originals[name] = w.detach().to("cpu", copy=True)
         total = w.detach().float()
         for d, s in deltas:
@@ -148,8 +158,8 @@ class AdapterStack:
 
 
 def parse_lora(text: str | Path) -> tuple[str, float]:
-    """'path' -> (path, 1.0); 'path:0.8' -> (path, 0.8). The strength is split off the last ':' only when it is a
-    number, so 'C:/loras/a.safetensors' stays a path."""
+    """'path' -> (path, 1.0); 'path:0.8' -> (path, 0.8). The strength is split off the last ':' only when it
+    is a number, so 'C:/loras/a.safetensors' stays a path."""
     text = str(text)
     head, sep, tail = text.rpartition(":")
     if sep and head:

@@ -103,7 +103,7 @@ def absmax_chart(rows: list[dict], path: Path, title: str) -> Path:
         ax.set_yscale("log", nonpositive="mask")
         ax.set_ylabel("absmax")
         ax.set_title(f"{title} - {'text encoders' if step == 0 else f'step {step}'}", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over the data
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

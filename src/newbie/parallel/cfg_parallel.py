@@ -112,8 +112,9 @@ def from_cond_rank(mine, branches: Branches):
     return model
 
 
-def denoise(pipe: Pipeline, req: Request, embeds: dict[int, TextEmbeds], branches: Branches,
-            progress=None) -> torch.Tensor:
+def denoise(
+    pipe: Pipeline, req: Request, embeds: dict[int, TextEmbeds], branches: Branches, progress=None
+) -> torch.Tensor:
     """The sampler loop with the branches spread over the ranks; every rank returns the same latents."""
     models = {b: _branch_model(pipe, req, e) for b, e in embeds.items()}
     if branches.world == 1:
@@ -123,8 +124,11 @@ def denoise(pipe: Pipeline, req: Request, embeds: dict[int, TextEmbeds], branche
         mine = models.get(branches.rank)
         model_cond = from_cond_rank(mine, branches)
         model_pair = gathered(mine, branches) if req.cfg != 1.0 else None
-    model = model_cond if model_pair is None else guided(model_pair, model_cond, req.cfg, req.cfg_trunc,
-                                                         req.renorm_cfg)
+    model = (
+        model_cond
+        if model_pair is None
+        else guided(model_pair, model_cond, req.cfg, req.cfg_trunc, req.renorm_cfg)
+    )
     x = pipe.noise(req)
     sigmas = flow_sigmas(req.steps, req.shift)
     return SAMPLERS[req.sampler](model, x, sigmas, callback=progress if branches.rank == 0 else None)
@@ -135,9 +139,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def sample(pipe: Pipeline, req: Request, branches: Branches = Branches(),
-           progress=None) -> tuple[Request, torch.Tensor, dict[str, float]]:
-    """Encode and denoise on every rank: (the shared request, the latents, timings); latents equal on all ranks."""
+def sample(
+    pipe: Pipeline, req: Request, branches: Branches = Branches(), progress=None
+) -> tuple[Request, torch.Tensor, dict[str, float]]:
+    """Encode and denoise on every rank -> (the shared request, latents, timings); the latents are equal
+    on all ranks."""
     req = share_request(req, branches)
     timings = {}
     t0 = time.perf_counter()
@@ -150,7 +156,9 @@ def sample(pipe: Pipeline, req: Request, branches: Branches = Branches(),
     return req, latents, timings
 
 
-def generate(pipe: Pipeline, req: Request, branches: Branches = Branches(), progress=None) -> Generation | None:
+def generate(
+    pipe: Pipeline, req: Request, branches: Branches = Branches(), progress=None
+) -> Generation | None:
     """One request with CFG-parallel: call on every rank with the same model folder. Rank 0 decodes and
     returns the Generation; the other rank returns None."""
     req, latents, timings = sample(pipe, req, branches, progress)

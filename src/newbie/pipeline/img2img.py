@@ -6,8 +6,8 @@ text-to-image; s = 0 runs no step and returns the input's VAE round trip.
 Inpainting: at every model call the kept area is put on its exact noising path and its velocity is replaced by
 the path's own (noise - latent), so every sampler (multistep ones included) keeps it; after decoding, the
 original pixels go back under the feathered mask, so every pixel outside the mask is kept exactly.
-Hires: generate at the requested (trained) size, upscale the latents (bicubic) or the pixels (Lanczos, then VAE
-encode), and finish with a short img2img pass at the target size.
+Hires: generate at the requested (trained) size, upscale the latents (bicubic) or the pixels (Lanczos, then
+VAE encode), and finish with a short img2img pass at the target size.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class HiresSpec:
 
 # -- reading inputs --
 
+
 def read_image(source, mode: str, what: str):
     """A path or PIL image -> (PIL image in `mode`, path string or "")."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -95,8 +96,9 @@ def pixels_sha256(image) -> str:
     return h.hexdigest()
 
 
-def image_input(init_image=None, mask=None, strength: float | None = None,
-                mask_feather: int | None = None) -> ImageInput | None:
+def image_input(
+    init_image=None, mask=None, strength: float | None = None, mask_feather: int | None = None
+) -> ImageInput | None:
     """Validate the image arguments of a request; None for plain text-to-image."""
     if init_image is None:
         for value, flag in ((mask, "a mask"), (strength, "a strength"), (mask_feather, "a mask feather")):
@@ -112,9 +114,13 @@ def image_input(init_image=None, mask=None, strength: float | None = None,
     if mask is not None:
         mask_image, out.mask_path = read_image(mask, "L", "mask image")
         if mask_image.size != image.size:
-            raise NewbieError(f"mask is {mask_image.width}x{mask_image.height} but the input image is "
-                              f"{image.width}x{image.height}; they must match")
+            raise NewbieError(
+                f"mask is {mask_image.width}x{mask_image.height} but the input image is "
+                f"{image.width}x{image.height}; they must match"
+            )
         feather = DEFAULTS.mask_feather if mask_feather is None else mask_feather
+        if isinstance(feather, float) and feather.is_integer():  # JSON clients send 8.0
+            feather = int(feather)
         if not isinstance(feather, int) or not 0 <= feather <= 256:
             raise NewbieError(f"mask feather must be a whole number of pixels in [0, 256], got {feather}")
         out.mask_image, out.mask_sha256, out.feather = mask_image, pixels_sha256(mask_image), feather
@@ -123,8 +129,9 @@ def image_input(init_image=None, mask=None, strength: float | None = None,
     return out
 
 
-def request_size(image: ImageInput | None, width: int | None, height: int | None,
-                 default: tuple[int, int], max_side: int) -> tuple[int, int]:
+def request_size(
+    image: ImageInput | None, width: int | None, height: int | None, default: tuple[int, int], max_side: int
+) -> tuple[int, int]:
     """Size of a request: given sides win; otherwise the input image's size (aspect kept, floored to multiples
     of 16, shrunk to fit max_side); otherwise the model's default."""
     if image is None:
@@ -172,11 +179,15 @@ def attach(req, image: ImageInput | None, hires, max_side: int):
     if image is not None:
         picture = image.image
         if picture.size != (req.width, req.height):
-            req.warnings.append(f"input image {picture.width}x{picture.height} resized to {req.width}x{req.height}")
+            req.warnings.append(
+                f"input image {picture.width}x{picture.height} resized to {req.width}x{req.height}"
+            )
             picture = picture.resize((req.width, req.height), Image.LANCZOS)
         image.pixels = to_tensor(picture)
         if image.mask_image is not None:
-            binary = (to_tensor(image.mask_image.resize((req.width, req.height), Image.NEAREST)) >= 0.5).float()
+            binary = (
+                to_tensor(image.mask_image.resize((req.width, req.height), Image.NEAREST)) >= 0.5
+            ).float()
             if not bool(binary.any()):
                 req.warnings.append("the mask is all black: nothing is repainted")
             image.mask = feather(binary, image.feather)
@@ -246,13 +257,16 @@ def parse_hires_text(text: str) -> dict:
 
 # -- sampling --
 
+
 def img2img_sigmas(steps: int, shift: float, strength: float) -> Tensor:
-    """The text-to-image grid restricted to [strength, 0], with `steps` intervals (strength 1: flow_sigmas)."""
+    """The text-to-image grid restricted to [strength, 0], in `steps` intervals (strength 1: flow_sigmas)."""
     if strength >= 1:
         return flow_sigmas(steps, shift)
     if strength <= 0:
         return torch.zeros(1, dtype=torch.float64)
-    start = strength / (shift - (shift - 1) * strength)  # the unshifted sigma whose shifted value is `strength`
+    start = strength / (
+        shift - (shift - 1) * strength
+    )  # the unshifted sigma whose shifted value is `strength`
     return shift_sigmas(torch.linspace(start, 0.0, steps + 1, dtype=torch.float64), shift)
 
 
@@ -268,8 +282,15 @@ def keep_unmasked(model: Callable, mask: Tensor, latent: Tensor, noise: Tensor) 
     return masked
 
 
-def sample(pipe, req, sampler: Callable, model: Callable, x: Tensor, sigmas: Tensor,
-           progress: Callable[[dict], None] | None) -> Tensor:
+def sample(
+    pipe,
+    req,
+    sampler: Callable,
+    model: Callable,
+    x: Tensor,
+    sigmas: Tensor,
+    progress: Callable[[dict], None] | None,
+) -> Tensor:
     """Run `sampler` for a request: plain text-to-image (x is the noise), img2img or inpainting."""
     if req.hires is not None and progress is not None:
         progress = _renumbered(progress, 0, total_steps(req))
@@ -284,7 +305,9 @@ def sample(pipe, req, sampler: Callable, model: Callable, x: Tensor, sigmas: Ten
     x = (1 - start) * latent + start * noise
     mask = None
     if cond.mask is not None:
-        mask = F.avg_pool2d(cond.mask, pipe.codec.cfg.downscale).to(noise.device)  # feathered, latent resolution
+        mask = F.avg_pool2d(cond.mask, pipe.codec.cfg.downscale).to(
+            noise.device
+        )  # feathered, latent resolution
         model = keep_unmasked(model, mask, latent, noise)
     x = sampler(model, x, sigmas, callback=progress)
     return x if mask is None else mask * x + (1 - mask) * latent
@@ -299,13 +322,21 @@ def hires_pass(pipe, req, latents: Tensor, cond, uncond, progress) -> Tensor:
 
     f = pipe.codec.cfg.downscale
     if h.upscaler == "latent":
-        start = F.interpolate(latents, size=(h.height // f, h.width // f), mode="bicubic", align_corners=False)
+        start = F.interpolate(
+            latents, size=(h.height // f, h.width // f), mode="bicubic", align_corners=False
+        )
     else:
         images = [im.resize((h.width, h.height), Image.LANCZOS) for im in to_pil(pipe.codec.decode(latents))]
         start = pipe.codec.encode(torch.cat([to_tensor(im) for im in images]).to(pipe.device))
-    second = dataclasses.replace(req, width=h.width, height=h.height, steps=h.steps, hires=None,
-                                 seeds=[(s + HIRES_SEED_OFFSET) % 2**63 for s in req.seeds],
-                                 image=ImageInput(strength=h.strength, latent=start))
+    second = dataclasses.replace(
+        req,
+        width=h.width,
+        height=h.height,
+        steps=h.steps,
+        hires=None,
+        seeds=[(s + HIRES_SEED_OFFSET) % 2**63 for s in req.seeds],
+        image=ImageInput(strength=h.strength, latent=start),
+    )
     if progress is not None:
         progress = _renumbered(progress, req.steps, total_steps(req))
     return pipe.denoise(second, cond, uncond, progress)
@@ -333,6 +364,7 @@ def _renumbered(progress: Callable[[dict], None], offset: int, total: int) -> Ca
 
 # -- recipes --
 
+
 def recipe_fields(req) -> dict:
     out: dict = {}
     cond: ImageInput | None = req.image
@@ -346,11 +378,12 @@ def recipe_fields(req) -> dict:
 
 
 def remake_kwargs(recipe, init_image=None, mask=None) -> dict:
-    """generate() arguments for the image part of a recipe; the input files must still hold the same pixels."""
+    """generate() arguments for the image part of a recipe; the inputs must still hold the same pixels."""
     out: dict = {"hires": recipe.hires}
     if recipe.init_image_sha256:
-        out["init_image"] = _same_pixels(init_image, recipe.init_image, recipe.init_image_sha256, "RGB",
-                                         "input image", "--init-image")
+        out["init_image"] = _same_pixels(
+            init_image, recipe.init_image, recipe.init_image_sha256, "RGB", "input image", "--init-image"
+        )
         out["strength"] = recipe.strength
     if recipe.mask_sha256:
         out["mask"] = _same_pixels(mask, recipe.mask, recipe.mask_sha256, "L", "mask image", "--mask")
@@ -364,6 +397,8 @@ def _same_pixels(given, recorded: str, sha: str, mode: str, what: str, flag: str
         raise NewbieError(f"the recipe's {what} was not a file; give it again with {flag}")
     image, _ = read_image(source, mode, what)
     if pixels_sha256(image) != sha:
-        raise NewbieError(f"{source}: its pixels differ from the recipe's {what} (sha256 {pixels_sha256(image)[:12]} "
-                          f"!= {sha[:12]}); give the original with {flag}")
+        raise NewbieError(
+            f"{source}: its pixels differ from the recipe's {what} (sha256 {pixels_sha256(image)[:12]} "
+            f"!= {sha[:12]}); give the original with {flag}"
+        )
     return source

@@ -63,7 +63,8 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def print_table(rows: list[dict], out=sys.stdout) -> None:
+def print_table(rows: list[dict], out=None) -> None:
+    out = out or sys.stdout
     shown = ("step", "module", "shape", "dtype", "min", "max", "absmax", "rms", "frac_over_fp16", "nan_count")
     heads = ("step", "module", "shape", "dtype", "min", "max", "absmax", "rms", ">fp16", "nan")
     cells = [[_fmt(r[c]) for c in shown] for r in rows]
@@ -73,7 +74,8 @@ def print_table(rows: list[dict], out=sys.stdout) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(c, widths)), file=out)
 
 
-def print_summary(rows: list[dict], dtype: str, out=sys.stdout) -> None:
+def print_summary(rows: list[dict], dtype: str, out=None) -> None:
+    out = out or sys.stdout
     for step in sorted({r["step"] for r in rows}):
         step_rows = [r for r in rows if r["step"] == step]
         top = max(step_rows, key=lambda r: r["absmax"] or 0.0)

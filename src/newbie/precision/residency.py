@@ -25,7 +25,10 @@ class Residency:
             quantize_dit(dit, plan.quantize)
             quantize_gemma(gemma, plan.quantize)
         if plan.vae_tiling:
+            # diffusers tiles only above its sample_size (1024 for FLUX): use 512 px tiles (64 latent) instead
             vae.enable_tiling()
+            factor = 2 ** (len(vae.config.block_out_channels) - 1)
+            vae.tile_sample_min_size, vae.tile_latent_min_size = 512, 512 // factor
         if plan.residency == "resident" or dev.type != "cuda":
             holders = {"text": [Resident(gemma, dev), Resident(jina, dev)], "denoise": [Resident(dit, dev)],
                        "decode": [Resident(vae, dev)]}

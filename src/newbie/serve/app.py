@@ -16,8 +16,15 @@ from starlette.exceptions import HTTPException
 from newbie import __version__
 from newbie.serve.errors import ApiError, error_body
 from newbie.serve.limits import validate
-from newbie.serve.schemas import (ErrorBody, GenerationParams, Health, ImageData, ImageGenerationRequest,
-                                  ImagesResponse, JobStatus)
+from newbie.serve.schemas import (
+    ErrorBody,
+    GenerationParams,
+    Health,
+    ImageData,
+    ImageGenerationRequest,
+    ImagesResponse,
+    JobStatus,
+)
 from newbie.serve.security import ApiKeyMiddleware, BodyLimitMiddleware, ErrorCountMiddleware
 from newbie.serve.store import CANCELLED, DONE, FAILED
 
@@ -46,10 +53,21 @@ def _status(service, job, request: Request) -> JobStatus:
     if job.state == DONE:
         base = str(request.url_for("job_image", job_id=job.id))
         images = [f"{base}?index={i}" for i in range(job.n)]
-    return JobStatus(id=job.id, state=job.state, step=service.step(job), steps=job.params["steps"], n=job.n,
-                     created=job.created, started=job.started, finished=job.finished, seconds=job.seconds,
-                     error=job.error, cancel_requested=job.cancel_requested or job.id in service.cancels,
-                     images=images, params=job.params)
+    return JobStatus(
+        id=job.id,
+        state=job.state,
+        step=service.step(job),
+        steps=job.params["steps"],
+        n=job.n,
+        created=job.created,
+        started=job.started,
+        finished=job.finished,
+        seconds=job.seconds,
+        error=job.error,
+        cancel_requested=job.cancel_requested or job.id in service.cancels,
+        images=images,
+        params=job.params,
+    )
 
 
 def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_TIMEOUT_S) -> FastAPI:
@@ -63,9 +81,15 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         finally:
             await run_in_threadpool(service.stop)
 
-    app = FastAPI(title="newbie", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="NewBie image Exp0.1 over HTTP: OpenAI-compatible image generation and a durable "
-                              "job queue. See docs/api.md.")
+    app = FastAPI(
+        title="newbie",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="NewBie image Exp0.1 over HTTP: OpenAI-compatible image generation and a durable "
+        "job queue. See docs/api.md.",
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
@@ -82,14 +106,21 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
 
     @app.exception_handler(Exception)
     async def crashed(request, exc: Exception):
-        return JSONResponse(error_body(500, "internal server error; see the server log", "internal_error"),
-                            status_code=500)
+        return JSONResponse(
+            error_body(500, "internal server error; see the server log", "internal_error"), status_code=500
+        )
 
-    @app.post("/v1/images/generations", response_model=ImagesResponse, responses={**ERRORS, 500: {"model": ErrorBody},
-              504: {"model": ErrorBody}}, summary="OpenAI-compatible: generate and wait for the images")
+    @app.post(
+        "/v1/images/generations",
+        response_model=ImagesResponse,
+        responses={**ERRORS, 500: {"model": ErrorBody}, 504: {"model": ErrorBody}},
+        summary="OpenAI-compatible: generate and wait for the images",
+    )
     async def images_generations(body: ImageGenerationRequest, request: Request) -> ImagesResponse:
         # in a thread: validation may ask a Ray replica, and the commit waits for the disk
-        job = await run_in_threadpool(lambda: service.submit(validate(body, service.validator, service.limits)))
+        job = await run_in_threadpool(
+            lambda: service.submit(validate(body, service.validator, service.limits))
+        )
         job = await service.wait(job.id, sync_timeout)
         if job.state == FAILED:
             raise ApiError(500, f"generation failed: {job.error}", "generation_failed")
@@ -106,31 +137,50 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
                 data.append(ImageData(b64_json=base64.b64encode(png).decode(), seed=seed))
         return ImagesResponse(created=int(time.time()), data=data, job_id=job.id)
 
-    @app.post("/v1/jobs", status_code=202, response_model=JobStatus, responses={**ERRORS, 503: {"model": ErrorBody}},
-              summary="Queue a generation; poll GET /v1/jobs/{id}")
+    @app.post(
+        "/v1/jobs",
+        status_code=202,
+        response_model=JobStatus,
+        responses={**ERRORS, 503: {"model": ErrorBody}},
+        summary="Queue a generation; poll GET /v1/jobs/{id}",
+    )
     def create_job(body: GenerationParams, request: Request):
         job = service.submit(validate(body, service.validator, service.limits))
         status = _status(service, job, request)
         location = str(request.url_for("get_job", job_id=job.id))
         return JSONResponse(jsonable_encoder(status), status_code=202, headers={"Location": location})
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobStatus, responses={404: {"model": ErrorBody}},
-             summary="Job state: queued, running (with step progress), done, failed or cancelled")
+    @app.get(
+        "/v1/jobs/{job_id}",
+        response_model=JobStatus,
+        responses={404: {"model": ErrorBody}},
+        summary="Job state: queued, running (with step progress), done, failed or cancelled",
+    )
     def get_job(job_id: str, request: Request) -> JobStatus:
         return _status(service, service.get(job_id), request)
 
-    @app.get("/v1/jobs/{job_id}/image", response_class=FileResponse, summary="A finished job's PNG (recipe embedded)",
-             responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
+    @app.get(
+        "/v1/jobs/{job_id}/image",
+        response_class=FileResponse,
+        summary="A finished job's PNG (recipe embedded)",
+        responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+    )
     def job_image(job_id: str, index: int = Query(0, ge=0, description="image of the batch, 0-based")):
         job = service.get(job_id)
         if job.state != DONE:
             raise ApiError(409, f"job {job_id} is {job.state}, not done", "job_not_done")
         if index >= job.n:
-            raise ApiError(404, f"job {job_id} has {job.n} image(s); index {index} does not exist", "image_not_found")
+            raise ApiError(
+                404, f"job {job_id} has {job.n} image(s); index {index} does not exist", "image_not_found"
+            )
         return FileResponse(service.image_path(job_id, index), media_type="image/png")
 
-    @app.delete("/v1/jobs/{job_id}", response_model=JobStatus, responses={404: {"model": ErrorBody},
-                409: {"model": ErrorBody}}, summary="Cancel: a queued job at once, a running one at its next step")
+    @app.delete(
+        "/v1/jobs/{job_id}",
+        response_model=JobStatus,
+        responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+        summary="Cancel: a queued job at once, a running one at its next step",
+    )
     def cancel_job(job_id: str, request: Request) -> JobStatus:
         return _status(service, service.cancel(job_id), request)
 
@@ -142,6 +192,19 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format")
     def metrics():
         return PlainTextResponse(service.metrics_text(), media_type="text/plain; version=0.0.4")
+
+    plain_openapi = app.openapi
+
+    def openapi_with_auth() -> dict:
+        if app.openapi_schema is None:
+            schema = plain_openapi()  # caches itself in app.openapi_schema
+            schema["components"]["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "when started with --api-key"}
+            }
+            schema["security"] = [{}, {"bearer": []}]  # optional: the server decides
+        return app.openapi_schema
+
+    app.openapi = openapi_with_auth
 
     # outermost last: count every error, check the key before reading a body, then cap the body
     if service is not None:

@@ -15,13 +15,23 @@ DEFAULT_PORT = 8000
 def add_parser(subparsers) -> None:
     from newbie.cli.main import _add_model_args
 
-    p = subparsers.add_parser("serve", help="HTTP API: OpenAI-compatible images and a durable job queue",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs --api-key")
+    p = subparsers.add_parser(
+        "serve",
+        help="HTTP API: OpenAI-compatible images and a durable job queue",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind; anything but loopback needs --api-key"
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--data-dir", default="newbie-serve-data", help="job database and images; nothing is read or "
-                   "written outside it")
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $NEWBIE_API_KEY, else none)")
+    p.add_argument(
+        "--data-dir",
+        default="newbie-serve-data",
+        help="job database and images; nothing is read or written outside it",
+    )
+    p.add_argument(
+        "--api-key", help="require 'Authorization: Bearer KEY' (default: $NEWBIE_API_KEY, else none)"
+    )
     p.add_argument("--max-side", type=int, default=2048)
     p.add_argument("--max-pixels", type=int, default=2048 * 2048)
     p.add_argument("--max-steps", type=int, default=100)
@@ -29,8 +39,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-prompt-chars", type=int, default=16_384)
     p.add_argument("--max-body-bytes", type=int, default=256 * 1024)
     p.add_argument("--max-queue", type=int, default=1000)
-    p.add_argument("--sync-timeout", type=float, default=600.0, help="seconds POST /v1/images/generations waits")
-    p.add_argument("--ray", action="store_true", help="run on Ray Serve: one replica per GPU behind the same API")
+    p.add_argument(
+        "--sync-timeout", type=float, default=600.0, help="seconds POST /v1/images/generations waits"
+    )
+    p.add_argument(
+        "--ray", action="store_true", help="run on Ray Serve: one replica per GPU behind the same API"
+    )
     p.add_argument("--replicas", type=int, default=1, help="with --ray: model replicas (one GPU each)")
     p.add_argument("--ray-address", help="with --ray: an existing cluster (default: start a local Ray)")
     p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI schema and exit")
@@ -42,8 +56,15 @@ def add_parser(subparsers) -> None:
 def limits_from(args):
     from newbie.serve.limits import ApiLimits
 
-    values = dict(max_side=args.max_side, max_pixels=args.max_pixels, max_steps=args.max_steps, max_n=args.max_n,
-                  max_prompt_chars=args.max_prompt_chars, max_body_bytes=args.max_body_bytes, max_queue=args.max_queue)
+    values = dict(
+        max_side=args.max_side,
+        max_pixels=args.max_pixels,
+        max_steps=args.max_steps,
+        max_n=args.max_n,
+        max_prompt_chars=args.max_prompt_chars,
+        max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue,
+    )
     for name, value in values.items():
         if value < 1:
             raise NewbieError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -71,8 +92,10 @@ def run(args) -> int:
     if not 0 < args.port < 65536:
         raise NewbieError(f"--port must be 1..65535, got {args.port}")
     if not is_loopback(args.host) and not api_key:
-        raise NewbieError(f"binding to {args.host} exposes the server to the network: give --api-key (or "
-                          "NEWBIE_API_KEY), or keep the default --host 127.0.0.1")
+        raise NewbieError(
+            f"binding to {args.host} exposes the server to the network: give --api-key (or "
+            "NEWBIE_API_KEY), or keep the default --host 127.0.0.1"
+        )
     limits = limits_from(args)
     if args.ray:
         from newbie.serve.ray_app import run_ray
@@ -81,13 +104,20 @@ def run(args) -> int:
     try:
         import uvicorn
     except ModuleNotFoundError:
-        raise NewbieError("`newbie serve` needs fastapi and uvicorn: pip install -r requirements-extras.txt") from None
+        raise NewbieError(
+            "`newbie serve` needs fastapi and uvicorn: pip install -r requirements-extras.txt"
+        ) from None
     from newbie.serve.app import create_app
     from newbie.serve.local import local_service
 
     service = local_service(args, limits)
-    print(f"newbie serve: {service.model_name} on {len(service.workers)} worker(s), data in {service.data_dir}, "
-          f"http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    where = f"http://{args.host}:{args.port}"
+    workers = len(service.workers)
+    print(
+        f"newbie serve: {service.model_name}, {workers} worker(s), data in {service.data_dir}, {where}",
+        file=sys.stderr,
+        flush=True,
+    )
     app = create_app(service, api_key, args.sync_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     return 0

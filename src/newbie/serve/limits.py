@@ -24,7 +24,8 @@ class ApiLimits:
 
 class PipelineValidator:
     """Resolves a request with the engine's own checks (Pipeline.request): defaults filled, seed drawn.
-    Thread-safe: request() reads the spec and touches no tensors, so API threads share the worker's pipeline."""
+    Thread-safe: request() reads the spec and touches no tensors, so the API threads share the worker's
+    pipeline."""
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -35,9 +36,20 @@ class PipelineValidator:
 
 def resolved(req) -> dict:
     """The engine's Request as the queued parameters (everything a worker needs to make the same images)."""
-    return {"prompt": req.prompts[0], "negative": req.negative, "n": len(req.prompts), "seed": req.seeds[0],
-            "steps": req.steps, "cfg": req.cfg, "sampler": req.sampler, "shift": req.shift, "width": req.width,
-            "height": req.height, "cfg_trunc": req.cfg_trunc, "renorm_cfg": req.renorm_cfg}
+    return {
+        "prompt": req.prompts[0],
+        "negative": req.negative,
+        "n": len(req.prompts),
+        "seed": req.seeds[0],
+        "steps": req.steps,
+        "cfg": req.cfg,
+        "sampler": req.sampler,
+        "shift": req.shift,
+        "width": req.width,
+        "height": req.height,
+        "cfg_trunc": req.cfg_trunc,
+        "renorm_cfg": req.renorm_cfg,
+    }
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
@@ -47,21 +59,33 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
         w, h = size.lower().split("x")
         return int(w), int(h)
     except ValueError:
-        raise ApiError(400, f"size must look like WIDTHxHEIGHT (e.g. 1024x1024) or 'auto', got '{size[:40]}'",
-                       "invalid_size", "size") from None
+        raise ApiError(
+            400,
+            f"size must look like WIDTHxHEIGHT (e.g. 1024x1024) or 'auto', got '{size[:40]}'",
+            "invalid_size",
+            "size",
+        ) from None
 
 
 def check_prompt(text: str, name: str, limits: ApiLimits) -> None:
     from newbie.prompts import PromptError, parse
 
     if len(text) > limits.max_prompt_chars:
-        raise ApiError(400, f"{name} is {len(text)} characters; the limit is {limits.max_prompt_chars}",
-                       "prompt_too_long", name)
+        raise ApiError(
+            400,
+            f"{name} is {len(text)} characters; the limit is {limits.max_prompt_chars}",
+            "prompt_too_long",
+            name,
+        )
     try:
         parse(text)
     except PromptError as e:
-        raise ApiError(422, f"{name} is not valid XML: line {e.line}, column {e.column}: {e.message}",
-                       "invalid_xml", name) from None
+        raise ApiError(
+            422,
+            f"{name} is not valid XML: line {e.line}, column {e.column}: {e.message}",
+            "invalid_xml",
+            name,
+        ) from None
 
 
 def validate(body: GenerationParams, validator, limits: ApiLimits) -> dict:
@@ -74,33 +98,66 @@ def validate(body: GenerationParams, validator, limits: ApiLimits) -> dict:
     if not 1 <= body.n <= limits.max_n:
         raise ApiError(400, f"n must be between 1 and {limits.max_n}, got {body.n}", "invalid_n", "n")
     if body.steps is not None and not 1 <= body.steps <= limits.max_steps:
-        raise ApiError(400, f"steps must be between 1 and {limits.max_steps}, got {body.steps}", "invalid_steps", "steps")
+        raise ApiError(
+            400, f"steps must be between 1 and {limits.max_steps}, got {body.steps}", "invalid_steps", "steps"
+        )
     if body.shift is not None and not (math.isfinite(body.shift) and body.shift > 0):
         raise ApiError(400, f"shift must be > 0, got {body.shift}", "invalid_shift", "shift")
     if body.cfg_trunc is not None and not 0 <= body.cfg_trunc <= 1:
-        raise ApiError(400, f"cfg_trunc must be between 0 and 1, got {body.cfg_trunc}", "invalid_cfg_trunc", "cfg_trunc")
+        raise ApiError(
+            400, f"cfg_trunc must be between 0 and 1, got {body.cfg_trunc}", "invalid_cfg_trunc", "cfg_trunc"
+        )
     if body.renorm_cfg is not None and body.renorm_cfg < 0:
-        raise ApiError(400, f"renorm_cfg must be >= 0, got {body.renorm_cfg}", "invalid_renorm_cfg", "renorm_cfg")
+        raise ApiError(
+            400, f"renorm_cfg must be >= 0, got {body.renorm_cfg}", "invalid_renorm_cfg", "renorm_cfg"
+        )
     width, height = parse_size(body.size)
-    kwargs = dict(prompt=body.prompt, negative=body.negative, seed=body.seed, steps=body.steps, cfg=body.cfg,
-                  sampler=body.sampler, shift=body.shift, width=width, height=height, batch=body.n,
-                  cfg_trunc=body.cfg_trunc, renorm_cfg=body.renorm_cfg)
+    kwargs = dict(
+        prompt=body.prompt,
+        negative=body.negative,
+        seed=body.seed,
+        steps=body.steps,
+        cfg=body.cfg,
+        sampler=body.sampler,
+        shift=body.shift,
+        width=width,
+        height=height,
+        batch=body.n,
+        cfg_trunc=body.cfg_trunc,
+        renorm_cfg=body.renorm_cfg,
+    )
     try:
         params = validator.resolve(kwargs)
     except NewbieError as e:
         raise ApiError(400, str(e), "invalid_request") from None
     w, h = params["width"], params["height"]
     if max(w, h) > limits.max_side:
-        raise ApiError(400, f"size {w}x{h}: the server's largest side is {limits.max_side}", "invalid_size", "size")
+        raise ApiError(
+            400, f"size {w}x{h}: the server's largest side is {limits.max_side}", "invalid_size", "size"
+        )
     if w * h > limits.max_pixels:
-        raise ApiError(400, f"size {w}x{h} is {w * h} pixels; the server's limit is {limits.max_pixels}",
-                       "invalid_size", "size")
+        raise ApiError(
+            400,
+            f"size {w}x{h} is {w * h} pixels; the server's limit is {limits.max_pixels}",
+            "invalid_size",
+            "size",
+        )
     return params
 
 
 def to_request(pipe, params: dict):
     """Queued parameters -> the engine's Request (the same every time: the seed is in the parameters)."""
-    return pipe.request(params["prompt"], params["negative"], seed=params["seed"], steps=params["steps"],
-                        cfg=params["cfg"], sampler=params["sampler"], shift=params["shift"], width=params["width"],
-                        height=params["height"], batch=params["n"], cfg_trunc=params["cfg_trunc"],
-                        renorm_cfg=params["renorm_cfg"])
+    return pipe.request(
+        params["prompt"],
+        params["negative"],
+        seed=params["seed"],
+        steps=params["steps"],
+        cfg=params["cfg"],
+        sampler=params["sampler"],
+        shift=params["shift"],
+        width=params["width"],
+        height=params["height"],
+        batch=params["n"],
+        cfg_trunc=params["cfg_trunc"],
+        renorm_cfg=params["renorm_cfg"],
+    )

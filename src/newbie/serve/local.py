@@ -24,12 +24,28 @@ def local_service(args, limits):
     from newbie.serve.worker import PipelineRunner
 
     runners = []
+    # the newer model flags of `newbie generate`, passed on only when given
+    extra = {k: getattr(args, k, None) for k in ("vram", "quantize") if getattr(args, k, None)}
     for device in devices_from(args.device):
-        pipe = newbie.load(args.model, device=device, dtype=args.dtype, text_dtype=args.text_dtype,
-                           vae_dtype=args.vae_dtype, text_encoder=args.text_encoder, clip_model=args.clip_model,
-                           vae=args.vae)
+        pipe = newbie.load(
+            args.model,
+            device=device,
+            dtype=args.dtype,
+            text_dtype=args.text_dtype,
+            vae_dtype=args.vae_dtype,
+            text_encoder=args.text_encoder,
+            clip_model=args.clip_model,
+            vae=args.vae,
+            **extra,
+        )
+        if getattr(args, "step_cache", 0.0):
+            pipe.step_cache = args.step_cache
+        if getattr(args, "compile", False):
+            pipe.compile()
         if pipe.notice and not runners:
             print(pipe.notice, file=sys.stderr)
         runners.append(PipelineRunner(pipe, str(pipe.device)))
     first = runners[0].pipe
-    return JobService(Path(args.data_dir), PipelineValidator(first), runners, limits, model_name=first.folder.name)
+    return JobService(
+        Path(args.data_dir), PipelineValidator(first), runners, limits, model_name=first.folder.name
+    )

@@ -60,18 +60,24 @@ class Metrics:
                 "# HELP newbie_jobs_total Jobs finished since the server started, by final state.",
                 "# TYPE newbie_jobs_total counter",
             ]
-            lines += [f'newbie_jobs_total{{state="{s}"}} {self.jobs[s]}' for s in ("done", "failed", "cancelled")]
+            lines += [
+                f'newbie_jobs_total{{state="{s}"}} {self.jobs[s]}' for s in ("done", "failed", "cancelled")
+            ]
             lines += [
                 "# HELP newbie_errors_total Failed jobs and HTTP error replies since the server started.",
                 "# TYPE newbie_errors_total counter",
                 f'newbie_errors_total{{kind="job_failed"}} {self.jobs["failed"]}',
             ]
-            lines += [f'newbie_errors_total{{kind="http_{s}"}} {c}' for s, c in sorted(self.http_errors.items())]
+            lines += [
+                f'newbie_errors_total{{kind="http_{s}"}} {c}' for s, c in sorted(self.http_errors.items())
+            ]
             lines += [
                 "# HELP newbie_image_seconds Generation time per image (a job's time / its images).",
                 "# TYPE newbie_image_seconds histogram",
             ]
-            lines += [f'newbie_image_seconds_bucket{{le="{b:g}"}} {c}' for b, c in zip(BUCKETS, self._bucket_counts)]
+            lines += [
+                f'newbie_image_seconds_bucket{{le="{b:g}"}} {c}' for b, c in zip(BUCKETS, self._bucket_counts)
+            ]
             lines += [
                 f'newbie_image_seconds_bucket{{le="+Inf"}} {self._seconds_count}',
                 f"newbie_image_seconds_sum {self._seconds_sum:.6f}",

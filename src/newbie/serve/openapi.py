@@ -1,6 +1,6 @@
 """The OpenAPI schema of the API, as committed in docs/openapi.json.
 
-    python -m newbie.serve.openapi > docs/openapi.json
+python -m newbie.serve.openapi > docs/openapi.json
 """
 
 from __future__ import annotations

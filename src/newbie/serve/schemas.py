@@ -14,14 +14,20 @@ class GenerationParams(BaseModel):
     prompt: str = Field(description="text, danbooru tags or an XML structured prompt")
     negative: str | None = Field(None, description="negative prompt (default: the model's)")
     n: int = Field(1, description="number of images (one batch; seeds seed, seed+1, ...)")
-    size: str | None = Field(None, description="WIDTHxHEIGHT in multiples of 16, or 'auto' for the model default")
-    seed: int | None = Field(None, description="base seed; drawn at acceptance when omitted, so a retry is identical")
+    size: str | None = Field(
+        None, description="WIDTHxHEIGHT in multiples of 16, or 'auto' for the model default"
+    )
+    seed: int | None = Field(
+        None, description="base seed; drawn at acceptance when omitted, so a retry is identical"
+    )
     steps: int | None = None
     cfg: float | None = Field(None, description="classifier-free guidance scale")
     sampler: str | None = Field(None, description="euler, midpoint or dpmpp_2m")
     shift: float | None = None
     cfg_trunc: float | None = Field(None, description="CFG only while t < cfg_trunc (t: 0 = noise, 1 = data)")
-    renorm_cfg: float | None = Field(None, description="cap the guided norm at this multiple of the conditional one")
+    renorm_cfg: float | None = Field(
+        None, description="cap the guided norm at this multiple of the conditional one"
+    )
 
 
 class ImageGenerationRequest(GenerationParams):

@@ -13,9 +13,17 @@ OPEN_PATHS = ("/healthz", "/openapi.json")  # load balancers and client generato
 
 async def send_error(send, status: int, message: str, code: str, headers: list | None = None) -> None:
     body = json.dumps(error_body(status, message, code)).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -36,8 +44,13 @@ class ApiKeyMiddleware:
                 if scheme.lower() == b"bearer":
                     given = token.strip()
         if not hmac.compare_digest(given, self.expected):
-            return await send_error(send, 401, "missing or wrong API key (send 'Authorization: Bearer KEY')",
-                                    "invalid_api_key", [(b"www-authenticate", b"Bearer")])
+            return await send_error(
+                send,
+                401,
+                "missing or wrong API key (send 'Authorization: Bearer KEY')",
+                "invalid_api_key",
+                [(b"www-authenticate", b"Bearer")],
+            )
         return await self.app(scope, receive, send)
 
 

@@ -62,8 +62,14 @@ class Waiters:
 
 
 class JobService:
-    def __init__(self, data_dir: Path, validator, runners: list[Runner], limits: ApiLimits = ApiLimits(),
-                 model_name: str = ""):
+    def __init__(
+        self,
+        data_dir: Path,
+        validator,
+        runners: list[Runner],
+        limits: ApiLimits = ApiLimits(),
+        model_name: str = "",
+    ):
         self.data_dir = Path(data_dir).resolve()
         self.images_dir = self.data_dir / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +107,9 @@ class JobService:
 
     def submit(self, params: dict) -> Job:
         if self.store.counts()["queued"] >= self.limits.max_queue:
-            raise ApiError(503, f"the queue is full ({self.limits.max_queue} jobs); try again later", "queue_full")
+            raise ApiError(
+                503, f"the queue is full ({self.limits.max_queue} jobs); try again later", "queue_full"
+            )
         job = self.store.add(params, params["n"])
         with self.wake:
             self.wake.notify()
@@ -133,8 +141,12 @@ class JobService:
                 try:
                     await asyncio.wait_for(event.wait(), timeout)
                 except asyncio.TimeoutError:
-                    raise ApiError(504, f"job {job_id} is not done after {timeout:g} s; it stays queued, poll "
-                                   f"GET /v1/jobs/{job_id}", "timeout") from None
+                    raise ApiError(
+                        504,
+                        f"job {job_id} is not done after {timeout:g} s; it stays queued, poll "
+                        f"GET /v1/jobs/{job_id}",
+                        "timeout",
+                    ) from None
                 job = self.get(job_id)
             return job
         finally:
@@ -156,9 +168,16 @@ class JobService:
     def health(self) -> dict:
         counts = self.store.counts()
         alive = sum(w.is_alive() for w in self.workers)
-        return {"status": "ok" if alive == len(self.workers) else "degraded", "model": self.model_name,
-                "workers": len(self.workers), "workers_alive": alive, "queued": counts["queued"],
-                "running": counts["running"]}
+        return {
+            "status": "ok" if alive == len(self.workers) else "degraded",
+            "model": self.model_name,
+            "workers": len(self.workers),
+            "workers_alive": alive,
+            "queued": counts["queued"],
+            "running": counts["running"],
+        }
 
     def metrics_text(self) -> str:
-        return self.metrics.render(self.store.counts(), len(self.workers), sum(w.is_alive() for w in self.workers))
+        return self.metrics.render(
+            self.store.counts(), len(self.workers), sum(w.is_alive() for w in self.workers)
+        )

@@ -52,9 +52,19 @@ class Job:
 
 
 def _job(row: sqlite3.Row) -> Job:
-    return Job(id=row["id"], state=row["state"], params=json.loads(row["params"]), n=row["n"],
-               created=row["created"], started=row["started"], finished=row["finished"], attempts=row["attempts"],
-               cancel_requested=bool(row["cancel_requested"]), error=row["error"], seconds=row["seconds"])
+    return Job(
+        id=row["id"],
+        state=row["state"],
+        params=json.loads(row["params"]),
+        n=row["n"],
+        created=row["created"],
+        started=row["started"],
+        finished=row["finished"],
+        attempts=row["attempts"],
+        cancel_requested=bool(row["cancel_requested"]),
+        error=row["error"],
+        seconds=row["seconds"],
+    )
 
 
 class JobStore:
@@ -80,8 +90,10 @@ class JobStore:
 
     def add(self, params: dict, n: int) -> Job:
         job = Job(id=uuid.uuid4().hex, state=QUEUED, params=params, n=n, created=time.time())
-        self._write("INSERT INTO jobs (id, state, params, n, created) VALUES (?, ?, ?, ?, ?)",
-                    (job.id, job.state, json.dumps(params, sort_keys=True), n, job.created))
+        self._write(
+            "INSERT INTO jobs (id, state, params, n, created) VALUES (?, ?, ?, ?, ?)",
+            (job.id, job.state, json.dumps(params, sort_keys=True), n, job.created),
+        )
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -95,21 +107,27 @@ class JobStore:
             row = self._db.execute(
                 "UPDATE jobs SET state = ?, started = ?, attempts = attempts + 1 "
                 "WHERE seq = (SELECT seq FROM jobs WHERE state = ? ORDER BY seq LIMIT 1) RETURNING *",
-                (RUNNING, time.time(), QUEUED)).fetchone()
+                (RUNNING, time.time(), QUEUED),
+            ).fetchone()
         return _job(row) if row else None
 
     def finish(self, job_id: str, state: str, error: str | None = None, seconds: float | None = None) -> None:
         assert state in FINAL
-        self._write("UPDATE jobs SET state = ?, finished = ?, error = ?, seconds = ? WHERE id = ?",
-                    (state, time.time(), error, seconds, job_id))
+        self._write(
+            "UPDATE jobs SET state = ?, finished = ?, error = ?, seconds = ? WHERE id = ?",
+            (state, time.time(), error, seconds, job_id),
+        )
 
     def requeue(self, job_id: str) -> None:
         """Back to the queue without counting the attempt (a clean shutdown interrupted it)."""
-        self._write("UPDATE jobs SET state = ?, started = NULL, attempts = attempts - 1 WHERE id = ? AND state = ?",
-                    (QUEUED, job_id, RUNNING))
+        self._write(
+            "UPDATE jobs SET state = ?, started = NULL, attempts = attempts - 1 WHERE id = ? AND state = ?",
+            (QUEUED, job_id, RUNNING),
+        )
 
     def cancel(self, job_id: str) -> str | None:
-        """Cancel a queued job at once; flag a running one for its worker. Returns the state after the call."""
+        """Cancel a queued job at once; flag a running one for its worker. Returns the state after the call
+        (None: no such job)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -117,8 +135,10 @@ class JobStore:
                 if row is None:
                     return None
                 if row["state"] == QUEUED:
-                    self._db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
-                                     (CANCELLED, time.time(), "cancelled before it started", job_id))
+                    self._db.execute(
+                        "UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
+                        (CANCELLED, time.time(), "cancelled before it started", job_id),
+                    )
                     state = CANCELLED
                 else:
                     if row["state"] == RUNNING:
@@ -146,13 +166,22 @@ class JobStore:
                 if job.cancel_requested:
                     state, error = CANCELLED, "cancelled; the server stopped before the job did"
                 elif job.attempts >= MAX_ATTEMPTS:
-                    state, error = FAILED, (f"the server stopped while this job was running ({job.attempts} times); "
-                                            "not retried again")
+                    state, error = (
+                        FAILED,
+                        (
+                            f"the server stopped while this job was running ({job.attempts} times); "
+                            "not retried again"
+                        ),
+                    )
                 else:
-                    self._db.execute("UPDATE jobs SET state = ?, started = NULL WHERE id = ?", (QUEUED, job.id))
+                    self._db.execute(
+                        "UPDATE jobs SET state = ?, started = NULL WHERE id = ?", (QUEUED, job.id)
+                    )
                     notes.append(f"{job.id}: requeued after an interrupted run")
                     continue
-                self._db.execute("UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
-                                 (state, time.time(), error, job.id))
+                self._db.execute(
+                    "UPDATE jobs SET state = ?, finished = ?, error = ? WHERE id = ?",
+                    (state, time.time(), error, job.id),
+                )
                 notes.append(f"{job.id}: {state} ({error})")
         return notes

@@ -41,7 +41,9 @@ class Worker(threading.Thread):
             job = s.store.claim()
             if job is None:
                 with s.wake:
-                    s.wake.wait(timeout=1.0)  # a submit wakes us; the timeout covers a notify sent before we waited
+                    s.wake.wait(
+                        timeout=1.0
+                    )  # a submit wakes us; the timeout covers a notify sent before we waited
                 continue
             self.process(job)
 

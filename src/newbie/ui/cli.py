@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -64,8 +63,9 @@ def run(args) -> int:
     except ImportError:
         raise NewbieError("newbie ui needs Streamlit: pip install -r requirements-extras.txt") from None
     cmd, env = streamlit_command(args)
-    print(f"newbie ui: http://{args.host}:{args.port}  (gallery in {env['NEWBIE_UI_DATA_DIR']})", file=sys.stderr)
-    try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 130
+    print(f"newbie ui: http://{args.host}:{args.port}  (gallery in {env['NEWBIE_UI_DATA_DIR']})", file=sys.stderr,
+          flush=True)
+    sys.stdout.flush()
+    # Streamlit takes over this process, so Ctrl+C and a service manager's SIGTERM reach the server itself.
+    os.execve(cmd[0], cmd, env)
+    return 0  # not reached
