@@ -157,7 +157,7 @@ def show_check(prompt: str) -> compose.PromptCheck | None:
 
 def start_job(cfg: UISettings, gallery: Gallery, prompt: str, check) -> None:
     try:
-        if check is None:
+        if check is None or check.error:
             raise NewbieError(check.error if check else "the prompt is empty")
         settings = form.settings(state)
         pipe = load_model(cfg.model, cfg.device, settings.dtype)
@@ -189,7 +189,7 @@ def hero(gallery: Gallery) -> None:
         st.progress(p.step / p.steps if p.steps else 0.0, text=p.line() if p.step else "encoding the prompt ...")
         if p.preview is not None:
             st.image(p.preview, caption="live preview (latent projection)", width="stretch")
-        st.button("Cancel", on_click=lambda: None, disabled=job._cancel.is_set())
+        st.button("Cancel", on_click=job.cancel, disabled=job._cancel.is_set())
         return
     if collect(job):  # only inside the polling fragment: the main run collected before drawing
         st.rerun(scope="app")  # the gallery below must show the new image too
