@@ -108,3 +108,17 @@ def test_same_request_twice_does_not_refuse(tmp_path, shapes, dit):
     stack.activate(dit, stack.resolve(dit, [tmp_path / "l"]), fused=True)  # cached file, same state: a no-op
     assert torch.equal(forward(dit), once)
     assert stack.resolve(dit, [tmp_path / "l"])[0].adapter is active[0].adapter
+
+
+def test_hooks_follow_the_model_to_another_dtype_and_quantized_layers_fall_back(tmp_path, shapes, dit):
+    stack = AdapterStack()
+    active = stack.resolve(dit, [write_peft(tmp_path / "l", shapes)])
+    stack.activate(dit, active)
+    want = forward(dit)
+    dit.to(torch.bfloat16)  # as an offloading plan or a cast would move it after activation
+    torch.testing.assert_close(forward(dit).float(), want, rtol=0.05, atol=0.05 * float(want.abs().max()))
+    stack.clear()
+    layer = dit.get_submodule("layers.0.attention.qkv")
+    layer.weight = torch.nn.Parameter(layer.weight.to(torch.int8), requires_grad=False)  # stands in for int8
+    notes = stack.activate(dit, active, fused=True)
+    assert "applied unfused" in notes[0] and stack._hooks and not stack._originals

@@ -39,7 +39,7 @@ def labels(elements):
 
 def generate(at, prompt, steps=2):
     at.text_area(key="prompt").input(prompt)
-    at.slider(key="steps").set_value(steps)
+    at.number_input(key="steps").set_value(steps)
     button(at, "Generate").click().run()
     job = at.session_state["job"]
     assert job.wait(300)
@@ -48,8 +48,9 @@ def generate(at, prompt, steps=2):
 
 
 def add_entry(data_dir, recipe, colour=(10, 20, 30)):
-    return Gallery(data_dir).add(Image.new("RGB", (128, 128), colour), recipe, seconds=2.0, peak_gib=0.5,
-                                 peak_kind="process RSS")
+    return Gallery(data_dir).add(
+        Image.new("RGB", (128, 128), colour), recipe, seconds=2.0, peak_gib=0.5, peak_kind="process RSS"
+    )
 
 
 def test_first_view(app):
@@ -66,7 +67,10 @@ def test_generate_keep_reuse_and_delete(app, data_dir):
     assert labels(app.success)[0].startswith("done in")
     gallery = Gallery(data_dir)
     [entry] = gallery.list()
-    assert entry.recipe.prompt == "1girl, red_hair, blue_eyes, anime_style, digital_art, high_resolution, detailed"
+    assert (
+        entry.recipe.prompt
+        == "1girl, red_hair, blue_eyes, anime_style, digital_art, high_resolution, detailed"
+    )
     assert entry.recipe.steps == 2
     assert len(app.get("image")) == 2  # the hero and its thumbnail
     assert any(m.startswith("### Gallery · 1") for m in labels(app.markdown))
@@ -151,7 +155,7 @@ def test_expand_mode_and_edit_as_xml(app):
 def test_cancel_keeps_the_gallery(app, data_dir, recipe_factory):
     kept = add_entry(data_dir, recipe_factory())
     app.text_area(key="prompt").input("1girl, red_hair")
-    app.slider(key="steps").set_value(100)
+    app.number_input(key="steps").set_value(100)
     button(app, "Generate").click().run()
     job = app.session_state["job"]
     button(app, "Cancel").click().run()

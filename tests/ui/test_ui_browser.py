@@ -13,14 +13,23 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-PROMPT = """<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance>
-<clothing>yellow_shirt</clothing> <position>left</position> </character_1>
-<character_2> <n>$character_2$</n> <gender>1boy</gender> <appearance>blue_hair, green_eyes</appearance>
-<clothing>white_shirt</clothing> <position>right</position> </character_2>
-<general_tags> <count>1girl, 1boy</count> <background>green_background</background> </general_tags>"""
+PROMPT = (
+    "<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance>\n"
+    "<clothing>yellow_shirt</clothing> <position>left</position> </character_1>\n"
+    "<character_2> <n>$character_2$</n> <gender>1boy</gender>\n"
+    "<appearance>blue_hair, green_eyes</appearance>\n"
+    "<clothing>white_shirt</clothing> <position>right</position> </character_2>\n"
+    "<general_tags> <count>1girl, 1boy</count> <background>green_background</background> </general_tags>"
+)
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                "(apt-get install -y chromium; .ci/run installs it)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium "
+        "(apt-get install -y chromium; .ci/run installs it)",
+    ),
+]
 
 
 def _free_port() -> int:
@@ -48,8 +57,11 @@ def server(tmp_path):
     port = _free_port()
     data, log = tmp_path / "gallery", tmp_path / "server.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "newbie", "ui", "--port", str(port), "--data-dir", str(data)],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newbie", "ui", "--port", str(port), "--data-dir", str(data)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log, 60)
@@ -69,11 +81,21 @@ def test_generate_in_chromium_and_find_it_after_reload(server, tmp_path):
     url, data = server
     shot = Path(os.environ.get("NEWBIE_UI_SCREENSHOT") or tmp_path / "ui.png")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page = browser.new_page(viewport={"width": 1440, "height": 1400})
             page.goto(url)
             prompt = page.get_by_label("Prompt", exact=True)
             prompt.wait_for(timeout=120_000)  # the first run loads the model

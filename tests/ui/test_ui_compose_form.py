@@ -8,10 +8,26 @@ from newbie.ui import compose, form
 
 
 def test_cards_write_xml_one_block_per_character():
-    cards = [{"n": "", "gender": "1girl", "appearance": "red_hair, blue_eyes", "clothing": "", "expression": "smile",
-              "action": "", "position": "left"},
-             {"n": "hatsune_miku", "gender": "1girl", "appearance": "", "clothing": "", "expression": "",
-              "action": "waving", "position": "right"}]
+    cards = [
+        {
+            "n": "",
+            "gender": "1girl",
+            "appearance": "red_hair, blue_eyes",
+            "clothing": "",
+            "expression": "smile",
+            "action": "",
+            "position": "left",
+        },
+        {
+            "n": "hatsune_miku",
+            "gender": "1girl",
+            "appearance": "",
+            "clothing": "",
+            "expression": "",
+            "action": "waving",
+            "position": "right",
+        },
+    ]
     xml = compose.cards_to_xml(cards, {"count": "2girls", "background": "night_sky", "other": ""})
     p = parse(xml)
     assert [c.gender for c in p.characters] == [["1girl"], ["1girl"]]
@@ -64,8 +80,18 @@ def test_bad_settings_are_one_line_errors():
 
 
 def test_use_these_settings_makes_the_same_image(tiny_pipeline):
-    first = tiny_pipeline.generate("1girl, red_hair", "blurry", seed=5, steps=2, cfg=3.0, sampler="euler",
-                                   width=64, height=32, shift=2.0, cfg_trunc=0.5)
+    first = tiny_pipeline.generate(
+        "1girl, red_hair",
+        "blurry",
+        seed=5,
+        steps=2,
+        cfg=3.0,
+        sampler="euler",
+        width=64,
+        height=32,
+        shift=2.0,
+        cfg_trunc=0.5,
+    )
     values = form.from_recipe(first.recipes[0])
     assert values["style_preset"] == "none" and values["mode"] == "Text"
     s = form.settings(values)

@@ -50,6 +50,7 @@ def test_cancel_mid_sampling_keeps_the_gallery(tiny_pipeline, tmp_path, recipe_f
             if info["step"] == 2:
                 job.cancel()
             progress(info)
+
         return pipe.generate(prompt, negative, progress=spy, **kwargs)
 
     job = Job(Wrapped(tiny_pipeline, cancel_at_step_2), "1girl", "", dict(SMALL, steps=6), gallery)
@@ -66,10 +67,16 @@ def test_cancel_before_start(tiny_pipeline, tmp_path):
     assert job.status == "cancelled" and Gallery(tmp_path).count() == 0
 
 
-@pytest.mark.parametrize("error, expected", [
-    (NewbieError("width 100 is not a positive multiple of 16"), "width 100 is not a positive multiple of 16"),
-    (RuntimeError("boom"), "generation failed: RuntimeError: boom"),
-])
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (
+            NewbieError("width 100 is not a positive multiple of 16"),
+            "width 100 is not a positive multiple of 16",
+        ),
+        (RuntimeError("boom"), "generation failed: RuntimeError: boom"),
+    ],
+)
 def test_failures_are_one_line_and_lose_nothing(tiny_pipeline, tmp_path, recipe_factory, error, expected):
     from PIL import Image
 

@@ -53,7 +53,7 @@ def test_ui_command_line_passes_settings_to_streamlit(tmp_path):
     assert args.host == "127.0.0.1"
     cmd, env = streamlit_command(args)
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("newbie/ui/app.py")
-    flags = dict(zip(cmd[5::2], cmd[6::2]))
+    flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
     assert flags["--server.port"] == "8777" and flags["--server.address"] == "127.0.0.1"
     assert flags["--server.headless"] == "true" and flags["--browser.gatherUsageStats"] == "false"
     assert flags["--theme.base"] == "dark"
@@ -61,10 +61,13 @@ def test_ui_command_line_passes_settings_to_streamlit(tmp_path):
     assert env["NEWBIE_UI_MODEL"] == str(tmp_path.resolve())
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--port", "0"], "--port must be between 1 and 65535"),
-    (["--model", "/nonexistent/model"], "no such file or folder"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--port", "0"], "--port must be between 1 and 65535"),
+        (["--model", "/nonexistent/model"], "no such file or folder"),
+    ],
+)
 def test_ui_bad_arguments_are_one_line_errors(argv, message, capsys, tmp_path):
     assert main(["ui", "--data-dir", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err

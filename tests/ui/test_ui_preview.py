@@ -8,7 +8,7 @@ from newbie.ui.preview import FitStats, Previewer, pooled_colours, probe_stats
 
 
 class LinearCodec:
-    """A stand-in VAE whose decode is exactly linear per latent pixel (then upsampled), so the fit is known."""
+    """A stand-in VAE whose decode is linear per latent pixel (then upsampled): the fit is known."""
 
     def __init__(self, seed=0):
         g = torch.Generator().manual_seed(seed)

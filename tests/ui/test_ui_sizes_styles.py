@@ -8,8 +8,12 @@ from newbie.ui.sizes import parse_size, size_label, trained_sizes
 from newbie.ui.styles import NO_STYLE, STYLE_PRESETS, apply_style, preset_tags
 
 REAL = SPECS["newbie-exp0.1"]
-DEMO = dataclasses.replace(REAL, trained_pixels=128 * 128, max_aspect=1.0,
-                           sampling=dataclasses.replace(REAL.sampling, width=128, height=128))
+DEMO = dataclasses.replace(
+    REAL,
+    trained_pixels=128 * 128,
+    max_aspect=1.0,
+    sampling=dataclasses.replace(REAL.sampling, width=128, height=128),
+)
 
 
 def test_real_model_sizes_are_the_training_buckets():
@@ -43,12 +47,17 @@ def test_style_goes_into_general_tags_of_xml():
     out = parse(apply_style(xml, "ink_wash_painting, monochrome"))
     assert out.general.style == ["ink_wash_painting", "monochrome"]
     assert out.characters[0].gender == ["1girl"]
-    merged = parse(apply_style("<general_tags><style>monochrome</style></general_tags>", "monochrome, sumi-e"))
+    merged = parse(
+        apply_style("<general_tags><style>monochrome</style></general_tags>", "monochrome, sumi-e")
+    )
     assert merged.general.style == ["monochrome", "sumi-e"]
 
 
 def test_style_is_appended_to_text_and_tags():
-    assert apply_style("1girl, red_hair, ", "cyberpunk, neon_lights") == "1girl, red_hair, cyberpunk, neon_lights"
+    assert (
+        apply_style("1girl, red_hair, ", "cyberpunk, neon_lights")
+        == "1girl, red_hair, cyberpunk, neon_lights"
+    )
     assert apply_style("a girl at night", "") == "a girl at night"
 
 

@@ -70,11 +70,16 @@ class AdapterStack:
                 path, strength = parse_lora(item)
             elif isinstance(item, dict):  # JSON form: {"path": ..., "strength": ...}
                 path, strength = item.get("path"), item.get("strength", 1.0)
-            else:
+            elif isinstance(item, (tuple, list)) and len(item) == 2:
                 path, strength = item
+            else:
+                raise NewbieError(f"adapter entry {item!r}: give 'path', 'path:strength' or (path, strength)")
             if not path:
                 raise NewbieError(f"adapter entry {item!r} gives no path")
-            strength = float(strength)
+            try:
+                strength = float(strength)
+            except (TypeError, ValueError):
+                raise NewbieError(f"adapter strength must be a number, got {strength!r}") from None
             if not math.isfinite(strength) or abs(strength) > 10:
                 raise NewbieError(
                     f"adapter strength must be a finite number within [-10, 10], got {strength}"
@@ -84,9 +89,21 @@ class AdapterStack:
 
     # -- applying --
 
-    def activate(self, dit: nn.Module, active: list[ActiveLora], fused: bool = False) -> None:
-        """Make `dit` carry exactly these adapters (none: the base model). A no-op when nothing changed."""
+    def activate(self, dit: nn.Module, active: list[ActiveLora], fused: bool = False) -> list[str]:
+        """Make `dit` carry exactly these adapters (none: the base model); returns notes for the request.
+        A no-op when nothing changed. Fusing needs plain float weights; quantized ones get hooks instead."""
         used = [a for a in active if a.strength != 0]  # strength 0 is exactly the base model
+        modules = dict(dit.named_modules())
+        per_layer: dict[str, list[tuple[Delta, float]]] = {}
+        for a in used:
+            for name, delta in a.adapter.deltas.items():
+                per_layer.setdefault(name, []).append((delta, a.strength))
+        notes = []
+        if fused and not all(_plain(modules[name]) for name in per_layer):
+            fused = False
+            notes.append(
+                "adapters applied unfused: the transformer's weights are quantized, so they cannot be fused"
+            )
         state = (
             (fused, tuple((a.adapter.sha256, a.adapter.config_sha256, a.strength) for a in used))
             if used
@@ -94,24 +111,20 @@ class AdapterStack:
         )
         if state == self._state and dit is self._dit:
             self.active = list(active)
-            return
+            return notes
         self.clear()
         self.active = list(active)
         if not used:
-            return
+            return notes
         self._dit = dit
-        modules = dict(dit.named_modules())
-        per_layer: dict[str, list[tuple[Delta, float]]] = {}
-        for a in used:
-            for name, delta in a.adapter.deltas.items():
-                per_layer.setdefault(name, []).append((delta, a.strength))
         try:
             for name, deltas in per_layer.items():
-                (self._fuse if fused else self._hook)(name, modules[name], deltas)
+                (self._fuse if fused else self._hook)(modules[name], name, deltas)
         except BaseException:
             self.clear()
             raise
         self._state = state
+        return notes
 
     def clear(self) -> None:
         """Remove every adapter: hooks off, fused weights restored bit for bit."""
@@ -128,33 +141,36 @@ class AdapterStack:
         self._dit = None
         self.active = []
 
-    def _hook(self, name: str, module: nn.Module, deltas: list[tuple[Delta, float]]) -> None:
-        w = getattr(module, "weight", None)
-        device = w.device if w is not None else "cpu"
-        dtype = w.dtype if w is not None and w.is_floating_point() else torch.bfloat16
-        moved = [(d.to(device, dtype), s) for d, s in deltas]
+    def _hook(self, module: nn.Module, name: str, deltas: list[tuple[Delta, float]]) -> None:
+        # Deltas follow the activations to their device and dtype on first use: offloading plans move the
+        # transformer between CPU and GPU, and quantized layers compute in the activation dtype.
+        placed: dict[tuple, list[tuple[Delta, float]]] = {}
 
         def add_delta(mod, args, out):
             x = args[0]
-            for d, s in moved:
-                out = out + s * d.forward(x.to(d.dtype)).to(out.dtype)
+            key = (x.device, x.dtype)
+            if key not in placed:
+                placed[key] = [(d.to(x.device, x.dtype), s) for d, s in deltas]
+            for d, s in placed[key]:
+                out = out + s * d.forward(x).to(out.dtype)
             return out
 
         self._hooks.append(module.register_forward_hook(add_delta))
 
-    def _fuse(self, name: str, module: nn.Module, deltas: list[tuple[Delta, float]]) -> None:
+    def _fuse(self, module: nn.Module, name: str, deltas: list[tuple[Delta, float]]) -> None:
+        # In place: offloading plans keep weights in pinned CPU tensors between stages, and so carry it along.
         w = module.weight
-        if type(w) is not nn.Parameter or not w.is_floating_point():
-            raise NewbieError(
-                f"cannot fuse adapters into layer {name}: its weights are not plain floating point "
-                "(quantized?); use unfused adapters"
-            )
         self._originals[name] = w.detach().to("cpu", copy=True)
         total = w.detach().float()
         for d, s in deltas:
             total = total + s * d.to(w.device, torch.float32).weight()
         with torch.no_grad():
             w.copy_(total.to(w.dtype))
+
+
+def _plain(module: nn.Module) -> bool:
+    w = getattr(module, "weight", None)
+    return w is not None and type(w.detach()) is torch.Tensor and w.is_floating_point()
 
 
 def parse_lora(text: str | Path) -> tuple[str, float]:

@@ -26,6 +26,16 @@ def heat(diff: np.ndarray, scale: float) -> Image.Image:
     return Image.fromarray(rgb.round().astype(np.uint8), "RGB")
 
 
+def max_pool(diff: np.ndarray, width: int) -> np.ndarray:
+    """Shrink an error map towards `width` by taking each block's largest error, so that one bad pixel of a
+    1024-pixel image still shows in a 256-pixel tile (resampling would average it away)."""
+    f = diff.shape[1] // width
+    if f <= 1:
+        return diff
+    h, w = diff.shape[0] // f * f, diff.shape[1] // f * f
+    return diff[:h, :w].reshape(h // f, f, w // f, f).max(axis=(1, 3))
+
+
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)
@@ -67,7 +77,7 @@ def contact_sheet(pictures: dict, dtypes: list[str], prompt_count: int, seeds: l
             if kind == "image":
                 tile = pictures.get((d, pi, s))
             else:
-                tile = heat(diffs[(d, pi, s)], scale) if (d, pi, s) in diffs else None
+                tile = heat(max_pool(diffs[(d, pi, s)], cw), scale) if (d, pi, s) in diffs else None
             if tile is None:
                 draw.rectangle([x, y, x + cw - 1, y + ch - 1], outline="grey")
                 continue

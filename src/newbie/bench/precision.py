@@ -20,7 +20,8 @@ def add_parser(bench_subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="outputs/precision", help="folder for report.md, report.json and the PNGs")
-    p.add_argument("--dtypes", default="fp32,bf16,fp16,int8,fp8", help="fp32 (the reference) always runs first")
+    p.add_argument("--dtypes", default="fp32,bf16,fp16,int8,fp8",
+                   help="from fp32, bf16, fp16, int8, fp8, fp8-dynamic; fp32 (the reference) always runs first")
     p.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt or @file; repeat for more "
                    "(default: 2 XML multi-character prompts and 1 tag prompt for the model)")
     p.add_argument("--seeds", help="comma-separated seeds (default: 0 for the demo model, 0,1 otherwise)")

@@ -45,14 +45,15 @@ def _guard(row: dict) -> str:
 
 def table_lines(result: StudyResult) -> list[str]:
     """The Markdown table, then the dtypes that could not be measured and why."""
-    lines = ["| dtype | DiT / text | peak GiB | s/step | s/image | PSNR dB vs fp32 | SSIM | max px err | "
+    lines = ["| dtype | compute DiT / text | peak GiB | s/step | s/image | PSNR dB vs fp32 | SSIM | max px err | "
              "NaN/Inf | black | fp16 guard |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.rows:
         if not r["available"]:
             continue
         c = r["compute"]
+        quant = f" + {c['quant']}" if c.get("quant") else ""  # quantized weights (DiT, Gemma)
         lines.append(
-            f"| {r['dtype']} | {c['dit']} / {c['text']} | {_num(r['peak_gib'], '.2f')} | {r['s_per_step']:.3f} | "
+            f"| {r['dtype']} | {c['dit']} / {c['text']}{quant} | {_num(r['peak_gib'], '.3g')} | {r['s_per_step']:.3f} | "
             f"{r['s_per_image']:.2f} | {_psnr(r)} | {_num(r['ssim'], '.4f')} | {_num(r['max_pixel_error'], '.0f')} | "
             f"{r['nan_count']} | {r['black_images']}/{r['images']} | {_guard(r)} |")
     missing = [r for r in result.rows if not r["available"]]

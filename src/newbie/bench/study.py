@@ -25,21 +25,23 @@ from newbie.errors import NewbieError
 
 REFERENCE = "fp32"
 FLOAT_DTYPES = ("fp32", "bf16", "fp16")
-QUANTIZED = ("int8", "fp8")  # weights via newbie.load(quantize=...), where that exists
+QUANTIZED = ("int8", "fp8", "fp8-dynamic")  # newbie.load(quantize=...), where that exists: int8/fp8 weights,
+# fp8-dynamic = fp8 weights and activations (fp8 tensor cores; Hopper and later)
 ALL_DTYPES = FLOAT_DTYPES + QUANTIZED
+DEFAULT_DTYPES = ("fp32", "bf16", "fp16", "int8", "fp8")
 
 
 @dataclass
 class StudyConfig:
-    dtypes: list[str] = field(default_factory=lambda: list(ALL_DTYPES))
+    dtypes: list[str] = field(default_factory=lambda: list(DEFAULT_DTYPES))
     prompts: list[str] | None = None  # None: newbie.bench.prompts.default_prompts for the model
     seeds: list[int] | None = None  # None: default_seeds for the model
     model: str | None = None  # None: the embedded demo model
     device: str | None = None
     text_dtype: str | None = None  # None: the text encoders follow each dtype, as `newbie generate --dtype` does
-    steps: int | None = None  # None: the model's defaults, for these five
+    steps: int | None = None  # None: bench.prompts.default_steps, else the model's own default
     sampler: str | None = None
-    cfg: float | None = None
+    cfg: float | None = None  # None (these three too): the model's defaults
     width: int | None = None
     height: int | None = None
     warmup_steps: int = 2  # a short generation per dtype first, at the measured size (kernel selection, caches)
@@ -174,7 +176,7 @@ def unavailable_row(dtype: str, reason: str) -> dict:
 
 def run_study(cfg: StudyConfig, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> StudyResult:
     from newbie import __version__
-    from newbie.bench.prompts import default_prompts, default_seeds
+    from newbie.bench.prompts import default_prompts, default_seeds, default_steps
 
     dtypes = check_dtypes(cfg.dtypes)
     rows, records, pictures = [], [], {}
@@ -199,7 +201,7 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = lambda m: print(m, 
             if not prompts or not seeds:
                 raise NewbieError("the study needs at least one prompt and one seed")
             d = pipe.spec.sampling
-            gen_kwargs = dict(steps=cfg.steps or d.steps, sampler=cfg.sampler or d.sampler,
+            gen_kwargs = dict(steps=cfg.steps or default_steps(pipe.spec.name) or d.steps, sampler=cfg.sampler or d.sampler,
                               cfg=d.cfg if cfg.cfg is None else cfg.cfg, width=cfg.width or d.width,
                               height=cfg.height or d.height)
             meta = study_meta(cfg, pipe, prompts, seeds, gen_kwargs, __version__)

@@ -134,11 +134,12 @@ def cmd_generate(args) -> int:
                           width=w, height=h, batch=args.batch, cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg,
                           **workflow_request_kwargs(args))
         req = pipe.request(_read_prompt(args.prompt), args.negative, **req_kwargs)
+    # the stream is passed at call time: ProgressBar's default is whatever sys.stderr was at its first import
     if recipe is not None:
-        gen = pipe.remake(recipe, progress=None if args.quiet else ProgressBar(total_steps(recipe)),
-                          **workflow_remake_overrides(args))
+        bar = ProgressBar(total_steps(recipe), stream=sys.stderr)
+        gen = pipe.remake(recipe, progress=None if args.quiet else bar, **workflow_remake_overrides(args))
     else:
-        gen = pipe.run(req, progress=None if args.quiet else ProgressBar(total_steps(req)))
+        gen = pipe.run(req, progress=None if args.quiet else ProgressBar(total_steps(req), stream=sys.stderr))
     shown = set()
     for rec in gen.recipes:
         for msg in rec.warnings:

@@ -14,6 +14,7 @@ to floating-point tolerance only.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -134,6 +135,11 @@ def denoise(
     return SAMPLERS[req.sampler](model, x, sigmas, callback=progress if branches.rank == 0 else None)
 
 
+def _stage(pipe: Pipeline, name: str):
+    """The pipeline's weight-residency stage (a memory plan moves weights in and out), when it has one."""
+    return pipe.stage(name) if hasattr(pipe, "stage") else contextlib.nullcontext()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -145,12 +151,18 @@ def sample(
     """Encode and denoise on every rank -> (the shared request, latents, timings); the latents are equal
     on all ranks."""
     req = share_request(req, branches)
+    if getattr(req, "image", None) is not None or getattr(req, "hires", None) is not None:
+        raise NewbieError("CFG-parallel runs text-to-image only (no init image, mask or hires pass)")
+    if hasattr(pipe, "adapters"):  # the request's LoRAs, or none: as Pipeline.run does
+        pipe.adapters.activate(pipe.dit, req.loras, req.fuse_loras)
     timings = {}
     t0 = time.perf_counter()
-    embeds = encode(pipe, req, branches)
+    with _stage(pipe, "text"):
+        embeds = encode(pipe, req, branches)
     timings["encode_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    latents = denoise(pipe, req, embeds, branches, progress)
+    with _stage(pipe, "denoise"):
+        latents = denoise(pipe, req, embeds, branches, progress)
     _sync(pipe.device)
     timings["denoise_s"] = time.perf_counter() - t0
     return req, latents, timings
@@ -165,7 +177,8 @@ def generate(
     if branches.rank != 0:
         return None
     t0 = time.perf_counter()
-    images = pipe.codec.decode(latents)
+    with _stage(pipe, "decode"):
+        images = pipe.codec.decode(latents)
     timings["decode_s"] = time.perf_counter() - t0
     finite = bool(torch.isfinite(latents).all())
     warnings = req.warnings + ([] if finite else ["latent has NaN/Inf values"])

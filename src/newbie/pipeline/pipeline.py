@@ -261,7 +261,6 @@ class Pipeline:
         return self.run(req, progress)
 
     def run(self, req: Request, progress: Callable[[dict], None] | None = None) -> Generation:
-        self.adapters.activate(self.dit, req.loras, req.fuse_loras)  # none: the base model, bit for bit
         while True:
             try:
                 return self._run(req, progress)
@@ -290,6 +289,7 @@ class Pipeline:
     def apply_plan(self, plan) -> None:
         from newbie.precision.residency import Residency
 
+        self.adapters.clear()  # a new plan copies/quantizes the weights it finds: they must be the base ones
         if self.residency is not None:
             for streamer in self.residency.streamers:
                 streamer.remove()
@@ -308,6 +308,7 @@ class Pipeline:
 
     def _run(self, req: Request, progress) -> Generation:
         timings, events = {}, list(self.plan_notes)
+        events += self.adapters.activate(self.dit, req.loras, req.fuse_loras)  # none: the base model, bit for bit
         t0 = time.perf_counter()
         with self.stage("text"):
             cond, uncond = self.encode(req, events)

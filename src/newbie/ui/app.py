@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import datetime
 from pathlib import Path
 
 import streamlit as st
@@ -17,7 +16,8 @@ import streamlit as st
 from newbie.errors import NewbieError
 from newbie.sampling.samplers import SAMPLERS
 from newbie.ui import compose, form, theme
-from newbie.ui.gallery import Entry, Gallery
+from newbie.ui import gallery_view as views
+from newbie.ui.gallery import Gallery
 from newbie.ui.job import Job
 from newbie.ui.memory import gpu_total_gib, plan_view
 from newbie.ui.preview import Previewer
@@ -27,7 +27,6 @@ from newbie.ui.styles import STYLE_PRESETS, apply_style, preset_tags
 
 log = logging.getLogger("newbie.ui")
 state = st.session_state
-GRID_COLUMNS = 6
 
 
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=1)  # one model in memory at a time
@@ -45,6 +44,7 @@ def previewer_for(model: str | None, device: str | None, dtype: str, data_dir: s
 
 # -- callbacks: they run before the page, so they may set widget values --
 
+
 def roll_seed() -> None:
     state.seed = str(secrets.randbelow(2**32))
 
@@ -53,46 +53,44 @@ def preset_changed() -> None:
     state.style_tags = preset_tags(state.style_preset)
 
 
-def use_settings(gallery: Gallery, entry_id: int) -> None:
-    entry = gallery.get(entry_id)
-    if entry is not None:
-        state.update(form.from_recipe(entry.recipe))
-
-
 def edit_expanded(xml: str) -> None:
     state.prompt, state.mode = xml, "Text"
 
 
-def delete_entry(gallery: Gallery, entry_id: int) -> None:
-    gallery.delete(entry_id)
-    state.confirm_delete = None
-    if state.get("selected") == entry_id:
-        state.selected = None
-
-
 # -- page parts --
+
 
 def sidebar(pipe, sizes: list[str]) -> None:
     with st.sidebar:
         st.markdown("### ✦ Settings")
         st.text_area("Negative prompt", key="negative", height=80)
         st.selectbox("Style preset", list(STYLE_PRESETS), key="style_preset", on_change=preset_changed)
-        st.text_area("Style tags", key="style_tags", height=80,
-                     help="added to <general_tags><style> of an XML prompt, appended to a text prompt")
+        st.text_area(
+            "Style tags",
+            key="style_tags",
+            height=80,
+            help="added to <general_tags><style> of an XML prompt, appended to a text prompt",
+        )
         st.selectbox("Size", sizes, key="size", help="the sizes this model was trained at")
-        st.slider("Steps", 1, 100, key="steps")
-        st.number_input("CFG", min_value=0.0, max_value=30.0, step=0.5, key="cfg")
+        st.number_input("Steps", min_value=1, max_value=1000, step=1, key="steps")
+        st.number_input("CFG", min_value=0.0, max_value=100.0, step=0.5, key="cfg")
         st.selectbox("Sampler", list(SAMPLERS), key="sampler")
         seed_col, dice_col = st.columns([4, 1], vertical_alignment="bottom")
         seed_col.text_input("Seed", key="seed", placeholder="random")
         dice_col.button(":material/casino:", key="dice", on_click=roll_seed, help="a new random seed")
-        st.selectbox("Precision", form.DTYPE_CHOICES, key="dtype",
-                     help="DiT compute dtype; auto = bf16 on a GPU, fp32 on a CPU")
+        st.selectbox(
+            "Precision",
+            form.DTYPE_CHOICES,
+            key="dtype",
+            help="DiT compute dtype; auto = bf16 on a GPU, fp32 on a CPU",
+        )
         st.number_input("GPU memory (GiB)", min_value=1.0, max_value=1024.0, step=1.0, key="vram_gib")
         width, height = parse_size(state.size)
         # The planner models the real NewBie Exp0.1 weights, whatever model is loaded.
         view = plan_view(state.vram_gib, width, height)
-        st.caption(f"Memory plan for NewBie Exp0.1 at {width}x{height}: **{view.text}**", help=view.detail or None)
+        st.caption(
+            f"Memory plan for NewBie Exp0.1 at {width}x{height}: **{view.text}**", help=view.detail or None
+        )
         if state.get("advanced"):
             extra = ", ".join(f"{k} {v:g}" for k, v in state.advanced.items())
             st.caption(f"From the recipe: {extra}")
@@ -104,13 +102,21 @@ def composer() -> str:
     """The three prompt modes (all rendered, so switching loses nothing); returns the active mode's prompt."""
     tabs = st.tabs(list(compose.MODES), key="mode", on_change="rerun")
     with tabs[0]:
-        st.text_area("Prompt", key="prompt", height=230,
-                     placeholder="a tag list, a sentence, or an XML prompt (<character_1> ... )")
+        st.text_area(
+            "Prompt",
+            key="prompt",
+            height=230,
+            placeholder="a tag list, a sentence, or an XML prompt (<character_1> ... )",
+        )
     with tabs[1]:
         cards_xml = structured_editor()
     with tabs[2]:
-        st.text_area("Description", key="describe", height=110,
-                     placeholder="two girls under a night sky, one with long red hair on the left ...")
+        st.text_area(
+            "Description",
+            key="describe",
+            height=110,
+            placeholder="two girls under a night sky, one with long red hair on the left ...",
+        )
         expanded = ""
         if state.describe.strip():
             try:
@@ -130,12 +136,19 @@ def structured_editor() -> str:
         with st.container(border=True):
             st.markdown(f"**character_{i + 1}**")
             cols = st.columns(2)
-            cards.append({f: cols[k % 2].text_input(compose.card_label(f), key=f"card{i}_{f}")
-                          for k, f in enumerate(compose.CARD_FIELDS)})
+            cards.append(
+                {
+                    f: cols[k % 2].text_input(compose.card_label(f), key=f"card{i}_{f}")
+                    for k, f in enumerate(compose.CARD_FIELDS)
+                }
+            )
     with st.container(border=True):
         st.markdown("**general tags**")
         cols = st.columns(2)
-        general = {f: cols[k % 2].text_input(f, key=f"general_{f}") for k, f in enumerate(compose.GENERAL_CARD_FIELDS)}
+        general = {
+            f: cols[k % 2].text_input(f, key=f"general_{f}")
+            for k, f in enumerate(compose.GENERAL_CARD_FIELDS)
+        }
     xml = compose.cards_to_xml(cards, general)
     st.code(xml, language="xml")
     return xml
@@ -170,80 +183,6 @@ def start_job(cfg: UISettings, gallery: Gallery, prompt: str, check) -> None:
         state.notice = ("error", str(e))
 
 
-def collect(job: Job | None) -> bool:
-    """Once per finished job: its message becomes the notice and its newest image the hero."""
-    if job is None or job.active or state.get("collected") is job:
-        return False
-    state.collected = job
-    kind = {"done": "success", "cancelled": "info"}.get(job.status, "error")
-    state.notice = (kind, job.message)
-    if job.entry_ids:
-        state.selected = job.entry_ids[-1]
-    return True
-
-
-def hero(gallery: Gallery) -> None:
-    job = state.get("job")
-    if job is not None and job.active:
-        p = job.progress
-        st.progress(p.step / p.steps if p.steps else 0.0, text=p.line() if p.step else "encoding the prompt ...")
-        if p.preview is not None:
-            st.image(p.preview, caption="live preview (latent projection)", width="stretch")
-        st.button("Cancel", on_click=job.cancel, disabled=job._cancel.is_set())
-        return
-    if collect(job):  # only inside the polling fragment: the main run collected before drawing
-        st.rerun(scope="app")  # the gallery below must show the new image too
-    entry = gallery.get(state.selected) if state.get("selected") else None
-    entry = entry or next(iter(gallery.list(limit=1)), None)
-    if entry is None:
-        st.markdown("#### The sky is empty")
-        st.caption("Compose a prompt and press Generate: every image is kept here with its recipe.")
-        return
-    st.image(str(entry.image_path), width="stretch")
-    detail(gallery, entry)
-
-
-def detail(gallery: Gallery, entry: Entry) -> None:
-    r = entry.recipe
-    with st.container(key="detail"):
-        st.caption(f"#{entry.id} · {datetime.fromtimestamp(entry.created):%Y-%m-%d %H:%M:%S}")
-        st.markdown(f"`{r.prompt[:400]}`")
-        peak = f"{entry.peak_gib:.2f} GiB ({entry.peak_kind})" if entry.peak_gib is not None else "unknown"
-        st.caption(f"{r.width}x{r.height} · seed {r.seed} · {r.steps} steps {r.sampler} · CFG {r.cfg:g} · "
-                   f"{entry.seconds:.1f}s · peak {peak} · {r.dtype}")
-        a, b, c = st.columns(3)
-        a.button("Use these settings", on_click=use_settings, args=(gallery, entry.id))
-        b.download_button("Download PNG", data=entry.image_path.read_bytes(), file_name=entry.image_path.name,
-                          mime="image/png", on_click="ignore")
-        if state.get("confirm_delete") == entry.id:
-            st.warning("Delete this image and its recipe for good?")
-            yes, no = st.columns(2)
-            yes.button("Yes, delete", on_click=delete_entry, args=(gallery, entry.id), type="primary")
-            no.button("Keep it", on_click=lambda: state.update(confirm_delete=None))
-        else:
-            c.button("Delete", on_click=lambda: state.update(confirm_delete=entry.id))
-        with st.expander("Recipe"):
-            st.json(r.to_json())
-
-
-def gallery_grid(gallery: Gallery) -> None:
-    with st.container(key="gallery"):
-        head, search = st.columns([3, 2], vertical_alignment="bottom")
-        head.markdown(f"### Gallery · {gallery.count()}")
-        query = search.text_input("Search prompts", key="search", placeholder="red_hair, night sky ...")
-        entries = gallery.list(query, limit=state.get("limit", 48))
-        if not entries:
-            st.caption("No images match." if query else "No images yet.")
-        for row in range(0, len(entries), GRID_COLUMNS):
-            cols = st.columns(GRID_COLUMNS)
-            for col, entry in zip(cols, entries[row : row + GRID_COLUMNS]):
-                col.image(str(entry.thumb_path), width="stretch")
-                col.button(f"#{entry.id}", key=f"view_{entry.id}", width="stretch",
-                           on_click=lambda i=entry.id: state.update(selected=i, confirm_delete=None))
-        if len(entries) == state.get("limit", 48):
-            st.button("Show more", on_click=lambda: state.update(limit=state.get("limit", 48) * 2))
-
-
 def main() -> None:
     st.set_page_config(page_title="newbie · starry night", page_icon="✦", layout="wide")
     st.html(theme.page_css())
@@ -252,15 +191,22 @@ def main() -> None:
     gallery = Gallery(cfg.data_dir)
     pipe = load_model(cfg.model, cfg.device, state.get("dtype", "auto"))
     sizes = [size_label(w, h) for w, h in trained_sizes(pipe.spec)]
-    for key, value in {**form.defaults(pipe.spec), "cards": 1, "vram_gib": float(round(gpu_total_gib() or 24.0))}.items():
+    for key, value in {
+        **form.defaults(pipe.spec),
+        "cards": 1,
+        "vram_gib": float(round(gpu_total_gib() or 24.0)),
+    }.items():
         state.setdefault(key, value)
     if state.size not in sizes:
         sizes.append(state.size)  # a recipe's size outside the trained list stays selectable
-    collect(state.get("job"))
+    views.collect(state.get("job"))
     sidebar(pipe, sizes)
 
-    st.markdown('<h1 class="newbie-title">✦ newbie · starry night</h1>'
-                '<p class="newbie-subtitle">NewBie image Exp0.1, composed under the stars</p>', unsafe_allow_html=True)
+    st.markdown(
+        '<h1 class="newbie-title">✦ newbie · starry night</h1>'
+        '<p class="newbie-subtitle">NewBie image Exp0.1, composed under the stars</p>',
+        unsafe_allow_html=True,
+    )
     left, right = st.columns([5, 7], gap="large")
     with left:
         with st.container(key="composer"):
@@ -277,11 +223,11 @@ def main() -> None:
     with right, st.container(key="hero"):
         job = state.get("job")
         if job is not None and job.active:
-            st.fragment(run_every=0.5)(hero)(gallery)
+            st.fragment(run_every=0.5)(views.hero)(gallery)  # polls the job while it runs
         else:
-            hero(gallery)
+            views.hero(gallery)
     st.divider()
-    gallery_grid(gallery)
+    views.gallery_grid(gallery)
 
 
 try:

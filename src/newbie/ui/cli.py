@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -23,12 +22,17 @@ THEME = {
 def add_parser(subparsers) -> None:
     from newbie.ui.gallery import default_data_dir
 
-    p = subparsers.add_parser("ui", help="the web gallery: compose, generate, browse (Streamlit)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = subparsers.add_parser("ui", help="the web gallery: compose, generate, browse (Streamlit)")
     p.add_argument("--model", help="model folder (default: the embedded demo model)")
-    p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network")
-    p.add_argument("--data-dir", default=str(default_data_dir()), help="gallery folder (SQLite index + PNG files)")
+    p.add_argument("--port", type=int, default=8501, help="port to listen on (default: 8501)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 exposes it)"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=str(default_data_dir()),
+        help=f"gallery folder: SQLite index + PNG files (default: {default_data_dir()})",
+    )
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=run)
 
@@ -48,10 +52,27 @@ def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
         raise NewbieError(f"--data-dir {data_dir}: cannot create it ({e.strerror})") from None
     model = str(Path(args.model).resolve()) if args.model else None
     settings = UISettings(model=model, data_dir=data_dir, device=args.device)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
-           "--server.port", str(args.port), "--server.address", args.host, "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
-           "--client.toolbarMode", "minimal", "--server.fileWatcherType", "none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.showErrorDetails",
+        "none",
+        "--client.toolbarMode",
+        "minimal",
+        "--server.fileWatcherType",
+        "none",
+    ]
     for key, value in THEME.items():
         cmd += [f"--{key}", value]
     return cmd, {**os.environ, **settings.env()}
@@ -63,8 +84,11 @@ def run(args) -> int:
     except ImportError:
         raise NewbieError("newbie ui needs Streamlit: pip install -r requirements-extras.txt") from None
     cmd, env = streamlit_command(args)
-    print(f"newbie ui: http://{args.host}:{args.port}  (gallery in {env['NEWBIE_UI_DATA_DIR']})", file=sys.stderr,
-          flush=True)
+    print(
+        f"newbie ui: http://{args.host}:{args.port}  (gallery in {env['NEWBIE_UI_DATA_DIR']})",
+        file=sys.stderr,
+        flush=True,
+    )
     sys.stdout.flush()
     # Streamlit takes over this process, so Ctrl+C and a service manager's SIGTERM reach the server itself.
     os.execve(cmd[0], cmd, env)

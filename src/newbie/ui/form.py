@@ -20,10 +20,18 @@ DEFAULT_STYLE = "anime default"
 def defaults(spec: ModelSpec) -> dict[str, object]:
     d = spec.sampling
     return {
-        "mode": MODES[0], "prompt": "", "describe": "", "negative": d.negative,
-        "style_preset": DEFAULT_STYLE, "style_tags": preset_tags(DEFAULT_STYLE),
-        "size": size_label(d.width, d.height), "steps": d.steps, "cfg": float(d.cfg), "sampler": d.sampler,
-        "seed": "", "dtype": "auto",
+        "mode": MODES[0],
+        "prompt": "",
+        "describe": "",
+        "negative": d.negative,
+        "style_preset": DEFAULT_STYLE,
+        "style_tags": preset_tags(DEFAULT_STYLE),
+        "size": size_label(d.width, d.height),
+        "steps": d.steps,
+        "cfg": float(d.cfg),
+        "sampler": d.sampler,
+        "seed": "",
+        "dtype": "auto",
     }
 
 
@@ -31,10 +39,17 @@ def from_recipe(recipe: Recipe) -> dict[str, object]:
     """Widget values that make the same image again: the recipe's prompt already holds its style tags, so
     the style preset is switched off; the rest (shift, CFG truncation, renorm) rides in `advanced`."""
     return {
-        "mode": MODES[0], "prompt": recipe.prompt, "negative": recipe.negative,
-        "style_preset": NO_STYLE, "style_tags": "",
-        "size": size_label(recipe.width, recipe.height), "steps": recipe.steps, "cfg": float(recipe.cfg),
-        "sampler": recipe.sampler, "seed": str(recipe.seed), "dtype": recipe.dtype,
+        "mode": MODES[0],
+        "prompt": recipe.prompt,
+        "negative": recipe.negative,
+        "style_preset": NO_STYLE,
+        "style_tags": "",
+        "size": size_label(recipe.width, recipe.height),
+        "steps": recipe.steps,
+        "cfg": float(recipe.cfg),
+        "sampler": recipe.sampler,
+        "seed": str(recipe.seed),
+        "dtype": recipe.dtype,
         "advanced": {"shift": recipe.shift, "cfg_trunc": recipe.cfg_trunc, "renorm_cfg": recipe.renorm_cfg},
     }
 
@@ -54,8 +69,15 @@ class Settings:
     advanced: dict  # shift, cfg_trunc, renorm_cfg from a recipe; empty = the model's defaults
 
     def kwargs(self) -> dict:
-        return dict(seed=self.seed, steps=self.steps, cfg=self.cfg, sampler=self.sampler, width=self.width,
-                    height=self.height, **self.advanced)
+        return dict(
+            seed=self.seed,
+            steps=self.steps,
+            cfg=self.cfg,
+            sampler=self.sampler,
+            width=self.width,
+            height=self.height,
+            **self.advanced,
+        )
 
 
 def parse_seed(text: str) -> int | None:
@@ -80,6 +102,14 @@ def settings(values: Mapping) -> Settings:
     dtype = values["dtype"]
     if dtype not in DTYPE_CHOICES:
         raise NewbieError(f"unknown precision '{dtype}' (choose from {', '.join(DTYPE_CHOICES)})")
-    return Settings(negative=values["negative"], width=width, height=height, steps=int(values["steps"]),
-                    cfg=float(values["cfg"]), sampler=values["sampler"], seed=parse_seed(values["seed"]),
-                    dtype=dtype, advanced=dict(values.get("advanced") or {}))
+    return Settings(
+        negative=values["negative"],
+        width=width,
+        height=height,
+        steps=int(values["steps"]),
+        cfg=float(values["cfg"]),
+        sampler=values["sampler"],
+        seed=parse_seed(values["seed"]),
+        dtype=dtype,
+        advanced=dict(values.get("advanced") or {}),
+    )

@@ -80,13 +80,16 @@ class Gallery:
             cur = con.execute(
                 "INSERT INTO images (created, image, thumb, prompt, recipe, seconds, peak_gib, peak_kind) "
                 "VALUES (?, '', '', ?, ?, ?, ?, ?)",
-                (created, recipe.prompt, recipe.to_json(), seconds, peak_gib, peak_kind))
+                (created, recipe.prompt, recipe.to_json(), seconds, peak_gib, peak_kind),
+            )
             new_id = cur.lastrowid
             image_rel, thumb_rel = f"images/{new_id:06d}-{recipe.seed}.png", f"thumbs/{new_id:06d}.jpg"
             try:
                 save_png(image, recipe, self.root / image_rel)
                 _save_thumb(image, self.root / thumb_rel)
-                con.execute("UPDATE images SET image = ?, thumb = ? WHERE id = ?", (image_rel, thumb_rel, new_id))
+                con.execute(
+                    "UPDATE images SET image = ?, thumb = ? WHERE id = ?", (image_rel, thumb_rel, new_id)
+                )
                 con.commit()
             except BaseException:
                 con.rollback()
@@ -96,12 +99,14 @@ class Gallery:
         return self.get(new_id)
 
     def list(self, search: str = "", limit: int = 60) -> list[Entry]:
-        """Newest first; `search` matches anywhere in the prompt, case-insensitively, % and _ taken literally."""
+        """Newest first; `search` matches anywhere in the prompt, case-insensitively, % and _ literally."""
         pattern = "%" + search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with closing(self._connect()) as con:
             rows = con.execute(
                 "SELECT * FROM images WHERE image != '' AND prompt LIKE ? ESCAPE '\\' "
-                "ORDER BY created DESC, id DESC LIMIT ?", (pattern, limit)).fetchall()
+                "ORDER BY created DESC, id DESC LIMIT ?",
+                (pattern, limit),
+            ).fetchall()
         return [self._entry(r) for r in rows]
 
     def count(self) -> int:
@@ -126,8 +131,16 @@ class Gallery:
 
     def _entry(self, row: tuple) -> Entry:
         id_, created, image, thumb, _prompt, recipe, seconds, peak_gib, peak_kind = row
-        return Entry(id_, created, self.root / image, self.root / thumb, Recipe.from_json(recipe), seconds,
-                     peak_gib, peak_kind)
+        return Entry(
+            id_,
+            created,
+            self.root / image,
+            self.root / thumb,
+            Recipe.from_json(recipe),
+            seconds,
+            peak_gib,
+            peak_kind,
+        )
 
 
 def _save_thumb(image, path: Path) -> None:

@@ -65,6 +65,10 @@ class Job:
     def active(self) -> bool:
         return self.status in ("queued", "running")
 
+    @property
+    def cancelling(self) -> bool:
+        return self._cancel.is_set() and self.active
+
     def start(self) -> "Job":
         self._thread = threading.Thread(target=self.run, name="newbie-ui-generate", daemon=True)
         self._thread.start()
@@ -102,9 +106,10 @@ class Job:
             gen = self.pipe.generate(self.prompt, self.negative, progress=self._on_step, **self.kwargs)
         if self.previewer is not None:
             self.previewer.learn(gen.latents, gen.images)
-        for image, recipe in zip(gen.images, gen.recipes):
-            entry = self.gallery.add(image, recipe, seconds=used.seconds, peak_gib=used.peak_gib,
-                                     peak_kind=used.peak_kind)
+        for image, recipe in zip(gen.images, gen.recipes, strict=True):
+            entry = self.gallery.add(
+                image, recipe, seconds=used.seconds, peak_gib=used.peak_gib, peak_kind=used.peak_kind
+            )
             self.entry_ids.append(entry.id)
         self._finish("done", f"done in {used.seconds:.1f}s")
 
@@ -128,9 +133,12 @@ class Job:
         if self.pipe.device.type == "cuda":
             torch.cuda.empty_cache()
         k = self.kwargs
-        return out_of_memory_message(k.get("width") or self.pipe.spec.sampling.width,
-                                     k.get("height") or self.pipe.spec.sampling.height,
-                                     self.pipe.dtypes["dit"], self.pipe.device)
+        return out_of_memory_message(
+            k.get("width") or self.pipe.spec.sampling.width,
+            k.get("height") or self.pipe.spec.sampling.height,
+            self.pipe.dtypes["dit"],
+            self.pipe.device,
+        )
 
     def _finish(self, status: str, message: str) -> None:
         self.message = message

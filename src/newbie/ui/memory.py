@@ -22,7 +22,7 @@ class PlanView:
 
 
 def _planner():
-    """The planner's plan(vram_gib, width, height) function, or None while newbie.precision.planner is absent."""
+    """The planner's plan(vram_gib, width, height), or None while newbie.precision.planner is absent."""
     import importlib
 
     try:
@@ -45,8 +45,9 @@ def plan_view(vram_gib: float, width: int, height: int) -> PlanView:
         p = plan(vram_gib, width, height)
     except NewbieError as e:
         return PlanView(f"no plan fits: {e}")
-    return PlanView(f"{p.name}, predicted peak {p.predicted_peak_gib:.1f} GiB", float(p.predicted_peak_gib),
-                    p.describe())
+    return PlanView(
+        f"{p.name}, predicted peak {p.predicted_peak_gib:.1f} GiB", float(p.predicted_peak_gib), p.describe()
+    )
 
 
 def gpu_total_gib() -> float | None:

@@ -105,7 +105,9 @@ def pil_to_tensor(images: list) -> torch.Tensor:
 def probe_stats(codec: LatentCodec, side: int = 16, samples: int = 4, seed: int = 0) -> FitStats:
     """Decode a few random latents with the model's VAE: a first map before any generation exists."""
     device = next(codec.vae.parameters()).device
-    z = torch.randn(samples, codec.cfg.latent_channels, side, side, generator=torch.Generator().manual_seed(seed))
+    z = torch.randn(
+        samples, codec.cfg.latent_channels, side, side, generator=torch.Generator().manual_seed(seed)
+    )
     stats = FitStats(codec.cfg.latent_channels)
     for i in range(samples):
         decoded = codec.decode(z[i : i + 1].to(device)).float().cpu()

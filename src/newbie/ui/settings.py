@@ -22,9 +22,11 @@ class UISettings:
 
     @classmethod
     def from_env(cls) -> "UISettings":
-        return cls(model=os.environ.get(ENV_MODEL) or None,
-                   data_dir=Path(os.environ.get(ENV_DATA_DIR) or default_data_dir()).expanduser(),
-                   device=os.environ.get(ENV_DEVICE) or None)
+        return cls(
+            model=os.environ.get(ENV_MODEL) or None,
+            data_dir=Path(os.environ.get(ENV_DATA_DIR) or default_data_dir()).expanduser(),
+            device=os.environ.get(ENV_DEVICE) or None,
+        )
 
     def env(self) -> dict[str, str]:
         out = {ENV_DATA_DIR: str(self.data_dir)}

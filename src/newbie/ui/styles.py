@@ -21,7 +21,7 @@ def preset_tags(name: str) -> str:
 
 
 def apply_style(prompt: str, style_tags: str) -> str:
-    """The prompt with the style tags added: into <general_tags><style> for XML, appended to a tag list or text.
+    """The prompt with the style tags added: into <general_tags><style> for XML, else appended.
 
     An XML prompt is re-rendered (to_xml), so the result is the canonical form; malformed XML raises
     PromptError, which the page has already shown next to the prompt.

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import random
+import re
 
 NIGHT = "#060a1c"
+
+
+def literal(text: str) -> str:
+    """Text shown through Markdown exactly as written: $character_1$ is not math, _x_ not italics."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|$~])", r"\\\1", text)
 
 
 def _star_layer(seed: int, tile: int, count: int, size: float, alpha: float) -> tuple[str, str]:
@@ -15,12 +21,19 @@ def _star_layer(seed: int, tile: int, count: int, size: float, alpha: float) -> 
         x, y = rng.uniform(0, 100), rng.uniform(0, 100)
         a = alpha * rng.uniform(0.45, 1.0)
         tint = rng.choice(("255,255,255", "200,215,255", "255,236,200"))
-        dots.append(f"radial-gradient({size}px {size}px at {x:.1f}% {y:.1f}%, rgba({tint},{a:.2f}) 50%, transparent 100%)")
+        dots.append(
+            f"radial-gradient({size}px {size}px at {x:.1f}% {y:.1f}%, "
+            f"rgba({tint},{a:.2f}) 50%, transparent 100%)"
+        )
     return ", ".join(dots), ", ".join([f"{tile}px {tile}px"] * count)
 
 
 def page_css() -> str:
-    layers = [_star_layer(1, 280, 14, 1.2, 0.75), _star_layer(2, 470, 10, 1.8, 0.9), _star_layer(3, 830, 6, 2.6, 1.0)]
+    layers = [
+        _star_layer(1, 280, 14, 1.2, 0.75),
+        _star_layer(2, 470, 10, 1.8, 0.9),
+        _star_layer(3, 830, 6, 2.6, 1.0),
+    ]
     twinkle = _star_layer(4, 610, 9, 2.2, 1.0)
     images = ", ".join(img for img, _ in layers)
     sizes = ", ".join(size for _, size in layers)
@@ -41,6 +54,7 @@ def page_css() -> str:
   animation: newbie-twinkle 5s ease-in-out infinite alternate;
 }}
 @keyframes newbie-twinkle {{ from {{ opacity: 0.15; }} to {{ opacity: 0.95; }} }}
+[data-testid="stAppViewContainer"] {{ z-index: 1; }}  /* the page above the twinkling layer */
 header[data-testid="stHeader"] {{ background: transparent; }}
 section[data-testid="stSidebar"] {{
   background: rgba(9, 13, 36, 0.82); backdrop-filter: blur(8px);
@@ -67,6 +81,10 @@ p.newbie-subtitle {{ color: #9aa3cf; margin: 0.1rem 0 0.8rem 0; letter-spacing: 
   background: rgba(14, 20, 52, 0.55); border-radius: 14px; padding: 0.9rem 1rem;
   border: 1px solid rgba(160, 175, 255, 0.12);
 }}
+[data-testid="stBaseButton-primary"], [data-testid="stBaseButton-primary"] p {{
+  color: #17132e; font-weight: 600;
+}}
+[data-testid="stBaseButton-primary"]:not(:disabled) {{ box-shadow: 0 0 26px rgba(243, 201, 105, 0.35); }}
 .st-key-composer textarea {{ font-family: ui-monospace, 'DejaVu Sans Mono', monospace; font-size: 0.86rem; }}
 </style>
 """
@@ -88,7 +106,8 @@ LIVE_TYPING_JS = """
     clearTimeout(timer);
     timer = setTimeout(function () {
       el.dispatchEvent(new KeyboardEvent("keydown", {
-        key: "Enter", code: "Enter", keyCode: 13, which: 13, ctrlKey: area, bubbles: true, cancelable: true}));
+        key: "Enter", code: "Enter", keyCode: 13, which: 13, ctrlKey: area,
+        bubbles: true, cancelable: true}));
     }, 650);
   }, true);
 })();
