@@ -107,7 +107,10 @@ def main() -> None:
     }
     if rank == 0:
         res.update(write_checkpoint(args))
-    dist.init_process_group(backend, timeout=timedelta(minutes=30))  # rank 1 waits for the checkpoint here
+    dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    # init returns before every rank has joined (torchrun's agent store; NCCL connects lazily): an explicit
+    # barrier makes rank 1 wait until rank 0 has written the checkpoint
+    dist.barrier(device_ids=[device.index]) if device.type == "cuda" else dist.barrier()
 
     import newbie
     from newbie.parallel import cfg_parallel
