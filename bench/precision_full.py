@@ -21,8 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for gpu_check
 
-NOTE = ("Random weights at the real shapes: these numbers measure numerics and cost (time, memory, overflow, "
-        "agreement with fp32), not picture quality.")
+NOTE = (
+    "Random weights at the real shapes: these numbers measure numerics and cost (time, memory, overflow, "
+    "agreement with fp32), not picture quality."
+)
 
 
 def build_checkpoint(root: Path, tiny: bool) -> dict:
@@ -41,8 +43,12 @@ def build_checkpoint(root: Path, tiny: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tiny", action="store_true", help="tiny checkpoint, 64x64, on the default device (dry run)")
-    ap.add_argument("--workdir", help="checkpoint folder (default /tmp/newbie-full, or /tmp/newbie-tiny-precision)")
+    ap.add_argument(
+        "--tiny", action="store_true", help="tiny checkpoint, 64x64, on the default device (dry run)"
+    )
+    ap.add_argument(
+        "--workdir", help="checkpoint folder (default /tmp/newbie-full, or /tmp/newbie-tiny-precision)"
+    )
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--size", type=int, help="square image side (default 1024, 64 with --tiny)")
     ap.add_argument("--dtypes", default="fp32,bf16,fp16,int8,fp8,fp8-dynamic")
@@ -63,8 +69,15 @@ def main() -> None:
     print(info, flush=True)
     size = args.size or (64 if args.tiny else 1024)
     cfg = StudyConfig(
-        dtypes=[d.strip() for d in args.dtypes.split(",") if d.strip()], prompts=list(NEWBIE_PROMPTS[:2]), seeds=[0],
-        model=str(root), steps=args.steps, sampler="euler", width=size, height=size, warmup_steps=2,
+        dtypes=[d.strip() for d in args.dtypes.split(",") if d.strip()],
+        prompts=list(NEWBIE_PROMPTS[:2]),
+        seeds=[0],
+        model=str(root),
+        steps=args.steps,
+        sampler="euler",
+        width=size,
+        height=size,
+        warmup_steps=2,
         note=NOTE if not args.tiny else "Tiny random checkpoint: a dry run of the script, not a measurement.",
     )
     t0 = time.perf_counter()

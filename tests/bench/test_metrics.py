@@ -11,7 +11,7 @@ def _img(value, shape=(32, 32, 3)):
 
 
 def _naive_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Window by window, straight from Wang et al. (2004): Gaussian-weighted means, variances and covariance."""
+    """Window by window, as in Wang et al. (2004): Gaussian-weighted means, variances and covariance."""
     size, sigma = 11, 1.5
     r = np.arange(size) - (size - 1) / 2
     g = np.exp(-(r**2) / (2 * sigma**2))
@@ -21,7 +21,7 @@ def _naive_ssim(a: np.ndarray, b: np.ndarray) -> float:
     for ch in range(a.shape[2]):
         for i in range(a.shape[0] - size + 1):
             for j in range(a.shape[1] - size + 1):
-                x, y = a[i:i + size, j:j + size, ch], b[i:i + size, j:j + size, ch]
+                x, y = a[i : i + size, j : j + size, ch], b[i : i + size, j : j + size, ch]
                 mx, my = (w * x).sum(), (w * y).sum()
                 vx, vy = (w * x * x).sum() - mx**2, (w * y * y).sum() - my**2
                 cxy = (w * x * y).sum() - mx * my

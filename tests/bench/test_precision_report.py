@@ -25,9 +25,19 @@ def result(tiny_model_dir):
             raise study.Unavailable("no fp8 kernels in this test")
         return real_load(name, cfg)
 
-    cfg = study.StudyConfig(dtypes=["bf16", "fp32", "fp16", "fp8"], prompts=PROMPTS, seeds=[0],
-                            model=str(tiny_model_dir), device="cpu", steps=2, sampler="euler", width=32, height=32,
-                            warmup_steps=1, note="random weights")
+    cfg = study.StudyConfig(
+        dtypes=["bf16", "fp32", "fp16", "fp8"],
+        prompts=PROMPTS,
+        seeds=[0],
+        model=str(tiny_model_dir),
+        device="cpu",
+        steps=2,
+        sampler="euler",
+        width=32,
+        height=32,
+        warmup_steps=1,
+        note="random weights",
+    )
     with mock.patch.object(study, "load_dtype", load):
         return study.run_study(cfg, log=lambda m: None)
 
@@ -93,8 +103,17 @@ def test_a_failing_dtype_is_reported_not_raised(tiny_model_dir):
             pipe.generate = mock.Mock(side_effect=RuntimeError("no kernel for Half"))
         return pipe
 
-    cfg = study.StudyConfig(dtypes=["fp32", "fp16"], prompts=["1girl"], seeds=[1], model=str(tiny_model_dir),
-                            device="cpu", steps=1, width=32, height=32, warmup_steps=1)
+    cfg = study.StudyConfig(
+        dtypes=["fp32", "fp16"],
+        prompts=["1girl"],
+        seeds=[1],
+        model=str(tiny_model_dir),
+        device="cpu",
+        steps=1,
+        width=32,
+        height=32,
+        warmup_steps=1,
+    )
     with mock.patch.object(study, "load_dtype", load):
         res = study.run_study(cfg, log=lambda m: None)
     assert res.rows[1]["reason"] == "generation failed: RuntimeError: no kernel for Half"
@@ -102,23 +121,57 @@ def test_a_failing_dtype_is_reported_not_raised(tiny_model_dir):
     assert "- fp16: generation failed" in markdown(res, chart_note="")
 
 
-def test_quantized_dtypes_are_unavailable_without_a_quantize_option(tiny_model_dir):
-    import inspect
-
+def test_quantized_dtypes_are_unavailable_without_a_quantize_option(monkeypatch):
     from newbie.pipeline import pipeline
 
-    cfg = study.StudyConfig(model=str(tiny_model_dir), device="cpu")
-    if "quantize" in inspect.signature(pipeline.load).parameters:
-        pytest.skip("this build has newbie.load(quantize=...)")
+    def old_load(path=None, *, device=None, dtype="auto", text_dtype=None, vae_dtype="fp32"):
+        raise AssertionError("must not be called")
+
+    monkeypatch.setattr(pipeline, "load", old_load)  # a build from before quantization
     with pytest.raises(study.Unavailable, match="no quantize option"):
-        study.load_dtype("int8", cfg)
+        study.load_dtype("int8", study.StudyConfig())
+
+
+def test_quantize_load_errors_become_reasons(monkeypatch):
+    from newbie.errors import NewbieError
+    from newbie.pipeline import pipeline
+
+    def load(path=None, *, device=None, dtype="auto", text_dtype=None, vae_dtype="fp32", quantize=None):
+        raise NewbieError("fp8 weights need torchao kernels this device lacks")
+
+    monkeypatch.setattr(pipeline, "load", load)
+    with pytest.raises(study.Unavailable, match="cannot load: fp8 weights need torchao"):
+        study.load_dtype("fp8", study.StudyConfig())
+    with pytest.raises(NewbieError):  # the reference never hides its errors
+        study.load_dtype("fp32", study.StudyConfig())
 
 
 def test_the_bench_command(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "bench"
-    code = main(["bench", "precision", "--model", str(tiny_model_dir), "--device", "cpu", "--dtypes", "fp32,bf16",
-                 "--prompt", "1girl, smile", "--seeds", "4", "--steps", "1", "--size", "32x32", "--cell", "32",
-                 "--out", str(out)])
+    code = main(
+        [
+            "bench",
+            "precision",
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "--dtypes",
+            "fp32,bf16",
+            "--prompt",
+            "1girl, smile",
+            "--seeds",
+            "4",
+            "--steps",
+            "1",
+            "--size",
+            "32x32",
+            "--cell",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "| bf16 |" in captured.err and str(out / "report.json") in captured.out
@@ -126,11 +179,14 @@ def test_the_bench_command(tiny_model_dir, tmp_path, capsys):
     assert [r["dtype"] for r in data["rows"]] == ["fp32", "bf16"] and data["meta"]["seeds"] == [4]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--dtypes", "fp32,fp64"], "unknown dtype fp64"),
-    (["--seeds", "1,a"], "comma-separated integers"),
-    (["--cell", "4"], "--cell"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dtypes", "fp32,fp64"], "unknown dtype fp64"),
+        (["--seeds", "1,a"], "comma-separated integers"),
+        (["--cell", "4"], "--cell"),
+    ],
+)
 def test_bench_bad_input_is_one_line(argv, message, capsys):
     code = main(["bench", "precision", *argv])
     err = capsys.readouterr().err
@@ -160,8 +216,10 @@ def test_heat_map_scale_and_contact_sheet_layout(tmp_path):
 
 
 def test_json_safe_turns_inf_into_null():
-    assert json_safe({"a": [math.inf, 1.5, math.nan], "b": {"c": -math.inf}}) == {"a": [None, 1.5, None],
-                                                                                    "b": {"c": None}}
+    assert json_safe({"a": [math.inf, 1.5, math.nan], "b": {"c": -math.inf}}) == {
+        "a": [None, 1.5, None],
+        "b": {"c": None},
+    }
 
 
 def test_cpu_peak_memory_sees_an_allocation():

@@ -1,3 +1,4 @@
+import os
 import sys
 import types
 
@@ -8,6 +9,7 @@ from newbie.cli.main import build_parser, main
 from newbie.errors import NewbieError
 from newbie.ui import memory
 from newbie.ui.cli import streamlit_command
+from newbie.ui.settings import UISettings
 
 
 def test_planner_missing_is_said_plainly(monkeypatch):
@@ -59,6 +61,17 @@ def test_ui_command_line_passes_settings_to_streamlit(tmp_path):
     assert flags["--theme.base"] == "dark"
     assert env["NEWBIE_UI_DATA_DIR"] == str((tmp_path / "g").resolve()) and (tmp_path / "g").is_dir()
     assert env["NEWBIE_UI_MODEL"] == str(tmp_path.resolve())
+    cores = len(os.sched_getaffinity(0))
+    assert env["NEWBIE_UI_CPU_THREADS"] == str(max(1, cores - 1))  # one core left to the server
+
+
+def test_settings_round_trip_through_the_environment(tmp_path, monkeypatch):
+    settings = UISettings(model="/m", data_dir=tmp_path, device="cpu", cpu_threads=3)
+    for key, value in settings.env().items():
+        monkeypatch.setenv(key, value)
+    assert UISettings.from_env() == settings
+    monkeypatch.setenv("NEWBIE_UI_CPU_THREADS", "lots")
+    assert UISettings.from_env().cpu_threads is None
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,15 @@ import re
 from pathlib import Path
 
 FP16_MAX = 65504.0
-BLOCK = re.compile(r"^((?:context_refiner|noise_refiner|layers)\.\d+)(?:\.(attention\.logits|attention|feed_forward))?$")
-ROLES = {None: "block output", "attention": "attention output", "attention.logits": "attention logits (q.k/sqrt d)",
-         "feed_forward": "FFN output"}
+BLOCK = re.compile(
+    r"^((?:context_refiner|noise_refiner|layers)\.\d+)(?:\.(attention\.logits|attention|feed_forward))?$"
+)
+ROLES = {
+    None: "block output",
+    "attention": "attention output",
+    "attention.logits": "attention logits (q.k/sqrt d)",
+    "feed_forward": "FFN output",
+}
 
 
 def have_matplotlib() -> bool:
@@ -77,14 +83,15 @@ def _block_series(rows: list[dict]) -> tuple[list[str], dict[str, dict[str, dict
 
 
 def absmax_chart(rows: list[dict], path: Path, title: str) -> Path:
-    """One panel per traced step: absmax per block (block output, attention output, attention logits, FFN
-    output) on a log scale, the fp16 limit drawn; red crosses where values went beyond it. A step without
-    DiT blocks (the text encoders, or a narrow --match) is drawn per module in execution order."""
+    """One panel per traced step (and sampling pass): absmax per block (block output, attention output,
+    attention logits, FFN output) on a log scale, the fp16 limit drawn; red crosses where values went beyond
+    it. A step without DiT blocks (the text encoders, a narrow --match) is drawn per module, in execution
+    order."""
     plt = _pyplot()
-    steps = sorted({r["step"] for r in rows})
-    fig, axes = plt.subplots(len(steps), 1, figsize=(12, 3.2 * len(steps)), squeeze=False)
-    for ax, step in zip(axes[:, 0], steps):
-        step_rows = [r for r in rows if r["step"] == step]
+    keys = sorted({(r.get("pass", 1), r["step"]) for r in rows})
+    fig, axes = plt.subplots(len(keys), 1, figsize=(12, 3.2 * len(keys)), squeeze=False)
+    for ax, (run, step) in zip(axes[:, 0], keys):
+        step_rows = [r for r in rows if (r.get("pass", 1), r["step"]) == (run, step)]
         blocks, series = _block_series(step_rows)
         if blocks:
             for label, by_block in series.items():
@@ -102,7 +109,8 @@ def absmax_chart(rows: list[dict], path: Path, title: str) -> Path:
         ax.axhline(FP16_MAX, color="red", linestyle="--", linewidth=1, label="fp16 max 65504")
         ax.set_yscale("log", nonpositive="mask")
         ax.set_ylabel("absmax")
-        ax.set_title(f"{title} - {'text encoders' if step == 0 else f'step {step}'}", fontsize=9)
+        where = f"step {step}" + (f" (pass {run})" if run > 1 else "") if step else "text encoders"
+        ax.set_title(f"{title} - {where}", fontsize=9)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over the data
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -15,7 +15,9 @@ from newbie.bench.metrics import abs_difference
 
 # An inferno-like ramp: black -> purple -> red -> orange -> pale yellow; dark means "no difference".
 HEAT_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-HEAT_COLOURS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
+HEAT_COLOURS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64
+)
 LABEL_H, MARGIN = 34, 4
 
 
@@ -43,16 +45,27 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def contact_sheet(pictures: dict, dtypes: list[str], prompt_count: int, seeds: list[int], path: Path,
-                  reference: str = "fp32", cell: int = 256) -> Path:
+def contact_sheet(
+    pictures: dict,
+    dtypes: list[str],
+    prompt_count: int,
+    seeds: list[int],
+    path: Path,
+    reference: str = "fp32",
+    cell: int = 256,
+) -> Path:
     """pictures: (dtype, prompt_index, seed) -> PIL image. Dtypes without pictures are left out."""
     if not pictures:
         raise ValueError("no pictures for a contact sheet")
     shown = [d for d in dtypes if any(k[0] == d for k in pictures)]
     compared = [d for d in shown if d != reference]
     keys = [(pi, s) for pi in range(prompt_count) for s in seeds if (reference, pi, s) in pictures]
-    diffs = {(d, pi, s): abs_difference(pictures[(d, pi, s)], pictures[(reference, pi, s)])
-             for d in compared for pi, s in keys if (d, pi, s) in pictures}
+    diffs = {
+        (d, pi, s): abs_difference(pictures[(d, pi, s)], pictures[(reference, pi, s)])
+        for d in compared
+        for pi, s in keys
+        if (d, pi, s) in pictures
+    }
     scale = max((float(v.max()) for v in diffs.values()), default=0.0)
     columns = [(d, "image") for d in shown] + [(d, "diff") for d in compared]
     first = next(iter(pictures.values()))
@@ -66,9 +79,12 @@ def contact_sheet(pictures: dict, dtypes: list[str], prompt_count: int, seeds: l
     for c, (d, kind) in enumerate(columns):
         x = row_label_w + c * (cw + MARGIN)
         draw.text((x + 4, 8), d if kind == "image" else f"|{d} - {reference}|", fill="black", font=font)
-    draw.text((4, height - LABEL_H + 8),
-              f"heat map: black = equal, pale yellow = {scale:.0f}/255 (the largest error on this sheet)",
-              fill="black", font=small)
+    draw.text(
+        (4, height - LABEL_H + 8),
+        f"heat map: black = equal, pale yellow = {scale:.0f}/255 (the largest error on this sheet)",
+        fill="black",
+        font=small,
+    )
     for r, (pi, s) in enumerate(keys):
         y = LABEL_H + r * (ch + MARGIN)
         draw.text((4, y + ch // 2 - 14), f"prompt {pi + 1}\nseed {s}", fill="black", font=small)

@@ -14,8 +14,10 @@ import torch
 
 GIB = 2**30
 CUDA_METHOD = "CUDA max_memory_allocated during the generate call (weights included)"
-CPU_METHOD = ("CPU peak resident-set growth during the generate call (VmHWM reset through /proc/self/clear_refs; "
-              "weights already resident are not counted)")
+CPU_METHOD = (
+    "CPU peak resident-set growth during the generate call (VmHWM reset through /proc/self/clear_refs; "
+    "weights already resident are not counted)"
+)
 NO_METHOD = "not measured (no CUDA, and /proc/self/clear_refs is unavailable)"
 
 

@@ -16,14 +16,25 @@ def add_parser(bench_subparsers) -> argparse.ArgumentParser:
     from newbie.cli.main import _size
 
     p = bench_subparsers.add_parser(
-        "precision", help="generate in fp32/bf16/fp16/int8/fp8; time, memory, PSNR/SSIM vs fp32, NaN, black images",
+        "precision",
+        help="generate in fp32/bf16/fp16/int8/fp8; time, memory, PSNR/SSIM vs fp32, NaN, black images",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", default="outputs/precision", help="folder for report.md, report.json and the PNGs")
-    p.add_argument("--dtypes", default="fp32,bf16,fp16,int8,fp8",
-                   help="from fp32, bf16, fp16, int8, fp8, fp8-dynamic; fp32 (the reference) always runs first")
-    p.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt or @file; repeat for more "
-                   "(default: 2 XML multi-character prompts and 1 tag prompt for the model)")
+    p.add_argument(
+        "--out", default="outputs/precision", help="folder for report.md, report.json and the PNGs"
+    )
+    p.add_argument(
+        "--dtypes",
+        default="fp32,bf16,fp16,int8,fp8",
+        help="from fp32, bf16, fp16, int8, fp8, fp8-dynamic; fp32 (the reference) always runs first",
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help="a prompt or @file; repeat for more "
+        "(default: 2 XML multi-character prompts and 1 tag prompt for the model)",
+    )
     p.add_argument("--seeds", help="comma-separated seeds (default: 0 for the demo model, 0,1 otherwise)")
     p.add_argument("--steps", type=int, help="default: the model's")
     p.add_argument("--sampler", help="euler, midpoint, dpmpp_2m (default: the model's)")
@@ -33,7 +44,9 @@ def add_parser(bench_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--text-dtype", help="fix the text encoders' dtype (default: follow each dtype)")
     p.add_argument("--cell", type=int, default=256, help="contact-sheet tile width in pixels")
     p.add_argument("--note", default="", help="a line printed in the report, e.g. about random weights")
-    p.add_argument("--model", help="model folder or transformer .safetensors (default: the embedded demo model)")
+    p.add_argument(
+        "--model", help="model folder or transformer .safetensors (default: the embedded demo model)"
+    )
     p.add_argument("--text-encoder", help="Gemma3 folder, when --model is a single file")
     p.add_argument("--clip-model", help="Jina CLIP v2 folder, when --model is a single file")
     p.add_argument("--vae", help="VAE folder, when --model is a single file")
@@ -66,9 +79,18 @@ def run(args: argparse.Namespace) -> int:
     w, h = args.size if args.size else (None, None)
     cfg = StudyConfig(
         dtypes=check_dtypes([d.strip() for d in args.dtypes.split(",") if d.strip()]),
-        prompts=[_read_prompt(p) for p in args.prompt] if args.prompt else None, seeds=parse_seeds(args.seeds),
-        model=args.model, device=args.device, text_dtype=args.text_dtype, steps=args.steps, sampler=args.sampler,
-        cfg=args.cfg, width=w, height=h, warmup_steps=args.warmup_steps, note=args.note,
+        prompts=[_read_prompt(p) for p in args.prompt] if args.prompt else None,
+        seeds=parse_seeds(args.seeds),
+        model=args.model,
+        device=args.device,
+        text_dtype=args.text_dtype,
+        steps=args.steps,
+        sampler=args.sampler,
+        cfg=args.cfg,
+        width=w,
+        height=h,
+        warmup_steps=args.warmup_steps,
+        note=args.note,
         load_kwargs=dict(text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae),
     )
     result = run_study(cfg)

@@ -1,4 +1,4 @@
-"""What the precision study and the trace use by default (prompts, seeds, steps), chosen by the model spec's name.
+"""What the precision study and the trace use by default (prompts, seeds, steps), chosen by the spec's name.
 
 The toy demo model only knows its toy world's words, so it gets toy-world captions (built from fixed
 scenes, two XML multi-character prompts and one plain-tag prompt); every other model gets the NewBie set.
@@ -10,22 +10,27 @@ TOY_SPECS = ("newbie-toy-demo", "random-tiny")
 
 NEWBIE_PROMPTS = (
     # three characters, XML: the format NewBie was trained on and the hardest case for binding
-    "<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>long_hair, red_hair, blue_eyes</appearance> "
-    "<clothing>school_uniform</clothing> <expression>smile</expression> <position>left</position> </character_1> "
-    "<character_2> <n>$character_2$</n> <gender>1boy</gender> <appearance>short_hair, black_hair, green_eyes</appearance> "
+    "<character_1> <n>$character_1$</n> <gender>1girl</gender> "
+    "<appearance>long_hair, red_hair, blue_eyes</appearance> <clothing>school_uniform</clothing> "
+    "<expression>smile</expression> <position>left</position> </character_1> "
+    "<character_2> <n>$character_2$</n> <gender>1boy</gender> "
+    "<appearance>short_hair, black_hair, green_eyes</appearance> "
     "<clothing>white_shirt</clothing> <position>right</position> </character_2> "
     "<character_3> <n>$character_3$</n> <gender>1girl</gender> <appearance>twintails, pink_hair</appearance> "
     "<clothing>maid</clothing> <position>center</position> </character_3> "
     "<general_tags> <count>2girls, 1boy</count> <background>classroom, window, sunlight</background> "
     "<style>anime_coloring</style> </general_tags>",
     # two characters, XML
-    "<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>silver_hair, yellow_eyes</appearance> "
-    "<clothing>black_dress</clothing> <action>holding_umbrella</action> <position>left</position> </character_1> "
-    "<character_2> <n>$character_2$</n> <gender>1girl</gender> <appearance>blonde_hair, ponytail</appearance> "
+    "<character_1> <n>$character_1$</n> <gender>1girl</gender> "
+    "<appearance>silver_hair, yellow_eyes</appearance> <clothing>black_dress</clothing> "
+    "<action>holding_umbrella</action> <position>left</position> </character_1> "
+    "<character_2> <n>$character_2$</n> <gender>1girl</gender> "
+    "<appearance>blonde_hair, ponytail</appearance> "
     "<clothing>raincoat</clothing> <position>right</position> </character_2> "
     "<general_tags> <count>2girls</count> <background>street, rain, night</background> </general_tags>",
     # plain danbooru tags
-    "1girl, solo, long_hair, blue_hair, red_eyes, kimono, cherry_blossoms, outdoors, looking_at_viewer, upper_body",
+    "1girl, solo, long_hair, blue_hair, red_eyes, kimono, cherry_blossoms, outdoors, looking_at_viewer, "
+    "upper_body",
 )
 
 
@@ -35,8 +40,11 @@ def toy_prompts() -> tuple[str, ...]:
     from newbie.demo.world import random_scene, tag_caption, xml_caption
 
     rng = random.Random(7)  # fixed scenes: the same prompts on every run
-    return (xml_caption(random_scene(rng, n=3)), xml_caption(random_scene(rng, n=2)),
-            tag_caption(random_scene(rng, n=1)))
+    return (
+        xml_caption(random_scene(rng, n=3)),
+        xml_caption(random_scene(rng, n=2)),
+        tag_caption(random_scene(rng, n=1)),
+    )
 
 
 def default_prompts(spec_name: str) -> tuple[str, ...]:

@@ -11,7 +11,12 @@ from newbie.bench.charts import have_matplotlib, time_memory_chart
 from newbie.bench.contact_sheet import contact_sheet
 from newbie.bench.study import REFERENCE, StudyResult
 
-REPORT_MD, REPORT_JSON, SHEET_PNG, CHART_PNG = "report.md", "report.json", "contact-sheet.png", "time-memory.png"
+REPORT_MD, REPORT_JSON, SHEET_PNG, CHART_PNG = (
+    "report.md",
+    "report.json",
+    "contact-sheet.png",
+    "time-memory.png",
+)
 
 
 def json_safe(obj):
@@ -45,17 +50,22 @@ def _guard(row: dict) -> str:
 
 def table_lines(result: StudyResult) -> list[str]:
     """The Markdown table, then the dtypes that could not be measured and why."""
-    lines = ["| dtype | compute DiT / text | peak GiB | s/step | s/image | PSNR dB vs fp32 | SSIM | max px err | "
-             "NaN/Inf | black | fp16 guard |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dtype | compute DiT / text | peak GiB | s/step | s/image | PSNR dB vs fp32 | SSIM | max px err | "
+        "NaN/Inf | black | fp16 guard |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result.rows:
         if not r["available"]:
             continue
         c = r["compute"]
         quant = f" + {c['quant']}" if c.get("quant") else ""  # quantized weights (DiT, Gemma)
         lines.append(
-            f"| {r['dtype']} | {c['dit']} / {c['text']}{quant} | {_num(r['peak_gib'], '.3g')} | {r['s_per_step']:.3f} | "
-            f"{r['s_per_image']:.2f} | {_psnr(r)} | {_num(r['ssim'], '.4f')} | {_num(r['max_pixel_error'], '.0f')} | "
-            f"{r['nan_count']} | {r['black_images']}/{r['images']} | {_guard(r)} |")
+            f"| {r['dtype']} | {c['dit']} / {c['text']}{quant} | {_num(r['peak_gib'], '.3g')} "
+            f"| {r['s_per_step']:.3f} | {r['s_per_image']:.2f} | {_psnr(r)} | {_num(r['ssim'], '.4f')} "
+            f"| {_num(r['max_pixel_error'], '.0f')} | "
+            f"{r['nan_count']} | {r['black_images']}/{r['images']} | {_guard(r)} |"
+        )
     missing = [r for r in result.rows if not r["available"]]
     if missing:
         lines += ["", "Not measured:"] + [f"- {r['dtype']}: {r['reason']}" for r in missing]
@@ -65,32 +75,53 @@ def table_lines(result: StudyResult) -> list[str]:
 def markdown(result: StudyResult, chart_note: str) -> str:
     m = result.meta
     lines = [
-        f"# Precision study: {m['model']} ({m['spec']}) on {m['device']}", "",
+        f"# Precision study: {m['model']} ({m['spec']}) on {m['device']}",
+        "",
         f"{m['date']}, newbie {m['newbie']}, torch {m['torch']}. {m['width']}x{m['height']}, {m['steps']} "
         f"{m['sampler']} steps, CFG {m['cfg']}, {len(m['prompts'])} prompts x {len(m['seeds'])} seeds "
-        f"({', '.join(map(str, m['seeds']))}). Text encoders: {m['text_dtype']}; VAE: {m['vae_dtype']}.", "",
+        f"({', '.join(map(str, m['seeds']))}). Text encoders: {m['text_dtype']}; VAE: {m['vae_dtype']}.",
+        "",
     ]
     if m.get("note"):
         lines += [f"**{m['note']}**", ""]
+    if m.get("study_wall_s") is not None:
+        lines += [f"The study took {m['study_wall_s']:.0f} s ({m['study_cpu_s']:.0f} s of CPU time).", ""]
+    if m.get("load_average_1min") is not None:
+        lines += [
+            f"The CPU's 1-minute load average was {m['load_average_1min']:.1f} when the study started "
+            f"(other work on the machine slows every timing).",
+            "",
+        ]
     lines += table_lines(result)
     lines += [
-        "", "How to read it:",
+        "",
+        "How to read it:",
         f"- peak GiB: {m['memory_method']}.",
         f"- s/step: denoising time / steps; s/image: the whole generate call (text encoding, denoising, VAE "
         f"decode). Means over the images, after a {m['warmup_steps']}-step warm-up generation per dtype.",
         "- PSNR pools the squared error of all images against the fp32 image of the same prompt and seed "
-        "(worst: the lowest single image). SSIM: mean over images and RGB channels (Gaussian 11x11, sigma 1.5). "
+        "(worst: the lowest single image). SSIM: mean over images and RGB channels "
+        "(Gaussian 11x11, sigma 1.5). "
         "max px err: the largest difference of any pixel channel, 0..255.",
-        "- NaN/Inf: non-finite values in the final latents; black: images whose brightest pixel is below 2/255; "
+        "- NaN/Inf: non-finite values in the final latents; "
+        "black: images whose brightest pixel is below 2/255; "
         "fp16 guard: whether the pipeline's fp16 guard had to intervene (n/a: this build has none).",
     ]
     for r in result.rows:
         extra = r.get("guard_events", []) + r.get("warnings", [])
         if r["available"] and extra:
             lines.append(f"- {r['dtype']} reported: {'; '.join(extra)}")
-    lines += ["", f"![contact sheet]({SHEET_PNG})", "",
-              "Contact sheet: one row per prompt and seed, one column per dtype, then |dtype - fp32| heat maps.", ""]
-    lines += [f"![time and memory]({CHART_PNG})" if not chart_note else f"Time/memory chart: {chart_note}", ""]
+    lines += [
+        "",
+        f"![contact sheet]({SHEET_PNG})",
+        "",
+        "Contact sheet: one row per prompt and seed, one column per dtype, then |dtype - fp32| heat maps.",
+        "",
+    ]
+    lines += [
+        f"![time and memory]({CHART_PNG})" if not chart_note else f"Time/memory chart: {chart_note}",
+        "",
+    ]
     lines += ["Prompts:", ""] + [f"{i + 1}. `{p}`" for i, p in enumerate(m["prompts"])]
     return "\n".join(lines) + "\n"
 
@@ -99,11 +130,24 @@ def write_report(result: StudyResult, out_dir: Path, cell: int = 256) -> list[Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     dtypes = [r["dtype"] for r in result.rows if r["available"]]
-    written.append(contact_sheet(result.pictures, dtypes, len(result.meta["prompts"]), result.meta["seeds"],
-                                 out_dir / SHEET_PNG, REFERENCE, cell))
+    written.append(
+        contact_sheet(
+            result.pictures,
+            dtypes,
+            len(result.meta["prompts"]),
+            result.meta["seeds"],
+            out_dir / SHEET_PNG,
+            REFERENCE,
+            cell,
+        )
+    )
     chart_note = ""
     if have_matplotlib():
-        label = "peak GiB (CUDA allocated)" if result.meta["device_type"] == "cuda" else "peak RSS growth GiB (CPU)"
+        label = (
+            "peak GiB (CUDA allocated)"
+            if result.meta["device_type"] == "cuda"
+            else "peak RSS growth GiB (CPU)"
+        )
         written.append(time_memory_chart(result.rows, out_dir / CHART_PNG, label))
     else:
         chart_note = "skipped, matplotlib is not installed (pip install -r requirements-extras.txt)"

@@ -7,8 +7,9 @@ import time
 
 
 class ProgressBar:
-    def __init__(self, total: int, label: str = "denoise", stream=sys.stderr, width: int = 28):
-        self.total, self.label, self.stream, self.width = total, label, stream, width
+    def __init__(self, total: int, label: str = "denoise", stream=None, width: int = 28):
+        # sys.stderr looked up now, not at import (tests and UIs swap it)
+        self.total, self.label, self.stream, self.width = total, label, stream or sys.stderr, width
         self.start = time.perf_counter()
         self.tty = stream.isatty()
 

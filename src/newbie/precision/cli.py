@@ -1,5 +1,6 @@
-"""`newbie trace`: one generation with hooks on every DiT module; per layer and chosen step, the output's shape
-and value statistics, the attention logits' included. Shows where fp16 overflows and whether bf16 is safe."""
+"""`newbie trace`: one generation with hooks on every DiT module; per layer and chosen step, the output's
+shape and value statistics, the attention logits' included. Shows where fp16 overflows and whether bf16
+is safe."""
 
 from __future__ import annotations
 
@@ -11,18 +12,35 @@ from pathlib import Path
 
 from newbie.errors import NewbieError
 
-COLUMNS = ("step", "module", "kind", "shape", "dtype", "calls", "min", "max", "absmax", "rms", "frac_over_fp16",
-           "nan_count", "inf_count")
+COLUMNS = (
+    "pass",
+    "step",
+    "module",
+    "kind",
+    "shape",
+    "dtype",
+    "calls",
+    "min",
+    "max",
+    "absmax",
+    "rms",
+    "frac_over_fp16",
+    "nan_count",
+    "inf_count",
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from newbie.cli.main import _add_model_args, _size
 
     p = subparsers.add_parser(
-        "trace", help="run one generation with hooks; print per-layer value statistics at chosen steps",
+        "trace",
+        help="run one generation with hooks; print per-layer value statistics at chosen steps",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("prompt", nargs="?", help="the prompt or @file (default: the first prompt of the precision study)")
+    p.add_argument(
+        "prompt", nargs="?", help="the prompt or @file (default: the first prompt of the precision study)"
+    )
     p.add_argument("--negative")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int)
@@ -30,10 +48,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sampler", help="euler, midpoint, dpmpp_2m")
     p.add_argument("--shift", type=float)
     p.add_argument("--size", type=_size, help="WIDTHxHEIGHT, multiples of 16")
-    p.add_argument("--steps-to-trace", metavar="LIST", help="e.g. 1,10,20 (default: first, middle and last step)")
-    p.add_argument("--match", metavar="REGEX", help="trace only modules whose name matches, e.g. 'logits|feed_forward$'")
+    p.add_argument(
+        "--steps-to-trace", metavar="LIST", help="e.g. 1,10,20 (default: first, middle and last step)"
+    )
+    p.add_argument(
+        "--match", metavar="REGEX", help="trace only modules whose name matches, e.g. 'logits|feed_forward$'"
+    )
     p.add_argument("--no-logits", action="store_true", help="skip recomputing the attention logits (faster)")
-    p.add_argument("--text-encoders", action="store_true", help="trace Gemma and Jina too (reported as step 0)")
+    p.add_argument(
+        "--text-encoders", action="store_true", help="trace Gemma and Jina too (reported as step 0)"
+    )
     p.add_argument("--csv", metavar="FILE", help="write every row to this CSV file")
     p.add_argument("--plot", metavar="FILE.png", help="per-layer absmax chart with the fp16 limit drawn")
     p.add_argument("--image", metavar="FILE.png", help="also save the generated image (with its recipe)")
@@ -63,8 +87,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def step_label(row: dict) -> str:
+    if row["step"] == 0:
+        return "text encoders"
+    return f"step {row['step']}" + (f" (pass {row['pass']})" if row["pass"] > 1 else "")
+
+
 def print_table(rows: list[dict], out=None) -> None:
     out = out or sys.stdout
+    rows = [{**r, "step": r["step"] if r["pass"] == 1 else f"{r['step']}/p{r['pass']}"} for r in rows]
     shown = ("step", "module", "shape", "dtype", "min", "max", "absmax", "rms", "frac_over_fp16", "nan_count")
     heads = ("step", "module", "shape", "dtype", "min", "max", "absmax", "rms", ">fp16", "nan")
     cells = [[_fmt(r[c]) for c in shown] for r in rows]
@@ -76,14 +107,14 @@ def print_table(rows: list[dict], out=None) -> None:
 
 def print_summary(rows: list[dict], dtype: str, out=None) -> None:
     out = out or sys.stdout
-    for step in sorted({r["step"] for r in rows}):
-        step_rows = [r for r in rows if r["step"] == step]
+    for key in sorted({(r["pass"], r["step"]) for r in rows}):
+        step_rows = [r for r in rows if (r["pass"], r["step"]) == key]
         top = max(step_rows, key=lambda r: r["absmax"] or 0.0)
         over = [r["module"] for r in step_rows if r["frac_over_fp16"] > 0]
         nan = [r["module"] for r in step_rows if r["nan_count"] > 0]
-        where = "text encoders" if step == 0 else f"step {step}"
-        line = f"{where}: largest |x| {_fmt(top['absmax'])} at {top['module']}"
-        line += f"; beyond fp16 range: {', '.join(over[:5]) + (' ...' if len(over) > 5 else '') if over else 'none'}"
+        line = f"{step_label(step_rows[0])}: largest finite |x| {_fmt(top['absmax'])} at {top['module']}"
+        listed = ", ".join(over[:5]) + (" ..." if len(over) > 5 else "")
+        line += f"; beyond fp16 range (Inf included): {listed or 'none'}"
         if nan:
             line += f"; NaN in {len(nan)} modules, first {nan[0]}"
         print(line, file=out)
@@ -117,17 +148,44 @@ def run(args: argparse.Namespace) -> int:
 
         if not have_matplotlib():
             raise NewbieError("--plot needs matplotlib (pip install -r requirements-extras.txt)")
-    pipe = load(args.model, device=args.device, dtype=args.dtype, text_dtype=args.text_dtype,
-                vae_dtype=args.vae_dtype, text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae)
+    if getattr(args, "compile", False):
+        raise NewbieError("newbie trace runs the model eager, with hooks in every module; drop --compile")
+    # the engine's other model options (memory plan, quantization), where this build has them
+    extra = {k: getattr(args, k) for k in ("vram", "quantize") if getattr(args, k, None)}
+    if "vram" in extra:
+        extra["plan_size"] = args.size
+    pipe = load(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        text_dtype=args.text_dtype,
+        vae_dtype=args.vae_dtype,
+        text_encoder=args.text_encoder,
+        clip_model=args.clip_model,
+        vae=args.vae,
+        **extra,
+    )
+    pipe.step_cache = getattr(args, "step_cache", 0.0) or getattr(pipe, "step_cache", 0.0)
     if pipe.notice and not args.quiet:
         print(pipe.notice, file=sys.stderr)
     prompt = _read_prompt(args.prompt) if args.prompt else default_prompts(pipe.spec.name)[0]
     w, h = args.size if args.size else (None, None)
     steps = args.steps if args.steps is not None else pipe.spec.sampling.steps
     gen, stats = trace_generation(
-        pipe, prompt, parse_steps(args.steps_to_trace, steps), match=args.match, logits=not args.no_logits,
-        text_encoders=args.text_encoders, negative=args.negative, seed=args.seed, steps=args.steps, cfg=args.cfg,
-        sampler=args.sampler, shift=args.shift, width=w, height=h,
+        pipe,
+        prompt,
+        parse_steps(args.steps_to_trace, steps),
+        match=args.match,
+        logits=not args.no_logits,
+        text_encoders=args.text_encoders,
+        negative=args.negative,
+        seed=args.seed,
+        steps=args.steps,
+        cfg=args.cfg,
+        sampler=args.sampler,
+        shift=args.shift,
+        width=w,
+        height=h,
     )
     rows = [s.as_row() for s in stats]
     if not rows:

@@ -33,6 +33,7 @@ class LayerStats:
     name: str
     kind: str  # "output" or "logits"
     order: int  # first-call order within the trace: execution order of the network
+    run: int = 1  # sampling pass: > 1 after the fp16 guard restarted sampling (or a hires pass)
     dtype: str = ""
     shapes: list[str] = field(default_factory=list)
     calls: int = 0
@@ -68,15 +69,25 @@ class LayerStats:
     def as_row(self) -> dict:
         finite = self.finite > 0
         return {
-            "step": self.step, "module": self.name, "kind": self.kind, "shape": " | ".join(self.shapes),
-            "dtype": self.dtype, "calls": self.calls, "min": self.min if finite else None,
-            "max": self.max if finite else None, "absmax": self.absmax if finite else None, "rms": self.rms,
-            "frac_over_fp16": self.frac_over_fp16, "nan_count": self.nan, "inf_count": self.inf,
+            "pass": self.run,
+            "step": self.step,
+            "module": self.name,
+            "kind": self.kind,
+            "shape": " | ".join(self.shapes),
+            "dtype": self.dtype,
+            "calls": self.calls,
+            "min": self.min if finite else None,
+            "max": self.max if finite else None,
+            "absmax": self.absmax if finite else None,
+            "rms": self.rms,
+            "frac_over_fp16": self.frac_over_fp16,
+            "nan_count": self.nan,
+            "inf_count": self.inf,
         }
 
 
 def summarize(x: Tensor, valid: Tensor | None = None) -> list[float]:
-    """[count, finite, min, max, absmax, sum of squares, beyond fp16, NaN] of x (where valid), one host sync."""
+    """[count, finite, min, max, absmax, sum of squares, beyond fp16, NaN] of x where valid; one sync."""
     x = x.detach().float()
     if valid is None:
         valid = torch.ones((), dtype=torch.bool, device=x.device)
@@ -84,16 +95,18 @@ def summarize(x: Tensor, valid: Tensor | None = None) -> list[float]:
     finite = torch.isfinite(x) & valid
     zeros = torch.zeros_like(x)
     xf = torch.where(finite, x, zeros)
-    parts = torch.stack([
-        valid.sum().double(),
-        finite.sum().double(),
-        torch.where(finite, x, math.inf).min().double(),
-        torch.where(finite, x, -math.inf).max().double(),
-        xf.abs().max().double(),
-        xf.double().square().sum(),  # float64: squares of large fp32 values would overflow
-        ((x.abs() > FP16_MAX) & valid).sum().double(),  # NaN compares False, Inf True
-        (torch.isnan(x) & valid).sum().double(),
-    ])
+    parts = torch.stack(
+        [
+            valid.sum().double(),
+            finite.sum().double(),
+            torch.where(finite, x, math.inf).min().double(),
+            torch.where(finite, x, -math.inf).max().double(),
+            xf.abs().max().double(),
+            xf.double().square().sum(),  # float64: squares of large fp32 values would overflow
+            ((x.abs() > FP16_MAX) & valid).sum().double(),  # NaN compares False, Inf True
+            (torch.isnan(x) & valid).sum().double(),
+        ]
+    )
     return parts.tolist()
 
 
@@ -111,11 +124,12 @@ def _tensors(output) -> Iterator[tuple[str, Tensor]]:
                 yield f".{k}", v
 
 
-def attention_logit_stats(attn: nn.Module, x: Tensor, rope, key_mask: Tensor | None,
-                          chunk_elements: int = CHUNK_ELEMENTS) -> list[float]:
-    """Statistics of q.k^T/sqrt(d) as `newbie.model.dit.Attention.forward` would form them (masked keys left out).
-    q and k come out of the model's own layers in its dtype; the product is taken in fp32, so the values are the
-    exact logits: beyond 65504 they would overflow any kernel that writes them out in fp16."""
+def attention_logit_stats(
+    attn: nn.Module, x: Tensor, rope, key_mask: Tensor | None, chunk_elements: int = CHUNK_ELEMENTS
+) -> list[float]:
+    """Statistics of q.k^T/sqrt(d) as `newbie.model.dit.Attention.forward` forms them (masked keys left out).
+    q and k come out of the model's own layers in its dtype; the product is taken in fp32, so the values are
+    the exact logits: beyond 65504 they would overflow any kernel that writes them out in fp16."""
     from newbie.model.math import apply_rope
 
     q_size, kv_size = attn.n_heads * attn.head_dim, attn.n_kv_heads * attn.head_dim
@@ -129,38 +143,52 @@ def attention_logit_stats(attn: nn.Module, x: Tensor, rope, key_mask: Tensor | N
     rows = max(1, chunk_elements // (b * h * n))
     total = None
     for start in range(0, n, rows):
-        logits = q[:, :, start:start + rows] @ k.transpose(-1, -2) / math.sqrt(d)  # (B, Hq, rows, N)
+        logits = q[:, :, start : start + rows] @ k.transpose(-1, -2) / math.sqrt(d)  # (B, Hq, rows, N)
         s = summarize(logits, valid)
         total = s if total is None else _merge_summaries(total, s)
     return total
 
 
 def _merge_summaries(a: list[float], b: list[float]) -> list[float]:
-    return [a[0] + b[0], a[1] + b[1], min(a[2], b[2]), max(a[3], b[3]), max(a[4], b[4]), a[5] + b[5],
-            a[6] + b[6], a[7] + b[7]]
+    return [
+        a[0] + b[0],
+        a[1] + b[1],
+        min(a[2], b[2]),
+        max(a[3], b[3]),
+        max(a[4], b[4]),
+        a[5] + b[5],
+        a[6] + b[6],
+        a[7] + b[7],
+    ]
 
 
 class Tracer:
-    """Collects LayerStats for the steps in `steps` (1-based sampler steps; TEXT_STEP for the text encoders)."""
+    """Collects LayerStats for the steps in `steps` (sampler steps from 1; TEXT_STEP: the text encoders)."""
 
     def __init__(self, steps: set[int], match: str | None = None, logits: bool = True):
         self.steps = set(steps)
         self.pattern = re.compile(match) if match else None
         self.logits = logits
         self.step = 1  # the sampler step the next DiT call belongs to
-        self.stats: dict[tuple[int, str, str], LayerStats] = {}
+        self.run = 1  # the sampling pass (see new_pass)
+        self._started = False
+        self.stats: dict[tuple[int, int, str, str], LayerStats] = {}
         self._order: dict[tuple[str, str], int] = {}
         self._handles: list = []
 
     def wanted(self, name: str) -> bool:
         return self.pattern is None or bool(self.pattern.search(name))
 
-    def record(self, step: int, name: str, kind: str, t: Tensor, summary: list[float], shape=None) -> None:
+    def record(
+        self, run: int, step: int, name: str, kind: str, t: Tensor, summary: list[float], shape=None
+    ) -> None:
         order = self._order.setdefault((name, kind), len(self._order))
-        key = (step, name, kind)
+        key = (run, step, name, kind)
         st = self.stats.get(key)
         if st is None:
-            st = self.stats[key] = LayerStats(step, name, kind, order, dtype=str(t.dtype).removeprefix("torch."))
+            st = self.stats[key] = LayerStats(
+                step, name, kind, order, run, dtype=str(t.dtype).removeprefix("torch.")
+            )
         shape = "x".join(str(s) for s in (shape or t.shape))
         if shape not in st.shapes:
             st.shapes.append(shape)
@@ -175,34 +203,45 @@ class Tracer:
             if self.wanted(name):
                 self._handles.append(module.register_forward_hook(self._output_hook(name, fixed_step)))
             if self.logits and isinstance(module, Attention) and self.wanted(name + ".logits"):
-                self._handles.append(module.register_forward_hook(self._logit_hook(name + ".logits", fixed_step)))
+                self._handles.append(
+                    module.register_forward_hook(self._logit_hook(name + ".logits", fixed_step))
+                )
 
-    def _active_step(self, fixed_step: int | None) -> int | None:
-        step = self.step if fixed_step is None else fixed_step
-        return step if step in self.steps else None
+    def new_pass(self) -> None:
+        """Sampling starts (again): the fp16 guard re-runs it from step 1 after an overflow. Each pass is
+        kept apart, so the overflow and the recovery are not mixed."""
+        if self._started:
+            self.run += 1
+        self._started, self.step = True, 1
+
+    def _active(self, fixed_step: int | None) -> tuple[int, int] | None:
+        """(pass, step) of the call being hooked, or None when this step is not traced."""
+        if fixed_step is not None:
+            return (1, fixed_step) if fixed_step in self.steps else None
+        return (self.run, self.step) if self.step in self.steps else None
 
     def _output_hook(self, name: str, fixed_step: int | None) -> Callable:
         def hook(module, inputs, output):
-            step = self._active_step(fixed_step)
-            if step is None:
+            at = self._active(fixed_step)
+            if at is None:
                 return None
             for suffix, t in _tensors(output):
                 if t.numel():
-                    self.record(step, name + suffix, "output", t, summarize(t))
+                    self.record(*at, name + suffix, "output", t, summarize(t))
             return None  # never replace the output
 
         return hook
 
     def _logit_hook(self, name: str, fixed_step: int | None) -> Callable:
         def hook(module, inputs, output):
-            step = self._active_step(fixed_step)
-            if step is None or len(inputs) < 3:
+            at = self._active(fixed_step)
+            if at is None or len(inputs) < 3:
                 return None
             x, rope, key_mask = inputs[:3]
             with torch.no_grad():
                 summary = attention_logit_stats(module, x, rope, key_mask)
             b, n = x.shape[:2]
-            self.record(step, name, "logits", x, summary, shape=(b, module.n_heads, n, n))
+            self.record(*at, name, "logits", x, summary, shape=(b, module.n_heads, n, n))
             return None
 
         return hook
@@ -223,15 +262,24 @@ class Tracer:
         self._handles.clear()
 
     def rows(self) -> list[LayerStats]:
-        return sorted(self.stats.values(), key=lambda s: (s.step, s.order))
+        return sorted(self.stats.values(), key=lambda s: (s.run, s.step, s.order))
 
 
 @contextmanager
-def tracing(pipe, steps: set[int], match: str | None = None, logits: bool = True,
-            text_encoders: bool = False) -> Iterator[Tracer]:
+def tracing(
+    pipe, steps: set[int], match: str | None = None, logits: bool = True, text_encoders: bool = False
+) -> Iterator[Tracer]:
     """Hooks on every DiT module (and, with text_encoders, on Gemma and Jina, recorded as step 0) for the
     duration of the block. Use `tracer.progress(...)` as the generation's progress callback."""
     tracer = Tracer(steps | ({TEXT_STEP} if text_encoders else set()), match, logits)
+    own_denoise = "denoise" in vars(pipe)
+    sample = pipe.denoise
+
+    def denoise(*args, **kwargs):  # one call per sampling pass
+        tracer.new_pass()
+        return sample(*args, **kwargs)
+
+    pipe.denoise = denoise
     try:
         tracer.attach(pipe.dit)
         if text_encoders:
@@ -240,11 +288,24 @@ def tracing(pipe, steps: set[int], match: str | None = None, logits: bool = True
         yield tracer
     finally:
         tracer.remove()
+        if own_denoise:
+            pipe.denoise = sample
+        else:
+            del pipe.denoise  # back to the class's method
 
 
-def trace_generation(pipe, prompt: str, steps_to_trace: set[int], *, match: str | None = None,
-                     logits: bool = True, text_encoders: bool = False, negative: str | None = None,
-                     progress: Callable[[dict], None] | None = None, **generate_kwargs):
+def trace_generation(
+    pipe,
+    prompt: str,
+    steps_to_trace: set[int],
+    *,
+    match: str | None = None,
+    logits: bool = True,
+    text_encoders: bool = False,
+    negative: str | None = None,
+    progress: Callable[[dict], None] | None = None,
+    **generate_kwargs,
+):
     """One traced generation -> (Generation, [LayerStats] in step then execution order)."""
     req = pipe.request(prompt, negative, **generate_kwargs)
     bad = sorted(s for s in steps_to_trace if not 1 <= s <= req.steps)

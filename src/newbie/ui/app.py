@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 
 import streamlit as st
+import torch
 
 from newbie.errors import NewbieError
 from newbie.sampling.samplers import SAMPLERS
@@ -33,7 +34,11 @@ state = st.session_state
 def load_model(model: str | None, device: str | None, dtype: str):
     import newbie
 
-    return newbie.load(model, device=device, dtype=dtype)
+    pipe = newbie.load(model, device=device, dtype=dtype)
+    threads = UISettings.from_env().cpu_threads
+    if pipe.device.type == "cpu" and threads:
+        torch.set_num_threads(threads)  # `newbie ui` leaves a core to the server (settings.cpu_threads)
+    return pipe
 
 
 @st.cache_resource(show_spinner=False)

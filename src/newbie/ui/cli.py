@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
 
 def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
     """The `streamlit run` command line and the environment the page reads its settings from."""
-    from newbie.ui.settings import UISettings
+    from newbie.ui.settings import UISettings, cpu_threads
 
     if not 0 < args.port < 65536:
         raise NewbieError(f"--port must be between 1 and 65535, got {args.port}")
@@ -51,7 +51,8 @@ def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
     except OSError as e:
         raise NewbieError(f"--data-dir {data_dir}: cannot create it ({e.strerror})") from None
     model = str(Path(args.model).resolve()) if args.model else None
-    settings = UISettings(model=model, data_dir=data_dir, device=args.device)
+    threads = UISettings.from_env().cpu_threads or cpu_threads()  # the user's NEWBIE_UI_CPU_THREADS wins
+    settings = UISettings(model=model, data_dir=data_dir, device=args.device, cpu_threads=threads)
     cmd = [
         sys.executable,
         "-m",

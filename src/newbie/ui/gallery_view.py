@@ -104,9 +104,8 @@ def gallery_grid(gallery: Gallery) -> None:
             st.caption("No images match." if query else "No images yet.")
         for row in range(0, len(entries), GRID_COLUMNS):
             cols = st.columns(GRID_COLUMNS)
-            for col, entry in zip(
-                cols, entries[row : row + GRID_COLUMNS], strict=False
-            ):  # the last row may be short
+            row_entries = entries[row : row + GRID_COLUMNS]  # the last row may be short
+            for col, entry in zip(cols, row_entries, strict=False):
                 col.image(str(entry.thumb_path), width="stretch")
                 col.button(
                     f"#{entry.id}",
