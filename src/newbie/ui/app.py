@@ -20,7 +20,7 @@ from newbie.ui import compose, form, theme
 from newbie.ui import gallery_view as views
 from newbie.ui.gallery import Gallery
 from newbie.ui.job import Job
-from newbie.ui.memory import gpu_total_gib, plan_view
+from newbie.ui.memory import apply_plan, gpu_total_gib, plan_view
 from newbie.ui.preview import Previewer
 from newbie.ui.settings import UISettings
 from newbie.ui.sizes import parse_size, size_label, trained_sizes
@@ -179,6 +179,9 @@ def start_job(cfg: UISettings, gallery: Gallery, prompt: str, check) -> None:
             raise NewbieError(check.error if check else "the prompt is empty")
         settings = form.settings(state)
         pipe = load_model(cfg.model, cfg.device, settings.dtype)
+        kwargs = settings.kwargs()
+        apply_plan(pipe, state.vram_gib, kwargs.get("width") or pipe.spec.sampling.width,
+                   kwargs.get("height") or pipe.spec.sampling.height)
         final = apply_style(prompt, state.style_tags)
         req = pipe.request(final, settings.negative, **settings.kwargs())  # instant errors, before the thread
         previewer = previewer_for(cfg.model, cfg.device, settings.dtype, str(cfg.data_dir))

@@ -97,3 +97,16 @@ def out_of_memory_message(width: int, height: int, dtype: str, device: torch.dev
     if view.text == PLANNER_MISSING:
         return f"{head}; {free / 2**30:.1f} GiB free. Try a smaller size or another precision"
     return f"{head}; {free / 2**30:.1f} GiB free. Next plan to try: {view.text}"
+
+
+def apply_plan(pipe, vram_gib: float, width: int, height: int) -> str | None:
+    """On a GPU, fit the loaded pipeline to the page's memory budget (the same planner as `--vram`).
+    Returns the plan's description, or None on a CPU where there is nothing to plan."""
+    if pipe.device.type != "cuda":
+        return None
+    from newbie.precision.planner import ComponentSizes, plan_for
+
+    plan = plan_for(vram_gib, width, height, ComponentSizes.of(pipe))
+    if pipe.plan is None or pipe.plan.name != plan.name:
+        pipe.apply_plan(plan)
+    return plan.describe()
