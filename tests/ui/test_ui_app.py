@@ -164,3 +164,15 @@ def test_cancel_keeps_the_gallery(app, data_dir, recipe_factory):
     assert job.status == "cancelled"
     assert "cancelled" in labels(app.info)
     assert [e.id for e in Gallery(data_dir).list()] == [kept.id]
+
+
+def test_hires_toggle_reaches_the_request(app, data_dir):
+    assert "Artist workflows" in [e.label for e in app.expander]
+    assert app.selectbox(key="hires_scale").disabled  # the scale only matters with the pass on
+    app.toggle(key="hires").set_value(True).run()
+    app.selectbox(key="hires_scale").set_value(1.5)
+    job = generate(app, "1girl, red_hair", steps=2)
+    assert job.kwargs["hires"] == 1.5
+    assert job.status == "done", job.message
+    [entry] = Gallery(data_dir).list()
+    assert (entry.recipe.hires["width"], entry.recipe.hires["height"]) == (192, 192)

@@ -57,7 +57,7 @@ def _status(service, job, request: Request) -> JobStatus:
         id=job.id,
         state=job.state,
         step=service.step(job),
-        steps=job.params["steps"],
+        steps=job.params.get("total_steps", job.params["steps"]),
         n=job.n,
         created=job.created,
         started=job.started,
@@ -119,7 +119,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
     async def images_generations(body: ImageGenerationRequest, request: Request) -> ImagesResponse:
         # in a thread: validation may ask a Ray replica, and the commit waits for the disk
         job = await run_in_threadpool(
-            lambda: service.submit(validate(body, service.validator, service.limits))
+            lambda: service.submit(*validate(body, service.validator, service.limits, service.data_dir))
         )
         job = await service.wait(job.id, sync_timeout)
         if job.state == FAILED:
@@ -145,7 +145,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         summary="Queue a generation; poll GET /v1/jobs/{id}",
     )
     def create_job(body: GenerationParams, request: Request):
-        job = service.submit(validate(body, service.validator, service.limits))
+        job = service.submit(*validate(body, service.validator, service.limits, service.data_dir))
         status = _status(service, job, request)
         location = str(request.url_for("get_job", job_id=job.id))
         return JSONResponse(jsonable_encoder(status), status_code=202, headers={"Location": location})

@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--max-n", type=int, default=4)
     p.add_argument("--max-prompt-chars", type=int, default=16_384)
-    p.add_argument("--max-body-bytes", type=int, default=256 * 1024)
+    p.add_argument("--max-body-bytes", type=int, default=32 * 1024 * 1024)  # base64 input images
     p.add_argument("--max-queue", type=int, default=1000)
     p.add_argument(
         "--sync-timeout", type=float, default=600.0, help="seconds POST /v1/images/generations waits"

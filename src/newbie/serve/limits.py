@@ -3,11 +3,14 @@ one request from taking the GPU or the memory for itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from newbie.errors import NewbieError
 from newbie.serve.errors import ApiError
+from newbie.serve.inputs import INPUT_FILES, decode_image, lora_arguments
 from newbie.serve.schemas import GenerationParams
 
 
@@ -18,7 +21,8 @@ class ApiLimits:
     max_steps: int = 100
     max_n: int = 4
     max_prompt_chars: int = 16_384
-    max_body_bytes: int = 256 * 1024  # the largest valid body is two prompts of max_prompt_chars, in UTF-8
+    # img2img/inpainting images come in the body as base64: room for two 2048x2048 PNGs
+    max_body_bytes: int = 32 * 1024 * 1024
     max_queue: int = 1000  # queued jobs; past this a new job gets 503 instead of waiting for hours
 
 
@@ -35,7 +39,12 @@ class PipelineValidator:
 
 
 def resolved(req) -> dict:
-    """The engine's Request as the queued parameters (everything a worker needs to make the same images)."""
+    """The engine's Request as the queued parameters (everything a worker needs to make the same images).
+    Input images are named by their pixel hash (the files are in the job's folder); validate() replaces the
+    adapters' server paths by the names the client gave."""
+    from newbie.pipeline.img2img import total_steps
+
+    image, has_mask = req.image, req.image is not None and req.image.mask is not None
     return {
         "prompt": req.prompts[0],
         "negative": req.negative,
@@ -49,6 +58,13 @@ def resolved(req) -> dict:
         "height": req.height,
         "cfg_trunc": req.cfg_trunc,
         "renorm_cfg": req.renorm_cfg,
+        "fuse_loras": req.fuse_loras,
+        "init_image": image.sha256 if image else None,
+        "strength": image.strength if image else None,
+        "mask": image.mask_sha256 if has_mask else None,
+        "mask_feather": image.feather if has_mask else None,
+        "hires": dataclasses.asdict(req.hires) if req.hires else None,  # resolved: target size, steps
+        "total_steps": total_steps(req),  # both passes with hires: what progress counts to
     }
 
 
@@ -88,8 +104,29 @@ def check_prompt(text: str, name: str, limits: ApiLimits) -> None:
         ) from None
 
 
-def validate(body: GenerationParams, validator, limits: ApiLimits) -> dict:
-    """Body -> the resolved parameters that go into the queue (defaults filled, seed fixed), or ApiError."""
+def hires_argument(hires):
+    if hires is None or isinstance(hires, bool):
+        return hires
+    return hires.model_dump(exclude_none=True)
+
+
+def check_side(w: int, h: int, what: str, limits: ApiLimits) -> None:
+    if max(w, h) > limits.max_side:
+        raise ApiError(
+            400, f"{what} {w}x{h}: the server's largest side is {limits.max_side}", "invalid_size", "size"
+        )
+    if w * h > limits.max_pixels:
+        raise ApiError(
+            400,
+            f"{what} {w}x{h} is {w * h} pixels; the server's limit is {limits.max_pixels}",
+            "invalid_size",
+            "size",
+        )
+
+
+def validate(body: GenerationParams, validator, limits: ApiLimits, data_dir: Path) -> tuple[dict, dict]:
+    """Body -> (the resolved parameters that go into the queue (defaults filled, seed fixed), the decoded
+    input images to keep in the job's folder), or ApiError."""
     if not body.prompt.strip():
         raise ApiError(400, "prompt is empty", "empty_prompt", "prompt")
     check_prompt(body.prompt, "prompt", limits)
@@ -112,6 +149,12 @@ def validate(body: GenerationParams, validator, limits: ApiLimits) -> dict:
             400, f"renorm_cfg must be >= 0, got {body.renorm_cfg}", "invalid_renorm_cfg", "renorm_cfg"
         )
     width, height = parse_size(body.size)
+    images = {}
+    for field, (_, mode) in INPUT_FILES.items():
+        text = getattr(body, field)
+        if text is not None:  # bigger inputs are allowed: they are resized to the request size
+            images[field] = decode_image(text, field, mode, 4 * limits.max_pixels)
+    loras = [item.model_dump() for item in body.loras or []]
     kwargs = dict(
         prompt=body.prompt,
         negative=body.negative,
@@ -125,28 +168,36 @@ def validate(body: GenerationParams, validator, limits: ApiLimits) -> dict:
         batch=body.n,
         cfg_trunc=body.cfg_trunc,
         renorm_cfg=body.renorm_cfg,
+        loras=lora_arguments(data_dir, loras),
+        fuse_loras=body.fuse_loras,
+        init_image=images.get("init_image"),
+        mask=images.get("mask"),
+        strength=body.strength,
+        mask_feather=body.mask_feather,
+        hires=hires_argument(body.hires),
     )
     try:
         params = validator.resolve(kwargs)
     except NewbieError as e:
         raise ApiError(400, str(e), "invalid_request") from None
-    w, h = params["width"], params["height"]
-    if max(w, h) > limits.max_side:
-        raise ApiError(
-            400, f"size {w}x{h}: the server's largest side is {limits.max_side}", "invalid_size", "size"
-        )
-    if w * h > limits.max_pixels:
+    check_side(params["width"], params["height"], "size", limits)
+    if params.get("hires"):
+        check_side(params["hires"]["width"], params["hires"]["height"], "hires size", limits)
+    if params.get("total_steps", 0) > limits.max_steps:
         raise ApiError(
             400,
-            f"size {w}x{h} is {w * h} pixels; the server's limit is {limits.max_pixels}",
-            "invalid_size",
-            "size",
+            f"steps of both hires passes are {params['total_steps']}; the limit is {limits.max_steps}",
+            "invalid_steps",
+            "steps",
         )
-    return params
+    params["loras"] = loras  # names under DATA/adapters/, never server paths: params are shown to clients
+    return params, images
 
 
-def to_request(pipe, params: dict):
-    """Queued parameters -> the engine's Request (the same every time: the seed is in the parameters)."""
+def to_request(pipe, params: dict, data_dir: Path | None = None, images: dict | None = None):
+    """Queued parameters -> the engine's Request (the same every time: the seed is in the parameters).
+    `images`: the job's kept input images; `data_dir`: where its adapters are (both absent in old jobs)."""
+    images = images or {}
     return pipe.request(
         params["prompt"],
         params["negative"],
@@ -160,4 +211,12 @@ def to_request(pipe, params: dict):
         batch=params["n"],
         cfg_trunc=params["cfg_trunc"],
         renorm_cfg=params["renorm_cfg"],
+        loras=lora_arguments(data_dir, params.get("loras") or []) if data_dir else None,
+        fuse_loras=params.get("fuse_loras", False),
+        init_image=images.get("init_image"),
+        mask=images.get("mask"),
+        strength=params.get("strength"),
+        mask_feather=params.get("mask_feather"),
+        hires=params.get("hires"),
     )
+

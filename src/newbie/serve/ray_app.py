@@ -73,7 +73,7 @@ class Generator:
         except NewbieError as e:
             return {"error": str(e)}
 
-    async def generate(self, params: dict):
+    async def generate(self, params: dict, images: dict | None = None, data_dir: str | None = None):
         """Streams {"step", "steps"} dicts, then {"images", "recipes"} or {"error"}."""
         from newbie.serve.limits import to_request
         from newbie.serve.worker import JobCancelled, one_line
@@ -89,7 +89,8 @@ class Generator:
 
         def work() -> dict:
             try:
-                gen = self.pipe.run(to_request(self.pipe, params), progress=on_step)
+                req = to_request(self.pipe, params, Path(data_dir) if data_dir else None, images)
+                gen = self.pipe.run(req, progress=on_step)
                 return {"images": gen.images, "recipes": [r.to_json() for r in gen.recipes]}
             except Exception as e:
                 return {"error": one_line(e)}
@@ -114,10 +115,11 @@ class RayRunner:
     def __init__(self, handle, name: str):
         self.handle, self.name = handle, name
 
-    def run(self, params: dict, on_step) -> tuple[list, list]:
+    def run(self, params: dict, on_step, images=None, data_dir=None) -> tuple[list, list]:
         from newbie.pipeline.recipe import Recipe
 
-        stream = self.handle.options(stream=True).generate.remote(params)
+        # the replicas share the ingress' data folder (one machine): adapters are read from its adapters/
+        stream = self.handle.options(stream=True).generate.remote(params, images, str(data_dir or ""))
         try:
             for msg in stream:
                 if "error" in msg:

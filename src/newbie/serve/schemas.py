@@ -8,6 +8,22 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class LoraRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(description="adapter file or PEFT folder, relative to the server's DATA/adapters/")
+    strength: float = Field(1.0, description="multiplier of the adapter's weight change, in [-10, 10]")
+
+
+class HiresParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    scale: float | None = Field(None, description="target size = size x scale (default 2), in [1, 8]")
+    upscaler: Literal["pixel", "latent"] | None = Field(None, description="default pixel")
+    strength: float | None = Field(None, description="noise level of the second pass (default 0.5)")
+    steps: int | None = Field(None, description="steps of the second pass (default steps / 2)")
+
+
 class GenerationParams(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -27,6 +43,22 @@ class GenerationParams(BaseModel):
     cfg_trunc: float | None = Field(None, description="CFG only while t < cfg_trunc (t: 0 = noise, 1 = data)")
     renorm_cfg: float | None = Field(
         None, description="cap the guided norm at this multiple of the conditional one"
+    )
+    # artist workflows (docs/workflows.md)
+    loras: list[LoraRef] | None = Field(
+        None, description="LoRA/LoKr adapters from the server's DATA/adapters/"
+    )
+    fuse_loras: bool = Field(False, description="merge the adapters into the weights instead of hooks")
+    init_image: str | None = Field(None, description="img2img/inpainting input: base64 PNG or JPEG")
+    strength: float | None = Field(
+        None, description="img2img noise level in [0, 1] (default 0.6; 1.0 with a mask)"
+    )
+    mask: str | None = Field(
+        None, description="inpainting mask, base64 PNG or JPEG of init_image's size; white = repaint"
+    )
+    mask_feather: int | None = Field(None, description="pixels the mask ramps up inside its edge (default 8)")
+    hires: bool | HiresParams | None = Field(
+        None, description="hires pass: true for 2x with the defaults, or its settings"
     )
 
 

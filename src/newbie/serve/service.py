@@ -8,10 +8,12 @@ import asyncio
 import logging
 import re
 import threading
+import uuid
 from pathlib import Path
 from typing import Protocol
 
 from newbie.serve.errors import ApiError
+from newbie.serve.inputs import save_inputs
 from newbie.serve.limits import ApiLimits
 from newbie.serve.metrics import Metrics
 from newbie.serve.store import FINAL, Job, JobStore
@@ -22,12 +24,14 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class Runner(Protocol):
-    """Runs one job on one device: (params, on_step(step, steps)) -> (PIL images, recipes).
-    on_step may raise to stop the job; the runner lets that exception through."""
+    """Runs one job on one device: (params, on_step(step, steps), input images, data folder) -> (PIL images,
+    recipes). on_step may raise to stop the job; the runner lets that exception through."""
 
     name: str
 
-    def run(self, params: dict, on_step) -> tuple[list, list]: ...
+    def run(self, params: dict, on_step, images: dict | None = None, data_dir: Path | None = None) -> tuple[
+        list, list
+    ]: ...
 
 
 class Waiters:
@@ -105,12 +109,16 @@ class JobService:
 
     # -- jobs --
 
-    def submit(self, params: dict) -> Job:
+    def submit(self, params: dict, images: dict | None = None) -> Job:
+        """Queue a job; its input images go to its folder first, so a queued job always has them."""
         if self.store.counts()["queued"] >= self.limits.max_queue:
             raise ApiError(
                 503, f"the queue is full ({self.limits.max_queue} jobs); try again later", "queue_full"
             )
-        job = self.store.add(params, params["n"])
+        job_id = uuid.uuid4().hex
+        if images:
+            save_inputs(self.images_dir / job_id, images)
+        job = self.store.add(params, params["n"], job_id)
         with self.wake:
             self.wake.notify()
         return job
@@ -154,7 +162,7 @@ class JobService:
 
     def step(self, job: Job) -> int:
         if job.state == "done":
-            return job.params["steps"]
+            return job.params.get("total_steps", job.params["steps"])
         return self.progress.get(job.id, (0, 0))[0] if job.state == "running" else 0
 
     def image_path(self, job_id: str, index: int) -> Path:

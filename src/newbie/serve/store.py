@@ -88,8 +88,8 @@ class JobStore:
         with self._lock:
             return self._db.execute(sql, args)
 
-    def add(self, params: dict, n: int) -> Job:
-        job = Job(id=uuid.uuid4().hex, state=QUEUED, params=params, n=n, created=time.time())
+    def add(self, params: dict, n: int, job_id: str | None = None) -> Job:
+        job = Job(id=job_id or uuid.uuid4().hex, state=QUEUED, params=params, n=n, created=time.time())
         self._write(
             "INSERT INTO jobs (id, state, params, n, created) VALUES (?, ?, ?, ?, ?)",
             (job.id, job.state, json.dumps(params, sort_keys=True), n, job.created),

@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from newbie.pipeline.images import save_png
+from newbie.serve.inputs import load_inputs
 from newbie.serve.store import CANCELLED, DONE, FAILED
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class Worker(threading.Thread):
 
     def process(self, job) -> None:
         s = self.service
-        steps = job.params["steps"]
+        steps = job.params.get("total_steps", job.params["steps"])
         s.progress[job.id] = (0, steps)
 
         def on_step(step: int, total: int) -> None:
@@ -63,7 +64,8 @@ class Worker(threading.Thread):
         try:
             if job.cancel_requested or job.id in s.cancels:
                 raise JobCancelled()
-            images, recipes = self.runner.run(job.params, on_step)
+            inputs = load_inputs(s.images_dir / job.id, job.params)
+            images, recipes = self.runner.run(job.params, on_step, inputs, s.data_dir)
             for i, (image, recipe) in enumerate(zip(images, recipes)):
                 save_png(image, recipe, s.image_path(job.id, i))
             seconds = time.perf_counter() - t0
@@ -91,9 +93,9 @@ class PipelineRunner:
     def __init__(self, pipe, name: str):
         self.pipe, self.name = pipe, name
 
-    def run(self, params: dict, on_step) -> tuple[list, list]:
+    def run(self, params: dict, on_step, images=None, data_dir=None) -> tuple[list, list]:
         from newbie.serve.limits import to_request
 
-        req = to_request(self.pipe, params)
+        req = to_request(self.pipe, params, data_dir, images)
         gen = self.pipe.run(req, progress=lambda d: on_step(d["step"], d["steps"]))
         return gen.images, gen.recipes

@@ -16,7 +16,7 @@ import torch
 
 from newbie.errors import NewbieError
 from newbie.sampling.samplers import SAMPLERS
-from newbie.ui import compose, form, theme
+from newbie.ui import compose, form, theme, workflows
 from newbie.ui import gallery_view as views
 from newbie.ui.gallery import Gallery
 from newbie.ui.job import Job
@@ -58,6 +58,14 @@ def preset_changed() -> None:
     state.style_tags = preset_tags(state.style_preset)
 
 
+def forget_recipe_hires() -> None:
+    state.hires_recipe = None  # a scale picked by hand replaces the recipe's exact hires target
+
+
+def forget_recipe_inputs() -> None:
+    state.init_image_path, state.mask_path = "", ""
+
+
 def edit_expanded(xml: str) -> None:
     state.prompt, state.mode = xml, "Text"
 
@@ -96,11 +104,55 @@ def sidebar(pipe, sizes: list[str]) -> None:
         st.caption(
             f"Memory plan for NewBie Exp0.1 at {width}x{height}: **{view.text}**", help=view.detail or None
         )
+        artist_workflows()
         if state.get("advanced"):
             extra = ", ".join(f"{k} {v:g}" for k, v in state.advanced.items())
             st.caption(f"From the recipe: {extra}")
             st.button("Back to the model's defaults", on_click=lambda: state.pop("advanced", None))
         st.caption(f"Model: {pipe.folder.name} · {pipe.device.type} · {pipe.dtypes['dit']}")
+
+
+def artist_workflows() -> None:
+    """Hires, adapters, img2img and inpainting; the values go through form.settings like the rest."""
+    with st.expander("Artist workflows"):
+        st.toggle("Hires pass", key="hires", help="generate, upscale, then refine at the larger size")
+        st.selectbox(
+            "Hires scale",
+            workflows.HIRES_SCALES,
+            key="hires_scale",
+            format_func=lambda s: f"{s:g}x",
+            on_change=forget_recipe_hires,
+            disabled=not state.hires,
+        )
+        if state.hires and state.get("hires_recipe"):
+            h = state.hires_recipe
+            st.caption(f"From the recipe: hires {h.get('width')}x{h.get('height')}, {h.get('upscaler')}")
+        st.text_area(
+            "LoRA adapters",
+            key="loras",
+            height=80,
+            placeholder="output/my_style/:0.8",
+            help="one adapter per line: a .safetensors file or trainer folder, optionally :strength",
+        )
+        st.checkbox("Fuse adapters into the weights", key="fuse_loras", help="no per-step cost")
+        st.file_uploader("Init image (img2img)", type=workflows.IMAGE_TYPES, key="init_upload")
+        st.slider("Strength", min_value=0.0, max_value=1.0, step=0.05, key="strength",
+                  help="how far the init image is noised: 0 keeps it, 1 ignores it (1.0 suits inpainting)")
+        st.file_uploader("Mask (white = repaint)", type=workflows.IMAGE_TYPES, key="mask_upload")
+        st.number_input("Mask feather (px)", min_value=0, max_value=256, step=1, key="mask_feather")
+        recorded = [p for p in (state.get("init_image_path"), state.get("mask_path")) if p]
+        if recorded:
+            st.caption("From the recipe: " + ", ".join(recorded))
+            st.button("Drop the recipe's images", on_click=forget_recipe_inputs)
+
+
+def form_values() -> dict:
+    """The session state plus the uploads opened as in-memory PIL images."""
+    return {
+        **state.to_dict(),
+        "init_image": workflows.open_upload(state.get("init_upload"), "init image"),
+        "mask": workflows.open_upload(state.get("mask_upload"), "mask"),
+    }
 
 
 def composer() -> str:
@@ -177,7 +229,7 @@ def start_job(cfg: UISettings, gallery: Gallery, prompt: str, check) -> None:
     try:
         if check is None or check.error:
             raise NewbieError(check.error if check else "the prompt is empty")
-        settings = form.settings(state)
+        settings = form.settings(form_values())
         pipe = load_model(cfg.model, cfg.device, settings.dtype)
         kwargs = settings.kwargs()
         apply_plan(pipe, state.vram_gib, kwargs.get("width") or pipe.spec.sampling.width,

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from newbie.config import ModelSpec
 from newbie.errors import NewbieError
 from newbie.pipeline.recipe import Recipe
 from newbie.ui.compose import MODES
+from newbie.ui.workflows import workflow_defaults, workflow_kwargs, workflows_from_recipe
 from newbie.ui.sizes import parse_size, size_label
 from newbie.ui.styles import NO_STYLE, preset_tags
 
@@ -32,6 +33,7 @@ def defaults(spec: ModelSpec) -> dict[str, object]:
         "sampler": d.sampler,
         "seed": "",
         "dtype": "auto",
+        **workflow_defaults(),
     }
 
 
@@ -51,6 +53,7 @@ def from_recipe(recipe: Recipe) -> dict[str, object]:
         "seed": str(recipe.seed),
         "dtype": recipe.dtype,
         "advanced": {"shift": recipe.shift, "cfg_trunc": recipe.cfg_trunc, "renorm_cfg": recipe.renorm_cfg},
+        **workflows_from_recipe(recipe),
     }
 
 
@@ -67,6 +70,7 @@ class Settings:
     seed: int | None  # None: the pipeline draws one
     dtype: str
     advanced: dict  # shift, cfg_trunc, renorm_cfg from a recipe; empty = the model's defaults
+    workflows: dict = field(default_factory=dict)  # loras, init_image, mask, hires ... (see workflows.py)
 
     def kwargs(self) -> dict:
         return dict(
@@ -77,6 +81,7 @@ class Settings:
             width=self.width,
             height=self.height,
             **self.advanced,
+            **self.workflows,
         )
 
 
@@ -112,4 +117,5 @@ def settings(values: Mapping) -> Settings:
         seed=parse_seed(values["seed"]),
         dtype=dtype,
         advanced=dict(values.get("advanced") or {}),
+        workflows=workflow_kwargs(values),
     )
