@@ -31,7 +31,8 @@ def server(tmp_path_factory):
     def start(fresh: bool = False):
         if started and not fresh and started[-1].proc.poll() is None:
             return started[-1]
-        s = LiveServer(tmp / "data", tmp / "server.log")
+        # a 256 KiB body limit, so the oversized-body checks below stay small on the wire
+        s = LiveServer(tmp / "data", tmp / "server.log", None, "--max-body-bytes", str(256 * 1024))
         started.append(s)
         s.wait_ready()
         return s
