@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-extras.txt pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/newbie generate --out outputs/demo.png
+	$(BIN)/newbie generate @examples/demo_prompt.xml --seed 3 --out outputs/demo.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

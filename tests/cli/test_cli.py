@@ -110,3 +110,22 @@ def test_inspect_ok_and_damaged(tiny_model_dir, tmp_path, capsys):
 def test_console_script_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "newbie", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "generate" in r.stdout and "inspect" in r.stdout
+
+
+def test_make_demo_command_works(tmp_path, capsys):
+    """The README's main job: the exact `make demo` command line (fewer steps) on the embedded demo model."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    line = next(ln for ln in (root / "Makefile").read_text().splitlines() if "newbie generate" in ln)
+    args = line.split("newbie", 1)[1].split()
+    assert args[0] == "generate" and args[1].startswith("@")
+    args[1] = "@" + str(root / args[1][1:])
+    out = tmp_path / "demo.png"
+    args[args.index("--out") + 1] = str(out)
+    code, stdout, err = run(capsys, *args, "--steps", "2")
+    assert code == 0, err
+    assert "toy demo model" in err and out.is_file()
+    with Image.open(out) as im:
+        assert json.loads(im.info["newbie"])["prompt"].startswith("<character_1>")
+    assert oct(out.stat().st_mode & 0o777) != oct(0o600)

@@ -32,6 +32,9 @@ def save_png(image, recipe: Recipe, path: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=info)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the user's image private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
