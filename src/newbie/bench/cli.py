@@ -4,7 +4,8 @@ add_parser(bench_subparsers); a module missing from this build is skipped."""
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from newbie.cli.registry import register
 
 BENCH_MODULES = ("newbie.bench.precision", "newbie.bench.speed")
 
@@ -12,12 +13,5 @@ BENCH_MODULES = ("newbie.bench.precision", "newbie.bench.speed")
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("bench", help="measure precision, speed and memory on this machine")
     sub = p.add_subparsers(dest="bench_command", required=True)
-    for name in BENCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                continue  # that bench is not part of this build
-            raise
-        module.add_parser(sub)
+    register(sub, BENCH_MODULES)
     return p

@@ -123,9 +123,8 @@ def run(args) -> int:
         ref_out = step(x, 0.5)
 
         t0 = time.perf_counter()
-        for blocks in (dit.layers, dit.noise_refiner, dit.context_refiner):
-            for block in blocks:
-                block.compile(dynamic=None, fullgraph=True)
+        for block in dit.blocks():
+            block.compile(dynamic=None, fullgraph=True)
         pipe.compiled = True
         step(x, 0.5)
         torch.cuda.synchronize()
@@ -185,13 +184,11 @@ def run(args) -> int:
             from newbie.precision.quant import quantize_dit
 
             torch._dynamo.reset()
-            for blocks in (dit.layers, dit.noise_refiner, dit.context_refiner):
-                for block in blocks:
-                    block._compiled_call_impl = None
+            for block in dit.blocks():
+                block._compiled_call_impl = None
             quantize_dit(dit, "fp8-dynamic")
-            for blocks in (dit.layers, dit.noise_refiner, dit.context_refiner):
-                for block in blocks:
-                    block.compile(dynamic=None)
+            for block in dit.blocks():
+                block.compile(dynamic=None)
             with torch.no_grad():
                 step = our_step()
                 step(x, 0.5)

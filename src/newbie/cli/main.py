@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
 from newbie.adapters.generate_flags import add_generate_args as add_workflow_args
 from newbie.adapters.generate_flags import remake_overrides as workflow_remake_overrides
 from newbie.adapters.generate_flags import request_kwargs as workflow_request_kwargs
+from newbie.cli.registry import register
 from newbie.errors import NewbieError
 
 
@@ -79,14 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="model folder")
     i.set_defaults(func=cmd_inspect)
 
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                continue  # that feature is not part of this build
-            raise
-        module.add_parser(sub)
+    register(sub, COMMAND_MODULES)
     return parser
 
 

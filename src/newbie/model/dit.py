@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from newbie.config import DiTConfig
-from newbie.model.step_cache import StepCache
 from newbie.model.math import apply_rope, attention, rms_norm, rope_angles, rope_inv_freqs, timestep_embedding
+from newbie.model.step_cache import StepCache
 
 
 class RMSNorm(nn.Module):
@@ -128,6 +128,12 @@ class NextDiT(nn.Module):
         self.layers = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_layers)])
         self.final_layer = FinalLayer(cfg)
         # `norm_final` of the checkpoint is never used by the reference forward; it is not built (weights.py drops it).
+
+    def blocks(self):
+        """Every transformer block (joint layers and both refiners): what compile, the fp16 clamp and the
+        memory planner treat as the repeated unit."""
+        for group in (self.layers, self.noise_refiner, self.context_refiner):
+            yield from group
 
     # -- request-level preparation (called once per generate, outside the step loop) --
 

@@ -34,7 +34,7 @@ from newbie.pipeline.recipe import Recipe
 from newbie.precision.cache import EmbeddingCache
 from newbie.precision.guard import NonFinite, all_finite, checked, safe_dtype, set_clamp
 from newbie.sampling.guidance import guided, split_pair, velocity_fn
-from newbie.sampling.samplers import CALLS_PER_STEP, SAMPLERS
+from newbie.sampling.samplers import SAMPLERS
 from newbie.sampling.schedules import flow_sigmas
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -116,9 +116,8 @@ class Pipeline:
         Returns the seconds spent compiling on a small warm-up image."""
         if self.compiled:
             return 0.0
-        for blocks in (self.dit.layers, self.dit.noise_refiner, self.dit.context_refiner):
-            for block in blocks:
-                block.compile(backend=backend, mode=mode, dynamic=None, fullgraph=True)
+        for block in self.dit.blocks():
+            block.compile(backend=backend, mode=mode, dynamic=None, fullgraph=True)
         self.compiled = True
         t0 = time.perf_counter()
         d = self.spec.sampling
@@ -376,9 +375,6 @@ class Pipeline:
                             **img2img.remake_kwargs(recipe, init_image, mask))
         i = recipe.batch_index
         return Generation([gen.images[i]], [gen.recipes[i]], gen.latents[i : i + 1], gen.timings)
-
-    def calls_per_step(self, sampler: str) -> int:
-        return CALLS_PER_STEP[sampler]
 
 
 def _sync(device: torch.device) -> None:

@@ -41,6 +41,5 @@ def safe_dtype(device: torch.device) -> torch.dtype:
 
 
 def set_clamp(dit, on: bool) -> None:
-    for blocks in (dit.layers, dit.noise_refiner, dit.context_refiner):
-        for block in blocks:
-            block.clamp_fp16 = on
+    for block in dit.blocks():
+        block.clamp_fp16 = on

@@ -35,7 +35,7 @@ class ComponentSizes:
     def of(cls, pipe) -> "ComponentSizes":
         nbytes = lambda params: sum(p.numel() * p.element_size() for p in params)  # noqa: E731
         dit, gemma = pipe.dit, pipe.text.gemma
-        blocks = [b for group in (dit.layers, dit.noise_refiner, dit.context_refiner) for b in group]
+        blocks = list(dit.blocks())
         block_bytes = nbytes(p for b in blocks for p in b.parameters())
         return cls(dit_blocks=block_bytes, dit_other=nbytes(dit.parameters()) - block_bytes, dit_layers=len(dit.layers),
                    gemma_layers_bytes=nbytes(gemma.layers.parameters()),
@@ -157,11 +157,10 @@ def plan_for(vram_gib: float, width: int = 1024, height: int = 1024, sizes: Comp
 def step_down(plan: Plan, width: int, height: int, sizes: ComponentSizes | None = None) -> Plan | None:
     """The next smaller plan after an out-of-memory error, or None when there is none."""
     s = sizes or ComponentSizes()
-    names = [p.name for p in candidates(s)]
+    plans = candidates(s)
+    names = [p.name for p in plans]
     i = names.index(plan.name) if plan.name in names else -1
-    for p in candidates(s)[i + 1:]:
-        return _with_peak(s, p, width, height, 256)
-    return None
+    return _with_peak(s, plans[i + 1], width, height, 256) if i + 1 < len(plans) else None
 
 
 def free_vram_gib() -> float | None:

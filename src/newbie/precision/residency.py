@@ -38,11 +38,10 @@ class Residency:
                 gemma.embed_tokens.to("cpu")
             g_streamed, d_streamed = self._stream(gemma.layers, plan.gemma_streamed, dev), \
                 self._stream(dit.layers, plan.dit_streamed, dev)
-            holder = Mover if plan.quantize else Offloaded
             if plan.quantize:  # quantized blocks move with Module.to (tensor subclasses)
                 text = [Mover(gemma.layers, dev), Offloaded(gemma, dev, exclude=(gemma.layers, *keep_on_cpu))]
             else:
-                text = [holder(gemma, dev, exclude=(*g_streamed, *keep_on_cpu))]
+                text = [Offloaded(gemma, dev, exclude=(*g_streamed, *keep_on_cpu))]
             denoise = [Mover(dit, dev)] if plan.quantize else [Offloaded(dit, dev, exclude=tuple(d_streamed))]
             holders = {"text": text + [Offloaded(jina, dev)], "denoise": denoise, "decode": [Offloaded(vae, dev)]}
         self.holders = holders
