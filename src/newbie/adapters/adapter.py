@@ -128,27 +128,23 @@ def _lora_alpha(module: str, parts: dict, f: AdapterFile, rank: int) -> tuple[fl
         return float(rank), True
 
 
+def _lokr_factor(parts: dict, name: str, module: str):
+    """(full, a, b): the full Kronecker factor `name`, or its low-rank pair name_a @ name_b (shapes checked)."""
+    if name in parts:
+        return _need(parts, name, module), None, None
+    a, b = _need(parts, f"{name}_a", module), _need(parts, f"{name}_b", module)
+    if a.shape[1] != b.shape[0]:
+        raise AdapterMismatch(
+            f"key '{parts[f'{name}_b'][0]}': factor shapes {list(a.shape)} @ {list(b.shape)} do not chain"
+        )
+    return None, a, b
+
+
 def _lokr(module: str, parts: dict) -> LokrDelta:
-    if "lokr_w1" in parts:
-        w1 = _need(parts, "lokr_w1", module)
-    else:
-        w1_a, w1_b = _need(parts, "lokr_w1_a", module), _need(parts, "lokr_w1_b", module)
-        if w1_a.shape[1] != w1_b.shape[0]:
-            raise AdapterMismatch(
-                f"key '{parts['lokr_w1_b'][0]}': factor shapes {list(w1_a.shape)} @ "
-                f"{list(w1_b.shape)} do not chain"
-            )
+    w1, w1_a, w1_b = _lokr_factor(parts, "lokr_w1", module)
+    if w1 is None:
         w1 = w1_a @ w1_b
-    w2 = w2_a = w2_b = None
-    if "lokr_w2" in parts:
-        w2 = _need(parts, "lokr_w2", module)
-    else:
-        w2_a, w2_b = _need(parts, "lokr_w2_a", module), _need(parts, "lokr_w2_b", module)
-        if w2_a.shape[1] != w2_b.shape[0]:
-            raise AdapterMismatch(
-                f"key '{parts['lokr_w2_b'][0]}': factor shapes {list(w2_a.shape)} @ "
-                f"{list(w2_b.shape)} do not chain"
-            )
+    w2, w2_a, w2_b = _lokr_factor(parts, "lokr_w2", module)  # w2 stays factored: the delta applies it lazily
     # LyCORIS: scale = alpha / rank when a factor is low-rank (rank of w1_a, else of w2_a); full factors: 1.
     rank = (
         parts["lokr_w1_a"][1].shape[1]
