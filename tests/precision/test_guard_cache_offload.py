@@ -1,8 +1,8 @@
 import torch
 
 import newbie
-from newbie.precision.cache import EmbeddingCache
-from newbie.precision.offload import BlockStreamer, Offloaded
+from newbie.model.embed_cache import EmbeddingCache
+from newbie.memory.offload import BlockStreamer, Offloaded
 
 PROMPT = "1girl, red_hair, left, white_background"
 

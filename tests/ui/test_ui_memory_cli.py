@@ -13,7 +13,7 @@ from newbie.ui.settings import UISettings
 
 
 def test_planner_missing_is_said_plainly(monkeypatch):
-    monkeypatch.setitem(sys.modules, "newbie.precision.planner", None)  # import now fails as if absent
+    monkeypatch.setitem(sys.modules, "newbie.memory.planner", None)  # import now fails as if absent
     assert memory.plan_view(8, 1024, 1024).text == memory.PLANNER_MISSING
 
 
@@ -25,9 +25,9 @@ def test_planner_plan_and_its_predicted_peak(monkeypatch):
             return "plan 'staged': one stage at a time"
 
     calls = []
-    fake = types.ModuleType("newbie.precision.planner")
+    fake = types.ModuleType("newbie.memory.planner")
     fake.plan = lambda vram, w, h: calls.append((vram, w, h)) or Plan()
-    monkeypatch.setitem(sys.modules, "newbie.precision.planner", fake)
+    monkeypatch.setitem(sys.modules, "newbie.memory.planner", fake)
     view = memory.plan_view(8.0, 1024, 768)
     assert calls == [(8.0, 1024, 768)]
     assert (view.text, view.predicted_peak_gib) == ("staged, predicted peak 7.2 GiB", 7.25)

@@ -13,7 +13,7 @@ from newbie.errors import NewbieError
 
 
 def add_parser(bench_subparsers) -> argparse.ArgumentParser:
-    from newbie.cli.main import _size
+    from newbie.cli.model_args import parse_size
 
     p = bench_subparsers.add_parser(
         "precision",
@@ -39,7 +39,7 @@ def add_parser(bench_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="default: the model's")
     p.add_argument("--sampler", help="euler, midpoint, dpmpp_2m (default: the model's)")
     p.add_argument("--cfg", type=float, help="default: the model's")
-    p.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the model's)")
+    p.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT (default: the model's)")
     p.add_argument("--warmup-steps", type=int, default=2, help="steps of the warm-up generation per dtype")
     p.add_argument("--text-dtype", help="fix the text encoders' dtype (default: follow each dtype)")
     p.add_argument("--cell", type=int, default=256, help="contact-sheet tile width in pixels")
@@ -70,7 +70,7 @@ def parse_seeds(text: str | None) -> list[int] | None:
 def run(args: argparse.Namespace) -> int:
     from newbie.bench.report import table_lines, write_report
     from newbie.bench.study import StudyConfig, check_dtypes, run_study
-    from newbie.cli.main import _read_prompt
+    from newbie.cli.model_args import read_prompt
 
     if args.cell < 16:
         raise NewbieError(f"--cell must be at least 16 pixels, got {args.cell}")
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     w, h = args.size if args.size else (None, None)
     cfg = StudyConfig(
         dtypes=check_dtypes([d.strip() for d in args.dtypes.split(",") if d.strip()]),
-        prompts=[_read_prompt(p) for p in args.prompt] if args.prompt else None,
+        prompts=[read_prompt(p) for p in args.prompt] if args.prompt else None,
         seeds=parse_seeds(args.seeds),
         model=args.model,
         device=args.device,

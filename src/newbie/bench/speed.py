@@ -181,7 +181,7 @@ def run(args) -> int:
     res["newbie_fp8_s_per_step"] = None
     if not args.no_fp8:
         try:
-            from newbie.precision.quant import quantize_dit
+            from newbie.memory.quant import quantize_dit
 
             torch._dynamo.reset()
             for block in dit.blocks():

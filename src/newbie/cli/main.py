@@ -9,47 +9,14 @@ from pathlib import Path
 from newbie.adapters.generate_flags import add_generate_args as add_workflow_args
 from newbie.adapters.generate_flags import remake_overrides as workflow_remake_overrides
 from newbie.adapters.generate_flags import request_kwargs as workflow_request_kwargs
+from newbie.cli.model_args import add_model_args, parse_size, read_prompt
 from newbie.cli.registry import register
 from newbie.errors import NewbieError
 
 
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
-COMMAND_MODULES = ("newbie.prompts.cli", "newbie.precision.cli", "newbie.precision.plan_cli", "newbie.bench.cli",
+COMMAND_MODULES = ("newbie.prompts.cli", "newbie.precision.cli", "newbie.memory.plan_cli", "newbie.bench.cli",
                    "newbie.ui.cli", "newbie.serve.cli", "newbie.adapters.cli")
-
-
-def _read_prompt(text: str) -> str:
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            return path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise NewbieError(f"{path}: cannot read prompt file ({e.strerror if isinstance(e, OSError) else e})") from None
-    return text
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = text.lower().split("x")
-        return int(w), int(h)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like WIDTHxHEIGHT, e.g. 1024x1024, got '{text}'") from None
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model folder or transformer .safetensors (default: the embedded demo model)")
-    p.add_argument("--text-encoder", help="Gemma3 folder, when --model is a single file")
-    p.add_argument("--clip-model", help="Jina CLIP v2 folder, when --model is a single file")
-    p.add_argument("--vae", help="VAE folder, when --model is a single file")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", help="DiT dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
-    p.add_argument("--text-dtype", help="text-encoder dtype (default: as --dtype)")
-    p.add_argument("--vae-dtype", default="fp32", help="VAE decode dtype")
-    p.add_argument("--vram", help="fit a GPU memory budget, e.g. 8GB, or 'auto' (see `newbie plan`)")
-    p.add_argument("--quantize", choices=("int8", "fp8", "fp8-dynamic"), help="quantized DiT/Gemma (torchao)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the repeated block (GPU; first run slower)")
-    p.add_argument("--step-cache", type=float, default=0.0,
-                   help="first-block cache threshold, e.g. 0.05 (faster, not exact; 0 = off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,11 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shift", type=float)
     g.add_argument("--cfg-trunc", type=float, help="apply CFG only while t < this (0 = noise, 1 = data)")
     g.add_argument("--renorm-cfg", type=float, help="cap the guided norm at this multiple of the conditional norm")
-    g.add_argument("--size", type=_size, help="WIDTHxHEIGHT, multiples of 16")
+    g.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, multiples of 16")
     g.add_argument("--batch", type=int, default=1)
     g.add_argument("--out", default="outputs/newbie.png", help="output PNG (a batch adds -1, -2, ...)")
     g.add_argument("--quiet", action="store_true")
-    _add_model_args(g)
+    add_model_args(g)
     add_workflow_args(g)  # --lora, --init-image, --strength, --mask, --hires (newbie.adapters.generate_flags)
     g.set_defaults(func=cmd_generate)
 
@@ -126,7 +93,7 @@ def cmd_generate(args) -> int:
         req_kwargs = dict(seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, shift=args.shift,
                           width=w, height=h, batch=args.batch, cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg,
                           **workflow_request_kwargs(args))
-        req = pipe.request(_read_prompt(args.prompt), args.negative, **req_kwargs)
+        req = pipe.request(read_prompt(args.prompt), args.negative, **req_kwargs)
     # the stream is passed at call time: ProgressBar's default is whatever sys.stderr was at its first import
     if recipe is not None:
         bar = ProgressBar(total_steps(recipe), stream=sys.stderr)

@@ -31,7 +31,7 @@ from newbie.pipeline import img2img
 from newbie.pipeline.images import to_pil
 from newbie.model.step_cache import StepCache
 from newbie.pipeline.recipe import Recipe
-from newbie.precision.cache import EmbeddingCache
+from newbie.model.embed_cache import EmbeddingCache
 from newbie.precision.guard import NonFinite, all_finite, checked, safe_dtype, set_clamp
 from newbie.sampling.guidance import guided, split_pair, velocity_fn
 from newbie.sampling.samplers import SAMPLERS
@@ -106,7 +106,7 @@ class Pipeline:
         self.last_caches: list = []
         self.compiled = False
         self.embed_cache: EmbeddingCache | None = EmbeddingCache(f"{id(text)}:{dtypes['text']}")
-        self.plan = None  # a newbie.precision.planner.Plan once one is applied
+        self.plan = None  # a newbie.memory.planner.Plan once one is applied
         self.residency = None
         self.plan_notes: list[str] = []  # out-of-memory step-downs, reported in every later recipe
         self.adapters = AdapterStack()  # LoRA/LoKr: loaded files, and the set applied for the current request
@@ -270,7 +270,7 @@ class Pipeline:
                                       f"('{self.plan.name if self.plan else 'resident'}')") from None
 
     def _step_down(self, req: Request):
-        from newbie.precision.planner import ComponentSizes, Plan, step_down
+        from newbie.memory.planner import ComponentSizes, Plan, step_down
 
         if self.device.type != "cuda":
             return None
@@ -286,7 +286,7 @@ class Pipeline:
         return smaller
 
     def apply_plan(self, plan) -> None:
-        from newbie.precision.residency import Residency
+        from newbie.memory.residency import Residency
 
         self.adapters.clear()  # a new plan copies/quantizes the weights it finds: they must be the base ones
         if self.residency is not None:
@@ -437,14 +437,14 @@ def load(path: str | Path | None = None, *, device: str | None = None, dtype: st
     vae_model, vae_cfg = load_vae(va, DTYPES[names["vae"]], load_dev)
     pipe = Pipeline(mspec, folder, dit, text, LatentCodec(vae_model, vae_cfg), dev, names, notice)
     if quantize:
-        from newbie.precision.quant import quantize_dit, quantize_gemma
+        from newbie.memory.quant import quantize_dit, quantize_gemma
 
         quantize_dit(dit, quantize)
         if quantize != "fp8-dynamic":
             quantize_gemma(gemma, quantize)
         names["quant"] = quantize
     if vram is not None:
-        from newbie.precision.planner import ComponentSizes, free_vram_gib, parse_vram, plan_for
+        from newbie.memory.planner import ComponentSizes, free_vram_gib, parse_vram, plan_for
 
         if vram == "auto":
             budget = free_vram_gib()

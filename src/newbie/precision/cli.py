@@ -31,7 +31,7 @@ COLUMNS = (
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from newbie.cli.main import _add_model_args, _size
+    from newbie.cli.model_args import add_model_args, parse_size
 
     p = subparsers.add_parser(
         "trace",
@@ -47,7 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cfg", type=float)
     p.add_argument("--sampler", help="euler, midpoint, dpmpp_2m")
     p.add_argument("--shift", type=float)
-    p.add_argument("--size", type=_size, help="WIDTHxHEIGHT, multiples of 16")
+    p.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, multiples of 16")
     p.add_argument(
         "--steps-to-trace", metavar="LIST", help="e.g. 1,10,20 (default: first, middle and last step)"
     )
@@ -62,7 +62,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="per-layer absmax chart with the fp16 limit drawn")
     p.add_argument("--image", metavar="FILE.png", help="also save the generated image (with its recipe)")
     p.add_argument("--quiet", action="store_true", help="print only the summary, not every row")
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -133,7 +133,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from newbie import load
     from newbie.bench.prompts import default_prompts
-    from newbie.cli.main import _read_prompt
+    from newbie.cli.model_args import read_prompt
     from newbie.precision.trace import trace_generation
 
     if args.match:
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     pipe.step_cache = getattr(args, "step_cache", 0.0) or getattr(pipe, "step_cache", 0.0)
     if pipe.notice and not args.quiet:
         print(pipe.notice, file=sys.stderr)
-    prompt = _read_prompt(args.prompt) if args.prompt else default_prompts(pipe.spec.name)[0]
+    prompt = read_prompt(args.prompt) if args.prompt else default_prompts(pipe.spec.name)[0]
     w, h = args.size if args.size else (None, None)
     steps = args.steps if args.steps is not None else pipe.spec.sampling.steps
     gen, stats = trace_generation(

@@ -13,7 +13,7 @@ DEFAULT_PORT = 8000
 
 
 def add_parser(subparsers) -> None:
-    from newbie.cli.main import _add_model_args
+    from newbie.cli.model_args import add_model_args
 
     p = subparsers.add_parser(
         "serve",
@@ -48,7 +48,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--replicas", type=int, default=1, help="with --ray: model replicas (one GPU each)")
     p.add_argument("--ray-address", help="with --ray: an existing cluster (default: start a local Ray)")
     p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI schema and exit")
-    _add_model_args(p)
+    add_model_args(p)
     p.epilog = "--device takes a comma list (cuda:0,cuda:1): one worker per device."
     p.set_defaults(func=run)
 

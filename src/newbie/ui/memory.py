@@ -1,5 +1,5 @@
 """Memory on the page: the planner's plan for the chosen size, the peak a generation reached, and a readable
-out-of-memory message. The planner (newbie.precision.planner) is optional; without it the page says so."""
+out-of-memory message. The planner (newbie.memory.planner) is optional; without it the page says so."""
 
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ class PlanView:
 
 
 def _planner():
-    """The planner's plan(vram_gib, width, height), or None while newbie.precision.planner is absent."""
+    """The planner's plan(vram_gib, width, height), or None while newbie.memory.planner is absent."""
     import importlib
 
     try:
-        module = importlib.import_module("newbie.precision.planner")
+        module = importlib.import_module("newbie.memory.planner")
     except ModuleNotFoundError as e:
-        if e.name and "newbie.precision.planner".startswith(e.name):
+        if e.name and "newbie.memory.planner".startswith(e.name):
             return None
         raise
     return getattr(module, "plan", None) or getattr(module, "plan_for", None)
@@ -104,7 +104,7 @@ def apply_plan(pipe, vram_gib: float, width: int, height: int) -> str | None:
     Returns the plan's description, or None on a CPU where there is nothing to plan."""
     if pipe.device.type != "cuda":
         return None
-    from newbie.precision.planner import ComponentSizes, plan_for
+    from newbie.memory.planner import ComponentSizes, plan_for
 
     plan = plan_for(vram_gib, width, height, ComponentSizes.of(pipe))
     if pipe.plan is None or pipe.plan.name != plan.name:

@@ -6,8 +6,8 @@ from contextlib import contextmanager
 
 import torch
 
-from newbie.precision.offload import BlockStreamer, Mover, Offloaded, Resident
-from newbie.precision.planner import Plan
+from newbie.memory.offload import BlockStreamer, Mover, Offloaded, Resident
+from newbie.memory.planner import Plan
 
 
 class Residency:
@@ -20,7 +20,7 @@ class Residency:
         dev = pipe.device
         gemma, jina, dit, vae = pipe.text.gemma, pipe.text.jina, pipe.dit, pipe.codec.vae
         if plan.quantize:
-            from newbie.precision.quant import quantize_dit, quantize_gemma
+            from newbie.memory.quant import quantize_dit, quantize_gemma
 
             quantize_dit(dit, plan.quantize)
             quantize_gemma(gemma, plan.quantize)

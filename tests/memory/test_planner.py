@@ -1,7 +1,7 @@
 import pytest
 
 from newbie.errors import NewbieError
-from newbie.precision.planner import ComponentSizes, parse_vram, plan_for, step_down
+from newbie.memory.planner import ComponentSizes, parse_vram, plan_for, step_down
 
 
 @pytest.mark.parametrize("vram, name", [(80, "resident"), (24, "resident"), (12, "staged"), (8, "stream-8"),

@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from newbie.precision.planner import parse_vram, plan_for
+    from newbie.memory.planner import parse_vram, plan_for
 
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))

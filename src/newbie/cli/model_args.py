@@ -1,0 +1,42 @@
+"""The model and prompt arguments shared by `generate`, `trace`, `bench` and `serve`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from newbie.errors import NewbieError
+
+
+def read_prompt(text: str) -> str:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise NewbieError(f"{path}: cannot read prompt file ({e.strerror if isinstance(e, OSError) else e})") from None
+    return text
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like WIDTHxHEIGHT, e.g. 1024x1024, got '{text}'") from None
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model folder or transformer .safetensors (default: the embedded demo model)")
+    p.add_argument("--text-encoder", help="Gemma3 folder, when --model is a single file")
+    p.add_argument("--clip-model", help="Jina CLIP v2 folder, when --model is a single file")
+    p.add_argument("--vae", help="VAE folder, when --model is a single file")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dtype", default="auto", help="DiT dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
+    p.add_argument("--text-dtype", help="text-encoder dtype (default: as --dtype)")
+    p.add_argument("--vae-dtype", default="fp32", help="VAE decode dtype")
+    p.add_argument("--vram", help="fit a GPU memory budget, e.g. 8GB, or 'auto' (see `newbie plan`)")
+    p.add_argument("--quantize", choices=("int8", "fp8", "fp8-dynamic"), help="quantized DiT/Gemma (torchao)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the repeated block (GPU; first run slower)")
+    p.add_argument("--step-cache", type=float, default=0.0,
+                   help="first-block cache threshold, e.g. 0.05 (faster, not exact; 0 = off)")
