@@ -1,9 +1,11 @@
-"""`newbie` command line: parse -> load -> generate -> save. Errors are one line on stderr, exit code 2."""
+"""`newbie` command line: parse -> load -> generate -> save. Errors are one line on stderr (newbie.errors.describe):
+exit 2 for bad input, 1 for a failed run; the traceback only with --debug or NEWBIE_DEBUG=1."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from newbie.adapters.generate_flags import add_generate_args as add_workflow_args
@@ -11,7 +13,7 @@ from newbie.adapters.generate_flags import remake_overrides as workflow_remake_o
 from newbie.adapters.generate_flags import request_kwargs as workflow_request_kwargs
 from newbie.cli.model_args import add_model_args, parse_size, read_prompt
 from newbie.cli.registry import register
-from newbie.errors import NewbieError
+from newbie.errors import NewbieError, debug_enabled, describe, failure_context
 
 
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
@@ -47,7 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     register(sub, COMMAND_MODULES)
+    _add_debug(parser, default=False)
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser, default) -> None:
+    """--debug anywhere on the line (before or after a subcommand): subparsers leave it unset unless given."""
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show the full traceback of an error (also NEWBIE_DEBUG=1)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _add_debug(subparser, default=argparse.SUPPRESS)
 
 
 def _outputs(out: Path, n: int) -> list[Path]:
@@ -95,11 +108,13 @@ def cmd_generate(args) -> int:
                           **workflow_request_kwargs(args))
         req = pipe.request(read_prompt(args.prompt), args.negative, **req_kwargs)
     # the stream is passed at call time: ProgressBar's default is whatever sys.stderr was at its first import
-    if recipe is not None:
-        bar = ProgressBar(total_steps(recipe), stream=sys.stderr)
-        gen = pipe.remake(recipe, progress=None if args.quiet else bar, **workflow_remake_overrides(args))
-    else:
-        gen = pipe.run(req, progress=None if args.quiet else ProgressBar(total_steps(req), stream=sys.stderr))
+    made = recipe if recipe is not None else req
+    with failure_context(size=(made.width, made.height), plan=pipe.plan.name if pipe.plan else None):
+        if recipe is not None:
+            bar = ProgressBar(total_steps(recipe), stream=sys.stderr)
+            gen = pipe.remake(recipe, progress=None if args.quiet else bar, **workflow_remake_overrides(args))
+        else:
+            gen = pipe.run(req, progress=None if args.quiet else ProgressBar(req.total_steps, stream=sys.stderr))
     shown = set()
     for rec in gen.recipes:
         for msg in rec.warnings:
@@ -142,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except NewbieError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as e:  # no traceback reaches a user unless asked for
+        message, code = describe(e)
+        if debug_enabled(args.debug):
+            traceback.print_exc()
+        print(message if code == 130 else f"error: {message}", file=sys.stderr)
+        return code

@@ -78,9 +78,12 @@ def config_from_json(path: Path, base: DiTConfig) -> DiTConfig:
 
 
 def dit_source(path: Path) -> tuple[list[Path], Path | None]:
-    """Weight files and config.json for a model folder, a transformer folder or a single .safetensors file."""
+    """Weight files and config.json for a model folder, a transformer folder or a single .safetensors file
+    (whose config is its `<name>.config.json` sidecar when there is one, else the spec's with counted layers)."""
     if path.is_file():
-        return [path], None
+        from newbie.loading.comfy import sidecar_config
+
+        return [path], sidecar_config(path)
     folder = path / "transformer" if (path / "transformer").is_dir() else path
     cfg = folder / "config.json"
     return weight_files(folder), cfg if cfg.is_file() else None

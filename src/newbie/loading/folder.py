@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from newbie.config import DiTConfig
 from newbie.errors import CheckpointError, NewbieError
 from newbie.loading.safetensors_io import read_headers, weight_files
@@ -121,10 +119,6 @@ def inspect_folder(folder: ModelFolder, dit_base: DiTConfig) -> list[ComponentRe
     run("clip_model", folder.clip_model, check_jina)
     run("vae", folder.vae, check_vae)
     return reports
-
-
-def meta_tensors(headers: dict[str, dict], keys=None) -> dict[str, torch.Tensor]:
-    return {k: torch.empty(h["shape"], device="meta") for k, h in headers.items() if keys is None or k in keys}
 
 
 def require(component: Path | None, what: str, hint: str) -> Path:

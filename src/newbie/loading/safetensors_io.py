@@ -52,6 +52,16 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
+def component_files(path: Path) -> list[Path]:
+    """A component's weight files: the file itself (a ComfyUI-style single file) or its folder's files."""
+    return [path] if path.is_file() else weight_files(path)
+
+
+def meta_tensors(headers: dict[str, dict], keys=None) -> dict[str, torch.Tensor]:
+    """Shape-only stand-ins for checking a file's keys and shapes without reading its data."""
+    return {k: torch.empty(h["shape"], device="meta") for k, h in headers.items() if keys is None or k in keys}
+
+
 def read_headers(files: list[Path]) -> dict[str, dict]:
     merged: dict[str, dict] = {}
     for f in files:

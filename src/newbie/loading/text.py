@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from newbie.errors import CheckpointError
-from newbie.loading.safetensors_io import load_tensors, read_headers, weight_files
+from newbie.loading import comfy
+from newbie.loading.safetensors_io import component_files, load_tensors, meta_tensors, read_headers
 from newbie.loading.strict import build_empty, check_keys, load_strict
 
 # Where the Gemma text decoder sits inside the saved model: Gemma3ForConditionalGeneration (original and
@@ -19,7 +20,7 @@ GEMMA_PREFIXES = ("language_model.model.", "model.language_model.", "language_mo
 GEMMA_UNUSED = re.compile(r"^(model\.)?(vision_tower|multi_modal_projector)\.|^lm_head\.")
 
 # Jina CLIP v2 keeps its XLM-RoBERTa text tower under one of these prefixes.
-JINA_PREFIXES = ("text_model.transformer.roberta.", "text_model.transformer.", "roberta.", "")
+JINA_PREFIXES = ("text_model.transformer.roberta.", "text_model.transformer.", "roberta.", "model.", "")  # model.: ComfyUI
 # original (flash) XLM-RoBERTa names -> transformers' native JinaEmbeddingsV3Model names
 JINA_RENAMES = [
     (r"^emb_ln\.", "embeddings.LayerNorm."),
@@ -44,10 +45,18 @@ def _find_prefix(keys, prefixes, anchor: str, where: str) -> str:
     raise CheckpointError(f"{where}: no '{anchor}' under any known prefix ({', '.join(p or '<none>' for p in prefixes)})")
 
 
-def gemma_text_config(folder: Path):
+def _config_path(path: Path) -> Path | None:
+    """A folder's config.json; for a single file its sidecar, or None (then the config comes from the shapes)."""
+    return comfy.sidecar_config(path) if path.is_file() else path / "config.json"
+
+
+def gemma_text_config(path: Path, headers: dict | None = None, prefix: str = "model."):
     from transformers import Gemma3TextConfig
 
-    raw = _read_json(folder / "config.json")
+    cfg_path = _config_path(path)
+    if cfg_path is None:
+        return Gemma3TextConfig(**comfy.gemma3_fields(headers or {}, prefix, str(path)))
+    raw = _read_json(cfg_path)
     text = raw.get("text_config", raw) if raw.get("model_type") != "gemma3_text" else raw
     text = {k: v for k, v in text.items() if k not in ("architectures", "model_type", "transformers_version")}
     return Gemma3TextConfig(**text)
@@ -59,38 +68,40 @@ def _gemma_plan(folder: Path, headers: dict) -> tuple[str, set[str]]:
     return prefix, keys
 
 
-def _empty_gemma(folder: Path, device="cpu"):
+def _empty_gemma(path: Path, headers: dict, prefix: str, device="cpu"):
     from transformers import Gemma3TextModel
 
-    cfg = gemma_text_config(folder)
+    cfg = gemma_text_config(path, headers, prefix)
     cfg._attn_implementation = "sdpa"
     return build_empty(lambda: Gemma3TextModel(cfg), device)
 
 
 def check_gemma(folder: Path, headers: dict) -> None:
-    from newbie.loading.folder import meta_tensors
-
     prefix, keys = _gemma_plan(folder, headers)
     sd = {k[len(prefix):]: v for k, v in meta_tensors(headers, keys).items()}
-    check_keys(_empty_gemma(folder, "meta"), sd, str(folder), "Gemma3 text encoder")
+    check_keys(_empty_gemma(folder, headers, prefix, "meta"), sd, str(folder), "Gemma3 text encoder")
 
 
 def load_gemma(folder: Path, dtype: torch.dtype, device="cpu"):
-    """Gemma3TextModel from any Gemma3 folder layout; every decoder weight must be present."""
-    files = weight_files(folder)
+    """Gemma3TextModel from any Gemma3 folder layout or a ComfyUI single file; every decoder weight must be present."""
+    files = component_files(folder)
     headers = read_headers(files)
     prefix, keys = _gemma_plan(folder, headers)
-    model = _empty_gemma(folder, device)
+    model = _empty_gemma(folder, headers, prefix, device)
     sd = {k[len(prefix):]: v for k, v in load_tensors(files, keys=keys, dtype=dtype, device=device).items()}
     load_strict(model, sd, str(folder), "Gemma3 text encoder")
     return model.to(device).eval().requires_grad_(False)
 
 
-def jina_config(folder: Path):
-    """JinaEmbeddingsV3Config: a native config, or jina-clip's text_config overrides on the v3 defaults."""
+def jina_config(path: Path, headers: dict | None = None, prefix: str = "model."):
+    """JinaEmbeddingsV3Config: a native config, or jina-clip's text_config overrides on the v3 defaults
+    (a ComfyUI file without a sidecar config: the widths from its shapes)."""
     from transformers import JinaEmbeddingsV3Config
 
-    raw = _read_json(folder / "config.json")
+    cfg_path = _config_path(path)
+    if cfg_path is None:
+        return JinaEmbeddingsV3Config(**comfy.jina_fields(headers or {}, prefix, str(path)))
+    raw = _read_json(cfg_path)
     if raw.get("model_type") == "jina_embeddings_v3":
         fields = {k: v for k, v in raw.items() if k not in ("architectures", "model_type", "transformers_version")}
     else:
@@ -138,38 +149,41 @@ def _jina_plan(folder: Path, headers: dict) -> tuple[str, set[str]]:
     return prefix, keys
 
 
-def _empty_jina(folder: Path, device="cpu"):
+def _empty_jina(path: Path, headers: dict, prefix: str, device="cpu"):
     from transformers import JinaEmbeddingsV3Model
 
-    cfg = jina_config(folder)
+    cfg = jina_config(path, headers, prefix)
     cfg._attn_implementation = "sdpa"
     return build_empty(lambda: JinaEmbeddingsV3Model(cfg, add_pooling_layer=False), device)
 
 
 def check_jina(folder: Path, headers: dict) -> None:
-    from newbie.loading.folder import meta_tensors
-
     prefix, keys = _jina_plan(folder, headers)
     sd = jina_state_dict(meta_tensors(headers, keys), prefix)
-    check_keys(_empty_jina(folder, "meta"), sd, str(folder), "Jina CLIP text tower")
+    check_keys(_empty_jina(folder, headers, prefix, "meta"), sd, str(folder), "Jina CLIP text tower")
 
 
 def load_jina(folder: Path, dtype: torch.dtype, device="cpu"):
-    files = weight_files(folder)
+    files = component_files(folder)
     headers = read_headers(files)
     prefix, keys = _jina_plan(folder, headers)
-    model = _empty_jina(folder, device)
+    model = _empty_jina(folder, headers, prefix, device)
     sd = jina_state_dict(load_tensors(files, keys=keys, dtype=dtype, device=device), prefix)
     load_strict(model, sd, str(folder), "Jina CLIP text tower")
     return model.to(device).eval().requires_grad_(False)
 
 
 def load_tokenizer(folders: list[Path], what: str):
-    """The first folder holding tokenizer files. Never runs remote code."""
+    """The first folder holding tokenizer files, or a ComfyUI file's embedded SentencePiece model (`what`:
+    "Gemma" or "Jina" picks its special tokens). Never runs remote code."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
     from transformers.utils import logging as hf_logging
 
     for folder in folders:
+        if folder.is_file():
+            from newbie.loading.spiece import file_tokenizer
+
+            return file_tokenizer(folder, what)
         if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
             # jina-clip's config.json names a model type transformers does not know; the tokenizer files are
             # standard, so the "instantiate a model of type" notice about it is noise here.

@@ -1,4 +1,5 @@
-"""Loading the FLUX.1 16-channel AutoencoderKL (diffusers folder layout), strictly."""
+"""Loading the FLUX.1 16-channel AutoencoderKL (diffusers folder layout, or one file in BFL/LDM or diffusers
+key names, e.g. ComfyUI's ae.safetensors), strictly."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 
 from newbie.config import VAEConfig
 from newbie.errors import CheckpointError
-from newbie.loading.safetensors_io import load_tensors, read_headers, weight_files
+from newbie.loading import comfy
+from newbie.loading.safetensors_io import component_files, load_tensors, meta_tensors, read_headers
 from newbie.loading.strict import build_empty, check_keys, load_strict
 
 
@@ -27,37 +29,42 @@ def autoencoder_class():
 
 
 def _vae_config(folder: Path) -> dict:
+    if folder.is_file():  # a single file: its sidecar config, else the FLUX.1 VAE's
+        return comfy.vae_config_for_file(folder)[0]
     try:
         return json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{folder / 'config.json'}: unreadable VAE config ({e})") from None
 
 
-def check_vae(folder: Path, headers: dict) -> None:
-    from newbie.loading.folder import meta_tensors
+def _diffusers_names(headers: dict) -> dict[str, str]:
+    """file key -> diffusers key: BFL/LDM names (ae.safetensors) mapped, diffusers names kept."""
+    return comfy.bfl_vae_names(headers) if comfy.is_bfl_vae(headers) else {k: k for k in headers}
 
+
+def check_vae(folder: Path, headers: dict) -> None:
     AutoencoderKL = autoencoder_class()
 
     raw = _vae_config(folder)
-    check_keys(build_empty(lambda: AutoencoderKL.from_config(raw), "meta"), meta_tensors(headers), str(folder), "VAE")
+    names = _diffusers_names(headers)
+    renamed = {names[k]: {"shape": comfy.bfl_attention_shape(k, h["shape"])} for k, h in headers.items()}
+    check_keys(build_empty(lambda: AutoencoderKL.from_config(raw), "meta"), meta_tensors(renamed), str(folder), "VAE")
 
 
 def load_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu"):
     AutoencoderKL = autoencoder_class()
 
-    try:
-        raw = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{folder / 'config.json'}: unreadable VAE config ({e})") from None
+    raw = _vae_config(folder)
     cfg = VAEConfig(
         latent_channels=int(raw.get("latent_channels", 16)),
         scaling_factor=float(raw.get("scaling_factor", VAEConfig.scaling_factor)),
         shift_factor=float(raw.get("shift_factor") or 0.0),
         downscale=2 ** (len(raw.get("block_out_channels", [0, 0, 0, 0])) - 1),
     )
-    files = weight_files(folder)
-    read_headers(files)  # damaged files fail here with the file named
+    files = component_files(folder)
+    names = _diffusers_names(read_headers(files))  # damaged files fail here with the file named
     model = build_empty(lambda: AutoencoderKL.from_config(raw), device)
-    sd = load_tensors(files, dtype=dtype, device=device)
+    sd = {names[k]: t.reshape(comfy.bfl_attention_shape(k, tuple(t.shape)))
+          for k, t in load_tensors(files, dtype=dtype, device=device).items()}
     load_strict(model, sd, str(folder), "VAE")
     return model.to(device).eval().requires_grad_(False), cfg

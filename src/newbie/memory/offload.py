@@ -8,6 +8,8 @@ Values never change on the way, so offloaded and streamed runs are bit-identical
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -17,22 +19,62 @@ def _pinned(t: torch.Tensor) -> torch.Tensor:
     return t.pin_memory() if torch.cuda.is_available() else t
 
 
+class OffloadedUse(RuntimeError):
+    """A module ran while its weights were offloaded, i.e. outside its stage. On a GPU torch reports this as a
+    device mismatch deep inside a layer; on the CPU (where tests run and nothing moves) it would pass
+    silently, so the holders below guard every device and name the stage instead."""
+
+
+_guards: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
+
+
+def guard(holder, module: nn.Module, stage: str, exclude: tuple[nn.Module, ...] = ()) -> None:
+    """Forward pre-hooks on `module` and its direct children (the entry points: forward, and e.g. the VAE's
+    encoder/decoder behind vae.encode) that raise OffloadedUse unless `holder.loaded`. Blocks deeper down are
+    not hooked, so regional torch.compile of the repeated blocks never sees these hooks."""
+    skip = {id(e) for e in exclude}
+
+    def check(mod, args):
+        if not holder.loaded:
+            raise OffloadedUse(f"{type(mod).__name__} ran outside the '{stage}' stage while its weights are "
+                               f"offloaded to the CPU (a memory plan is active; run it inside pipe.stage('{stage}'))")
+
+    for m in (module, *module.children()):
+        if id(m) not in skip and not isinstance(m, (nn.ModuleList, nn.ModuleDict)):
+            unguard(m, recurse=False)
+            _guards[m] = m.register_forward_pre_hook(check)
+
+
+def unguard(module: nn.Module, recurse: bool = True) -> None:
+    """Remove the guards of an earlier plan (a new plan installs its own holders)."""
+    for m in module.modules() if recurse else (module,):
+        handle = _guards.pop(m, None)
+        if handle is not None:
+            handle.remove()
+
+
 class Offloaded:
-    def __init__(self, module: nn.Module, device: torch.device, exclude: tuple[nn.Module, ...] = ()):
-        """`exclude`: submodules managed elsewhere (streamed blocks, a table kept on the CPU)."""
+    def __init__(self, module: nn.Module, device: torch.device, exclude: tuple[nn.Module, ...] = (),
+                 stage: str = ""):
+        """`exclude`: submodules managed elsewhere (streamed blocks, a table kept on the CPU).
+        `stage`: the residency stage that loads it; given, calls outside that stage raise OffloadedUse."""
         self.module, self.device = module, torch.device(device)
         skip = {id(m) for e in exclude for m in e.modules()}
         self.tensors = [(m, name, _pinned(t)) for m in module.modules() if id(m) not in skip for name, t in
                         list(m._parameters.items()) + list(m._buffers.items()) if t is not None]
         self.unload()
+        if stage:
+            guard(self, module, stage, exclude)
 
     def load(self) -> None:
         for m, name, cpu in self.tensors:
             self._set(m, name, cpu.to(self.device, non_blocking=True))
+        self.loaded = True
 
     def unload(self) -> None:
         for m, name, cpu in self.tensors:
             self._set(m, name, cpu)
+        self.loaded = False
 
     @staticmethod
     def _set(m: nn.Module, name: str, value: torch.Tensor) -> None:
@@ -105,15 +147,19 @@ class Mover:
     """Whole-module moves with Module.to, for weights that are tensor subclasses (quantized) and cannot be
     swapped by pointer; slower than Offloaded (a device-to-host copy on every unload)."""
 
-    def __init__(self, module: nn.Module, device: torch.device):
+    def __init__(self, module: nn.Module, device: torch.device, stage: str = ""):
         self.module, self.device = module, torch.device(device)
         self.unload()
+        if stage:
+            guard(self, module, stage)
 
     def load(self) -> None:
         self.module.to(self.device)
+        self.loaded = True
 
     def unload(self) -> None:
         self.module.to("cpu")
+        self.loaded = False
 
 
 class Resident:

@@ -8,6 +8,7 @@ The samplers use sigma (1 = noise); `newbie.sampling.guidance` converts at the m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +16,9 @@ from torch import Tensor, nn
 from newbie.config import DiTConfig
 from newbie.model.math import apply_rope, attention, rms_norm, rope_angles, rope_inv_freqs, timestep_embedding
 from newbie.model.step_cache import StepCache
+
+if TYPE_CHECKING:
+    from newbie.parallel.sequence import SequenceGroup, Shard
 
 
 class RMSNorm(nn.Module):
@@ -33,6 +37,7 @@ class Rope:
 
     cos: Tensor  # (B, N, head_dim/2)
     sin: Tensor
+    shard: Shard | None = None  # sequence parallelism: the slice of the joint sequence these tables cover
 
     def slice(self, start: int, stop: int) -> "Rope":
         return Rope(self.cos[:, start:stop], self.sin[:, start:stop])
@@ -55,6 +60,8 @@ class Attention(nn.Module):
         v = v.unflatten(-1, (self.n_kv_heads, self.head_dim))
         q = apply_rope(self.q_norm(q), rope.cos, rope.sin)
         k = apply_rope(self.k_norm(k), rope.cos, rope.sin)
+        if rope.shard is not None:  # sequence parallel: all-to-all, attention over every token, all-to-all
+            return self.out(rope.shard.attention(q, k, v, key_mask))
         return self.out(attention(q, k, v, key_mask))
 
 
@@ -127,6 +134,7 @@ class NextDiT(nn.Module):
         self.context_refiner = nn.ModuleList([Block(cfg, modulated=False) for _ in range(cfg.n_refiner_layers)])
         self.layers = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_layers)])
         self.final_layer = FinalLayer(cfg)
+        self.sequence_parallel: SequenceGroup | None = None  # set once per process; see newbie.parallel.sequence
         # `norm_final` of the checkpoint is never used by the reference forward; it is not built (weights.py drops it).
 
     def blocks(self):
@@ -203,6 +211,8 @@ class NextDiT(nn.Module):
         joint_mask = None
         if cap_mask is not None:
             joint_mask = torch.cat([cap_mask, cap_mask.new_ones(b, img.shape[1])], dim=1)
+        if self.sequence_parallel is not None:
+            return self._sequence_parallel_layers(joint, rope, joint_mask, adaln, cache, n_cap, h, w)
         if cache is None:
             for block in self.layers:
                 joint = block(joint, rope, joint_mask, adaln)
@@ -212,12 +222,28 @@ class NextDiT(nn.Module):
         out = self.final_layer(joint[:, n_cap:], adaln)
         return self.unpatchify(out, h, w)
 
+    def _sequence_parallel_layers(self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor,
+                                  cache: StepCache | None, n_cap: int, h: int, w: int) -> Tensor:
+        """The main layers on this rank's slice of the joint sequence (the key mask stays whole: attention
+        sees every token), the final layer on its image tokens, then every rank's image tokens gathered."""
+        shard = self.sequence_parallel.split(joint.shape[1])
+        start, stop = shard.start, shard.stop
+        mine = joint[:, start:stop]
+        rope = Rope(rope.cos[:, start:stop], rope.sin[:, start:stop], shard)
+        if cache is None:
+            for block in self.layers:
+                mine = block(mine, rope, mask, adaln)
+        else:
+            mine = self._cached_layers(mine, rope, mask, adaln, cache)
+        out = self.final_layer(mine[:, max(start, n_cap) - start:], adaln)
+        return self.unpatchify(shard.gather(out, shard.image_sizes(n_cap)), h, w)
+
 
     def _cached_layers(self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache) -> Tensor:
         first = self.layers[0](joint, rope, mask, adaln)
         first_residual = first - joint
         cache.calls += 1
-        if cache.usable(first_residual):
+        if cache.usable(first_residual) if rope.shard is None else rope.shard.cache_usable(cache, first_residual):
             cache.hits += 1
             return first + cache.rest
         out = first

@@ -1,11 +1,9 @@
-"""Image conditioning on top of the pure samplers: img2img, inpainting and the hires pass.
+"""Image inputs of a request (img2img, inpainting, hires): parsing, validation, and their pure math.
 
-img2img at strength s: the input's latent is noised to sigma = s, x = (1 - s)·latent + s·noise, and the ODE is
-solved from s to 0 in `steps` steps on the text-to-image schedule restricted to [s, 0]. s = 1 is exactly
-text-to-image; s = 0 runs no step and returns the input's VAE round trip.
-Inpainting: at every model call the kept area is put on its exact noising path and its velocity is replaced by
-the path's own (noise - latent), so every sampler (multistep ones included) keeps it; after decoding, the
-original pixels go back under the feathered mask, so every pixel outside the mask is kept exactly.
+The sampling side (noising the input latent, keeping the unmasked area on its path) is newbie.sampling.loop;
+the order of the passes is Pipeline._run. Here: reading and fitting the input image and mask, the feathered
+mask, the hires target and its upscalers, compositing the original pixels back under the mask (so every
+pixel outside the mask is kept exactly), and the recipe fields that re-make all of it.
 Hires: generate at the requested (trained) size, upscale the latents (bicubic) or the pixels (Lanczos, then
 VAE encode), and finish with a short img2img pass at the target size.
 """
@@ -17,7 +15,6 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,8 +22,6 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from newbie.errors import NewbieError
-from newbie.pipeline.images import to_pil
-from newbie.sampling.schedules import flow_sigmas, shift_sigmas
 
 
 @dataclass(frozen=True)
@@ -46,11 +41,10 @@ HIRES_SEED_OFFSET = 0x9E3779B97F4A7C15  # the hires pass draws its own noise, no
 
 @dataclass
 class ImageInput:
-    """The conditioning image of a request (img2img/inpainting), or the upscaled latents of a hires pass."""
+    """The conditioning image of a request (img2img/inpainting)."""
 
     strength: float
     image: object = None  # PIL RGB input as given; resized to the request size by attach()
-    latent: Tensor | None = None  # a ready model latent (the hires pass), instead of `image`
     mask_image: object = None  # PIL "L" mask as given (white = repaint)
     feather: int = 0
     path: str = ""  # file it came from ("" for in-memory images)
@@ -255,91 +249,19 @@ def parse_hires_text(text: str) -> dict:
         raise NewbieError(f"hires must be a scale like 1.5 or a size like 2048x2048, got '{text}'") from None
 
 
-# -- sampling --
+# -- hires upscalers --
 
 
-def img2img_sigmas(steps: int, shift: float, strength: float) -> Tensor:
-    """The text-to-image grid restricted to [strength, 0], in `steps` intervals (strength 1: flow_sigmas)."""
-    if strength >= 1:
-        return flow_sigmas(steps, shift)
-    if strength <= 0:
-        return torch.zeros(1, dtype=torch.float64)
-    start = strength / (
-        shift - (shift - 1) * strength
-    )  # the unshifted sigma whose shifted value is `strength`
-    return shift_sigmas(torch.linspace(start, 0.0, steps + 1, dtype=torch.float64), shift)
+def upscale_latents(latents: Tensor, height: int, width: int) -> Tensor:
+    """Bicubic resize in latent space (the "latent" upscaler): no VAE round trip."""
+    return F.interpolate(latents, size=(height, width), mode="bicubic", align_corners=False)
 
 
-def keep_unmasked(model: Callable, mask: Tensor, latent: Tensor, noise: Tensor) -> Callable:
-    """model(x, sigma) whose kept area (mask 0) follows x = (1 - sigma)·latent + sigma·noise exactly."""
-    path_velocity = noise - latent  # d/dsigma of that path
-
-    def masked(x: Tensor, sigma: float) -> Tensor:
-        on_path = (1 - sigma) * latent + sigma * noise
-        v = model(mask * x + (1 - mask) * on_path, sigma)
-        return mask * v + (1 - mask) * path_velocity
-
-    return masked
-
-
-def sample(
-    pipe,
-    req,
-    sampler: Callable,
-    model: Callable,
-    x: Tensor,
-    sigmas: Tensor,
-    progress: Callable[[dict], None] | None,
-) -> Tensor:
-    """Run `sampler` for a request: plain text-to-image (x is the noise), img2img or inpainting."""
-    if req.hires is not None and progress is not None:
-        progress = _renumbered(progress, 0, total_steps(req))
-    cond: ImageInput | None = req.image
-    if cond is None:
-        return sampler(model, x, sigmas, callback=progress)
-    noise = x
-    latent = cond.latent if cond.latent is not None else pipe.codec.encode(cond.pixels.to(pipe.device))
-    latent = latent.to(noise.device, noise.dtype).expand_as(noise)
-    sigmas = img2img_sigmas(req.steps, req.shift, cond.strength)
-    start = float(sigmas[0])
-    x = (1 - start) * latent + start * noise
-    mask = None
-    if cond.mask is not None:
-        mask = F.avg_pool2d(cond.mask, pipe.codec.cfg.downscale).to(
-            noise.device
-        )  # feathered, latent resolution
-        model = keep_unmasked(model, mask, latent, noise)
-    x = sampler(model, x, sigmas, callback=progress)
-    return x if mask is None else mask * x + (1 - mask) * latent
-
-
-def hires_pass(pipe, req, latents: Tensor, cond, uncond, progress) -> Tensor:
-    """Upscale the finished latents to req.hires' size and refine them with a short img2img pass."""
-    h: HiresSpec | None = req.hires
-    if h is None:
-        return latents
+def upscale_pixels(images: list, width: int, height: int) -> Tensor:
+    """Lanczos resize of decoded images (the "pixel" upscaler) -> (B, 3, H, W) in [0, 1], ready to encode."""
     from PIL import Image
 
-    f = pipe.codec.cfg.downscale
-    if h.upscaler == "latent":
-        start = F.interpolate(
-            latents, size=(h.height // f, h.width // f), mode="bicubic", align_corners=False
-        )
-    else:
-        images = [im.resize((h.width, h.height), Image.LANCZOS) for im in to_pil(pipe.codec.decode(latents))]
-        start = pipe.codec.encode(torch.cat([to_tensor(im) for im in images]).to(pipe.device))
-    second = dataclasses.replace(
-        req,
-        width=h.width,
-        height=h.height,
-        steps=h.steps,
-        hires=None,
-        seeds=[(s + HIRES_SEED_OFFSET) % 2**63 for s in req.seeds],
-        image=ImageInput(strength=h.strength, latent=start),
-    )
-    if progress is not None:
-        progress = _renumbered(progress, req.steps, total_steps(req))
-    return pipe.denoise(second, cond, uncond, progress)
+    return torch.cat([to_tensor(im.resize((width, height), Image.LANCZOS)) for im in images])
 
 
 def composite(req, images: Tensor) -> Tensor:
@@ -351,15 +273,9 @@ def composite(req, images: Tensor) -> Tensor:
     return mask * images + (1 - mask) * original
 
 
-def total_steps(req_or_recipe) -> int:
-    """Steps of a whole run (both passes with hires), for progress bars."""
-    h = req_or_recipe.hires
-    extra = 0 if not h else (h["steps"] if isinstance(h, dict) else h.steps)
-    return req_or_recipe.steps + extra
-
-
-def _renumbered(progress: Callable[[dict], None], offset: int, total: int) -> Callable[[dict], None]:
-    return lambda info: progress({**info, "step": info["step"] + offset, "steps": total})
+def total_steps(recipe) -> int:
+    """Steps of a recipe's whole run (both passes with hires), for progress bars."""
+    return recipe.steps + (recipe.hires["steps"] if recipe.hires else 0)
 
 
 # -- recipes --

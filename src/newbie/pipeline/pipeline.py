@@ -1,4 +1,9 @@
-"""load() and generate(): the one code path behind the CLI, the Python API, the UI and the server."""
+"""load() and the Pipeline: the one code path behind the CLI, the Python API, the UI and the server.
+
+Read `Pipeline._run` top-down: encode (text, and the init image through the VAE) -> schedule -> sample
+(newbie.sampling: the guided model and the sampler loop, pure functions over tensors) -> optional hires pass
+-> decode -> composite. Memory plans only decide where weights live during each stage.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn import functional as F
 
 from newbie import __version__
 from newbie.adapters import recipe as adapter_recipe
@@ -27,15 +33,17 @@ from newbie.loading.text import load_gemma, load_jina, load_tokenizer
 from newbie.loading.vae import load_vae
 from newbie.model.text import TextEmbeds, TextEncoders
 from newbie.model.vae import LatentCodec
+from newbie.model.embed_cache import EmbeddingCache
+from newbie.model.step_cache import StepCache
 from newbie.pipeline import img2img
 from newbie.pipeline.images import to_pil
-from newbie.model.step_cache import StepCache
 from newbie.pipeline.recipe import Recipe
-from newbie.model.embed_cache import EmbeddingCache
+from newbie.pipeline.request import Request, Settings
 from newbie.precision.guard import NonFinite, all_finite, checked, safe_dtype, set_clamp
-from newbie.sampling.guidance import guided, split_pair, velocity_fn
+from newbie.sampling.guidance import cfg_model
+from newbie.sampling.loop import Start, sample
 from newbie.sampling.samplers import SAMPLERS
-from newbie.sampling.schedules import flow_sigmas
+from newbie.sampling.schedules import flow_sigmas, img2img_sigmas
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 SPEC_FILE = "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
@@ -63,35 +71,42 @@ def model_spec(folder: ModelFolder, base: ModelSpec) -> ModelSpec:
 
 
 @dataclass
-class Request:
-    prompts: list[str]
-    negative: str
-    seeds: list[int]
-    steps: int
-    cfg: float
-    sampler: str
-    shift: float
-    width: int
-    height: int
-    cfg_trunc: float
-    renorm_cfg: float
-    warnings: list[str] = field(default_factory=list)
-    loras: list = field(default_factory=list)  # newbie.adapters.ActiveLora
-    fuse_loras: bool = False
-    image: img2img.ImageInput | None = None  # img2img / inpainting input
-    hires: img2img.HiresSpec | None = None
-
-
-@dataclass
 class Generation:
+    """The result of one request: PIL images, one Recipe each (what re-makes it: `newbie generate --from`),
+    the final latents (B, 16, H/8, W/8) on the CPU, timings in seconds (encode_s, denoise_s, decode_s) and
+    what the guards did (NaN/overflow re-runs, out-of-memory step-downs)."""
+
     images: list  # PIL images
     recipes: list[Recipe]
     latents: torch.Tensor
     timings: dict[str, float]
-    guard_events: list[str] = field(default_factory=list)  # what the NaN guard / OOM step-down did
+    guard_events: list[str] = field(default_factory=list)
+
+
+class LocalBranches:
+    """Both CFG branches on this process. parallel/cfg_parallel.py supplies the two-process variant; both
+    hand `Pipeline._run` a guided model built from the same pieces (newbie.sampling.guidance)."""
+
+    rank = 0
+
+    def wanted(self, req: Request) -> tuple[bool, bool]:
+        """Which embeddings (cond, uncond) this process needs."""
+        return True, req.uses_cfg
+
+    def model(self, pipe: Pipeline, req: Request, cond: TextEmbeds, uncond: TextEmbeds | None, grid):
+        new_cache = (lambda: StepCache(pipe.step_cache)) if pipe.step_cache else (lambda: None)
+        model, pipe.last_caches = cfg_model(
+            pipe.dit, cond, uncond, grid, pipe.device, DTYPES[pipe.dtypes["dit"]], req.cfg, req.cfg_trunc,
+            req.renorm_cfg, pipe.cfg_batching, new_cache)
+        return model
+
+
+LOCAL = LocalBranches()
 
 
 class Pipeline:
+    """A loaded model: `generate()` / `run()` turn prompts into images. Build one with `newbie.load()`."""
+
     def __init__(self, spec: ModelSpec, folder: ModelFolder, dit, text: TextEncoders, codec: LatentCodec,
                  device: torch.device, dtypes: dict[str, str], notice: str = ""):
         self.spec, self.folder = spec, folder
@@ -111,13 +126,45 @@ class Pipeline:
         self.plan_notes: list[str] = []  # out-of-memory step-downs, reported in every later recipe
         self.adapters = AdapterStack()  # LoRA/LoKr: loaded files, and the set applied for the current request
 
-    def compile(self, backend: str = "inductor", mode: str | None = None) -> float:
+    def compile(self, backend: str = "inductor", mode: str | None = None, *, fast: bool = True,
+                attention: str | None = None, cuda_graphs: bool | None = None, vae: bool = True,
+                dynamic: bool | None = None, cache_dir: str | None = None) -> float:
         """Regional torch.compile of the repeated block: one compiled graph reused by every layer.
-        Returns the seconds spent compiling on a small warm-up image."""
+
+        fast: the block's fast forward (model/fused.py: one GEMM for w1|w3, the attention backend `attention`,
+        or on CUDA the fastest one measured here on this model's attention shape). cuda_graphs (default: on for
+        a resident model on CUDA): each DiT forward replays a captured CUDA graph. vae: channels-last + compiled
+        VAE decoder on CUDA. Compiled kernels go to an on-disk cache (cache_dir, $TORCHINDUCTOR_CACHE_DIR or
+        ~/.cache/newbie/inductor), so a second process on this machine (a restarted `newbie serve` or `ui`)
+        reuses them. Returns the seconds spent compiling on a small warm-up image."""
+        import os
+
+        from newbie.model import fused
+
         if self.compiled:
             return 0.0
+        if backend == "inductor":
+            if cache_dir:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache/newbie/inductor"))
+            torch._inductor.config.fx_graph_cache = True  # inductor output, keyed by graph + config + versions
+            torch._functorch.config.enable_autograd_cache = True  # and the AOT autograd step before it
+        cuda = self.device.type == "cuda"
+        resident = self.residency is None
+        self.fast_paths = {}
+        if fast:
+            if attention is None:
+                attention = fused.pick_backend(self.dit) if cuda else "auto"
+            self.fast_paths = fused.enable(self.dit, attention, w13=resident)
         for block in self.dit.blocks():
-            block.compile(backend=backend, mode=mode, dynamic=None, fullgraph=True)
+            block.compile(backend=backend, mode=mode, dynamic=dynamic, fullgraph=True)
+        if vae and cuda and backend == "inductor":
+            self.codec.vae.to(memory_format=torch.channels_last)
+            self.codec.vae.decoder.compile(fullgraph=False)
+        if cuda_graphs is None:
+            cuda_graphs = cuda and resident and mode is None
+        self.graphs = fused.use_cuda_graphs(self.dit, cuda_graphs)
+        self.fast_paths["cuda_graphs"] = bool(cuda_graphs)
         self.compiled = True
         t0 = time.perf_counter()
         d = self.spec.sampling
@@ -135,26 +182,26 @@ class Pipeline:
 
     # -- requests --
 
-    def request(self, prompt: str | list[str], negative: str | None = None, *, seed: int | None = None,
-                steps: int | None = None, cfg: float | None = None, sampler: str | None = None,
-                shift: float | None = None, width: int | None = None, height: int | None = None,
-                batch: int = 1, cfg_trunc: float | None = None, renorm_cfg: float | None = None,
-                loras=None, fuse_loras: bool = False, init_image=None, strength: float | None = None, mask=None,
-                mask_feather: int | None = None, hires=None) -> Request:
-        """Fill defaults from the model spec and validate; every problem is a one-line NewbieError.
-        Adapters, img2img/inpainting and hires: see docs/workflows.md."""
-        d: SamplingDefaults = self.spec.sampling
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    def request(self, settings: Settings | str | list[str], negative: str | None = None, **kwargs) -> Request:
+        """Settings (or a prompt and Settings' fields as keywords) -> a validated Request with the model's
+        defaults filled in; every problem is a one-line NewbieError. See `Settings` for the fields."""
+        if not isinstance(settings, Settings):
+            unknown = set(kwargs) - set(Settings.fields())
+            if unknown:
+                raise NewbieError(f"unknown request setting(s): {', '.join(sorted(unknown))}")
+            settings = Settings(prompt=settings, negative=negative, **kwargs)
+        s, d = settings, self.spec.sampling
+        prompts = [s.prompt] if isinstance(s.prompt, str) else list(s.prompt)
         if not prompts:
             raise NewbieError("no prompt given")
-        if batch < 1:
-            raise NewbieError(f"batch must be >= 1, got {batch}")
-        prompts = [p for p in prompts for _ in range(batch)]
-        image = img2img.image_input(init_image, mask, strength, mask_feather)  # None for text-to-image
-        width, height = img2img.request_size(image, width, height, (d.width, d.height), self.spec.max_side)
-        steps = d.steps if steps is None else steps
-        sampler = sampler or d.sampler
-        cfg = d.cfg if cfg is None else cfg
+        if s.batch < 1:
+            raise NewbieError(f"batch must be >= 1, got {s.batch}")
+        prompts = [p for p in prompts for _ in range(s.batch)]
+        image = img2img.image_input(s.init_image, s.mask, s.strength, s.mask_feather)  # None: text-to-image
+        width, height = img2img.request_size(image, s.width, s.height, (d.width, d.height), self.spec.max_side)
+        steps = d.steps if s.steps is None else s.steps
+        sampler = s.sampler or d.sampler
+        cfg = d.cfg if s.cfg is None else s.cfg
         for side, name in ((width, "width"), (height, "height")):
             if side % 16 or side < 16:
                 raise NewbieError(f"{name} {side} is not a positive multiple of 16")
@@ -170,36 +217,92 @@ class Pipeline:
         if width * height > self.spec.trained_pixels or max(width, height) / min(width, height) > self.spec.max_aspect:
             warns.append(f"{width}x{height} is outside the trained area (W*H <= {self.spec.trained_pixels}, "
                          f"aspect <= {self.spec.max_aspect:g}); expect repeated or broken composition")
-        base_seed = secrets.randbelow(2**32) if seed is None else int(seed)
+        base_seed = secrets.randbelow(2**32) if s.seed is None else int(s.seed)
         if not 0 <= base_seed < 2**63:
-            raise NewbieError(f"seed must be between 0 and 2^63-1, got {seed}")
+            raise NewbieError(f"seed must be between 0 and 2^63-1, got {s.seed}")
         req = Request(
-            prompts=prompts, negative=d.negative if negative is None else negative,
+            prompts=prompts, negative=d.negative if s.negative is None else s.negative,
             seeds=[base_seed + i for i in range(len(prompts))], steps=steps, cfg=float(cfg), sampler=sampler,
-            shift=float(d.shift if shift is None else shift), width=width, height=height,
-            cfg_trunc=float(d.cfg_trunc if cfg_trunc is None else cfg_trunc),
-            renorm_cfg=float(d.renorm_cfg if renorm_cfg is None else renorm_cfg), warnings=warns,
+            shift=float(d.shift if s.shift is None else s.shift), width=width, height=height,
+            cfg_trunc=float(d.cfg_trunc if s.cfg_trunc is None else s.cfg_trunc),
+            renorm_cfg=float(d.renorm_cfg if s.renorm_cfg is None else s.renorm_cfg), warnings=warns,
         )
-        req.loras, req.fuse_loras = self.adapters.resolve(self.dit, loras), bool(fuse_loras)
+        req.loras, req.fuse_loras = self.adapters.resolve(self.dit, s.loras), bool(s.fuse_loras)
         req.warnings += [note for a in req.loras for note in a.adapter.notes]
-        return img2img.attach(req, image, hires, self.spec.max_side)
+        return img2img.attach(req, image, s.hires, self.spec.max_side)
 
-    def noise(self, req: Request) -> torch.Tensor:
-        """Per-image noise from a CPU generator seeded with the image's own seed: independent of batch size
-        and device, so an image can be re-made alone."""
-        f = self.codec.cfg.downscale
-        shape = (1, self.codec.cfg.latent_channels, req.height // f, req.width // f)
-        parts = [torch.randn(shape, generator=torch.Generator().manual_seed(s), dtype=torch.float32) for s in req.seeds]
-        return torch.cat(parts).to(self.device)
+    def generate(self, prompt: Settings | str | list[str], negative: str | None = None, *,
+                 progress: Callable[[dict], None] | None = None, **kwargs) -> Generation:
+        """Prompt (text or XML) -> Generation. Keywords are `Settings` fields (seed, steps, cfg, sampler,
+        shift, width, height, batch, cfg_trunc, renorm_cfg, loras, fuse_loras, init_image, strength, mask,
+        mask_feather, hires); None/absent = the model's defaults. progress(info) is called after every
+        sampler step with {step, steps, x, sigma, denoised}."""
+        return self.run(self.request(prompt, negative, **kwargs), progress)
 
-    # -- the chain --
+    def remake(self, recipe: Recipe, progress=None, loras=None, init_image=None, mask=None) -> Generation:
+        """Re-run a recipe bit for bit: the same batch it was made in, then pick its image.
+        loras/init_image/mask: the recipe's input files, where they moved (checked against the recorded hashes)."""
+        settings = Settings.from_recipe(recipe, loras=loras, init_image=init_image, mask=mask)
+        gen = self.run(self.request(settings), progress)
+        i = recipe.batch_index
+        return Generation([gen.images[i]], [gen.recipes[i]], gen.latents[i : i + 1], gen.timings, gen.guard_events)
 
-    def encode(self, req: Request, events: list[str] | None = None) -> tuple[TextEmbeds, TextEmbeds | None]:
+    def run(self, req: Request, progress: Callable[[dict], None] | None = None, branches=LOCAL) -> Generation:
+        """Execute a Request. On running out of GPU memory, retry with the next smaller memory plan.
+        branches: where the CFG branches run (LocalBranches, or cfg_parallel's per-rank branches)."""
+        while True:
+            try:
+                return self._run(req, progress, branches)
+            except torch.cuda.OutOfMemoryError:
+                smaller = self._step_down(req)
+                if smaller is None:
+                    raise NewbieError(f"out of GPU memory at {req.width}x{req.height} even with the smallest plan "
+                                      f"('{self.plan.name if self.plan else 'resident'}')") from None
+
+    # -- the core path: encode -> schedule -> sample -> (hires) -> decode -> composite --
+
+    def _run(self, req: Request, progress, branches) -> Generation:
+        timings, events = {}, list(self.plan_notes)
+        events += self.adapters.activate(self.dit, req.loras, req.fuse_loras)  # none: the base model, bit for bit
+        if req.hires is not None and progress is not None:
+            progress = _renumbered(progress, 0, req.total_steps)
+        t0 = time.perf_counter()
+        with self.stage("text"):
+            cond, uncond = self.encode(req, branches.wanted(req), events)
+        with self.stage("vae"):
+            start = self.encode_image(req)  # img2img / inpainting: the input's latent; None for text-to-image
+        timings["encode_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        latents = self._sample(req, cond, uncond, self.schedule(req), start, progress, branches, events)
+        if req.hires is not None:
+            second, sigmas = self.hires_request(req), img2img_sigmas(req.hires.steps, req.shift, req.hires.strength)
+            with self.stage("vae"):
+                start = Start(self.upscale(latents, req.hires))
+            later = None if progress is None else _renumbered(progress, req.steps, req.total_steps)
+            latents = self._sample(second, cond, uncond, sigmas, start, later, branches, events)
+        _sync(self.device)
+        timings["denoise_s"] = time.perf_counter() - t0
+        if branches.rank != 0:  # the parallel ranks other than 0 only sample
+            return Generation([], [], latents.cpu(), timings, events)
+
+        t0 = time.perf_counter()
+        with self.stage("vae"):
+            images = self._decode_guarded(latents, events)
+        images = img2img.composite(req, images)  # inpainting: the kept pixels exactly
+        timings["decode_s"] = time.perf_counter() - t0
+        problems = _problems(latents, images)
+        recipes = [self.recipe(req, i, req.warnings + events + problems[i]) for i in range(len(req.prompts))]
+        return Generation(to_pil(images), recipes, latents.cpu(), timings, events)
+
+    def encode(self, req: Request, wanted: tuple[bool, bool] = (True, True),
+               events: list[str] | None = None) -> tuple[TextEmbeds | None, TextEmbeds | None]:
+        """(cond, uncond) text embeddings of a request; uncond is None without CFG."""
         events = [] if events is None else events
-        cond = self.embed(req.prompts, events)
-        if req.cfg == 1.0:
-            return cond, None
-        return cond, self.embed([req.negative] * len(req.prompts), events)
+        want_cond, want_uncond = wanted
+        cond = self.embed(req.prompts, events) if want_cond else None
+        uncond = self.embed([req.negative] * len(req.prompts), events) if want_uncond and req.uses_cfg else None
+        return cond, uncond
 
     def embed(self, prompts: list[str], events: list[str]) -> TextEmbeds:
         """Each distinct prompt encoded alone (so results never depend on the batch), through the cache."""
@@ -221,53 +324,84 @@ class Pipeline:
             done[p] = e.to(self.device)
         return TextEmbeds.cat([done[p] for p in prompts])
 
-    def denoise(self, req: Request, cond: TextEmbeds, uncond: TextEmbeds | None,
-                progress: Callable[[dict], None] | None = None) -> torch.Tensor:
-        x = self.noise(req)
-        b = x.shape[0]
-        p = self.dit.cfg.patch_size
-        grid = (req.height // self.codec.cfg.downscale // p, req.width // self.codec.cfg.downscale // p)
+    def encode_image(self, req: Request) -> Start | None:
+        """The img2img/inpainting start: the input image VAE-encoded, the mask at latent resolution."""
+        image = req.image
+        if image is None:
+            return None
+        latent = self.codec.encode(image.pixels.to(self.device))
+        mask = None if image.mask is None else F.avg_pool2d(image.mask, self.codec.cfg.downscale)
+        return Start(latent, mask)
 
-        def with_rope(e: TextEmbeds) -> tuple[TextEmbeds, object]:
-            e = e.trimmed().to(self.device, DTYPES[self.dtypes["dit"]])
-            return e, self.dit.rope(e.cap_mask.sum(1), e.cap_feats.shape[1], *grid)
+    def noise(self, req: Request) -> torch.Tensor:
+        """Per-image noise from a CPU generator seeded with the image's own seed: independent of batch size
+        and device, so an image can be re-made alone."""
+        f = self.codec.cfg.downscale
+        shape = (1, self.codec.cfg.latent_channels, req.height // f, req.width // f)
+        parts = [torch.randn(shape, generator=torch.Generator().manual_seed(s), dtype=torch.float32) for s in req.seeds]
+        return torch.cat(parts).to(self.device)
 
-        new_cache = (lambda: StepCache(self.step_cache)) if self.step_cache else (lambda: None)
-        cond_e, cond_rope = with_rope(cond)
-        self.last_caches = [new_cache()]
-        model_cond = velocity_fn(self.dit, cond_e, cond_rope, self.last_caches[0])
-        model = model_cond
-        if uncond is not None:
-            pair_e, pair_rope = with_rope(TextEmbeds.cat([cond, uncond]))
-            if self.cfg_batching == "split" and not bool(pair_e.cap_mask.all()):
-                unc_e, unc_rope = with_rope(uncond)
-                self.last_caches.append(new_cache())
-                model_pair = split_pair(model_cond, velocity_fn(self.dit, unc_e, unc_rope, self.last_caches[1]))
-            else:  # equal caption lengths: one batched forward with no mask
-                self.last_caches.append(new_cache())
-                model_pair = velocity_fn(self.dit, pair_e, pair_rope, self.last_caches[1])
-            model = guided(model_pair, model_cond, req.cfg, req.cfg_trunc, req.renorm_cfg)
-        if self.dtypes["dit"] == "fp16":  # the fp16 guard: stop at the first NaN/Inf, see run()
-            model = checked(model, "DiT output")
-        sigmas = flow_sigmas(req.steps, req.shift)
-        x = img2img.sample(self, req, SAMPLERS[req.sampler], model, x, sigmas, progress)  # or img2img/inpainting
-        assert x.shape[0] == b
-        return x
+    def schedule(self, req: Request) -> torch.Tensor:
+        """The sigma grid: text-to-image from 1 to 0, img2img from the strength down."""
+        if req.image is not None:
+            return img2img_sigmas(req.steps, req.shift, req.image.strength)
+        return flow_sigmas(req.steps, req.shift)
 
-    def generate(self, prompt: str | list[str], negative: str | None = None, *,
-                 progress: Callable[[dict], None] | None = None, **kwargs) -> Generation:
-        req = self.request(prompt, negative, **kwargs)
-        return self.run(req, progress)
+    def _sample(self, req: Request, cond, uncond, sigmas: torch.Tensor, start: Start | None, progress, branches,
+                events) -> torch.Tensor:
+        """noise -> guided model -> sampler, in the denoise stage; the fp16 guard re-runs on overflow."""
+        noise = self.noise(req)
+        p = self.dit.cfg.patch_size * self.codec.cfg.downscale
+        grid = (req.height // p, req.width // p)
+        with self.stage("denoise"):
+            while True:
+                model = branches.model(self, req, cond, uncond, grid)
+                if self.dtypes["dit"] == "fp16":  # the fp16 guard: stop at the first NaN/Inf
+                    model = checked(model, "DiT output")
+                try:
+                    return sample(SAMPLERS[req.sampler], model, noise, sigmas, start, progress)
+                except NonFinite as e:
+                    self._fp16_fallback(e, events)
 
-    def run(self, req: Request, progress: Callable[[dict], None] | None = None) -> Generation:
-        while True:
-            try:
-                return self._run(req, progress)
-            except torch.cuda.OutOfMemoryError:
-                smaller = self._step_down(req)
-                if smaller is None:
-                    raise NewbieError(f"out of GPU memory at {req.width}x{req.height} even with the smallest plan "
-                                      f"('{self.plan.name if self.plan else 'resident'}')") from None
+    def _fp16_fallback(self, e: NonFinite, events: list[str]) -> None:
+        """First overflow: clamp the DiT activations to the fp16 range; second: run the DiT in a safe dtype."""
+        if not self.dit.layers[0].clamp_fp16:
+            set_clamp(self.dit, True)
+            events.append(f"fp16 overflow ({e.where}): re-ran with the DiT activations clamped to fp16 range")
+            return
+        safe = safe_dtype(self.device)
+        if next(self.dit.parameters()).dtype == safe:
+            raise NewbieError(f"NaN/Inf in {e.where} even in {safe}") from None
+        self.dit.to(safe)
+        set_clamp(self.dit, False)
+        self.dtypes["dit"] = {torch.bfloat16: "bf16", torch.float32: "fp32"}[safe]
+        events.append(f"fp16 overflow persisted ({e.where}): re-ran the DiT in {self.dtypes['dit']}")
+
+    def hires_request(self, req: Request) -> Request:
+        """The second pass of a hires request: the target size, its own steps and noise."""
+        h = req.hires
+        return dataclasses.replace(req, width=h.width, height=h.height, steps=h.steps, hires=None, image=None,
+                                   seeds=[(s + img2img.HIRES_SEED_OFFSET) % 2**63 for s in req.seeds])
+
+    def upscale(self, latents: torch.Tensor, h: img2img.HiresSpec) -> torch.Tensor:
+        """Finished latents -> the hires pass's starting latents: bicubic in latent space, or Lanczos on the
+        decoded pixels and a VAE encode."""
+        f = self.codec.cfg.downscale
+        if h.upscaler == "latent":
+            return img2img.upscale_latents(latents, h.height // f, h.width // f)
+        pixels = img2img.upscale_pixels(to_pil(self.codec.decode(latents)), h.width, h.height)
+        return self.codec.encode(pixels.to(self.device))
+
+    def _decode_guarded(self, latents: torch.Tensor, events: list[str]) -> torch.Tensor:
+        images = self.codec.decode(latents)
+        if all_finite(images) or not all_finite(latents) or self.codec.dtype == torch.float32:
+            return images
+        self.codec.vae.to(torch.float32)
+        self.dtypes["vae"] = "fp32"
+        events.append("NaN/Inf in the VAE decode: re-decoded in fp32")
+        return self.codec.decode(latents)
+
+    # -- memory --
 
     def _step_down(self, req: Request):
         from newbie.memory.planner import ComponentSizes, Plan, step_down
@@ -299,59 +433,14 @@ class Pipeline:
 
     @contextmanager
     def stage(self, name: str):
+        """Bring the weights of stage "text", "denoise" or "vae" onto the device (a no-op without a plan)."""
         if self.residency is None:
             yield
         else:
             with self.residency.stage(name):
                 yield
 
-    def _run(self, req: Request, progress) -> Generation:
-        timings, events = {}, list(self.plan_notes)
-        events += self.adapters.activate(self.dit, req.loras, req.fuse_loras)  # none: the base model, bit for bit
-        t0 = time.perf_counter()
-        with self.stage("text"):
-            cond, uncond = self.encode(req, events)
-        timings["encode_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with self.stage("denoise"):
-            latents = self._denoise_guarded(req, cond, uncond, progress, events)
-            latents = img2img.hires_pass(self, req, latents, cond, uncond, progress)  # no-op without req.hires
-        _sync(self.device)
-        timings["denoise_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with self.stage("decode"):
-            images = self._decode_guarded(latents, events)
-            images = img2img.composite(req, images)  # inpainting: kept pixels exactly
-        timings["decode_s"] = time.perf_counter() - t0
-        problems = _problems(latents, images)
-        recipes = [self.recipe(req, i, req.warnings + events + problems[i]) for i in range(len(req.prompts))]
-        return Generation(to_pil(images), recipes, latents.cpu(), timings, events)
-
-    def _denoise_guarded(self, req, cond, uncond, progress, events: list[str]) -> torch.Tensor:
-        while True:
-            try:
-                return self.denoise(req, cond, uncond, progress)
-            except NonFinite as e:
-                if not self.dit.layers[0].clamp_fp16:
-                    set_clamp(self.dit, True)
-                    events.append(f"fp16 overflow ({e.where}): re-ran with the DiT activations clamped to fp16 range")
-                    continue
-                safe = safe_dtype(self.device)
-                if next(self.dit.parameters()).dtype == safe:
-                    raise NewbieError(f"NaN/Inf in {e.where} even in {safe}") from None
-                self.dit.to(safe)
-                set_clamp(self.dit, False)
-                self.dtypes["dit"] = {torch.bfloat16: "bf16", torch.float32: "fp32"}[safe]
-                events.append(f"fp16 overflow persisted ({e.where}): re-ran the DiT in {self.dtypes['dit']}")
-
-    def _decode_guarded(self, latents: torch.Tensor, events: list[str]) -> torch.Tensor:
-        images = self.codec.decode(latents)
-        if all_finite(images) or not all_finite(latents) or self.codec.dtype == torch.float32:
-            return images
-        self.codec.vae.to(torch.float32)
-        self.dtypes["vae"] = "fp32"
-        events.append("NaN/Inf in the VAE decode: re-decoded in fp32")
-        return self.codec.decode(latents)
+    # -- provenance --
 
     def recipe(self, req: Request, i: int, warns: list[str]) -> Recipe:
         return Recipe(
@@ -364,22 +453,14 @@ class Pipeline:
             warnings=warns, **adapter_recipe.recipe_fields(req), **img2img.recipe_fields(req),
         )
 
-    def remake(self, recipe: Recipe, progress=None, loras=None, init_image=None, mask=None) -> Generation:
-        """Re-run a recipe: the same batch it was made in (so every kernel sees the same shapes), then pick it.
-        loras/init_image/mask: the recipe's input files, where they moved (checked against the recorded hashes)."""
-        base = recipe.seed - recipe.batch_index
-        gen = self.generate(recipe.prompt, recipe.negative, seed=base, steps=recipe.steps, cfg=recipe.cfg,
-                            sampler=recipe.sampler, shift=recipe.shift, width=recipe.width, height=recipe.height,
-                            batch=recipe.batch_size, cfg_trunc=recipe.cfg_trunc, renorm_cfg=recipe.renorm_cfg,
-                            progress=progress, **adapter_recipe.remake_kwargs(recipe, loras),
-                            **img2img.remake_kwargs(recipe, init_image, mask))
-        i = recipe.batch_index
-        return Generation([gen.images[i]], [gen.recipes[i]], gen.latents[i : i + 1], gen.timings)
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _renumbered(progress: Callable[[dict], None], offset: int, total: int) -> Callable[[dict], None]:
+    return lambda info: progress({**info, "step": info["step"] + offset, "steps": total})
 
 
 def _problems(latents: torch.Tensor, images: torch.Tensor) -> list[list[str]]:

@@ -1,14 +1,14 @@
-"""The model edge (official time -> sigma) and classifier-free guidance with truncation and renorm."""
+"""The guided model: the DiT wrapped as model(x, sigma) (the model edge: official time -> sigma), one per CFG
+branch, combined by classifier-free guidance with truncation and renorm. Samplers see only the result."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from newbie.model.text import TextEmbeds
+from newbie.model.text import TextEmbeds
 
 
 def velocity_fn(dit, embeds: TextEmbeds, rope, cache=None) -> Callable[[Tensor, float], Tensor]:
@@ -25,6 +25,35 @@ def velocity_fn(dit, embeds: TextEmbeds, rope, cache=None) -> Callable[[Tensor, 
         return -v.float()
 
     return model
+
+
+def branch_model(dit, embeds: TextEmbeds, grid: tuple[int, int], device: torch.device, dtype: torch.dtype,
+                 cache=None) -> Callable[[Tensor, float], Tensor]:
+    """One CFG branch: its embeddings trimmed to the longest real caption, moved to the compute device and
+    dtype, and its RoPE tables built once (not per step). grid: the latent patch grid (rows, cols)."""
+    e = embeds.trimmed().to(device, dtype)
+    rope = dit.rope(e.cap_mask.sum(1), e.cap_feats.shape[1], *grid)
+    return velocity_fn(dit, e, rope, cache)
+
+
+def cfg_model(dit, cond: TextEmbeds, uncond: TextEmbeds | None, grid: tuple[int, int], device: torch.device,
+              dtype: torch.dtype, scale: float, cfg_trunc: float = 1.0, renorm: float = 0.0, batching: str = "split",
+              new_cache: Callable[[], object] = lambda: None) -> tuple[Callable[[Tensor, float], Tensor], list]:
+    """The guided model of one device holding both branches -> (model, the branches' step caches).
+
+    batching "split": cond and uncond as two unmasked forwards when their captions differ in length;
+    "batched" (or equal lengths): one batch, padded and masked when needed (fewer, larger kernels)."""
+    caches = [new_cache()]
+    model_cond = branch_model(dit, cond, grid, device, dtype, caches[0])
+    if uncond is None:
+        return model_cond, caches
+    caches.append(new_cache())
+    pair = TextEmbeds.cat([cond, uncond])
+    if batching == "split" and not bool(pair.trimmed().cap_mask.all()):
+        model_pair = split_pair(model_cond, branch_model(dit, uncond, grid, device, dtype, caches[1]))
+    else:
+        model_pair = branch_model(dit, pair, grid, device, dtype, caches[1])
+    return guided(model_pair, model_cond, scale, cfg_trunc, renorm), caches
 
 
 def split_pair(model_cond, model_uncond) -> Callable[[Tensor, float], Tensor]:

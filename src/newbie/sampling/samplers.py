@@ -83,5 +83,3 @@ def dpmpp_2m(model: ModelFn, x: Tensor, sigmas: Tensor, callback: Callback = Non
 
 
 SAMPLERS: dict[str, Callable] = {"euler": euler, "midpoint": midpoint, "dpmpp_2m": dpmpp_2m}
-# model calls per step, for progress/ETA and benchmarks
-CALLS_PER_STEP = {"euler": 1, "midpoint": 2, "dpmpp_2m": 1}

@@ -19,6 +19,16 @@ def flow_sigmas(steps: int, shift: float) -> Tensor:
     return shift_sigmas(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift)
 
 
+def img2img_sigmas(steps: int, shift: float, strength: float) -> Tensor:
+    """The text-to-image grid restricted to [strength, 0], in `steps` intervals (strength 1: flow_sigmas)."""
+    if strength >= 1:
+        return flow_sigmas(steps, shift)
+    if strength <= 0:
+        return torch.zeros(1, dtype=torch.float64)
+    start = strength / (shift - (shift - 1) * strength)  # the unshifted sigma whose shifted value is `strength`
+    return shift_sigmas(torch.linspace(start, 0.0, steps + 1, dtype=torch.float64), shift)
+
+
 def resolution_shift(image_tokens: int, base_tokens: int = 256, max_tokens: int = 4096,
                      base_shift: float = 0.5, max_shift: float = 1.15) -> float:
     """Training-time shift exp(mu) with mu linear in the image token count (spec §4.2); for training only."""

@@ -64,7 +64,7 @@ def _status(service, job, request: Request) -> JobStatus:
         finished=job.finished,
         seconds=job.seconds,
         error=job.error,
-        cancel_requested=job.cancel_requested or job.id in service.cancels,
+        cancel_requested=job.cancel_requested or service.cancel_asked(job.id),
         images=images,
         params=job.params,
     )

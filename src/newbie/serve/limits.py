@@ -42,7 +42,6 @@ def resolved(req) -> dict:
     """The engine's Request as the queued parameters (everything a worker needs to make the same images).
     Input images are named by their pixel hash (the files are in the job's folder); validate() replaces the
     adapters' server paths by the names the client gave."""
-    from newbie.pipeline.img2img import total_steps
 
     image, has_mask = req.image, req.image is not None and req.image.mask is not None
     return {
@@ -64,7 +63,7 @@ def resolved(req) -> dict:
         "mask": image.mask_sha256 if has_mask else None,
         "mask_feather": image.feather if has_mask else None,
         "hires": dataclasses.asdict(req.hires) if req.hires else None,  # resolved: target size, steps
-        "total_steps": total_steps(req),  # both passes with hires: what progress counts to
+        "total_steps": req.total_steps,  # both passes with hires: what progress counts to
     }
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ray import serve
 
-from newbie.errors import NewbieError
+from newbie.errors import NewbieError, describe, failure_context
 from newbie.serve.limits import ApiLimits
 
 
@@ -76,7 +76,7 @@ class Generator:
     async def generate(self, params: dict, images: dict | None = None, data_dir: str | None = None):
         """Streams {"step", "steps"} dicts, then {"images", "recipes"} or {"error"}."""
         from newbie.serve.limits import to_request
-        from newbie.serve.worker import JobCancelled, one_line
+        from newbie.serve.worker import JobCancelled
 
         loop = asyncio.get_running_loop()
         messages: asyncio.Queue = asyncio.Queue()
@@ -90,10 +90,12 @@ class Generator:
         def work() -> dict:
             try:
                 req = to_request(self.pipe, params, Path(data_dir) if data_dir else None, images)
-                gen = self.pipe.run(req, progress=on_step)
+                plan = self.pipe.plan.name if self.pipe.plan else None
+                with failure_context(size=(req.width, req.height), plan=plan):
+                    gen = self.pipe.run(req, progress=on_step)
                 return {"images": gen.images, "recipes": [r.to_json() for r in gen.recipes]}
             except Exception as e:
-                return {"error": one_line(e)}
+                return {"error": describe(e)[0]}
 
         def done(fut: concurrent.futures.Future) -> None:
             loop.call_soon_threadsafe(messages.put_nowait, fut.result())
@@ -122,8 +124,8 @@ class RayRunner:
         stream = self.handle.options(stream=True).generate.remote(params, images, str(data_dir or ""))
         try:
             for msg in stream:
-                if "error" in msg:
-                    raise RuntimeError(msg["error"])
+                if "error" in msg:  # already one line from errors.describe(): passed on as it is
+                    raise NewbieError(msg["error"])
                 if "images" in msg:
                     return msg["images"], [Recipe.from_json(r) for r in msg["recipes"]]
                 on_step(msg["step"], msg["steps"])

@@ -10,28 +10,17 @@ import re
 import threading
 import uuid
 from pathlib import Path
-from typing import Protocol
 
+from newbie.pipeline.images import save_png
 from newbie.serve.errors import ApiError
-from newbie.serve.inputs import save_inputs
+from newbie.serve.inputs import load_inputs, save_inputs
 from newbie.serve.limits import ApiLimits
 from newbie.serve.metrics import Metrics
 from newbie.serve.store import FINAL, Job, JobStore
-from newbie.serve.worker import Worker
+from newbie.serve.worker import Runner, Worker
 
 log = logging.getLogger("newbie.serve")
 JOB_ID = re.compile(r"[0-9a-f]{32}")
-
-
-class Runner(Protocol):
-    """Runs one job on one device: (params, on_step(step, steps), input images, data folder) -> (PIL images,
-    recipes). on_step may raise to stop the job; the runner lets that exception through."""
-
-    name: str
-
-    def run(self, params: dict, on_step, images: dict | None = None, data_dir: Path | None = None) -> tuple[
-        list, list
-    ]: ...
 
 
 class Waiters:
@@ -66,6 +55,8 @@ class Waiters:
 
 
 class JobService:
+    """The API's jobs and the workers' host (newbie.serve.worker.JobHost: the methods under "-- workers --")."""
+
     def __init__(
         self,
         data_dir: Path,
@@ -81,10 +72,10 @@ class JobService:
         self.validator, self.limits, self.model_name = validator, limits, model_name
         self.metrics = Metrics()
         self.waiters = Waiters()
-        self.progress: dict[str, tuple[int, int]] = {}  # running job -> (step, steps), kept by its worker
-        self.cancels: set[str] = set()  # running jobs whose cancel was asked for in this process
-        self.stopping = threading.Event()
-        self.wake = threading.Condition()
+        self._progress: dict[str, tuple[int, int]] = {}  # running job -> (step, steps), kept by its worker
+        self._cancels: set[str] = set()  # running jobs whose cancel was asked for in this process
+        self._stopping = threading.Event()
+        self._wake = threading.Condition()
         self.workers = [Worker(self, r) for r in runners]
 
     # -- lifecycle --
@@ -99,9 +90,9 @@ class JobService:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Running jobs stop at their next step and go back to the queue for the next start."""
-        self.stopping.set()
-        with self.wake:
-            self.wake.notify_all()
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
         for w in self.workers:
             if w.is_alive():
                 w.join(timeout)
@@ -119,8 +110,8 @@ class JobService:
         if images:
             save_inputs(self.images_dir / job_id, images)
         job = self.store.add(params, params["n"], job_id)
-        with self.wake:
-            self.wake.notify()
+        with self._wake:
+            self._wake.notify()
         return job
 
     def get(self, job_id: str) -> Job:
@@ -133,10 +124,10 @@ class JobService:
         job = self.get(job_id)
         if job.state in FINAL:
             raise ApiError(409, f"job {job_id} is already {job.state}; nothing to cancel", "job_finished")
-        self.cancels.add(job_id)  # before the store: the worker may check between the two
+        self._cancels.add(job_id)  # before the store: the worker may check between the two
         state = self.store.cancel(job_id)
         if state in FINAL:
-            self.cancels.discard(job_id)
+            self._cancels.discard(job_id)
             self.waiters.notify(job_id)
         return self.get(job_id)
 
@@ -163,7 +154,11 @@ class JobService:
     def step(self, job: Job) -> int:
         if job.state == "done":
             return job.params.get("total_steps", job.params["steps"])
-        return self.progress.get(job.id, (0, 0))[0] if job.state == "running" else 0
+        return self._progress.get(job.id, (0, 0))[0] if job.state == "running" else 0
+
+    def cancel_asked(self, job_id: str) -> bool:
+        """A cancel of this running job was asked for in this process (the store knows it too)."""
+        return job_id in self._cancels
 
     def image_path(self, job_id: str, index: int) -> Path:
         """The only way a path is made from request data: a checked job id and an integer."""
@@ -189,3 +184,39 @@ class JobService:
         return self.metrics.render(
             self.store.counts(), len(self.workers), sum(w.is_alive() for w in self.workers)
         )
+
+    # -- workers (newbie.serve.worker.JobHost) --
+
+    def is_stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def next_job(self, timeout: float) -> Job | None:
+        job = self.store.claim()
+        if job is None:
+            with self._wake:
+                self._wake.wait(timeout)  # a submit wakes us; the timeout covers a notify sent before we waited
+        return job
+
+    def set_progress(self, job_id: str, step: int, steps: int) -> None:
+        self._progress[job_id] = (step, steps)
+
+    def job_inputs(self, job: Job) -> dict | None:
+        return load_inputs(self.images_dir / job.id, job.params)
+
+    def save_images(self, job: Job, images: list, recipes: list) -> None:
+        for i, (image, recipe) in enumerate(zip(images, recipes)):
+            save_png(image, recipe, self.image_path(job.id, i))
+
+    def finish(
+        self, job_id: str, state: str, *, images: int = 0, seconds: float | None = None, error: str | None = None
+    ) -> None:
+        self.store.finish(job_id, state, error=error, seconds=seconds)
+        self.metrics.job_finished(state, images, seconds)
+
+    def requeue(self, job_id: str) -> None:
+        self.store.requeue(job_id)
+
+    def release(self, job_id: str) -> None:
+        self._progress.pop(job_id, None)
+        self._cancels.discard(job_id)
+        self.waiters.notify(job_id)

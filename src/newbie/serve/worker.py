@@ -1,21 +1,59 @@
 """One worker thread per device: it takes the oldest queued job, runs it, writes its images atomically and
-only then marks it done, so a crash at any point leaves the job 'running' for recovery, never half-done."""
+only then marks it done, so a crash at any point leaves the job 'running' for recovery, never half-done.
+
+The worker knows its service only through the JobHost protocol below (JobService implements it), so this
+module imports nothing from newbie.serve.service."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
-from newbie.pipeline.images import save_png
-from newbie.serve.inputs import load_inputs
-from newbie.serve.store import CANCELLED, DONE, FAILED
-
-if TYPE_CHECKING:
-    from newbie.serve.service import JobService, Runner
+from newbie.errors import debug_enabled, describe, failure_context
+from newbie.serve.store import CANCELLED, DONE, FAILED, Job
 
 log = logging.getLogger("newbie.serve")
+
+
+class Runner(Protocol):
+    """Runs one job on one device: (params, on_step(step, steps), input images, data folder) -> (PIL images,
+    recipes). on_step may raise to stop the job; the runner lets that exception through."""
+
+    name: str
+
+    def run(self, params: dict, on_step, images: dict | None = None, data_dir: Path | None = None) -> tuple[
+        list, list
+    ]: ...
+
+
+class JobHost(Protocol):
+    """What a worker needs from the service that owns it."""
+
+    data_dir: Path
+
+    def is_stopping(self) -> bool: ...
+
+    def next_job(self, timeout: float) -> Job | None:
+        """Claim the oldest queued job, or wait up to `timeout` s for a submit and return None."""
+
+    def cancel_asked(self, job_id: str) -> bool: ...
+
+    def set_progress(self, job_id: str, step: int, steps: int) -> None: ...
+
+    def job_inputs(self, job: Job) -> dict | None: ...
+
+    def save_images(self, job: Job, images: list, recipes: list) -> None: ...
+
+    def finish(self, job_id: str, state: str, *, images: int = 0, seconds: float | None = None,
+               error: str | None = None) -> None: ...
+
+    def requeue(self, job_id: str) -> None: ...
+
+    def release(self, job_id: str) -> None:
+        """The job left this worker (any way): drop its progress and wake whoever waits for it."""
 
 
 class JobCancelled(Exception):
@@ -26,65 +64,50 @@ class ShuttingDown(Exception):
     pass
 
 
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
-
-
 class Worker(threading.Thread):
-    def __init__(self, service: JobService, runner: Runner):
+    def __init__(self, host: JobHost, runner: Runner):
         super().__init__(name=f"newbie-worker-{runner.name}", daemon=True)
-        self.service, self.runner = service, runner
+        self.host, self.runner = host, runner
 
     def run(self) -> None:
-        s = self.service
-        while not s.stopping.is_set():
-            job = s.store.claim()
-            if job is None:
-                with s.wake:
-                    s.wake.wait(
-                        timeout=1.0
-                    )  # a submit wakes us; the timeout covers a notify sent before we waited
-                continue
-            self.process(job)
+        while not self.host.is_stopping():
+            job = self.host.next_job(timeout=1.0)
+            if job is not None:
+                self.process(job)
 
-    def process(self, job) -> None:
-        s = self.service
-        steps = job.params.get("total_steps", job.params["steps"])
-        s.progress[job.id] = (0, steps)
+    def process(self, job: Job) -> None:
+        host = self.host
+        host.set_progress(job.id, 0, job.params.get("total_steps", job.params["steps"]))
 
         def on_step(step: int, total: int) -> None:
-            s.progress[job.id] = (step, total)
-            if job.id in s.cancels:
+            host.set_progress(job.id, step, total)
+            if host.cancel_asked(job.id):
                 raise JobCancelled()
-            if s.stopping.is_set():
+            if host.is_stopping():
                 raise ShuttingDown()
 
         t0 = time.perf_counter()
         try:
-            if job.cancel_requested or job.id in s.cancels:
+            if job.cancel_requested or host.cancel_asked(job.id):
                 raise JobCancelled()
-            inputs = load_inputs(s.images_dir / job.id, job.params)
-            images, recipes = self.runner.run(job.params, on_step, inputs, s.data_dir)
-            for i, (image, recipe) in enumerate(zip(images, recipes)):
-                save_png(image, recipe, s.image_path(job.id, i))
-            seconds = time.perf_counter() - t0
-            s.store.finish(job.id, DONE, seconds=seconds)
-            s.metrics.job_finished(DONE, len(images), seconds)
+            with failure_context(size=(job.params.get("width"), job.params.get("height"))):
+                images, recipes = self.runner.run(job.params, on_step, host.job_inputs(job), host.data_dir)
+            host.save_images(job, images, recipes)
+            host.finish(job.id, DONE, images=len(images), seconds=time.perf_counter() - t0)
         except JobCancelled:
-            s.store.finish(job.id, CANCELLED, error="cancelled while running")
-            s.metrics.job_finished(CANCELLED)
+            host.finish(job.id, CANCELLED, error="cancelled while running")
         except ShuttingDown:
-            s.store.requeue(job.id)
+            host.requeue(job.id)
             log.warning("job %s interrupted by shutdown; queued again", job.id)
         except Exception as e:  # any failure of one job must not stop the worker
-            log.exception("job %s failed", job.id)
-            s.store.finish(job.id, FAILED, error=one_line(e))
-            s.metrics.job_finished(FAILED)
+            message, _ = describe(e)
+            if debug_enabled():
+                log.exception("job %s failed", job.id)
+            else:
+                log.error("job %s failed: %s", job.id, message)
+            host.finish(job.id, FAILED, error=message)
         finally:
-            s.progress.pop(job.id, None)
-            s.cancels.discard(job.id)
-            s.waiters.notify(job.id)
+            host.release(job.id)
 
 
 class PipelineRunner:
@@ -97,5 +120,6 @@ class PipelineRunner:
         from newbie.serve.limits import to_request
 
         req = to_request(self.pipe, params, data_dir, images)
-        gen = self.pipe.run(req, progress=lambda d: on_step(d["step"], d["steps"]))
+        with failure_context(size=(req.width, req.height), plan=self.pipe.plan.name if self.pipe.plan else None):
+            gen = self.pipe.run(req, progress=lambda d: on_step(d["step"], d["steps"]))
         return gen.images, gen.recipes

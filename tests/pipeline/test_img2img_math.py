@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from newbie.errors import NewbieError
-from newbie.pipeline.img2img import feather, hires_spec, img2img_sigmas, keep_unmasked
+from newbie.pipeline.img2img import feather, hires_spec
+from newbie.sampling.loop import keep_unmasked
+from newbie.sampling.schedules import img2img_sigmas
 from newbie.sampling.samplers import SAMPLERS
 from newbie.sampling.schedules import flow_sigmas
 

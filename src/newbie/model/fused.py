@@ -1,0 +1,259 @@
+"""Fast paths of the DiT, switched on by `Pipeline.compile` (or `enable`); dit.py's modules stay the reference.
+
+Three things, each tested against the eager modules on CPU (tests/model/test_fused.py):
+- one GEMM for the SwiGLU's w1|w3: the two weights become views into one (2·hidden, dim) tensor at load/compile
+  time, so the state dict keeps its official `w1`/`w3` keys and in-place LoRA fusing updates both views;
+- the attention backend chosen by name (measured on the target GPU; cuDNN led at head size 96 on an H200,
+  `../shared/bench/attn-backends-*.json`), falling back to the others where it does not apply (CPU, masks);
+- `GraphedForward`: the whole DiT forward captured as one CUDA graph per input shape, with every input
+  (latent, time, caption features, pooled vector, RoPE tables) copied into static buffers, so a CFG step
+  replays two graphs and launches no kernels from Python.
+The norms, modulation, gates, residuals and RoPE are left to torch.compile, which fuses each chain into one
+Triton kernel between the GEMMs (the block is written so that one graph covers it, with no breaks).
+"""
+
+from __future__ import annotations
+
+import types
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from newbie.errors import NewbieError
+from newbie.model.math import apply_rope
+from newbie.model.math import attention as masked_attention
+
+BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+
+
+def backend_order(name: str) -> list[SDPBackend]:
+    """The named backend first, then the others (so CPU and unsupported shapes still run)."""
+    if name == "auto":
+        return []
+    if name not in BACKENDS:
+        raise NewbieError(f"unknown attention backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
+    first = BACKENDS[name]
+    return [first] + [b for b in BACKENDS.values() if b != first]
+
+
+def time_backends(heads: int, kv_heads: int, head_dim: int, tokens: int, device="cuda",
+                  dtype=torch.bfloat16, names=("cudnn", "flash", "efficient"), reps: int = 5) -> dict:
+    """Median milliseconds of one unmasked GQA attention call per backend on random data (or the error)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(1, heads, tokens, head_dim, device=device, dtype=dtype, generator=g)
+    k, v = (torch.randn(1, kv_heads, tokens, head_dim, device=device, dtype=dtype, generator=g) for _ in range(2))
+    out = {}
+    for name in names:
+        try:
+            with sdpa_kernel([BACKENDS[name]]):
+                call = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=heads != kv_heads)  # noqa: E731
+                for _ in range(2):
+                    call()
+                times = []
+                for _ in range(reps):
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record()
+                    call()
+                    b.record()
+                    b.synchronize()
+                    times.append(a.elapsed_time(b))
+            out[name] = sorted(times)[len(times) // 2]
+        except RuntimeError as e:  # this backend does not take this shape/dtype/GPU
+            out[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    return out
+
+
+def pick_backend(dit: nn.Module, tokens: int = 4096 + 256) -> str:
+    """The fastest backend measured on this GPU at this model's attention shape (default: 1024², 256-token
+    caption); "auto" (PyTorch's own order) if none of them ran."""
+    cfg = dit.cfg
+    dtype = next(dit.parameters()).dtype
+    times = time_backends(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, tokens, next(dit.parameters()).device, dtype)
+    ok = {k: v for k, v in times.items() if isinstance(v, float)}
+    return min(ok, key=ok.get) if ok else "auto"
+
+
+# -- one GEMM for w1|w3 --
+
+
+def fuse_w13(ff: nn.Module) -> bool:
+    """Make ff.w1.weight and ff.w3.weight views into one tensor `ff.w13` (not registered: the state dict keeps
+    the official keys). Plain float weights only (quantized ones keep two GEMMs). Returns whether it fused."""
+    w1, w3 = ff.w1.weight, ff.w3.weight
+    if getattr(ff, "w13", None) is not None:
+        return True
+    plain = all(type(w) in (nn.Parameter, Tensor) and w.is_floating_point() for w in (w1, w3))
+    if not plain or w1.dtype != w3.dtype or w1.device != w3.device or ff.w1.bias is not None:
+        return False
+    hidden = w1.shape[0]
+    with torch.no_grad():
+        w13 = torch.cat([w1, w3]).detach()
+        ff.w1.weight = nn.Parameter(w13[:hidden], requires_grad=w1.requires_grad)
+        ff.w3.weight = nn.Parameter(w13[hidden:], requires_grad=w3.requires_grad)
+    object.__setattr__(ff, "w13", w13)  # plain attribute, outside the module's parameters and state dict
+    return True
+
+
+def unfuse_w13(ff: nn.Module) -> None:
+    if getattr(ff, "w13", None) is not None:
+        object.__delattr__(ff, "w13")
+
+
+def w13_intact(ff: nn.Module) -> bool:
+    """The fused tensor still backs both weights (a memory plan or dtype change would replace them)."""
+    w13 = getattr(ff, "w13", None)
+    if w13 is None:
+        return False
+    h = ff.w1.weight.shape[0]
+    return (ff.w1.weight.data_ptr() == w13.data_ptr() and ff.w3.weight.data_ptr() == w13[h:].data_ptr()
+            and ff.w1.weight.dtype == w13.dtype)
+
+
+def ffn_forward(ff: nn.Module, x: Tensor) -> Tensor:
+    w13 = getattr(ff, "w13", None)
+    # dtype/device are static under compile; a dtype change (the fp16 guard's fallback) or a move leaves w13
+    # stale, and then the two reference GEMMs run
+    if w13 is None or w13.dtype != ff.w1.weight.dtype or w13.device != ff.w1.weight.device:
+        return ff(x)
+    a, b = F.linear(x, w13).chunk(2, dim=-1)
+    return ff.w2(F.silu(a) * b)
+
+
+# -- attention with a chosen backend --
+
+
+def attention_forward(attn: nn.Module, x: Tensor, rope, key_mask: Tensor | None, backend: str) -> Tensor:
+    q_size, kv_size = attn.n_heads * attn.head_dim, attn.n_kv_heads * attn.head_dim
+    q, k, v = attn.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
+    q = apply_rope(attn.q_norm(q.unflatten(-1, (attn.n_heads, attn.head_dim))), rope.cos, rope.sin)
+    k = apply_rope(attn.k_norm(k.unflatten(-1, (attn.n_kv_heads, attn.head_dim))), rope.cos, rope.sin)
+    v = v.unflatten(-1, (attn.n_kv_heads, attn.head_dim))
+    order = backend_order(backend)
+    if key_mask is not None or not order:
+        return attn.out(masked_attention(q, k, v, key_mask))
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    with sdpa_kernel(order, set_priority=True):
+        o = F.scaled_dot_product_attention(q, k, v, enable_gqa=q.shape[1] != k.shape[1])
+    return attn.out(o.transpose(1, 2).flatten(2))
+
+
+def block_forward(self, x: Tensor, rope, key_mask: Tensor | None, adaln: Tensor | None = None) -> Tensor:
+    """Block.forward with the fast pieces; the same function (tests/model/test_fused.py)."""
+    backend = self.attn_backend
+    ff = self.feed_forward
+    if not self.modulated:
+        h = self._fit(attention_forward(self.attention, self.attention_norm1(x), rope, key_mask, backend))
+        x = x + self.attention_norm2(h)
+        return x + self.ffn_norm2(self._fit(ffn_forward(ff, self.ffn_norm1(x))))
+    scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(adaln)[:, None].chunk(4, dim=-1)
+    h = self._fit(attention_forward(self.attention, self.attention_norm1(x) * (1 + scale_msa), rope, key_mask,
+                                    backend))
+    x = x + gate_msa.tanh() * self.attention_norm2(h)
+    h = self._fit(ffn_forward(ff, self.ffn_norm1(x) * (1 + scale_mlp)))
+    return x + gate_mlp.tanh() * self.ffn_norm2(h)
+
+
+def enable(dit: nn.Module, attention: str = "auto", w13: bool = True) -> dict:
+    """Switch every block to the fast forward. Returns what was switched on."""
+    backend_order(attention)  # validate the name
+    fused = 0
+    for block in dit.blocks():
+        block.attn_backend = attention
+        block.forward = types.MethodType(block_forward, block)
+        if w13:
+            fused += fuse_w13(block.feed_forward)
+        else:
+            unfuse_w13(block.feed_forward)
+    return {"attention": attention, "w13_fused_blocks": fused}
+
+
+def disable(dit: nn.Module) -> None:
+    """Back to the reference modules (the weights keep their values; w1/w3 stay views, which is harmless)."""
+    for block in dit.blocks():
+        block.__dict__.pop("forward", None)
+        unfuse_w13(block.feed_forward)
+
+
+# -- CUDA graphs over the static-shape forward --
+
+
+class GraphedForward:
+    """dit.forward as replays of captured CUDA graphs, one per input shape (LRU, `max_graphs`).
+
+    Each call copies its inputs into the graph's static buffers and returns a copy of the static output, so
+    two branches of the same shape can be replayed back to back. Falls back to the plain forward when a
+    step cache is given (it syncs with the host), for masked batches, off CUDA, or while another capture runs.
+    All graphs share one memory pool (they never run concurrently), so memory is that of the largest one.
+    The key includes each module's hooks and the fp16-clamp flag: unfused adapters or the guard changing
+    the computation force a new capture instead of a stale replay.
+    """
+
+    def __init__(self, dit: nn.Module, max_graphs: int = 8, warmup: int = 2):
+        self.dit, self.max_graphs, self.warmup = dit, max_graphs, warmup
+        self.forward = type(dit).forward.__get__(dit)  # the unwrapped module forward
+        self.graphs: OrderedDict = OrderedDict()
+        self.pool = None
+        self.captures = self.replays = 0
+
+    def _state(self) -> tuple:
+        hooks = tuple((id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks))
+                      for m in self.dit.modules() if m._forward_hooks or m._forward_pre_hooks)
+        first = next(self.dit.parameters())
+        return hooks, first.dtype, first.device, bool(getattr(self.dit.layers[0], "clamp_fp16", False))
+
+    def __call__(self, x, t, cap_feats, cap_mask, pooled, rope=None, cache=None):
+        if (cache is not None or rope is None or cap_mask is not None or x.device.type != "cuda"
+                or torch.cuda.is_current_stream_capturing()):
+            return self.forward(x, t, cap_feats, cap_mask, pooled, rope, cache)
+        inputs = (x, t, cap_feats, pooled, rope.cos, rope.sin)
+        key = (tuple((a.shape, a.dtype) for a in inputs), self._state())
+        entry = self.graphs.get(key)
+        if entry is None:
+            entry = self._capture(key, inputs)
+        self.graphs.move_to_end(key)
+        static_in, graph, out = entry
+        for dst, src in zip(static_in, inputs):
+            dst.copy_(src)
+        graph.replay()
+        self.replays += 1
+        return out.clone()
+
+    def _capture(self, key, inputs):
+        from newbie.model.dit import Rope
+
+        static_in = tuple(a.detach().clone() for a in inputs)
+        sx, st, scap, spool, scos, ssin = static_in
+        run = lambda: self.forward(sx, st, scap, None, spool, Rope(scos, ssin), None)  # noqa: E731
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.no_grad():  # warm-up outside the capture: compile, autotune, cuDNN plans
+            for _ in range(self.warmup):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        if len(self.graphs) >= self.max_graphs:
+            self.graphs.popitem(last=False)
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(graph, pool=self.pool):
+            out = run()
+        self.pool = graph.pool()
+        self.captures += 1
+        self.graphs[key] = (static_in, graph, out)
+        return self.graphs[key]
+
+
+def use_cuda_graphs(dit: nn.Module, on: bool = True, max_graphs: int = 8) -> GraphedForward | None:
+    """Route dit(...) through a GraphedForward (instance attribute; the class forward stays the reference)."""
+    dit.__dict__.pop("forward", None)
+    if not on:
+        return None
+    graphed = GraphedForward(dit, max_graphs)
+    dit.forward = graphed
+    return graphed

@@ -1,0 +1,131 @@
+"""Ulysses sequence parallelism for the DiT's joint [caption | image] layers.
+
+Set once per process: `dit.sequence_parallel = SequenceGroup(group, rank, world)` (None, the default, is the
+one-process path with exactly today's ops). The DiT then keeps only a contiguous slice of the joint sequence
+through its 36 main layers, with the RoPE tables sliced the same way. Around each attention, two all-to-alls
+re-distribute the tensors: before it every rank holds all heads of its tokens, inside it all tokens of its
+heads (Hq/sp query and Hkv/sp key-value heads, so grouped-query attention keeps its grouping), after it again
+all heads of its tokens. Everything else (norms, FFN, modulation, final layer) is per token.
+
+Shards need not be equal: the joint length is whatever the caption makes it, so shard sizes differ by at most
+one token and the all-to-alls carry the exact sizes (no padding, no mask, nothing approximated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from newbie.errors import NewbieError
+from newbie.model.math import attention
+
+
+def shard_sizes(n: int, world: int) -> list[int]:
+    """Token counts of the `world` contiguous shards of a length-n sequence (the first n % world get one more)."""
+    base, extra = divmod(n, world)
+    return [base + (1 if r < extra else 0) for r in range(world)]
+
+
+def check_heads(n_heads: int, n_kv_heads: int, sp: int) -> None:
+    """sp must split both head counts evenly (each rank attends with whole query groups)."""
+    if sp < 1 or n_kv_heads % sp or n_heads % sp:
+        raise NewbieError(
+            f"sequence-parallel degree {sp} must divide the model's {n_kv_heads} key-value heads "
+            f"(and its {n_heads} query heads): use sp in "
+            f"{', '.join(str(d) for d in range(1, n_kv_heads + 1) if n_kv_heads % d == 0 and n_heads % d == 0)}"
+        )
+
+
+@dataclass(frozen=True)
+class SequenceGroup:
+    """The processes that share one DiT forward. group: a torch.distributed process group (None = the default
+    group); rank/world: this process's place in it."""
+
+    group: object
+    rank: int
+    world: int
+
+    def split(self, n: int) -> "Shard":
+        return Shard(self, tuple(shard_sizes(n, self.world)))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's slice of one length-n sequence: carried by the sliced Rope, so Attention finds it."""
+
+    sp: SequenceGroup
+    sizes: tuple[int, ...]
+
+    @property
+    def start(self) -> int:
+        return sum(self.sizes[: self.sp.rank])
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.sizes[self.sp.rank]
+
+    # -- attention --
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
+        """Ulysses attention. q: (B, n_mine, Hq, D), k/v: (B, n_mine, Hkv, D) for this rank's tokens (RoPE
+        already applied); key_mask: (B, N) over the FULL sequence or None. Returns (B, n_mine, Hq*D)."""
+        world = self.sp.world
+        b, n_mine, hq, d = q.shape
+        hkv = k.shape[2]
+        # rank j gets query heads [j*hq/w, (j+1)*hq/w) and kv heads [j*hkv/w, ...): query head h reads kv head
+        # h // (hq/hkv), and since hq/w = (hq/hkv) * (hkv/w) that mapping stays local to each rank
+        qs, ks = hq // world, hkv // world
+        send = torch.cat(
+            [q.view(b, n_mine, world, qs, d), k.view(b, n_mine, world, ks, d), v.view(b, n_mine, world, ks, d)],
+            dim=3,
+        )  # (B, n_mine, world, qs + 2ks, D)
+        send = send.permute(2, 1, 0, 3, 4).contiguous()  # (world, n_mine, B, heads, D): chunk j goes to rank j
+        recv = send.new_empty(sum(self.sizes), b, qs + 2 * ks, d)  # (N, B, heads, D), shards in rank order
+        dist.all_to_all_single(
+            recv, send.view(world * n_mine, b, qs + 2 * ks, d), self.sizes, [n_mine] * world, group=self.sp.group
+        )
+        full = recv.permute(1, 0, 2, 3)  # (B, N, heads, D)
+        qf, kf, vf = full.split([qs, ks, ks], dim=2)
+        out = attention(qf, kf, vf, key_mask).view(b, -1, qs, d)  # (B, N, qs, D): all tokens, my heads
+        back = out.permute(1, 0, 2, 3).contiguous()  # (N, B, qs, D): token shard i goes back to rank i
+        mine = back.new_empty(world * n_mine, b, qs, d)
+        dist.all_to_all_single(mine, back, [n_mine] * world, self.sizes, group=self.sp.group)
+        # (world, n_mine, B, qs, D): chunk j holds head group j -> (B, n_mine, Hq*D) in head order
+        return mine.view(world, n_mine, b, qs, d).permute(2, 1, 0, 3, 4).reshape(b, n_mine, hq * d)
+
+    # -- the end of the forward --
+
+    def gather(self, x: Tensor, sizes: list[int]) -> Tensor:
+        """Concatenate along dim 1 every rank's x (rank r's has sizes[r] tokens): all_gather needs equal
+        sizes, so each part is padded to the largest and trimmed after."""
+        longest = max(sizes)
+        padded = x
+        if x.shape[1] < longest:
+            padded = torch.cat([x, x.new_zeros(x.shape[0], longest - x.shape[1], *x.shape[2:])], dim=1)
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded.contiguous(), group=self.sp.group)
+        return torch.cat([p[:, :n] for p, n in zip(parts, sizes)], dim=1)
+
+    def image_sizes(self, n_cap: int) -> list[int]:
+        """Per rank, how many of its tokens are image tokens (those at joint index >= n_cap)."""
+        out, start = [], 0
+        for n in self.sizes:
+            out.append(max(start + n, n_cap) - max(start, n_cap))
+            start += n
+        return out
+
+    def cache_usable(self, cache, first_residual: Tensor) -> bool:
+        """StepCache.usable over the whole sequence: every rank must take the same branch (the skipped layers
+        hold collectives), so the relative L1 change is summed over all shards before the comparison."""
+        if cache.prev_first is None or cache.prev_first.shape != first_residual.shape:
+            return False  # the same on every rank: all start a request together
+        sums = torch.stack(
+            [(first_residual - cache.prev_first).abs().sum(), cache.prev_first.abs().sum()]
+        ).float()
+        dist.all_reduce(sums, group=self.sp.group)
+        count = sum(self.sizes) * first_residual.shape[0] * first_residual.shape[-1]
+        change = sums[0] / sums[1].clamp(min=1e-12 * count)  # ratio of sums = ratio of means
+        return float(change) < cache.threshold

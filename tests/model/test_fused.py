@@ -1,0 +1,113 @@
+"""The fast paths of model/fused.py compute the reference modules' function (CPU, fresh random inputs)."""
+
+import pytest
+import torch
+
+from newbie.demo.tiny import tiny_dit_config
+from newbie.errors import NewbieError
+from newbie.model import fused
+from newbie.model.dit import NextDiT
+
+
+def _model(**cfg):
+    torch.manual_seed(int(torch.randint(0, 10_000, ())))
+    m = NextDiT(tiny_dit_config(**cfg)).eval()
+    with torch.no_grad():  # non-trivial norms and gates so every weight matters
+        for p in m.parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return m
+
+
+def _inputs(m, b=2, L=10, h=8, w=12):
+    cfg = m.cfg
+    return (torch.randn(b, 16, h, w), torch.rand(b), torch.randn(b, L, cfg.cap_feat_dim),
+            torch.randn(b, cfg.clip_text_dim))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("attention", ["auto", "cudnn", "flash", "math"])
+def test_fast_forward_equals_reference(attention):
+    m = _model()
+    x, t, cap, pooled = _inputs(m)
+    ref = m(x, t, cap, None, pooled)
+    keys = list(m.state_dict())
+    info = fused.enable(m, attention)
+    assert info["w13_fused_blocks"] == len(list(m.blocks()))
+    assert list(m.state_dict()) == keys  # official checkpoint keys, nothing added
+    torch.testing.assert_close(m(x, t, cap, None, pooled), ref, rtol=1e-5, atol=1e-5)
+    fused.disable(m)
+    assert all("forward" not in b.__dict__ for b in m.blocks())
+    torch.testing.assert_close(m(x, t, cap, None, pooled), ref, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_masked_batch_takes_the_reference_attention():
+    m = _model()
+    x, t, cap, pooled = _inputs(m, L=9)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 5:] = False
+    ref = m(x, t, cap, mask, pooled)
+    fused.enable(m, "cudnn")
+    torch.testing.assert_close(m(x, t, cap, mask, pooled), ref, rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_w13_views_follow_in_place_edits_and_keep_values():
+    m = _model()
+    ff = m.layers[0].feed_forward
+    w1, w3 = ff.w1.weight.clone(), ff.w3.weight.clone()
+    assert fused.fuse_w13(ff) and fused.w13_intact(ff)
+    assert torch.equal(ff.w1.weight, w1) and torch.equal(ff.w3.weight, w3)
+    ff.w3.weight.add_(torch.randn_like(w3))  # what a fused LoRA does
+    x = torch.randn(3, 5, m.cfg.dim)
+    torch.testing.assert_close(fused.ffn_forward(ff, x), ff(x), rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_stale_w13_after_a_dtype_change_falls_back_to_two_gemms():
+    m = _model()
+    fused.enable(m, "auto")
+    m.to(torch.float64)  # the fp16 guard's fallback changes dtypes like this: w13 no longer backs w1/w3
+    ff = m.layers[0].feed_forward
+    assert not fused.w13_intact(ff)
+    x = torch.randn(2, 4, m.cfg.dim, dtype=torch.float64)
+    assert torch.equal(fused.ffn_forward(ff, x), ff(x))
+
+
+def test_fast_block_traces_as_one_graph():
+    # fullgraph=True: the backend choice (sdpa_kernel) and the fused FFN must not break the graph
+    torch._dynamo.reset()
+    m = _model()
+    x, t, cap, pooled = _inputs(m)
+    with torch.no_grad():
+        ref = m(x, t, cap, None, pooled)
+        fused.enable(m, "cudnn")
+        for block in m.blocks():
+            block.compile(backend="eager", fullgraph=True)
+        out = m(x, t, cap, None, pooled)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+
+
+def test_unknown_backend_is_one_line_error():
+    with pytest.raises(NewbieError, match="unknown attention backend 'fast'"):
+        fused.enable(_model(), "fast")
+
+
+@torch.no_grad()
+def test_graphed_forward_off_cuda_is_the_plain_forward_and_sees_hooks():
+    m = _model()
+    x, t, cap, pooled = _inputs(m)
+    ref = m(x, t, cap, None, pooled)
+    graphed = fused.use_cuda_graphs(m)
+    assert m.forward is graphed
+    assert torch.equal(m(x, t, cap, None, pooled), ref)  # CPU: no capture, same function
+    assert graphed.captures == 0
+    before = graphed._state()
+    h = m.layers[0].attention.qkv.register_forward_hook(lambda mod, i, o: o * 2)
+    assert graphed._state() != before  # an unfused adapter's hook forces a new capture, never a stale replay
+    h.remove()
+    assert graphed._state() == before
+    fused.use_cuda_graphs(m, False)
+    assert "forward" not in m.__dict__
