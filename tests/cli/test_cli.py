@@ -1,4 +1,5 @@
-"""The CLI as a user meets it: one-line errors with exit code 2, no traceback, no partial files."""
+"""The CLI as a user meets it: one-line errors (exit 2 for bad input, 1 for a failed run), no traceback unless
+--debug, no partial files."""
 
 import json
 import shutil
@@ -6,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from newbie.cli.main import main
+from newbie.errors import NewbieError
 
 
 def run(capsys, *argv):
@@ -50,14 +53,14 @@ def test_batch_and_prompt_file(tiny_model_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--size", "100x64"], "width 100 is not a positive multiple of 16"),
-    (["--steps", "0"], "steps must be >= 1"),
-    (["--sampler", "ddim"], "unknown sampler 'ddim'"),
+    (["--steps", "0"], "steps must be >= 1, got 0"),
+    (["--sampler", "ddim"], "unknown sampler 'ddim' (choose from euler, midpoint, dpmpp_2m)"),
 ])
 def test_bad_arguments(tiny_model_dir, tmp_path, capsys, args, message):
     out = tmp_path / "o.png"
     code, _, err = run(capsys, "generate", "1girl", "--model", str(tiny_model_dir), "--out", str(out), *args)
     assert code == 2
-    assert err.strip().splitlines()[-1] == f"error: {message}" or message in err
+    assert err.strip().splitlines()[-1] == f"error: {message}"
     assert "Traceback" not in err
     assert not out.exists() and not list(tmp_path.iterdir())
 
@@ -129,3 +132,54 @@ def test_make_demo_command_works(tmp_path, capsys):
     with Image.open(out) as im:
         assert json.loads(im.info["newbie"])["prompt"].startswith("<character_1>")
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)
+
+
+GENERATE_FAILURES = [
+    (NewbieError("width 100 is not a positive multiple of 16"), 2, "error: width 100 is not a positive multiple of 16"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), 1,
+     "error: out of GPU memory at 32x48: try --vram"),
+    (RuntimeError("Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"),
+     1, "error: internal device/dtype mismatch (Expected all tensors to be on the same device"),
+    (RuntimeError("Input type (torch.cuda.FloatTensor) and weight type (torch.FloatTensor) should be the same"),
+     1, "error: internal device/dtype mismatch (Input type"),
+    (ValueError("boom"), 1, "error: generation failed: ValueError: boom (run again with --debug"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+]
+
+
+def _generate_failing(monkeypatch, capsys, tiny_model_dir, tmp_path, error, before=(), after=()):
+    from newbie.pipeline.pipeline import Pipeline
+
+    def fail(self, req, progress=None):
+        raise error
+
+    monkeypatch.setattr(Pipeline, "run", fail)
+    out = tmp_path / "o.png"
+    code, _, err = run(capsys, *before, "generate", "1girl", "--model", str(tiny_model_dir), "--size", "32x48",
+                       "--steps", "1", "--quiet", "--out", str(out), *after)
+    assert not out.exists()
+    return code, err
+
+
+@pytest.mark.parametrize("error, exit_code, line", GENERATE_FAILURES, ids=lambda v: type(v).__name__)
+def test_a_failed_generate_is_one_line_without_traceback(tiny_model_dir, tmp_path, capsys, monkeypatch,
+                                                         error, exit_code, line):
+    monkeypatch.setenv("NEWBIE_DEBUG", "0")  # also undoes what --debug sets
+    code, err = _generate_failing(monkeypatch, capsys, tiny_model_dir, tmp_path, error)
+    assert code == exit_code
+    assert len(err.strip().splitlines()) == 1 and err.startswith(line), err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("how", ["--debug first", "--debug last", "NEWBIE_DEBUG=1"])
+def test_debug_shows_the_traceback_then_the_same_line(tiny_model_dir, tmp_path, capsys, monkeypatch, how):
+    monkeypatch.setenv("NEWBIE_DEBUG", "0")  # also undoes what --debug sets
+    if how == "NEWBIE_DEBUG=1":
+        monkeypatch.setenv("NEWBIE_DEBUG", "1")
+    error, exit_code, line = GENERATE_FAILURES[2]
+    code, err = _generate_failing(monkeypatch, capsys, tiny_model_dir, tmp_path, error,
+                                  before=["--debug"] if how == "--debug first" else [],
+                                  after=["--debug"] if how == "--debug last" else [])
+    assert code == exit_code
+    assert err.startswith("Traceback (most recent call last)") and "raise error" in err
+    assert err.strip().splitlines()[-1].startswith(line)

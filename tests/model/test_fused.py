@@ -111,3 +111,20 @@ def test_graphed_forward_off_cuda_is_the_plain_forward_and_sees_hooks():
     assert graphed._state() == before
     fused.use_cuda_graphs(m, False)
     assert "forward" not in m.__dict__
+
+
+def test_choose_keeps_pytorchs_choice_unless_clearly_beaten():
+    assert fused.choose({"auto": 0.41, "cudnn": 0.43, "flash": 0.66, "efficient": "RuntimeError: no kernel"}) == "auto"
+    assert fused.choose({"auto": 0.66, "cudnn": 0.43, "flash": 0.66}) == "cudnn"
+    assert fused.choose({"auto": "RuntimeError", "flash": 0.5}) == "flash"
+    assert fused.choose({"cudnn": "RuntimeError"}) == "auto"
+
+
+def test_compile_cache_points_inductor_at_the_folder_and_survives_a_bad_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    (tmp_path / fused.MEGA_CACHE).write_bytes(b"not a cache")
+    assert fused.compile_cache(str(tmp_path)) == str(tmp_path)
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)
+    assert torch._inductor.config.fx_graph_cache  # a corrupt mega-cache file above cost nothing but a warning

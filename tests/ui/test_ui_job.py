@@ -74,12 +74,19 @@ def test_cancel_before_start(tiny_pipeline, tmp_path):
             NewbieError("width 100 is not a positive multiple of 16"),
             "width 100 is not a positive multiple of 16",
         ),
-        (RuntimeError("boom"), "generation failed: RuntimeError: boom"),
+        (RuntimeError("boom"), "generation failed: RuntimeError: boom (run again with --debug or NEWBIE_DEBUG=1"),
+        (
+            RuntimeError("Expected all tensors to be on the same device, but found at least two devices"),
+            "internal device/dtype mismatch (Expected all tensors to be on the same device",
+        ),
     ],
 )
-def test_failures_are_one_line_and_lose_nothing(tiny_pipeline, tmp_path, recipe_factory, error, expected):
+def test_failures_are_one_line_and_lose_nothing(
+    tiny_pipeline, tmp_path, recipe_factory, error, expected, monkeypatch, caplog
+):
     from PIL import Image
 
+    monkeypatch.delenv("NEWBIE_DEBUG", raising=False)
     gallery = Gallery(tmp_path)
     earlier = gallery.add(Image.new("RGB", (8, 8)), recipe_factory(), seconds=1, peak_gib=None, peak_kind="x")
 
@@ -88,8 +95,12 @@ def test_failures_are_one_line_and_lose_nothing(tiny_pipeline, tmp_path, recipe_
 
     job = Job(Wrapped(tiny_pipeline, fail), "1girl", "", dict(SMALL), gallery)
     job.run()
-    assert (job.status, job.message) == ("failed", expected)
+    assert job.status == "failed" and job.message.startswith(expected) and "\n" not in job.message
     assert [e.id for e in gallery.list()] == [earlier.id]
+    assert "Traceback" not in caplog.text  # the server log gets the traceback only with NEWBIE_DEBUG=1
+    monkeypatch.setenv("NEWBIE_DEBUG", "1")
+    Job(Wrapped(tiny_pipeline, fail), "1girl", "", dict(SMALL), gallery).run()
+    assert "Traceback" in caplog.text
 
 
 def test_bad_request_from_the_real_pipeline(tiny_pipeline, tmp_path):

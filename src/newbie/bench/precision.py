@@ -50,6 +50,7 @@ def add_parser(bench_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--text-encoder", help="Gemma3 folder, when --model is a single file")
     p.add_argument("--clip-model", help="Jina CLIP v2 folder, when --model is a single file")
     p.add_argument("--vae", help="VAE folder, when --model is a single file")
+    p.add_argument("--comfy-dir", help="a ComfyUI models/ folder supplying the components not given")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=run)
     return p
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         height=h,
         warmup_steps=args.warmup_steps,
         note=args.note,
-        load_kwargs=dict(text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae),
+        load_kwargs=dict(text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae,
+                         comfy_dir=getattr(args, "comfy_dir", None)),
     )
     result = run_study(cfg)
     paths = write_report(result, Path(args.out), cell=args.cell)

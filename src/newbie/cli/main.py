@@ -4,6 +4,7 @@ exit 2 for bad input, 1 for a failed run; the traceback only with --debug or NEW
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -42,10 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true")
     add_model_args(g)
     add_workflow_args(g)  # --lora, --init-image, --strength, --mask, --hires (newbie.adapters.generate_flags)
+    g.add_argument("--parallel", help="sp:N, cfg:2 or cfg:2,sp:N: one image on several GPUs (or CPU processes "
+                   "with --device cpu); see newbie.parallel")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("inspect", help="check every component of a model folder")
-    i.add_argument("model", help="model folder")
+    i = sub.add_parser("inspect", help="check every component of a model folder (or single files) and name its format")
+    i.add_argument("model", nargs="?", help="model folder, transformer file, or ComfyUI models/ folder")
+    i.add_argument("--text-encoder", help="Gemma3 folder or ComfyUI file")
+    i.add_argument("--clip-model", help="Jina CLIP v2 folder or ComfyUI file")
+    i.add_argument("--vae", help="VAE folder or single file")
+    i.add_argument("--comfy-dir", help="a ComfyUI models/ folder supplying the components not given")
     i.set_defaults(func=cmd_inspect)
 
     register(sub, COMMAND_MODULES)
@@ -70,6 +77,10 @@ def _outputs(out: Path, n: int) -> list[Path]:
 
 
 def cmd_generate(args) -> int:
+    if getattr(args, "parallel", None):
+        from newbie.parallel.cli import cmd_generate_parallel
+
+        return cmd_generate_parallel(args)
     from newbie import load
     from newbie.cli.progress import ProgressBar
     from newbie.pipeline.images import save_png
@@ -88,7 +99,7 @@ def cmd_generate(args) -> int:
     pipe = load(args.model, device=args.device, dtype=dtype,
                 text_dtype=args.text_dtype or (recipe.text_dtype if recipe else None),
                 vae_dtype=recipe.vae_dtype if recipe and args.vae_dtype == "fp32" else args.vae_dtype,
-                text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae,
+                text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae, comfy_dir=args.comfy_dir,
                 vram=args.vram, plan_size=size, quantize=args.quantize or recipe_quant or None)
     pipe.step_cache = args.step_cache
     if pipe.plan is not None and not args.quiet:
@@ -102,11 +113,7 @@ def cmd_generate(args) -> int:
             print(f"warning: the recipe was made with model {recipe.model_hash[:10]}, this is {pipe.model_hash[:10]}",
                   file=sys.stderr)
     else:
-        w, h = args.size if args.size else (None, None)
-        req_kwargs = dict(seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, shift=args.shift,
-                          width=w, height=h, batch=args.batch, cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg,
-                          **workflow_request_kwargs(args))
-        req = pipe.request(read_prompt(args.prompt), args.negative, **req_kwargs)
+        req = pipe.request(settings_from_args(args))
     # the stream is passed at call time: ProgressBar's default is whatever sys.stderr was at its first import
     made = recipe if recipe is not None else req
     with failure_context(size=(made.width, made.height), plan=pipe.plan.name if pipe.plan else None):
@@ -131,11 +138,23 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def settings_from_args(args) -> Settings:
+    """The generate flags -> the one request schema (recipes and the API build the same object)."""
+    w, h = args.size if args.size else (None, None)
+    return Settings(prompt=read_prompt(args.prompt), negative=args.negative, seed=args.seed, steps=args.steps,
+                    cfg=args.cfg, sampler=args.sampler, shift=args.shift, width=w, height=h, batch=args.batch,
+                    cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg, **workflow_request_kwargs(args))
+
+
 def cmd_inspect(args) -> int:
     from newbie.config import SPECS
     from newbie.loading.folder import inspect_folder, locate
 
-    folder = locate(args.model)
+    if args.model is None and args.comfy_dir is None:
+        raise NewbieError("give a model folder or file, or --comfy-dir")
+    folder = locate(args.model, args.text_encoder, args.clip_model, args.vae, comfy_dir=args.comfy_dir)
+    for note in folder.notes:
+        print(note, file=sys.stderr)
     reports = inspect_folder(folder, SPECS["newbie-exp0.1"].dit)
     for r in reports:
         print(r.line())
@@ -155,11 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("torchao").setLevel(logging.ERROR)  # its CUDA-only kernels fail to load on CPU, harmlessly
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:
+        os.environ["NEWBIE_DEBUG"] = "1"  # and to what this command starts: the Streamlit page, Ray replicas
     try:
         return args.func(args)
     except (Exception, KeyboardInterrupt) as e:  # no traceback reaches a user unless asked for
         message, code = describe(e)
-        if debug_enabled(args.debug):
+        if debug_enabled():
             traceback.print_exc()
         print(message if code == 130 else f"error: {message}", file=sys.stderr)
         return code

@@ -27,10 +27,13 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model folder or transformer .safetensors (default: the embedded demo model)")
-    p.add_argument("--text-encoder", help="Gemma3 folder, when --model is a single file")
-    p.add_argument("--clip-model", help="Jina CLIP v2 folder, when --model is a single file")
-    p.add_argument("--vae", help="VAE folder, when --model is a single file")
+    p.add_argument("--model", help="model folder, transformer .safetensors (e.g. ComfyUI's "
+                   "NewBie-Image-Exp0.1-bf16.safetensors) or a ComfyUI models/ folder (default: the embedded demo model)")
+    p.add_argument("--text-encoder", help="Gemma3 folder or ComfyUI file (gemma_3_4b_it_bf16.safetensors)")
+    p.add_argument("--clip-model", help="Jina CLIP v2 folder or ComfyUI file (jina_clip_v2_bf16.safetensors)")
+    p.add_argument("--vae", help="VAE folder or single file (FLUX ae.safetensors)")
+    p.add_argument("--comfy-dir", help="a ComfyUI models/ folder: the components not given are found in its "
+                   "diffusion_models/, text_encoders/ (or clip/) and vae/ by their usual names")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="DiT dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
     p.add_argument("--text-dtype", help="text-encoder dtype (default: as --dtype)")

@@ -65,6 +65,26 @@ def file_format(keys) -> str:
     return "unknown"
 
 
+# which component each recognised file format is, and the flag that takes it
+ROLES = {"nextdit": "transformer", "nextdit-prefixed": "transformer", "lumina2": "transformer",
+         "comfy-gemma3": "text_encoder", "comfy-jina": "clip_model", "bfl-vae": "vae", "diffusers-vae": "vae"}
+FLAGS = {"transformer": "--model", "text_encoder": "--text-encoder", "clip_model": "--clip-model", "vae": "--vae"}
+
+
+def check_role(path: Path, component: str) -> None:
+    """A single file recognisably of another component (the Jina file given as --text-encoder, ...) is named
+    as such, instead of failing later on keys that can never match."""
+    if not path.is_file():
+        return
+    try:
+        fmt = file_format(read_header(path))
+    except CheckpointError:
+        return  # a damaged file: its loader names the damage
+    role = ROLES.get(fmt)
+    if role is not None and role != component:
+        raise NewbieError(f"{path}: this is a {FORMATS[fmt]}; give it as {FLAGS[role]}, not {FLAGS[component]}")
+
+
 def describe(path: Path) -> str:
     """A component's format in words, for `newbie inspect` (a damaged file's header error propagates)."""
     return FORMATS["folder"] if path.is_dir() else FORMATS[file_format(read_header(path))]
@@ -78,8 +98,8 @@ def is_comfy_dir(path: Path) -> bool:
         (path / d).is_dir() for d in ("diffusion_models", "unet", "text_encoders", "clip"))
 
 
-def find_comfy_files(root: str | Path) -> tuple[dict[str, Path | None], list[str]]:
-    """component -> file (None where nothing matched), and one note per file taken saying which it was."""
+def find_comfy_files(root: str | Path) -> tuple[dict[str, Path | None], dict[str, str]]:
+    """component -> file (None where nothing matched), and component -> a note saying which file it took."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise NewbieError(f"--comfy-dir {root}: no such folder")
@@ -87,7 +107,7 @@ def find_comfy_files(root: str | Path) -> tuple[dict[str, Path | None], list[str
         raise NewbieError(f"--comfy-dir {root}: not a ComfyUI models folder (no diffusion_models/, text_encoders/, "
                           "clip/ or vae/ inside)")
     found: dict[str, Path | None] = {}
-    notes = []
+    notes: dict[str, str] = {}
     for component, (subdirs, patterns) in COMFY_SEARCH.items():
         files = sorted(f for d in subdirs if (root / d).is_dir() for f in (root / d).glob("*.safetensors"))
         found[component] = None
@@ -96,7 +116,7 @@ def find_comfy_files(root: str | Path) -> tuple[dict[str, Path | None], list[str
             if hits:
                 found[component] = hits[0]
                 more = f" (also matched: {', '.join(h.name for h in hits[1:])})" if len(hits) > 1 else ""
-                notes.append(f"{component}: took {hits[0].relative_to(root)}{more}")
+                notes[component] = f"{component}: took {hits[0].relative_to(root)} from {root}{more}"
                 break
     return found, notes
 
@@ -144,6 +164,41 @@ def bfl_vae_names(keys) -> dict[str, str]:
     return {k: bfl_vae_key(k, n_up) for k in keys}
 
 
+def diffusers_vae_key(key: str, n_up: int) -> str:
+    """The inverse of bfl_vae_key: a diffusers AutoencoderKL name -> its BFL/LDM name (for messages and writers)."""
+    def up(m):
+        i = n_up - 1 - int(m.group(1))
+        return f"decoder.up.{i}.block.{m.group(3)}." if m.group(3) is not None else f"decoder.up.{i}.upsample.conv."
+
+    key = re.sub(r"^decoder\.up_blocks\.(\d+)\.(resnets\.(\d+)|upsamplers\.0\.conv)\.", up, key)
+    key = re.sub(r"^(encoder|decoder)\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"\1.down.\2.block.\3.", key)
+    key = re.sub(r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.", r"encoder.down.\1.downsample.conv.", key)
+    key = re.sub(r"^(encoder|decoder)\.mid_block\.resnets\.(\d)\.",
+                 lambda m: f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.", key)
+    key = re.sub(r"\.mid_block\.attentions\.0\.group_norm\.", ".mid.attn_1.norm.", key)
+    key = re.sub(r"\.mid_block\.attentions\.0\.to_(q|k|v)\.", r".mid.attn_1.\1.", key)
+    key = re.sub(r"\.mid_block\.attentions\.0\.to_out\.0\.", ".mid.attn_1.proj_out.", key)
+    key = re.sub(r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out.", key)
+    return key.replace(".conv_shortcut.", ".nin_shortcut.")
+
+
+def check_bfl_vae_keys(want: dict[str, tuple], headers: dict, where: str) -> None:
+    """A BFL/LDM VAE file against the diffusers model's keys and shapes, every problem named in the file's own
+    key names. want: diffusers key -> shape."""
+    n_up = len({k.split(".")[2] for k in want if k.startswith("decoder.up_blocks.")})
+    expected = {diffusers_vae_key(k, n_up): k for k in want}
+    missing = sorted(set(expected) - set(headers))
+    unexpected = sorted(set(headers) - set(expected))
+    if missing or unexpected:
+        parts = [f"{label} {len(keys)}: {', '.join(keys[:5])}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise CheckpointError(f"{where}: VAE weights do not match its config ({'; '.join(parts)})")
+    bad = [f"{k} {list(headers[k]['shape'])} (expected {list(want[d])})" for k, d in sorted(expected.items())
+           if bfl_attention_shape(k, tuple(headers[k]["shape"])) != tuple(want[d])]
+    if bad:
+        raise CheckpointError(f"{where}: VAE tensor shape mismatch: {', '.join(bad[:5])}")
+
+
 def bfl_attention_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The mid-block attention projections are 1x1 convolutions in the BFL file, linear layers in diffusers."""
     if _BFL_ATTN.search(key) and len(shape) == 4 and shape[2:] == (1, 1):
@@ -183,15 +238,16 @@ def gemma3_fields(headers: dict, prefix: str, where: str) -> dict:
     q_rows = _shape(headers, prefix + "layers.0.self_attn.q_proj.weight", where, what)[0]
     kv_rows = _shape(headers, prefix + "layers.0.self_attn.k_proj.weight", where, what)[0]
     inter = _shape(headers, prefix + "layers.0.mlp.gate_proj.weight", where, what)[0]
-    return dict(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=inter,
-        num_hidden_layers=_layer_count(headers, re.escape(prefix) + r"layers\.(\d+)\."),
-        num_attention_heads=q_rows // head_dim, num_key_value_heads=kv_rows // head_dim, head_dim=head_dim,
-        query_pre_attn_scalar=head_dim, sliding_window=1024, max_position_embeddings=131072, rms_norm_eps=1e-6,
-        hidden_activation="gelu_pytorch_tanh", pad_token_id=0, eos_token_id=1, bos_token_id=2,
-        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
-                         "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}},
-    )
+    return {
+        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": inter,
+        "num_hidden_layers": _layer_count(headers, re.escape(prefix) + r"layers\.(\d+)\."),
+        "num_attention_heads": q_rows // head_dim, "num_key_value_heads": kv_rows // head_dim, "head_dim": head_dim,
+        "query_pre_attn_scalar": head_dim, "sliding_window": 1024, "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-6, "hidden_activation": "gelu_pytorch_tanh", "pad_token_id": 0, "eos_token_id": 1,
+        "bos_token_id": 2,
+        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}},
+    }
 
 
 def jina_fields(headers: dict, prefix: str, where: str) -> dict:
@@ -201,9 +257,9 @@ def jina_fields(headers: dict, prefix: str, where: str) -> dict:
     vocab, hidden = _shape(headers, prefix + "embeddings.word_embeddings.weight", where, what)
     types = _shape(headers, prefix + "embeddings.token_type_embeddings.weight", where, what)[0]
     inter = _shape(headers, prefix + "encoder.layers.0.mlp.fc1.weight", where, what)[0]
-    return dict(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, type_vocab_size=types,
-        num_hidden_layers=_layer_count(headers, re.escape(prefix) + r"encoder\.layers\.(\d+)\."),
-        num_attention_heads=max(hidden // 64, 1), layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
-        eos_token_id=2, rope_parameters={"rope_type": "default", "rope_theta": 20000.0},
-    )
+    return {
+        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": inter, "type_vocab_size": types,
+        "num_hidden_layers": _layer_count(headers, re.escape(prefix) + r"encoder\.layers\.(\d+)\."),
+        "num_attention_heads": max(hidden // 64, 1), "layer_norm_eps": 1e-5, "pad_token_id": 1, "bos_token_id": 0,
+        "eos_token_id": 2, "rope_parameters": {"rope_type": "default", "rope_theta": 20000.0},
+    }

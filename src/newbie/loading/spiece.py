@@ -26,7 +26,7 @@ class SentencePieceTokenizer:
 
         try:
             self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
-        except Exception as e:  # sentencepiece raises RuntimeError/OSError with its own text
+        except (RuntimeError, OSError, TypeError) as e:  # sentencepiece's own errors, with its own text
             raise CheckpointError(f"{where}: '{SPIECE_KEY}' is not a SentencePiece model ({_first_line(e)})") from None
         self.bos, self.eos, self.pad, self.unk, self.offset = bos, eos, pad, unk, offset
         self.bos_token_id, self.eos_token_id, self.pad_token_id = bos, eos, pad
@@ -119,7 +119,7 @@ def gemma_tokenizer(proto: bytes, where: str) -> SentencePieceTokenizer:
     bos, pad, unk = probe.sp.bos_id(), probe.sp.pad_id(), probe.sp.unk_id()
     if bos < 0:
         raise CheckpointError(f"{where}: '{SPIECE_KEY}' defines no <bos> piece (a Gemma tokenizer needs one)")
-    return SentencePieceTokenizer(proto, bos=bos, eos=None, pad=pad if pad >= 0 else 0, unk=unk, where=where)
+    return SentencePieceTokenizer(proto, bos=bos, eos=None, pad=max(pad, 0), unk=unk, where=where)
 
 
 def jina_tokenizer(proto: bytes, where: str) -> SentencePieceTokenizer:

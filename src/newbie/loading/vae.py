@@ -46,9 +46,12 @@ def check_vae(folder: Path, headers: dict) -> None:
     AutoencoderKL = autoencoder_class()
 
     raw = _vae_config(folder)
+    model = build_empty(lambda: AutoencoderKL.from_config(raw), "meta")
+    if comfy.is_bfl_vae(headers):  # problems named in the file's own (BFL) key names
+        comfy.check_bfl_vae_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, headers, str(folder))
     names = _diffusers_names(headers)
     renamed = {names[k]: {"shape": comfy.bfl_attention_shape(k, h["shape"])} for k, h in headers.items()}
-    check_keys(build_empty(lambda: AutoencoderKL.from_config(raw), "meta"), meta_tensors(renamed), str(folder), "VAE")
+    check_keys(model, meta_tensors(renamed), str(folder), "VAE")
 
 
 def load_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu"):
@@ -62,8 +65,11 @@ def load_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu"):
         downscale=2 ** (len(raw.get("block_out_channels", [0, 0, 0, 0])) - 1),
     )
     files = component_files(folder)
-    names = _diffusers_names(read_headers(files))  # damaged files fail here with the file named
+    headers = read_headers(files)  # damaged files fail here with the file named
+    names = _diffusers_names(headers)
     model = build_empty(lambda: AutoencoderKL.from_config(raw), device)
+    if comfy.is_bfl_vae(headers):
+        comfy.check_bfl_vae_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, headers, str(folder))
     sd = {names[k]: t.reshape(comfy.bfl_attention_shape(k, tuple(t.shape)))
           for k, t in load_tensors(files, dtype=dtype, device=device).items()}
     load_strict(model, sd, str(folder), "VAE")

@@ -14,8 +14,11 @@ Triton kernel between the GEMMs (the block is written so that one graph covers i
 
 from __future__ import annotations
 
+import os
+import sys
 import types
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -45,16 +48,17 @@ def backend_order(name: str) -> list[SDPBackend]:
 
 
 def time_backends(heads: int, kv_heads: int, head_dim: int, tokens: int, device="cuda",
-                  dtype=torch.bfloat16, names=("cudnn", "flash", "efficient"), reps: int = 5) -> dict:
-    """Median milliseconds of one unmasked GQA attention call per backend on random data (or the error)."""
+                  dtype=torch.bfloat16, names=("auto", "cudnn", "flash", "efficient"), reps: int = 5) -> dict:
+    """Median milliseconds of one unmasked GQA attention call per backend on random data (or the error).
+    "auto" is PyTorch's own choice."""
     g = torch.Generator(device=device).manual_seed(0)
     q = torch.randn(1, heads, tokens, head_dim, device=device, dtype=dtype, generator=g)
     k, v = (torch.randn(1, kv_heads, tokens, head_dim, device=device, dtype=dtype, generator=g) for _ in range(2))
     out = {}
     for name in names:
         try:
-            with sdpa_kernel([BACKENDS[name]]):
-                call = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=heads != kv_heads)  # noqa: E731
+            with sdpa_kernel(list(BACKENDS.values()) if name == "auto" else [BACKENDS[name]]):
+                call = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=heads != kv_heads)
                 for _ in range(2):
                     call()
                 times = []
@@ -71,14 +75,25 @@ def time_backends(heads: int, kv_heads: int, head_dim: int, tokens: int, device=
     return out
 
 
-def pick_backend(dit: nn.Module, tokens: int = 4096 + 256) -> str:
-    """The fastest backend measured on this GPU at this model's attention shape (default: 1024², 256-token
-    caption); "auto" (PyTorch's own order) if none of them ran."""
-    cfg = dit.cfg
-    dtype = next(dit.parameters()).dtype
-    times = time_backends(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, tokens, next(dit.parameters()).device, dtype)
+def choose(times: dict, margin: float = 0.03) -> str:
+    """"auto" (PyTorch's own choice, no backend context in the compiled graph) unless a named backend beat it
+    by more than `margin`; on an H200 at head size 96 PyTorch already picks cuDNN (0.41 vs 0.43 ms forced,
+    flash 0.66 ms; bench/results/speed-probe-h200-2026-12-01.json)."""
     ok = {k: v for k, v in times.items() if isinstance(v, float)}
-    return min(ok, key=ok.get) if ok else "auto"
+    if not ok:
+        return "auto"
+    best = min(ok, key=ok.get)
+    if "auto" in ok and ok[best] > ok["auto"] * (1 - margin):
+        return "auto"
+    return best
+
+
+def pick_backend(dit: nn.Module, tokens: int = 4096 + 256) -> str:
+    """The backend to use, measured on this GPU at this model's attention shape (default: 1024², a 256-token
+    caption)."""
+    cfg = dit.cfg
+    p = next(dit.parameters())
+    return choose(time_backends(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, tokens, p.device, p.dtype))
 
 
 # -- one GEMM for w1|w3 --
@@ -90,7 +105,7 @@ def fuse_w13(ff: nn.Module) -> bool:
     w1, w3 = ff.w1.weight, ff.w3.weight
     if getattr(ff, "w13", None) is not None:
         return True
-    plain = all(type(w) in (nn.Parameter, Tensor) and w.is_floating_point() for w in (w1, w3))
+    plain = all(type(w.data) is Tensor and w.is_floating_point() for w in (w1, w3))  # not a quantized subclass
     if not plain or w1.dtype != w3.dtype or w1.device != w3.device or ff.w1.bias is not None:
         return False
     hidden = w1.shape[0]
@@ -231,7 +246,7 @@ class GraphedForward:
 
         static_in = tuple(a.detach().clone() for a in inputs)
         sx, st, scap, spool, scos, ssin = static_in
-        run = lambda: self.forward(sx, st, scap, None, spool, Rope(scos, ssin), None)  # noqa: E731
+        run = lambda: self.forward(sx, st, scap, None, spool, Rope(scos, ssin), None)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.no_grad():  # warm-up outside the capture: compile, autotune, cuDNN plans
@@ -257,3 +272,37 @@ def use_cuda_graphs(dit: nn.Module, on: bool = True, max_graphs: int = 8) -> Gra
     graphed = GraphedForward(dit, max_graphs)
     dit.forward = graphed
     return graphed
+
+
+# -- the on-disk compile cache --
+
+MEGA_CACHE = "newbie-mega-cache.bin"
+
+
+def compile_cache(cache_dir: str | None = None) -> str:
+    """Point inductor's caches at one folder that outlives the process (cache_dir, else $TORCHINDUCTOR_CACHE_DIR,
+    else ~/.cache/newbie/inductor): FX graph cache (inductor output), AOT autograd cache, Triton kernels and
+    autotuning results live there, and the mega-cache file saved by `save_mega_cache` is loaded from it (it
+    also carries dynamo's record of which dimensions turned out dynamic, so a second process compiles the
+    dynamic graph at once instead of static-then-dynamic). Returns the folder."""
+    folder = cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(Path.home() / ".cache/newbie/inductor")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    torch._inductor.config.fx_graph_cache = True
+    torch._functorch.config.enable_autograd_cache = True
+    mega = Path(folder) / MEGA_CACHE
+    if mega.is_file():
+        try:
+            torch.compiler.load_cache_artifacts(mega.read_bytes())
+        except Exception as e:  # noqa: BLE001 - a stale or foreign file only costs a cold compile
+            print(f"newbie: compile cache {mega} not used ({type(e).__name__})", file=sys.stderr)
+    return folder
+
+
+def save_mega_cache(folder: str) -> int:
+    """Write every compile artifact of this process to one file in `folder`; returns its size in bytes."""
+    saved = torch.compiler.save_cache_artifacts()
+    if not saved:
+        return 0
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / MEGA_CACHE).write_bytes(saved[0])
+    return len(saved[0])

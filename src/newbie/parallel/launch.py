@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import queue as queue_mod
+import re
 import signal
 import socket
 import sys
@@ -103,17 +104,19 @@ def _entry(rank: int, fn: Callable, args: tuple, placement: Placement, port: int
             world_size=world,
             timeout=timedelta(seconds=timeout_s),
         )
-        try:
-            out = fn(rank, world, device, *args)
-        finally:
-            dist.destroy_process_group()
-        results.put((OK, rank, out))
+        report = (OK, rank, fn(rank, world, device, *args))
     except NewbieError as e:
-        results.put((BAD_INPUT, rank, str(e)))
+        report = (BAD_INPUT, rank, str(e))
     except BaseException as e:  # noqa: BLE001 - any failure is reported as one line, then the group is ended
         if os.environ.get("NEWBIE_DEBUG", "") not in ("", "0"):
             traceback.print_exc()
-        results.put((FAILED, rank, one_line(e)))
+        report = (FAILED, rank, one_line(e))
+    results.put(report)  # before the teardown: a peer's broken collective must not be the first news
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - a failed group may not tear down cleanly; the parent stops us anyway
+            pass
 
 
 def _stop(ctx, grace: float = 0.0) -> None:
@@ -139,6 +142,26 @@ def _exit_text(code: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
+
+
+# what a survivor sees when a peer has gone: a consequence, never the cause
+_BROKEN = re.compile(r"Connection closed by peer|Connection reset|Broken pipe|NCCL communicator|abort|"
+                     r"Timed out|timed out|DistBackendError|DistNetworkError", re.IGNORECASE)
+
+
+def _pending(results) -> list[tuple[int, str]]:
+    out = []
+    while True:
+        try:
+            status, rank, value = results.get(timeout=0.05)
+        except queue_mod.Empty:
+            return out
+        if status != OK:
+            out.append((rank, value))
+
+
+def _root_cause(failures: list[tuple[int, str]]) -> tuple[int, str]:
+    return next((f for f in failures if not _BROKEN.search(f[1])), failures[0])
 
 
 def run_group(fn: Callable, args: tuple, placement: Placement, timeout_s: float = 1800.0) -> dict[int, Any]:
@@ -179,8 +202,9 @@ def run_group(fn: Callable, args: tuple, placement: Placement, timeout_s: float 
             elif status == BAD_INPUT:
                 raise NewbieError(value)
             else:
-                # a peer's death shows up first as a broken collective on the survivors: name the dead one
+                # a peer's failure or death shows up on the survivors as a broken collective: name its cause
                 time.sleep(0.5)
+                rank, value = _root_cause([(rank, value)] + _pending(results))
                 raise GroupFailed(died() or f"rank {rank} of {placement.world} failed: {value}; all processes "
                                   "were stopped")
         grace = 30.0  # every rank answered: they are only tearing down

@@ -105,6 +105,14 @@ def _rank_main(rank: int, world: int, device: str, job: Job):
     return out, (pipe.notice if rank == 0 else "")
 
 
+def _import_for_fork() -> None:
+    """CPU ranks are forked: import the model libraries once here, not in every child (seconds each)."""
+    import diffusers  # noqa: F401
+    import transformers  # noqa: F401
+    from diffusers import AutoencoderKL  # noqa: F401
+    from transformers import Gemma3TextModel, JinaEmbeddingsV3Model  # noqa: F401
+
+
 def generate(layout: Layout, placement: Placement, load: dict, prompt, negative=None, *, progress: bool = False,
              step_cache: float = 0.0, timeout_s: float = 1800.0, **settings):
     """One request on layout.world new processes (placement: their devices) -> (Generation, model notice).
@@ -114,6 +122,8 @@ def generate(layout: Layout, placement: Placement, load: dict, prompt, negative=
     if settings.get("seed") is None:
         settings["seed"] = secrets.randbelow(2**32)
     job = Job(layout, dict(load), prompt, negative, settings, progress, step_cache)
+    if not placement.cuda:
+        _import_for_fork()
     results = run_group(_rank_main, (job,), placement, timeout_s)
     gen, notice = results[0]
     return dataclasses.replace(gen, latents=torch.from_numpy(gen.latents)), notice

@@ -127,28 +127,22 @@ class Pipeline:
         self.adapters = AdapterStack()  # LoRA/LoKr: loaded files, and the set applied for the current request
 
     def compile(self, backend: str = "inductor", mode: str | None = None, *, fast: bool = True,
-                attention: str | None = None, cuda_graphs: bool | None = None, vae: bool = True,
+                attention: str | None = None, cuda_graphs: bool = False, vae: bool = False,
                 dynamic: bool | None = None, cache_dir: str | None = None) -> float:
         """Regional torch.compile of the repeated block: one compiled graph reused by every layer.
 
         fast: the block's fast forward (model/fused.py: one GEMM for w1|w3, the attention backend `attention`,
-        or on CUDA the fastest one measured here on this model's attention shape). cuda_graphs (default: on for
-        a resident model on CUDA): each DiT forward replays a captured CUDA graph. vae: channels-last + compiled
-        VAE decoder on CUDA. Compiled kernels go to an on-disk cache (cache_dir, $TORCHINDUCTOR_CACHE_DIR or
-        ~/.cache/newbie/inductor), so a second process on this machine (a restarted `newbie serve` or `ui`)
-        reuses them. Returns the seconds spent compiling on a small warm-up image."""
-        import os
-
+        or on CUDA the fastest one measured here on this model's attention shape). cuda_graphs: each DiT
+        forward replays a captured CUDA graph (off by default: no gain measured on an H200 at 1024², where the
+        step is GPU-bound; docs/benchmarks.md). vae: channels-last + compiled VAE decoder on CUDA (off by
+        default: its compile time is not measured yet). Compiled kernels go to an on-disk cache (cache_dir, $TORCHINDUCTOR_CACHE_DIR or
+        ~/.cache/newbie/inductor, plus one mega-cache file), so a second process on this machine (a restarted
+        `newbie serve` or `ui`) reuses them. Returns the seconds spent compiling on a small warm-up image."""
         from newbie.model import fused
 
         if self.compiled:
             return 0.0
-        if backend == "inductor":
-            if cache_dir:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache/newbie/inductor"))
-            torch._inductor.config.fx_graph_cache = True  # inductor output, keyed by graph + config + versions
-            torch._functorch.config.enable_autograd_cache = True  # and the AOT autograd step before it
+        folder = fused.compile_cache(cache_dir) if backend == "inductor" else None
         cuda = self.device.type == "cuda"
         resident = self.residency is None
         self.fast_paths = {}
@@ -160,16 +154,16 @@ class Pipeline:
             block.compile(backend=backend, mode=mode, dynamic=dynamic, fullgraph=True)
         if vae and cuda and backend == "inductor":
             self.codec.vae.to(memory_format=torch.channels_last)
-            self.codec.vae.decoder.compile(fullgraph=False)
-        if cuda_graphs is None:
-            cuda_graphs = cuda and resident and mode is None
-        self.graphs = fused.use_cuda_graphs(self.dit, cuda_graphs)
-        self.fast_paths["cuda_graphs"] = bool(cuda_graphs)
+            self.codec.vae.decoder.compile()
+        self.graphs = fused.use_cuda_graphs(self.dit, bool(cuda_graphs and cuda and resident))
+        self.fast_paths["cuda_graphs"] = self.graphs is not None
         self.compiled = True
         t0 = time.perf_counter()
         d = self.spec.sampling
         self.generate("warm-up", seed=0, steps=1, width=d.width, height=d.height, sampler="euler")
         _sync(self.device)
+        if folder:
+            fused.save_mega_cache(folder)
         return time.perf_counter() - t0
 
     @property
@@ -274,13 +268,13 @@ class Pipeline:
         timings["encode_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        latents = self._sample(req, cond, uncond, self.schedule(req), start, progress, branches, events)
+        latents = self._denoise_guarded(req, cond, uncond, self.schedule(req), start, progress, branches, events)
         if req.hires is not None:
             second, sigmas = self.hires_request(req), img2img_sigmas(req.hires.steps, req.shift, req.hires.strength)
             with self.stage("vae"):
                 start = Start(self.upscale(latents, req.hires))
             later = None if progress is None else _renumbered(progress, req.steps, req.total_steps)
-            latents = self._sample(second, cond, uncond, sigmas, start, later, branches, events)
+            latents = self._denoise_guarded(second, cond, uncond, sigmas, start, later, branches, events)
         _sync(self.device)
         timings["denoise_s"] = time.perf_counter() - t0
         if branches.rank != 0:  # the parallel ranks other than 0 only sample
@@ -347,21 +341,26 @@ class Pipeline:
             return img2img_sigmas(req.steps, req.shift, req.image.strength)
         return flow_sigmas(req.steps, req.shift)
 
-    def _sample(self, req: Request, cond, uncond, sigmas: torch.Tensor, start: Start | None, progress, branches,
+    def denoise(self, req: Request, cond, uncond, sigmas: torch.Tensor, start: Start | None, progress, branches,
                 events) -> torch.Tensor:
-        """noise -> guided model -> sampler, in the denoise stage; the fp16 guard re-runs on overflow."""
+        """One sampling pass: noise -> guided model -> sampler, in the denoise stage. The fp16 guard stops
+        at the first NaN/Inf and the pass is run again (clamped, then in a safe dtype)."""
         noise = self.noise(req)
         p = self.dit.cfg.patch_size * self.codec.cfg.downscale
         grid = (req.height // p, req.width // p)
         with self.stage("denoise"):
-            while True:
-                model = branches.model(self, req, cond, uncond, grid)
-                if self.dtypes["dit"] == "fp16":  # the fp16 guard: stop at the first NaN/Inf
-                    model = checked(model, "DiT output")
-                try:
-                    return sample(SAMPLERS[req.sampler], model, noise, sigmas, start, progress)
-                except NonFinite as e:
-                    self._fp16_fallback(e, events)
+            model = branches.model(self, req, cond, uncond, grid)
+            if self.dtypes["dit"] == "fp16":
+                model = checked(model, "DiT output")
+            return sample(SAMPLERS[req.sampler], model, noise, sigmas, start, progress)
+
+    def _denoise_guarded(self, *args) -> torch.Tensor:
+        events = args[-1]
+        while True:
+            try:
+                return self.denoise(*args)
+            except NonFinite as e:
+                self._fp16_fallback(e, events)
 
     def _fp16_fallback(self, e: NonFinite, events: list[str]) -> None:
         """First overflow: clamp the DiT activations to the fp16 range; second: run the DiT in a safe dtype."""
@@ -480,15 +479,18 @@ def _problems(latents: torch.Tensor, images: torch.Tensor) -> list[list[str]]:
 def load(path: str | Path | None = None, *, device: str | None = None, dtype: str = "auto",
          text_dtype: str | None = None, vae_dtype: str = "fp32", text_encoder=None, clip_model=None, vae=None,
          spec: str = "newbie-exp0.1", vram: str | float | None = None, plan_size: tuple[int, int] | None = None,
-         quantize: str | None = None) -> Pipeline:
+         quantize: str | None = None, comfy_dir: str | Path | None = None) -> Pipeline:
     """Load a NewBie model folder (or the embedded demo model when path is None).
+
+    path / text_encoder / clip_model / vae: folders or single files (ComfyUI's files included);
+    comfy_dir: a ComfyUI models/ folder that supplies every component not given (docs/comfyui.md).
 
     vram: a GPU memory budget ("8GB", 8, or "auto" for the free memory) -> the planner picks residency,
     streaming, quantization and tiling for `plan_size` (default: the model's default size).
     quantize: "int8" / "fp8" weight-only (DiT and Gemma blocks) or "fp8-dynamic" compute (DiT), via torchao.
     """
     notice = ""
-    if path is None:
+    if path is None and comfy_dir is None:
         from newbie.demo.model import default_model
 
         path, notice = default_model()
@@ -497,7 +499,8 @@ def load(path: str | Path | None = None, *, device: str | None = None, dtype: st
         raise NewbieError("device 'cuda' was asked for but no CUDA GPU is available")
     dit_dtype = parse_dtype(dtype, dev)
     names = {"dit": dit_dtype, "text": parse_dtype(text_dtype or dit_dtype, dev), "vae": parse_dtype(vae_dtype, dev)}
-    folder = locate(path, text_encoder, clip_model, vae)
+    folder = locate(path, text_encoder, clip_model, vae, comfy_dir=comfy_dir)
+    notice = "; ".join(filter(None, [notice, *folder.notes]))  # which files a ComfyUI folder gave
     base = SPECS[spec]
     mspec = model_spec(folder, base)
     hint = "give --text-encoder/--clip-model/--vae or a full model folder"

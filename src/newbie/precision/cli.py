@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         text_encoder=args.text_encoder,
         clip_model=args.clip_model,
         vae=args.vae,
+        comfy_dir=getattr(args, "comfy_dir", None),
         **extra,
     )
     pipe.step_cache = getattr(args, "step_cache", 0.0) or getattr(pipe, "step_cache", 0.0)

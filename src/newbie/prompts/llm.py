@@ -54,19 +54,19 @@ prompt of the NewBie anime image model. Rules:
 # Few-shot examples, rendered by our own builder so they show exactly the layout the grammar enforces.
 _EXAMPLES = [
     (
-        "hatsune miku (vocaloid) singing on a stage at night, a boy with short black hair watching from the crowd",
+        "saber (fate) in armor holding a sword on a hill at sunset, a boy with short black hair watching her",
         {
             "characters": [
-                {"n": "hatsune_miku", "gender": "1girl", "appearance": "aqua_hair, twintails, long_hair",
-                 "clothing": "detached_sleeves, necktie", "expression": "open_mouth, smile",
-                 "action": "singing, holding_microphone", "position": "center"},
+                {"n": "saber_(fate)", "gender": "1girl", "appearance": "blonde_hair, green_eyes, ahoge, braid",
+                 "clothing": "armor, armored_dress, blue_dress", "expression": "serious",
+                 "action": "standing, holding_sword", "position": "left"},
                 {"gender": "1boy", "appearance": "black_hair, short_hair", "action": "watching",
-                 "position": "lower_right"},
+                 "position": "right"},
             ],
-            "general_tags": {"count": "1girl, 1boy", "style": "anime_style", "background": "stage, night, crowd",
-                             "lighting": "stage_lights", "other": "vocaloid"},
-            "caption": "Hatsune Miku sings on a brightly lit stage at night while a boy with short black hair "
-                       "watches from the crowd.",
+            "general_tags": {"count": "1girl, 1boy", "style": "anime_style", "background": "hill, sunset, sky",
+                             "lighting": "backlighting", "other": "fate_(series)"},
+            "caption": "Saber in blue and silver armor stands on a hill at sunset holding a sword while a boy "
+                       "with short black hair watches her.",
         },
     ),
     (
@@ -123,7 +123,9 @@ def vocab_of(tokenizer, size: int) -> Vocab:
     n = min(size, len(tokenizer))
     specials = set(tokenizer.all_special_ids)
     specials.update(i for i, t in tokenizer.added_tokens_decoder.items() if t.special)
-    anchor = next(i for i in _encode(tokenizer, "a b c") if i not in specials)
+    # a plain word to stand before each token: one of "a b c" or, in a small vocabulary, any alphanumeric token
+    candidates = [*_encode(tokenizer, "a b c"), *range(n)]
+    anchor = next(i for i in candidates if i not in specials and tokenizer.decode([i]).strip().isalnum())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     seqs = [[anchor, i] for i in range(n)]
     if backend is not None:  # Rust, parallel: about a second for Gemma's 262k tokens
@@ -133,14 +135,11 @@ def vocab_of(tokenizer, size: int) -> Vocab:
         both = tokenizer.batch_decode(seqs, skip_special_tokens=False)
         head = tokenizer.decode([anchor], skip_special_tokens=False)
     pieces = tuple(b[len(head):] if b.startswith(head) else "" for b in both)
-    content = torch.zeros(size, dtype=torch.bool)
-    wordy = torch.zeros(size, dtype=torch.bool)
-    for i, p in enumerate(pieces):
-        if i in specials or not p or any(c in p for c in "<>&\n\r\t\ufffd"):
-            continue  # markup, entities, line breaks and half-decoded bytes never go into a field
-        content[i] = True
-        wordy[i] = any(c.isalnum() for c in p)
-    return Vocab(pieces, content, wordy)
+    banned = set("<>&\n\r\t\ufffd")  # markup, entities, line breaks and half-decoded bytes never go into a field
+    content = [bool(p) and i not in specials and banned.isdisjoint(p) for i, p in enumerate(pieces)]
+    wordy = [ok and any(c.isalnum() for c in p) for ok, p in zip(content, pieces)]
+    pad = [False] * (size - n)
+    return Vocab(pieces, torch.tensor(content + pad), torch.tensor(wordy + pad))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -170,7 +169,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class StaticDecoder:
     """Gemma3TextModel's math over a preallocated KV cache: the prompt in one pass, then one token per step.
     On CUDA the step (embedding, 34 layers, logits) is captured once as a CUDA graph, so a token costs one
-    graph launch instead of ~900 kernel launches from Python. Same modules, same weights as the encoder."""
+    graph launch instead of thousands of kernel launches from Python. Same modules and weights as the encoder."""
 
     def __init__(self, gemma, max_len: int, device: torch.device, use_graph: bool = True):
         cfg = gemma.config
@@ -190,14 +189,17 @@ class StaticDecoder:
         if use_graph and device.type == "cuda" and gemma.embed_tokens.weight.device == device:
             self._capture()
 
-    def forward(self, h: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """h (1, T, D) embedded tokens at positions pos (T,) -> (1, D) final-normed hidden of the last one."""
-        T = h.shape[1]
-        causal = self.keys[None, :] <= pos[:, None]  # (T, max_len): unwritten slots are never read
-        sliding = causal & (self.keys[None, :] > pos[:, None] - self.window)
+    def forward(self, h: torch.Tensor, pos: torch.Tensor, n_keys: int | None = None) -> torch.Tensor:
+        """h (1, T, D) embedded tokens at positions pos (T,) -> (1, D) final-normed hidden of the last one.
+        n_keys: attend over the first n_keys cache slots only (eager steps); a CUDA graph reads them all."""
+        T, L = h.shape[1], n_keys or self.max_len
+        keys = self.keys[:L]
+        causal = keys[None, :] <= pos[:, None]  # (T, L): unwritten slots are never read
+        sliding = causal & (keys[None, :] > pos[:, None] - self.window)
+        rope = {k: [t.index_select(1, pos)[:, None] for t in cs] for k, cs in self.rope.items()}  # (1, 1, T, hd)
         for i, layer in enumerate(self.gemma.layers):
             attn = layer.self_attn
-            cos, sin = (t.index_select(1, pos)[:, None] for t in self.rope[self.types[i]])  # (1, 1, T, hd)
+            cos, sin = rope[self.types[i]]
             x = layer.input_layernorm(h)
             q = attn.q_norm(attn.q_proj(x).view(1, T, -1, attn.head_dim).transpose(1, 2))  # (1, H, T, hd)
             k = attn.k_norm(attn.k_proj(x).view(1, T, -1, attn.head_dim).transpose(1, 2))  # (1, KV, T, hd)
@@ -206,14 +208,14 @@ class StaticDecoder:
             self.k[i].index_copy_(2, pos, k)
             self.v[i].index_copy_(2, pos, v)
             mask = sliding if self.types[i] == "sliding_attention" else causal
-            o = F.scaled_dot_product_attention(q, self.k[i], self.v[i], attn_mask=mask[None, None],
+            o = F.scaled_dot_product_attention(q, self.k[i][:, :, :L], self.v[i][:, :, :L], attn_mask=mask[None, None],
                                                scale=attn.scaling, enable_gqa=True)
             h = h + layer.post_attention_layernorm(attn.o_proj(o.transpose(1, 2).reshape(1, T, -1)))
             h = h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
         return self.gemma.norm(h[:, -1])
 
-    def _logits_at(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return lm_logits(self.gemma, self.forward(_embed(self.gemma, ids[None], self.device), pos))
+    def _logits_at(self, ids: torch.Tensor, pos: torch.Tensor, n_keys: int | None = None) -> torch.Tensor:
+        return lm_logits(self.gemma, self.forward(_embed(self.gemma, ids[None], self.device), pos, n_keys))
 
     def _capture(self) -> None:
         self.tok = torch.zeros(1, dtype=torch.long, device=self.device)
@@ -229,7 +231,7 @@ class StaticDecoder:
             with torch.cuda.graph(graph):
                 self.out = self._logits_at(self.tok, self.pos)
             self.graph = graph
-        except Exception as e:  # e.g. a quantized kernel that cannot be captured: eager steps still work
+        except Exception as e:  # noqa: BLE001 - e.g. a quantized kernel that cannot be captured: eager steps work
             self.graph, self.graph_error = None, f"{type(e).__name__}: {e}"
             torch.cuda.synchronize(self.device)
 
@@ -239,7 +241,7 @@ class StaticDecoder:
             raise NewbieError(f"the expansion prompt is {n} tokens; the cache holds {self.max_len}")
         t = torch.tensor(ids, device=self.device)
         self.n = n
-        return self._logits_at(t, torch.arange(n, device=self.device))
+        return self._logits_at(t, torch.arange(n, device=self.device), n)
 
     def step(self, token: int) -> torch.Tensor:
         if self.n >= self.max_len:
@@ -251,7 +253,7 @@ class StaticDecoder:
             out = self.out
         else:
             out = self._logits_at(torch.tensor([token], device=self.device),
-                                  torch.tensor([self.n], device=self.device))
+                                  torch.tensor([self.n], device=self.device), self.n + 1)
         self.n += 1
         return out
 
@@ -328,6 +330,7 @@ class GenerationStats:
     setup_s: float = 0.0  # cache allocation and CUDA graph capture
     decoder: str = ""
     graph: bool = False
+    graph_error: str = ""  # why the CUDA graph could not be captured (then each step runs eagerly)
     truncated: bool = False  # the token budget ran out and the open tags were closed for it
 
     @property
@@ -347,14 +350,16 @@ def generate_xml(gemma, tokenizer, text: str, *, seed: int | None = None, temper
     t0 = time.perf_counter()
     vocab_size = gemma.embed_tokens.weight.shape[0]
     voc = vocab_of(tokenizer, vocab_size)
-    content = voc.content.to(device)
+    out_device = gemma.embed_tokens.weight.device  # logits live with the table (on the CPU in some plans)
+    content = voc.content.to(out_device)
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     prompt_ids = bos + _encode(tokenizer, chat_text(text))
     stats.prompt_tokens = len(prompt_ids)
     enc = lru_cache(maxsize=None)(lambda s: _encode(tokenizer, s))
-    dec = make_decoder(gemma, len(prompt_ids) + max_new_tokens + 1, device, decoder)
-    stats.decoder, stats.graph = type(dec).__name__, dec.graph is not None
-    gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    cache_len = -(-(len(prompt_ids) + max_new_tokens + 1) // 64) * 64  # aligned rows suit the attention kernels
+    dec = make_decoder(gemma, cache_len, device, decoder)
+    stats.decoder, stats.graph, stats.graph_error = type(dec).__name__, dec.graph is not None, dec.graph_error
+    gen = torch.Generator(device=out_device).manual_seed(seed) if seed is not None else None
     _sync(device)
     stats.setup_s = time.perf_counter() - t0
 
@@ -528,3 +533,30 @@ def expand_with_pipeline(pipe, text: str, **kwargs) -> Expansion:
     with pipe.stage("text"):
         return expand_llm(text, text_encoders.gemma, text_encoders.gemma_tokenizer, device=text_encoders.device,
                           **kwargs)
+
+
+def load_gemma_only(model=None, text_encoder=None, device: str | None = None, dtype: str = "auto"):
+    """(gemma, tokenizer, device, notice) from a model folder (default: the demo model), without the DiT,
+    Jina or VAE: for `newbie prompt expand --llm`, which needs only the chat model."""
+    from newbie.loading.folder import locate
+    from newbie.loading.text import load_gemma, load_tokenizer
+
+    notice = ""
+    if model is None:
+        from newbie.demo.model import default_model
+
+        model, notice = default_model()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NewbieError("device 'cuda' was asked for but no CUDA GPU is available")
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if dtype == "auto":
+        dtype = "bf16" if dev.type == "cuda" else "fp32"
+    if dtype not in dtypes:
+        raise NewbieError(f"unknown dtype '{dtype}' (choose from auto, {', '.join(dtypes)})")
+    folder = locate(model, text_encoder)
+    if folder.text_encoder is None:
+        raise NewbieError(f"{folder.name}: no Gemma3 text encoder (text_encoder/); give --text-encoder, "
+                          "or drop --llm for the rule-based expander")
+    gemma = load_gemma(folder.text_encoder, dtypes[dtype], dev)
+    return gemma, load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma"), dev, notice

@@ -18,6 +18,9 @@ from newbie.serve.errors import ApiError, error_body
 from newbie.serve.limits import validate
 from newbie.serve.schemas import (
     ErrorBody,
+    ExpandRequest,
+    ExpandResponse,
+    ExpandWarning,
     GenerationParams,
     Health,
     ImageData,
@@ -183,6 +186,39 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
     )
     def cancel_job(job_id: str, request: Request) -> JobStatus:
         return _status(service, service.cancel(job_id), request)
+
+    @app.post(
+        "/v1/prompts/expand",
+        response_model=ExpandResponse,
+        responses=ERRORS,
+        summary="Sentence or tags -> XML prompt, written by the model's own Gemma (or the rules)",
+    )
+    def expand_prompt(body: ExpandRequest) -> ExpandResponse:
+        from newbie.errors import NewbieError
+        from newbie.prompts import PromptError
+
+        if len(body.text) > service.limits.max_prompt_chars:
+            raise ApiError(413, f"text is {len(body.text)} characters; the limit is "
+                           f"{service.limits.max_prompt_chars}", "prompt_too_long", "text")
+        t0 = time.perf_counter()
+        try:
+            out = service.expand(body.text, body.llm, seed=body.seed, temperature=body.temperature,
+                                 max_new_tokens=body.max_new_tokens)
+        except PromptError as e:
+            raise ApiError(422, f"text is malformed XML: {e}", "invalid_prompt", "text") from None
+        except NewbieError as e:
+            raise ApiError(422, str(e), "invalid_prompt", "text") from None
+        stats = out.stats
+        return ExpandResponse(
+            xml=out.xml,
+            warnings=[ExpandWarning(code=w.code, message=w.message, character=w.character, line=w.line,
+                                    column=w.column) for w in out.warnings],
+            source=out.source,
+            note=out.note,
+            new_tokens=stats.new_tokens if stats else None,
+            tokens_per_s=round(stats.tokens_per_s, 2) if stats else None,
+            seconds=round(time.perf_counter() - t0, 3),
+        )
 
     @app.get("/healthz", response_model=Health, summary="Liveness: workers alive and queue size")
     def healthz():

@@ -97,6 +97,10 @@ def run(args) -> int:
             "NEWBIE_API_KEY), or keep the default --host 127.0.0.1"
         )
     limits = limits_from(args)
+    if args.ray and getattr(args, "comfy_dir", None):
+        if args.model:
+            raise NewbieError("with --ray give --model or --comfy-dir, not both")
+        args.model = args.comfy_dir  # a ComfyUI models/ folder is also a model path (newbie.loading.folder.locate)
     if args.ray:
         from newbie.serve.ray_app import run_ray
 

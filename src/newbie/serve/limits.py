@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from newbie.errors import NewbieError
+from newbie.pipeline.request import Settings
 from newbie.serve.errors import ApiError
 from newbie.serve.inputs import INPUT_FILES, decode_image, lora_arguments
 from newbie.serve.schemas import GenerationParams
@@ -34,8 +35,8 @@ class PipelineValidator:
     def __init__(self, pipe):
         self.pipe = pipe
 
-    def resolve(self, kwargs: dict) -> dict:
-        return resolved(self.pipe.request(**kwargs))
+    def resolve(self, settings: Settings) -> dict:
+        return resolved(self.pipe.request(settings))
 
 
 def resolved(req) -> dict:
@@ -154,7 +155,7 @@ def validate(body: GenerationParams, validator, limits: ApiLimits, data_dir: Pat
         if text is not None:  # bigger inputs are allowed: they are resized to the request size
             images[field] = decode_image(text, field, mode, 4 * limits.max_pixels)
     loras = [item.model_dump() for item in body.loras or []]
-    kwargs = dict(
+    settings = Settings(
         prompt=body.prompt,
         negative=body.negative,
         seed=body.seed,
@@ -176,7 +177,7 @@ def validate(body: GenerationParams, validator, limits: ApiLimits, data_dir: Pat
         hires=hires_argument(body.hires),
     )
     try:
-        params = validator.resolve(kwargs)
+        params = validator.resolve(settings)
     except NewbieError as e:
         raise ApiError(400, str(e), "invalid_request") from None
     check_side(params["width"], params["height"], "size", limits)
@@ -197,9 +198,9 @@ def to_request(pipe, params: dict, data_dir: Path | None = None, images: dict | 
     """Queued parameters -> the engine's Request (the same every time: the seed is in the parameters).
     `images`: the job's kept input images; `data_dir`: where its adapters are (both absent in old jobs)."""
     images = images or {}
-    return pipe.request(
-        params["prompt"],
-        params["negative"],
+    return pipe.request(Settings(
+        prompt=params["prompt"],
+        negative=params["negative"],
         seed=params["seed"],
         steps=params["steps"],
         cfg=params["cfg"],
@@ -217,5 +218,5 @@ def to_request(pipe, params: dict, data_dir: Path | None = None, images: dict | 
         strength=params.get("strength"),
         mask_feather=params.get("mask_feather"),
         hires=params.get("hires"),
-    )
+    ))
 

@@ -36,6 +36,7 @@ def local_service(args, limits):
             text_encoder=args.text_encoder,
             clip_model=args.clip_model,
             vae=args.vae,
+            comfy_dir=getattr(args, "comfy_dir", None),
             **extra,
         )
         if getattr(args, "step_cache", 0.0):

@@ -65,11 +65,11 @@ class Generator:
         self.pipe = newbie.load(model, device=device, dtype=dtype)
         self.gpu = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # serializes GPU work on this replica
 
-    async def check(self, kwargs: dict) -> dict:
+    async def check(self, settings) -> dict:
         from newbie.serve.limits import PipelineValidator
 
         try:
-            return {"params": PipelineValidator(self.pipe).resolve(kwargs)}
+            return {"params": PipelineValidator(self.pipe).resolve(settings)}
         except NewbieError as e:
             return {"error": str(e)}
 
@@ -142,10 +142,10 @@ class RemoteValidator:
         self.handles = itertools.cycle(handles)
         self.lock = threading.Lock()
 
-    def resolve(self, kwargs: dict) -> dict:
+    def resolve(self, settings) -> dict:
         with self.lock:
             handle = next(self.handles)
-        out = handle.check.remote(kwargs).result(timeout_s=60)
+        out = handle.check.remote(settings).result(timeout_s=60)
         if "error" in out:
             raise NewbieError(out["error"])
         return out["params"]

@@ -116,3 +116,34 @@ class Health(BaseModel):
     workers_alive: int
     queued: int
     running: int
+
+
+class ExpandRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    text: str = Field(description="a sentence or a danbooru tag list (an XML prompt is returned as parsed)")
+    llm: bool = Field(True, description="let the model's Gemma write the XML; false: the rule-based expander")
+    seed: int | None = Field(None, description="sample with this seed; omitted: greedy (deterministic)")
+    temperature: float = Field(0.7, gt=0, le=2, description="sampling temperature, with a seed")
+    max_new_tokens: int = Field(512, ge=1, le=1024, description="token budget of the answer")
+
+
+class ExpandWarning(BaseModel):
+    code: str = Field(description="lint code, e.g. NB103 (docs/prompts.md)")
+    message: str
+    character: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+
+class ExpandResponse(BaseModel):
+    xml: str = Field(description="the XML prompt, in the builder's canonical layout; always parses")
+    warnings: list[ExpandWarning] = Field(default_factory=list, description="lint warnings of the XML")
+    source: Literal["llm", "rules", "input"] = Field(
+        description="llm: Gemma wrote it; rules: the rule-based expander (llm false, or no Gemma in this "
+        "process); input: the text was XML already"
+    )
+    note: str = ""
+    new_tokens: int | None = Field(None, description="tokens Gemma generated (llm only)")
+    tokens_per_s: float | None = None
+    seconds: float | None = Field(None, description="time of the whole expansion")

@@ -168,6 +168,19 @@ class JobService:
         assert path.resolve().is_relative_to(self.data_dir)
         return path
 
+    def expand(self, text: str, llm: bool = True, **kwargs):
+        """A prompt expansion on the first runner that holds a pipeline's Gemma in this process; the
+        rule-based expander when asked for, or when there is none (Ray replicas keep theirs remote)."""
+        from newbie.prompts.llm import expand_llm
+
+        runner = next((w.runner for w in self.workers if hasattr(w.runner, "expand")), None) if llm else None
+        if runner is None:
+            out = expand_llm(text)
+            if out.source == "rules":
+                out.note = "no Gemma in this server process: rule-based expansion" if llm else ""
+            return out
+        return runner.expand(text, **kwargs)
+
     def health(self) -> dict:
         counts = self.store.counts()
         alive = sum(w.is_alive() for w in self.workers)

@@ -115,11 +115,21 @@ class PipelineRunner:
 
     def __init__(self, pipe, name: str):
         self.pipe, self.name = pipe, name
+        # a job and a prompt expansion share the pipeline's Gemma (and a memory plan's stages): one at a time
+        self.lock = threading.Lock()
 
     def run(self, params: dict, on_step, images=None, data_dir=None) -> tuple[list, list]:
         from newbie.serve.limits import to_request
 
         req = to_request(self.pipe, params, data_dir, images)
-        with failure_context(size=(req.width, req.height), plan=self.pipe.plan.name if self.pipe.plan else None):
+        plan = self.pipe.plan.name if self.pipe.plan else None
+        with failure_context(size=(req.width, req.height), plan=plan), self.lock:
             gen = self.pipe.run(req, progress=lambda d: on_step(d["step"], d["steps"]))
         return gen.images, gen.recipes
+
+    def expand(self, text: str, **kwargs):
+        """`POST /v1/prompts/expand`: the pipeline's own Gemma writes the XML (newbie.prompts.llm)."""
+        from newbie.prompts.llm import expand_with_pipeline
+
+        with self.lock:
+            return expand_with_pipeline(self.pipe, text, **kwargs)

@@ -15,6 +15,7 @@ import streamlit as st
 import torch
 
 from newbie.errors import NewbieError
+from newbie.pipeline.request import Settings
 from newbie.sampling.samplers import SAMPLERS
 from newbie.ui import compose, form, theme, workflows
 from newbie.ui import gallery_view as views
@@ -155,7 +156,22 @@ def form_values() -> dict:
     }
 
 
-def composer() -> str:
+def gemma_expander(pipe) -> None:
+    """The button that lets the model's own Gemma write the XML instead of the rules (shown below it)."""
+    job = state.get("job")
+    cols = st.columns([3, 2], vertical_alignment="bottom")
+    cols[1].text_input("Gemma seed", key="gemma_seed", placeholder="empty: greedy")
+    clicked = cols[0].button("Write with Gemma", disabled=(job is not None and job.active) or not state.describe.strip(),
+                             help="the model's text encoder writes the XML; without it, the rules below do")
+    if clicked:
+        try:
+            with st.spinner("Gemma is writing the XML ..."):
+                state.gemma_expansion = compose.expand_with_gemma(pipe, state.describe, state.get("gemma_seed", ""))
+        except (NewbieError, ValueError) as e:
+            st.error(str(e))
+
+
+def composer(pipe) -> str:
     """The three prompt modes (all rendered, so switching loses nothing); returns the active mode's prompt."""
     tabs = st.tabs(list(compose.MODES), key="mode", on_change="rerun")
     with tabs[0]:
@@ -175,7 +191,14 @@ def composer() -> str:
             placeholder="two girls under a night sky, one with long red hair on the left ...",
         )
         expanded = ""
-        if state.describe.strip():
+        gemma_expander(pipe)
+        written = state.get("gemma_expansion")
+        if written is not None and written.text == state.describe:
+            expanded = written.xml
+            st.caption(written.line)
+            for w in written.warnings:
+                st.warning(w)
+        elif state.describe.strip():
             try:
                 expanded = compose.expand_to_xml(state.describe)
             except ValueError as e:
@@ -235,7 +258,7 @@ def start_job(cfg: UISettings, gallery: Gallery, prompt: str, check) -> None:
         apply_plan(pipe, state.vram_gib, kwargs.get("width") or pipe.spec.sampling.width,
                    kwargs.get("height") or pipe.spec.sampling.height)
         final = apply_style(prompt, state.style_tags)
-        req = pipe.request(final, settings.negative, **settings.kwargs())  # instant errors, before the thread
+        req = pipe.request(Settings(prompt=final, negative=settings.negative, **settings.kwargs()))  # instant errors, before the thread
         previewer = previewer_for(cfg.model, cfg.device, settings.dtype, str(cfg.data_dir))
         state.job = Job(pipe, final, settings.negative, settings.kwargs(), gallery, previewer).start()
         state.notice = ("warning", "; ".join(req.warnings)) if req.warnings else None
@@ -270,7 +293,7 @@ def main() -> None:
     left, right = st.columns([5, 7], gap="large")
     with left:
         with st.container(key="composer"):
-            prompt = composer()
+            prompt = composer(pipe)
             check = show_check(prompt)
         job = state.get("job")
         running = job is not None and job.active

@@ -23,7 +23,9 @@ def add_parser(subparsers) -> None:
     from newbie.ui.gallery import default_data_dir
 
     p = subparsers.add_parser("ui", help="the web gallery: compose, generate, browse (Streamlit)")
-    p.add_argument("--model", help="model folder (default: the embedded demo model)")
+    p.add_argument("--model", help="model folder or ComfyUI models/ folder (default: the embedded demo model)")
+    p.add_argument("--comfy-dir", help="a ComfyUI models/ folder: the NewBie files in diffusion_models/, "
+                   "text_encoders/ (or clip/) and vae/, found by their usual names")
     p.add_argument("--port", type=int, default=8501, help="port to listen on (default: 8501)")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 exposes it)"
@@ -43,6 +45,14 @@ def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
 
     if not 0 < args.port < 65536:
         raise NewbieError(f"--port must be between 1 and 65535, got {args.port}")
+    comfy_dir = getattr(args, "comfy_dir", None)
+    if args.model and comfy_dir:
+        raise NewbieError("give --model or --comfy-dir, not both")
+    if comfy_dir:
+        from newbie.loading.comfy import find_comfy_files
+
+        find_comfy_files(comfy_dir)  # not a ComfyUI folder: fail here, not in the page
+        args.model = comfy_dir  # the page loads a ComfyUI models/ folder given as its model path
     if args.model and not Path(args.model).exists():
         raise NewbieError(f"--model {args.model}: no such file or folder")
     data_dir = Path(args.data_dir).expanduser().resolve()

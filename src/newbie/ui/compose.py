@@ -12,6 +12,7 @@ CARD_FIELDS = ("n", "gender", "appearance", "clothing", "expression", "action", 
 CARD_LABELS = {"n": "name"}  # the XML field is <n>; the card says what it means
 GENERAL_CARD_FIELDS = ("count", "background", "atmosphere", "lighting", "objects", "quality", "other")
 MAX_CARDS = 6  # lint warns above 4 (NB101); the editor still lets the user try
+GEMMA_MAX_NEW_TOKENS = 512  # the answer's token budget when Gemma writes the XML
 
 
 @dataclass
@@ -53,3 +54,29 @@ def check_prompt(text: str) -> PromptCheck:
     except ValueError as e:  # longer than the parser accepts
         return PromptCheck(error=str(e))
     return PromptCheck(warnings=[str(w) for w in warnings], kind=parse(text).kind)
+
+
+@dataclass
+class GemmaExpansion:
+    text: str  # the description it was written for: a later edit of the description hides it
+    xml: str
+    warnings: list[str] = field(default_factory=list)
+    line: str = ""  # how it was made, for a caption under the XML
+
+
+def expand_with_gemma(pipe, text: str, seed: str = "") -> GemmaExpansion:
+    """The loaded model's own Gemma writes the XML (grammar-constrained, newbie.prompts.llm); greedy when
+    seed is empty. ValueError for a seed that is not a whole number."""
+    from newbie.prompts.llm import expand_with_pipeline  # torch-side code only when the button is pressed
+
+    seed = seed.strip()
+    if seed and not seed.lstrip("-").isdigit():
+        raise ValueError(f"the Gemma seed must be a whole number or empty (greedy), not '{seed}'")
+    out = expand_with_pipeline(pipe, text, seed=int(seed) if seed else None, max_new_tokens=GEMMA_MAX_NEW_TOKENS)
+    how = "greedy" if not seed else f"seed {seed}"
+    if out.stats is not None:
+        line = f"written by Gemma: {out.stats.new_tokens} tokens, {out.stats.tokens_per_s:.0f} tok/s, {how}"
+    else:
+        line = "rule-based expansion"
+    line += f" ({out.note})" if out.note else ""
+    return GemmaExpansion(text, out.xml, [str(w) for w in out.warnings], line)

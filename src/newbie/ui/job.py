@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from newbie.errors import NewbieError
+from newbie.errors import debug_enabled, describe, failure_context
 from newbie.ui.gallery import Gallery
 from newbie.ui.memory import measure, out_of_memory_message
 from newbie.ui.preview import Previewer
@@ -93,16 +93,18 @@ class Job:
                 self._generate()
             except _Cancelled:
                 self._finish("cancelled", "cancelled")
-            except NewbieError as e:
-                self._finish("failed", str(e))
-            except torch.OutOfMemoryError:
+            except torch.OutOfMemoryError:  # the page's own advice: the plan that fits the memory free now
                 self._finish("failed", self._oom())
-            except Exception as e:  # the page shows one line; the traceback goes to the server log
-                log.exception("generation failed")
-                self._finish("failed", f"generation failed: {type(e).__name__}: {e}")
+            except Exception as e:  # the page shows one line; the traceback goes to the server log on request
+                message, _ = describe(e)
+                if debug_enabled():
+                    log.exception("generation failed")
+                self._finish("failed", message)
 
     def _generate(self) -> None:
-        with measure(self.pipe.device) as used:
+        k, plan = self.kwargs, self.pipe.plan
+        size = (k.get("width") or self.pipe.spec.sampling.width, k.get("height") or self.pipe.spec.sampling.height)
+        with measure(self.pipe.device) as used, failure_context(size=size, plan=plan.name if plan else None):
             gen = self.pipe.generate(self.prompt, self.negative, progress=self._on_step, **self.kwargs)
         if self.previewer is not None:
             self.previewer.learn(gen.latents, gen.images)

@@ -1,0 +1,131 @@
+"""Speed of `newbie prompt expand --llm`: new tokens per second of the grammar-constrained Gemma3 loop.
+
+A full-size Gemma3-4B text model (spec section 3.1 config, the one bench/gpu_check.py builds) with RANDOM
+weights in bf16 on CUDA, a word-level tokenizer of the same vocabulary size, and the real expansion loop
+(system prompt + few-shot, token grammar, static KV cache, CUDA graph per step). Random weights measure speed
+only: the text is nonsense, but it is still valid XML, which is checked. Also one run of the transformers
+forward with its DynamicCache (ReferenceDecoder), for comparison. Needs torch and transformers, not diffusers.
+
+    python bench/llm_speed.py --out llm-speed.json            # H200: < 90 s
+    python bench/llm_speed.py --tiny --out /tmp/llm-tiny.json  # CPU check of the script itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TEXT = "two girls under cherry blossoms, one with silver hair holding an umbrella"
+
+
+def tiny_text_config():
+    from transformers import Gemma3TextConfig
+
+    # the 4B structure (5 sliding : 1 global, two RoPE bases, linear x8 on global) at toy width
+    layer_types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(6)]
+    return Gemma3TextConfig(
+        vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=1024, layer_types=layer_types,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}},
+        rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+    )
+
+
+def tokenizer_for(vocab_size: int):
+    """A word-level tokenizer with exactly vocab_size ids: the toy words, the XML tag names, fillers."""
+    from newbie.demo.tiny import word_tokenizer
+    from newbie.demo.vocab import toy_words
+    from newbie.prompts import CHARACTER_FIELDS, GENERAL_FIELDS
+
+    words = list(dict.fromkeys(toy_words() + list(CHARACTER_FIELDS + GENERAL_FIELDS) + [
+        "character_1", "character_2", "character_3", "character_4", "general_tags", "caption", "start_of_turn",
+        "end_of_turn", "user", "model"]))
+    fillers = vocab_size - 12 - len(words)  # word_tokenizer adds 4 special and 8 punctuation tokens
+    return word_tokenizer(words + [f"w{i}" for i in range(fillers)], "gemma")
+
+
+def build(tiny: bool, device: torch.device):
+    from transformers import Gemma3TextModel
+
+    if tiny:
+        cfg, dtype = tiny_text_config(), torch.float32
+    else:
+        from gpu_check import gemma3_4b_text_config
+
+        cfg, dtype = gemma3_4b_text_config(), torch.bfloat16
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Gemma3TextModel(cfg).to(dtype).eval().requires_grad_(False)
+        for name, p in model.named_parameters():
+            if "norm" in name:  # RMSNorm weights start at 0 (scale 1+w): vary them like trained ones
+                p.normal_(0.0, 0.1)
+    return model, tokenizer_for(cfg.vocab_size)
+
+
+def run(model, tok, device, decoder: str, max_new_tokens: int) -> dict:
+    from newbie.prompts import parse
+    from newbie.prompts.llm import expand_llm
+
+    t0 = time.perf_counter()
+    out = expand_llm(TEXT, model, tok, max_new_tokens=max_new_tokens, device=device, decoder=decoder)
+    wall = time.perf_counter() - t0
+    parse(out.raw), parse(out.xml)  # valid XML whatever the weights
+    s = out.stats
+    return {"decoder": s.decoder, "cuda_graph": s.graph, "graph_error": s.graph_error,
+            "prompt_tokens": s.prompt_tokens, "new_tokens": s.new_tokens, "chosen_tokens": s.chosen_tokens,
+            "setup_s": round(s.setup_s, 4), "prefill_s": round(s.prefill_s, 4), "decode_s": round(s.decode_s, 4),
+            "tokens_per_s": round(s.tokens_per_s, 1), "wall_s": round(wall, 3), "truncated": s.truncated,
+            "xml_chars": len(out.xml)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="JSON result file")
+    ap.add_argument("--tiny", action="store_true", help="a toy-width Gemma3 on the CPU (checks the script)")
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--reference-tokens", type=int, default=64, help="budget of the transformers-forward run")
+    args = ap.parse_args()
+    import transformers
+
+    device = torch.device("cpu" if args.tiny else "cuda")
+    t0 = time.perf_counter()
+    model, tok = build(args.tiny, device)
+    res = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+           "date": date.today().isoformat(), "torch": torch.__version__, "transformers": transformers.__version__,
+           "model": "tiny Gemma3 (random)" if args.tiny else "Gemma3-4B text, random weights, bf16",
+           "params": sum(p.numel() for p in model.parameters()), "vocab": model.config.vocab_size,
+           "build_s": round(time.perf_counter() - t0, 2), "max_new_tokens": args.max_new_tokens}
+    print(json.dumps(res), flush=True)
+    from newbie.prompts.llm import vocab_of
+
+    t0 = time.perf_counter()
+    vocab_of(tok, model.config.vocab_size)  # once per tokenizer (cached): reading every token's text
+    res["vocab_table_s"] = round(time.perf_counter() - t0, 2)
+    with torch.no_grad():
+        res["warmup"] = run(model, tok, device, "static", 32)
+        runs = [run(model, tok, device, "static", args.max_new_tokens) for _ in range(args.repeats)]
+        res["runs"] = runs
+        res["tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in runs)
+        res["reference"] = run(model, tok, device, "reference", args.reference_tokens)
+    if device.type == "cuda":
+        res["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    res["meets_60_tok_s"] = res["tokens_per_s"] >= 60
+    print(json.dumps(res, indent=1), flush=True)
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

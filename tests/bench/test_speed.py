@@ -1,0 +1,54 @@
+"""CPU checks of `newbie bench speed`'s arithmetic and bookkeeping (the timings themselves need a GPU)."""
+
+import json
+
+import pytest
+import torch
+
+from newbie.bench import speed
+from newbie.demo.tiny import tiny_dit_config
+from newbie.model.dit import NextDiT
+
+
+def test_exact_flops_count_adaln_once_per_sample():
+    dit = NextDiT(tiny_dit_config())
+    block = dit.layers[0]
+    ada = sum(p.numel() for p in block.adaLN_modulation.parameters())
+    caps, img = [7, 3], 16
+    cfg = dit.cfg
+    tokens = sum(cfg.n_layers * (c + img) + cfg.n_refiner_layers * (img + c) for c in caps)
+    calls = len(caps) * (cfg.n_layers + cfg.n_refiner_layers)
+    # the issue-6 count charges the adaLN projection per token; the exact count once per call
+    diff = speed.step_flops(dit, caps, img) - speed.step_flops_exact(dit, caps, img)
+    assert diff == pytest.approx(2 * ada * (tokens - calls))
+
+
+def test_trajectory_is_euler_with_cfg():
+    x = torch.randn(1, 2, 3, 3)
+    c, u = torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3)
+    # constant fields: Euler is exact, x(0) = x(1) - guided velocity
+    out = speed._trajectory(lambda z, s: torch.cat([c, u]), x, steps=4, cfg=3.0)
+    torch.testing.assert_close(out, x - (u + 3.0 * (c - u)))
+
+
+def test_targets_report_met_missed_and_absent():
+    res = {"newbie_s_per_step": 0.099, "compile_cold_s": 25.0, "sizes": {"2048": {"pct_of_ceiling": 0.81}},
+           "newbie_fp8_s_per_step": "not run: --no-fp8"}
+    t = speed._targets(res)
+    assert t["bf16 step <= 0.100 s"]["met"] is True
+    assert t["compile cold <= 20 s"]["met"] is False
+    assert t["2048² step >= 80% of ceiling"]["met"] is True
+    assert t["fp8 step <= 0.075 s"] == {"value": "not run: --no-fp8", "met": None}
+    assert t["compile warm <= 5 s"]["met"] is None
+
+
+def test_sections_skip_on_budget_record_errors_and_save(tmp_path):
+    res = {}
+    run = speed._Run(res, [tmp_path / "a.json", tmp_path / "out" / "a.json"], budget_s=100)
+    assert run.section("ok", 1, lambda: res.update(x=1))
+    assert not run.section("boom", 1, lambda: 1 / 0)
+    assert not run.section("late", 1000, lambda: res.update(y=2))
+    saved = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert saved["x"] == 1 and "y" not in saved
+    assert saved["errors"]["boom"].startswith("ZeroDivisionError")
+    assert saved["skipped"]["late"].startswith("not run:")

@@ -1,0 +1,76 @@
+"""The tokenizers built from a ComfyUI file's embedded SentencePiece model give HF's ids, special tokens included."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from newbie.errors import CheckpointError
+from newbie.loading.spiece import SPIECE_KEY, file_tokenizer, gemma_tokenizer, jina_tokenizer
+from tests.loading import comfy_files as cf
+
+TEXTS = [
+    "red_hair girl, Blue eyes.", "", "  two  spaces\tand\nnewline ", " lead", "Ünïcode ☃ 中文",
+    "<bos>hello <start_of_turn>x <eos> y <mask>", "a<unk>b <pad>", "<s>abc</s> <mask> <pad>",
+    ("You are an assistant designed to generate high-quality anime images based on xml format prompts. "
+     "<Prompt Start> <character_1> <n>$character_1$</n> <gender>1girl</gender> </character_1>"),
+]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    g, x = cf.gemma_spiece(), cf.xlmr_spiece()
+    hf_g, hf_j = cf.hf_tokenizers(g, x, tmp_path_factory.mktemp("hf"))
+    return g, x, cf.xlmr_spiece_hf_numbered(x), hf_g, hf_j
+
+
+def test_gemma_ids_equal_hf(models):
+    g, _, _, hf_g, _ = models
+    ours = gemma_tokenizer(g, "gemma")
+    for text in TEXTS:
+        assert ours(text)["input_ids"] == hf_g(text)["input_ids"], text
+    assert ours("")["input_ids"] == [2]  # <bos> alone: the default negative
+    assert ours("<bos>")["input_ids"] == [2, 2]  # typed special tokens become the token, as in HF
+
+
+@pytest.mark.parametrize("numbering", ["hf", "original"])
+def test_jina_ids_equal_hf_in_both_numberings(models, numbering):
+    _, original, hf_numbered, _, hf_j = models
+    ours = jina_tokenizer(hf_numbered if numbering == "hf" else original, "jina")
+    assert ours.offset == (0 if numbering == "hf" else 1)
+    for text in TEXTS:
+        assert ours(text)["input_ids"] == hf_j(text)["input_ids"], text
+    assert ours("")["input_ids"] == [0, 2]
+    assert len(ours) == len(hf_j) == cf.DEMO_VOCAB
+
+
+@pytest.mark.parametrize("which", ["gemma", "jina"])
+def test_batches_pad_and_truncate_as_hf(models, which):
+    g, _, hf_numbered, hf_g, hf_j = models
+    ours, theirs = (gemma_tokenizer(g, "g"), hf_g) if which == "gemma" else (jina_tokenizer(hf_numbered, "j"), hf_j)
+    batch = ["red", "You are an assistant designed to generate", ""]
+    for side in ("right", "left"):  # newbie.model.text pads on the right
+        ours.padding_side = theirs.padding_side = side
+        for kw in ({"padding": True, "pad_to_multiple_of": 8, "max_length": 16, "truncation": True},
+                   {"padding": True, "max_length": 6, "truncation": True}, {"padding": True}):
+            a = ours(batch, return_tensors="pt", **kw)
+            b = theirs(batch, return_tensors="pt", **kw)
+            assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.attention_mask, b.attention_mask), (side, kw)
+    assert ours(batch[1], return_tensors="pt").input_ids.shape == theirs(batch[1], return_tensors="pt").input_ids.shape
+
+
+def test_unknown_special_numbering_and_broken_models_are_refused(models, tmp_path):
+    g, *_ = models
+    with pytest.raises(CheckpointError, match="expected an XLM-RoBERTa numbering"):
+        jina_tokenizer(g, "x")  # Gemma's numbering is not an XLM-R one
+    with pytest.raises(CheckpointError, match=f"'{SPIECE_KEY}' is not a SentencePiece model"):
+        gemma_tokenizer(b"not a model", "x")
+    table = {"model.embed_tokens.weight": torch.zeros(50, 4)}  # fewer rows than the tokenizer has ids
+    save_file({**table, SPIECE_KEY: cf.spiece_tensor(g)}, str(tmp_path / "small.safetensors"))
+    with pytest.raises(CheckpointError, match=f"'{SPIECE_KEY}' has 119 token ids but 'model.embed_tokens.weight' only 50"):
+        file_tokenizer(tmp_path / "small.safetensors", "Gemma")
+    save_file({**table, SPIECE_KEY: torch.zeros(8)}, str(tmp_path / "float.safetensors"))
+    with pytest.raises(CheckpointError, match=f"'{SPIECE_KEY}' must be a 1-D uint8 tensor"):
+        file_tokenizer(tmp_path / "float.safetensors", "Gemma")
+    save_file(table, str(tmp_path / "none.safetensors"))
+    with pytest.raises(CheckpointError, match=f"no '{SPIECE_KEY}' tensor"):
+        file_tokenizer(tmp_path / "none.safetensors", "Jina")
