@@ -23,9 +23,11 @@ import gc
 import json
 import math
 import os
+import signal
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -59,6 +61,7 @@ class Setup:
     workflows: list[str] = field(default_factory=lambda: list(WORKFLOWS) + ["fp16_overflow"])
     labels: list[tuple[str, float | None]] = field(default_factory=lambda: list(LABELS))
     deadline: float = 520.0  # seconds after start: no new cell starts later (a device call ends at 600 s)
+    compile_limit: float = 0.0  # seconds a compile cell may take (0: no limit)
     prompt: str = DEMO_PROMPT
     inputs: dict = field(default_factory=dict)  # base image, mask, LoRA folder
     sizes: object = None  # ComponentSizes the plans are chosen with (full mode: the planner's defaults)
@@ -154,7 +157,7 @@ def plan_size(setup: Setup, workflow: str) -> tuple[int, int]:
 
 def generate_kwargs(setup: Setup, workflow: str) -> dict:
     w, h = cell_size(setup, workflow)
-    kw = dict(seed=1, steps=setup.steps, sampler="euler", width=w, height=h)
+    kw = {"seed": 1, "steps": setup.steps, "sampler": "euler", "width": w, "height": h}
     i = setup.inputs
     if workflow == "batch2":
         kw["batch"] = 2
@@ -192,14 +195,14 @@ def where(tb) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def run_cell(pipe, setup: Setup, workflow: str, label: str, budget: float | None, plan) -> dict:
+def run_cell(pipe, setup: Setup, workflow: str, plan) -> dict:
+    """One generate (or compile + generate) under the applied plan; the budget check comes after."""
     from newbie.errors import NewbieError
     from newbie.precision.guard import set_clamp
 
     w, h = cell_size(setup, workflow)
-    cell = {"workflow": "txt2img" if workflow == "wide" else workflow, "plan": label, "size": f"{w}x{h}",
-            "plan_name": plan.name, "ok": False, "peak_gib": None, "budget_gib": budget, "seconds": None,
-            "error": "", "outcome": "failed", "traceback": False}
+    cell = {"workflow": "txt2img" if workflow == "wide" else workflow, "size": f"{w}x{h}", "plan_name": plan.name,
+            "ok": False, "peak_gib": None, "seconds": None, "error": "", "outcome": "failed", "traceback": False}
     if pipe.embed_cache is not None:  # every cell runs its text stage (the cache would skip the encoders)
         pipe.embed_cache.memory.clear()
     if workflow == "fp16_overflow":
@@ -210,17 +213,16 @@ def run_cell(pipe, setup: Setup, workflow: str, label: str, budget: float | None
     t0 = time.perf_counter()
     try:
         kw = generate_kwargs(setup, "txt2img" if workflow in ("compile", "fp16_overflow") else workflow)
-        if workflow == "compile":
-            cell["compile_s"] = pipe.compile(backend="inductor" if setup.cuda else "eager")
-        gen = pipe.generate(setup.prompt, **kw)
+        with time_limit(setup.compile_limit if workflow == "compile" else 0):
+            if workflow == "compile":
+                cell["compile_s"] = round(pipe.compile(backend="inductor" if setup.cuda else "eager"), 2)
+            gen = pipe.generate(setup.prompt, **kw)
         if setup.cuda:
             torch.cuda.synchronize()
             cell["peak_gib"] = round(torch.cuda.max_memory_allocated() / GIB, 3)
         cell["seconds"] = round(time.perf_counter() - t0, 3)
         cell["events"] = gen.guard_events
         problems = check_images(gen, kw.get("batch", 1), workflow)
-        if budget is not None and cell["peak_gib"] is not None and cell["peak_gib"] > budget:
-            problems.append(f"peak {cell['peak_gib']:.2f} GiB is over the {budget:g} GiB budget")
         if pipe.plan is not None and pipe.plan.name != plan.name:
             problems.append(f"the run stepped down from plan '{plan.name}' to '{pipe.plan.name}'")
         cell.update(ok=not problems, outcome="image" if not problems else "failed", error="; ".join(problems))
@@ -236,6 +238,43 @@ def run_cell(pipe, setup: Setup, workflow: str, label: str, budget: float | None
         if workflow == "compile" and pipe.compiled:
             uncompile(pipe)
     return cell
+
+
+def per_label(cell: dict, labels: list[tuple[str, float | None]]) -> list[dict]:
+    """One measured run, recorded under every budget whose plan it is, each checked against its own budget."""
+    out = []
+    for label, budget in labels:
+        c = {"workflow": cell["workflow"], "plan": label, **cell, "budget_gib": budget}
+        if len(labels) > 1:
+            c["same_run_as"] = [other for other, _ in labels if other != label]
+        if budget is not None and c["peak_gib"] is not None and c["peak_gib"] > budget and c["outcome"] == "image":
+            over = f"peak {c['peak_gib']:.2f} GiB is over the {budget:g} GiB budget"
+            c.update(ok=False, outcome="failed", error="; ".join(x for x in (c["error"], over) if x))
+        out.append(c)
+    return out
+
+
+class CellTimeout(Exception):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Bound a cell's wall time (compile can recompile for minutes); 0 = no limit. Main thread, POSIX."""
+    if not seconds or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expired(signum, frame):
+        raise CellTimeout(f"the cell ran past its {seconds:g} s limit")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(int(seconds))
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def check_images(gen, batch: int, workflow: str) -> list[str]:
@@ -267,13 +306,14 @@ def load(setup: Setup, root, dtype: str, budget: float | None, size: tuple[int, 
     return newbie.load(root, device=setup.device, dtype=dtype, text_dtype=text_dtype, vram=budget, plan_size=size)
 
 
-def cells_by_plan(setup: Setup, workflows: list[str], sizes) -> list[tuple[object, list[tuple[str, str, float]]]]:
-    """[(plan, [(workflow, label, budget), ...]), ...] in PLAN_ORDER, cells in WORKFLOWS order."""
-    groups: dict[str, tuple[object, list]] = {}
+def cells_by_plan(setup: Setup, workflows: list[str], sizes) -> list[tuple[object, dict[str, list]]]:
+    """[(plan, {workflow: [(label, budget), ...]}), ...] in PLAN_ORDER, workflows in WORKFLOWS order. Budgets
+    that resolve to the same plan (no budget and 24GB: resident) share one run per workflow."""
+    groups: dict[str, tuple[object, dict]] = {}
     for wf in workflows:
         for label, budget in setup.labels:
             plan = plan_for_cell(setup, budget, *plan_size(setup, wf), sizes)
-            groups.setdefault(plan.name, (plan, []))[1].append((wf, label, budget))
+            groups.setdefault(plan.name, (plan, {}))[1].setdefault(wf, []).append((label, budget))
     return [groups[k] for k in sorted(groups, key=plan_rank)]
 
 
@@ -298,8 +338,8 @@ class Matrix:
         print(f"[{self.elapsed():6.1f}s] {mark} {cell['workflow']:<13} {cell['plan']:<8} {cell['size']:<9} "
               f"{cell['plan_name']:<10} peak={cell['peak_gib']} s={cell['seconds']} {cell['error']}", flush=True)
 
-    def skip(self, cells, plan, why: str, **extra) -> None:
-        for wf, label, budget in cells:
+    def skip(self, cells: dict[str, list], plan, why: str, **extra) -> None:
+        for wf, label, budget in ((wf, label, b) for wf, labels in cells.items() for label, b in labels):
             w, h = cell_size(self.setup, wf)
             self.add({"workflow": "txt2img" if wf == "wide" else wf, "plan": label, "size": f"{w}x{h}",
                       "plan_name": plan.name, "ok": extra.get("ok", False), "peak_gib": None, "budget_gib": budget,
@@ -316,12 +356,13 @@ class Matrix:
             return
         first_plan, first_cells = groups[0]
         # loaded as a user would: `--vram` of the first group (none for the resident one: no plan at all)
+        first_wf, first_labels = next(iter(first_cells.items()))
         first_budget = None if first_plan.name == "resident" else \
-            next((b for _, _, b in first_cells if b is not None), None)
+            next((b for _, b in first_labels if b is not None), None)
         t0 = time.perf_counter()
         try:
             pipe = load(s, root if not s.demo else None, dtype, None if s.demo else first_budget,
-                        plan_size(s, first_cells[0][0]))
+                        plan_size(s, first_wf))
         except Exception as e:  # noqa: BLE001
             for plan, cells in groups:
                 self.skip(cells, plan, f"load failed: {type(e).__name__}: {e}"[:300], traceback=True,
@@ -354,11 +395,12 @@ class Matrix:
                 self.skip(cells, plan, f"apply_plan failed: {type(e).__name__}: {e}"[:300], traceback=True,
                           outcome="failed")
                 continue
-            for wf, label, budget in cells:
+            for wf, labels in cells.items():
                 if self.elapsed() > s.deadline:
-                    self.skip([(wf, label, budget)], plan, "not run: time limit")
+                    self.skip({wf: labels}, plan, "not run: time limit")
                     continue
-                self.add(run_cell(pipe, s, wf, label, budget, plan))
+                for cell in per_label(run_cell(pipe, s, wf, plan), labels):
+                    self.add(cell)
         del pipe
         gc.collect()
         if s.cuda:
@@ -432,6 +474,8 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--workflows", default=",".join(WORKFLOWS + ["fp16_overflow"]))
     ap.add_argument("--plans", default=",".join(label for label, _ in LABELS))
     ap.add_argument("--deadline", type=float, default=520.0, help="seconds after start; no cell starts later")
+    ap.add_argument("--compile-limit", type=float, default=None,
+                    help="seconds one compile cell may take (default: 75 on a GPU, none on the CPU)")
     ap.add_argument("--out", help="JSON file (default bench/results/matrix-<device>-<date>.json)")
     ap.add_argument("--table", metavar="JSON", help="print the markdown table of a result file and exit")
     args = ap.parse_args(argv)
@@ -441,6 +485,7 @@ def main(argv=None) -> dict | None:
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("no CUDA GPU here: use --device cpu --demo")
     setup = setup_for(args)
+    setup.compile_limit = args.compile_limit if args.compile_limit is not None else (75.0 if setup.cuda else 0.0)
     if not setup.cuda:
         torch.set_num_threads(1)  # the demo's matmuls are tiny: a second thread only spins (10x slower when busy)
     unknown = set(args.workflows.split(",")) - set(WORKFLOWS + ["fp16_overflow"])

@@ -54,11 +54,14 @@ def test_reference_row_and_costs(result):
     ref, bf16 = result.rows[0], result.rows[1]
     assert ref["reference"] and ref["psnr"] is None and ref["ssim"] is None
     assert bf16["compute"]["dit"] == "bf16" and ref["compute"]["dit"] == "fp32"
+    measured = memory.method(torch.device("cpu")) != memory.NO_METHOD  # Linux: /proc/self/clear_refs
     for r in result.rows[:3]:
         assert r["s_per_image"] > r["s_per_step"] > 0 and r["images"] == len(PROMPTS)
-        assert r["nan_count"] == 0 and r["black_images"] in (0, 1, 2)
-        assert r["peak_gib"] is None or r["peak_gib"] >= 0
-        assert r["guard_intervened"] in (None, True, False)
+        assert r["nan_count"] == 0 and r["black_images"] == 0  # the tiny model stays finite in every dtype
+        assert (r["peak_gib"] is not None) == measured and (r["peak_gib"] or 0) >= 0
+        # the fp16 guard never has to step in at 32x32 here, so every row ran in the dtype it asked for
+        assert r["guard_intervened"] is False and r["guard_events"] == []
+        assert r["compute_after"]["dit"] == r["dtype"]
     assert len(result.images) == 3 * len(PROMPTS)
 
 

@@ -52,3 +52,15 @@ def test_sections_skip_on_budget_record_errors_and_save(tmp_path):
     assert saved["x"] == 1 and "y" not in saved
     assert saved["errors"]["boom"].startswith("ZeroDivisionError")
     assert saved["skipped"]["late"].startswith("not run:")
+
+
+def test_a_hung_section_is_stopped_and_the_run_goes_on(tmp_path):
+    import time
+
+    res = {}
+    run = speed._Run(res, [tmp_path / "a.json"], budget_s=100)
+    t = time.perf_counter()
+    assert not run.section("hang", 0, lambda: time.sleep(30), limit_s=0.3)
+    assert time.perf_counter() - t < 5
+    assert "TimeoutError" in res["errors"]["hang"]
+    assert run.section("next", 0, lambda: res.update(z=1))

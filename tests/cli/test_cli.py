@@ -161,7 +161,8 @@ def _generate_failing(monkeypatch, capsys, tiny_model_dir, tmp_path, error, befo
     return code, err
 
 
-@pytest.mark.parametrize("error, exit_code, line", GENERATE_FAILURES, ids=lambda v: type(v).__name__)
+@pytest.mark.parametrize("error, exit_code, line", GENERATE_FAILURES,
+                         ids=["bad-input", "out-of-memory", "device", "weight-type", "other", "ctrl-c"])
 def test_a_failed_generate_is_one_line_without_traceback(tiny_model_dir, tmp_path, capsys, monkeypatch,
                                                          error, exit_code, line):
     monkeypatch.setenv("NEWBIE_DEBUG", "0")  # also undoes what --debug sets

@@ -74,3 +74,16 @@ def test_unknown_special_numbering_and_broken_models_are_refused(models, tmp_pat
     save_file(table, str(tmp_path / "none.safetensors"))
     with pytest.raises(CheckpointError, match=f"no '{SPIECE_KEY}' tensor"):
         file_tokenizer(tmp_path / "none.safetensors", "Jina")
+
+
+def test_decode_and_vocabulary_as_hf(models):
+    """What `newbie prompt expand --llm` reads from the Gemma tokenizer (pieces as text, special ids)."""
+    from newbie.prompts.llm import vocab_of
+
+    g, _, _, hf_g, _ = models
+    ours = gemma_tokenizer(g, "gemma")
+    for ids in ([2, 10, 11], [5, 6, 0, 0], [118, 3, 40]):
+        for skip in (False, True):
+            assert ours.decode(ids, skip_special_tokens=skip) == hf_g.decode(ids, skip_special_tokens=skip)
+    a, b = vocab_of(ours, cf.DEMO_VOCAB), vocab_of(hf_g, cf.DEMO_VOCAB)
+    assert a.pieces == b.pieces and torch.equal(a.content, b.content) and torch.equal(a.wordy, b.wordy)

@@ -12,7 +12,7 @@ from newbie.parallel.mesh import Layout
 from newbie.parallel.runner import generate
 
 PROMPT = "1girl, red_hair, smile"
-SETTINGS = dict(seed=5, steps=3, cfg=4.0, width=64, height=48, sampler="euler")
+SETTINGS = {"seed": 5, "steps": 3, "cfg": 4.0, "width": 64, "height": 48, "sampler": "euler"}
 
 
 def _compare(gen, ref):
@@ -42,7 +42,7 @@ def test_cfg2_x_sp2_equals_one_process(tiny_model_dir, tiny_pipeline):
 
 
 def test_demo_model_sp3_equals_one_process():
-    settings = dict(seed=2, steps=2)  # the demo's default size: 128x128 -> 256 image tokens
+    settings = {"seed": 2, "steps": 2}  # the demo's default size: 128x128 -> 256 image tokens
     gen = _run(Layout(sp=3), None, **settings)
     pipe = newbie.load(device="cpu", dtype="fp32")
     _compare(gen, pipe.generate(PROMPT, **settings))

@@ -7,14 +7,15 @@ import time
 
 import pytest
 import torch
+from diffusers import AutoencoderKL  # noqa: F401 - imported once here: the forked ranks reuse it
 
 from newbie.demo.model import PACKAGED
 from newbie.errors import NewbieError
-from newbie.loading.vae import load_vae  # imported here: the forked ranks reuse diffusers
+from newbie.loading.vae import load_vae
 from newbie.model.vae import LatentCodec
-from newbie.parallel.vae import BandCodec
 from newbie.parallel.launch import GroupFailed, Placement, run_group
 from newbie.parallel.sequence import SequenceGroup
+from newbie.parallel.vae import BandCodec
 
 
 @torch.no_grad()

@@ -22,8 +22,11 @@ def test_text_embeds_shapes_and_padding(tiny_pipeline):
     assert e.cap_feats.shape[0] == 2 and e.cap_feats.shape[1] % 8 == 0
     assert e.cap_feats.shape[2] == tiny_pipeline.dit.cfg.cap_feat_dim
     assert e.pooled.shape == (2, tiny_pipeline.dit.cfg.clip_text_dim)
-    assert e.cap_mask[1].sum() == 1  # "" -> <bos> only
-    assert bool(e.cap_mask[0].all()) is False or e.cap_feats.shape[1] == e.cap_mask[0].sum()
+    assert e.cap_mask[1].sum() == 1 and e.cap_mask[1, 0]  # "" -> <bos> only
+    text = tiny_pipeline.text
+    n = len(text.gemma_tokenizer(gemma_text(XML, text.cfg))["input_ids"])  # the prompt's real tokens
+    assert e.cap_mask[0, :n].all() and not e.cap_mask[0, n:].any()  # right padding only, after the tokens
+    assert e.cap_feats.shape[1] == -(-n // 8) * 8  # the longest caption, rounded up to a multiple of 8
 
 
 def test_generate_returns_images_and_full_recipes(tiny_pipeline):

@@ -247,3 +247,18 @@ def test_cli_expand_llm_on_the_demo_model(capsys):
 def test_cli_expand_llm_bad_dtype_is_exit_2(capsys):
     code, out, err = run_cli(capsys, "expand", "--llm", "--dtype", "fp7", "a girl")
     assert (code, out) == (2, "") and err.startswith("error: unknown dtype 'fp7'") and err.count("\n") == 1
+
+
+def test_auto_decoder_falls_back_to_the_transformers_forward_when_layers_live_elsewhere(demo_gemma):
+    import copy
+
+    from newbie.prompts.llm import make_decoder
+
+    gemma, _ = demo_gemma
+    cpu = torch.device("cpu")
+    assert isinstance(make_decoder(gemma, 64, cpu), StaticDecoder)
+    streamed = copy.deepcopy(gemma)
+    streamed.layers[1].to("meta")  # as a memory plan's streamed block sits in pinned CPU memory between uses
+    assert isinstance(make_decoder(streamed, 64, cpu), ReferenceDecoder)
+    with pytest.raises(NewbieError, match="unknown decoder"):
+        make_decoder(gemma, 64, cpu, "fast")

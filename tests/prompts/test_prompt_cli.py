@@ -29,9 +29,24 @@ def test_check_prints_one_warning_per_line(capsys, tmp_path):
     path = tmp_path / "p.xml"
     path.write_text(WARN, encoding="utf-8")
     code, out, err = run(capsys, "check", f"@{path}")
-    assert code == 0 and err == ""
+    assert code == 1 and err == ""  # warnings exit 1 without --strict
     assert out == f"{path}:3:1: NB105 <clothing> is empty; leave it out [character_1]\n"
-    assert run(capsys, "check", "--strict", WARN)[0] == 1
+    assert run(capsys, "check", "--strict", WARN)[0] == 1  # still accepted
+    assert run(capsys, "check", WARN)[0] == 1
+
+
+def test_check_reads_a_plain_path(capsys, tmp_path, monkeypatch, readme_prompt):
+    path = tmp_path / "p.xml"
+    path.write_text(WARN, encoding="utf-8")
+    assert run(capsys, "check", str(path)) == (
+        1, f"{path}:3:1: NB105 <clothing> is empty; leave it out [character_1]\n", ""
+    )
+    path.write_text(BAD, encoding="utf-8")
+    assert run(capsys, "check", str(path)) == (2, "", f"{path}:3:1: error: <gender> is never closed\n")
+    path.write_text(readme_prompt, encoding="utf-8")
+    assert run(capsys, "check", str(path)) == (0, "", "")
+    monkeypatch.chdir(tmp_path)  # a relative path too
+    assert run(capsys, "check", "p.xml") == (0, "", "")
 
 
 def test_check_malformed_is_exit_2_with_one_line(capsys, tmp_path):

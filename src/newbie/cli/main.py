@@ -15,6 +15,7 @@ from newbie.adapters.generate_flags import request_kwargs as workflow_request_kw
 from newbie.cli.model_args import add_model_args, parse_size, read_prompt
 from newbie.cli.registry import register
 from newbie.errors import NewbieError, debug_enabled, describe, failure_context
+from newbie.pipeline.request import Settings
 
 
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.

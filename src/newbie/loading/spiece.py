@@ -94,6 +94,38 @@ class SentencePieceTokenizer:
     def __len__(self) -> int:
         return self.vocab_size
 
+    # -- the rest of the HF tokenizer surface that newbie uses (prompts.llm reads the vocabulary as text) --
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return sorted({*self.specials.values(), *(i for i in (self.bos, self.eos, self.pad) if i is not None)})
+
+    @property
+    def added_tokens_decoder(self) -> dict:
+        from tokenizers import AddedToken
+
+        return {i: AddedToken(name, special=True) for name, i in self.specials.items()}
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        names = {i: name for name, i in self.specials.items()}
+        out: list[str] = []
+        run: list[int] = []
+        for i in (int(i) for i in ids):
+            if i in names:
+                if run:
+                    out.append(self.sp.decode(run))
+                    run = []
+                if not skip_special_tokens:
+                    out.append(names[i])
+            else:
+                run.append(i - self.offset)
+        if run:
+            out.append(self.sp.decode(run))
+        return "".join(out)
+
+    def batch_decode(self, seqs, skip_special_tokens: bool = False) -> list[str]:
+        return [self.decode(s, skip_special_tokens) for s in seqs]
+
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]

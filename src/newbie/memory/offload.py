@@ -25,7 +25,7 @@ class OffloadedUse(RuntimeError):
     silently, so the holders below guard every device and name the stage instead."""
 
 
-_guards: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
+_guards: weakref.WeakKeyDictionary[nn.Module, object] = weakref.WeakKeyDictionary()  # module -> hook handle
 
 
 def guard(holder, module: nn.Module, stage: str, exclude: tuple[nn.Module, ...] = ()) -> None:

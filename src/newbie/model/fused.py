@@ -15,7 +15,6 @@ Triton kernel between the GEMMs (the block is written so that one graph covers i
 from __future__ import annotations
 
 import os
-import sys
 import types
 from collections import OrderedDict
 from pathlib import Path
@@ -276,33 +275,17 @@ def use_cuda_graphs(dit: nn.Module, on: bool = True, max_graphs: int = 8) -> Gra
 
 # -- the on-disk compile cache --
 
-MEGA_CACHE = "newbie-mega-cache.bin"
-
 
 def compile_cache(cache_dir: str | None = None) -> str:
     """Point inductor's caches at one folder that outlives the process (cache_dir, else $TORCHINDUCTOR_CACHE_DIR,
-    else ~/.cache/newbie/inductor): FX graph cache (inductor output), AOT autograd cache, Triton kernels and
-    autotuning results live there, and the mega-cache file saved by `save_mega_cache` is loaded from it (it
-    also carries dynamo's record of which dimensions turned out dynamic, so a second process compiles the
-    dynamic graph at once instead of static-then-dynamic). Returns the folder."""
+    else ~/.cache/newbie/inductor): the FX graph cache (inductor's output), the AOT autograd cache, the Triton
+    kernels and their autotuning results. Returns the folder.
+
+    torch's mega-cache (save/load_cache_artifacts) was tried and left out: loading it in a second process took
+    3.9 s and its recorded dynamic-shape profile made 4 of 6 graphs miss the FX graph cache (H200, 2026-12-01,
+    docs/benchmarks.md)."""
     folder = cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(Path.home() / ".cache/newbie/inductor")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
     torch._inductor.config.fx_graph_cache = True
     torch._functorch.config.enable_autograd_cache = True
-    mega = Path(folder) / MEGA_CACHE
-    if mega.is_file():
-        try:
-            torch.compiler.load_cache_artifacts(mega.read_bytes())
-        except Exception as e:  # noqa: BLE001 - a stale or foreign file only costs a cold compile
-            print(f"newbie: compile cache {mega} not used ({type(e).__name__})", file=sys.stderr)
     return folder
-
-
-def save_mega_cache(folder: str) -> int:
-    """Write every compile artifact of this process to one file in `folder`; returns its size in bytes."""
-    saved = torch.compiler.save_cache_artifacts()
-    if not saved:
-        return 0
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    (Path(folder) / MEGA_CACHE).write_bytes(saved[0])
-    return len(saved[0])

@@ -50,9 +50,9 @@ def preflight(text: str, model: str | None, device: str | None, *, compile: bool
 
 
 def load_kwargs(args) -> dict:
-    return dict(path=args.model, dtype=args.dtype, text_dtype=args.text_dtype, vae_dtype=args.vae_dtype,
-                text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae,
-                quantize=getattr(args, "quantize", None))
+    return {"path": args.model, "dtype": args.dtype, "text_dtype": args.text_dtype, "vae_dtype": args.vae_dtype,
+                "text_encoder": args.text_encoder, "clip_model": args.clip_model, "vae": args.vae,
+                "quantize": getattr(args, "quantize", None)}
 
 
 def cmd_generate_parallel(args) -> int:

@@ -11,17 +11,18 @@ stops the others; a collective waiting for a peer that never comes gives up afte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue as queue_mod
 import re
 import signal
 import socket
-import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -51,7 +52,7 @@ class Placement:
         return self.devices[0].startswith("cuda")
 
     @staticmethod
-    def for_world(world: int, device: str | None) -> "Placement":
+    def for_world(world: int, device: str | None) -> Placement:
         """--device (None, 'cpu', 'cuda', or a comma list of cuda:N) and a process count -> a Placement, or a
         one-line NewbieError when the machine cannot hold it."""
         names = [d.strip() for d in (device or "").split(",") if d.strip()]
@@ -113,26 +114,8 @@ def _entry(rank: int, fn: Callable, args: tuple, placement: Placement, port: int
         report = (FAILED, rank, one_line(e))
     results.put(report)  # before the teardown: a peer's broken collective must not be the first news
     if dist.is_initialized():
-        try:
+        with contextlib.suppress(Exception):  # a failed group may not tear down cleanly; the parent stops us
             dist.destroy_process_group()
-        except Exception:  # noqa: BLE001 - a failed group may not tear down cleanly; the parent stops us anyway
-            pass
-
-
-def _stop(ctx, grace: float = 0.0) -> None:
-    """Let the processes exit for `grace` seconds, then SIGTERM, then SIGKILL what is left."""
-    end = time.monotonic() + grace
-    for p in ctx.processes:
-        p.join(max(0.0, end - time.monotonic()))
-    for p in ctx.processes:
-        if p.is_alive():
-            p.terminate()
-    deadline = time.monotonic() + 10
-    for p in ctx.processes:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            p.kill()
-            p.join()
 
 
 def _exit_text(code: int | None) -> str:
@@ -164,50 +147,89 @@ def _root_cause(failures: list[tuple[int, str]]) -> tuple[int, str]:
     return next((f for f in failures if not _BROKEN.search(f[1])), failures[0])
 
 
+def context(placement: Placement):
+    """The multiprocessing context the group's processes (and any queue passed to them) are made in."""
+    return mp.get_context("spawn" if placement.cuda or "fork" not in mp.get_all_start_methods() else "fork")
+
+
+class Group:
+    """Started rank processes running fn(rank, world, device, *args); `done` collects what they return."""
+
+    def __init__(self, fn: Callable, args: tuple, placement: Placement, timeout_s: float = 1800.0):
+        self.placement = placement
+        ctx = context(placement)
+        self.results = ctx.Queue()
+        self.procs = mp.start_processes(
+            _entry,
+            args=(fn, args, placement, free_port(), timeout_s, self.results),
+            nprocs=placement.world,
+            join=False,
+            start_method=ctx.get_start_method(),
+        ).processes
+        self.done: dict[int, Any] = {}
+
+    def died(self) -> str | None:
+        for i, p in enumerate(self.procs):
+            if p.exitcode not in (None, 0):
+                return f"rank {i} of {self.placement.world} {_exit_text(p.exitcode)}; all processes were stopped"
+        return None
+
+    def check(self, wait: float = 0.0) -> None:
+        """Collect what the ranks reported within `wait` seconds; on any failure stop them all and raise
+        NewbieError (a rank refused its input) or GroupFailed (a rank failed or died)."""
+        try:
+            status, rank, value = self.results.get(timeout=wait) if wait else self.results.get_nowait()
+        except queue_mod.Empty:
+            death = self.died()
+            if death:
+                self.stop()
+                raise GroupFailed(death) from None
+            return
+        if status == OK:
+            self.done[rank] = value
+            return
+        # a peer's failure or death shows up on the survivors as a broken collective: name its cause
+        time.sleep(0.5)
+        failures = [(rank, value)] + _pending(self.results)
+        death = self.died()
+        self.stop()
+        if status == BAD_INPUT:
+            raise NewbieError(value)
+        rank, value = _root_cause(failures)
+        raise GroupFailed(death or f"rank {rank} of {self.placement.world} failed: {value}; all processes were "
+                          "stopped")
+
+    def exited(self) -> bool:
+        return all(p.exitcode is not None for p in self.procs)
+
+    def stop(self, grace: float = 0.0) -> None:
+        """Let the processes exit for `grace` seconds, then SIGTERM, then SIGKILL what is left."""
+        end = time.monotonic() + grace
+        for p in self.procs:
+            p.join(max(0.0, end - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        end = time.monotonic() + 10
+        for p in self.procs:
+            p.join(max(0.0, end - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
 def run_group(fn: Callable, args: tuple, placement: Placement, timeout_s: float = 1800.0) -> dict[int, Any]:
     """fn(rank, world, device, *args) on every rank; returns {rank: what fn returned}. Raises NewbieError
     (a rank refused its input) or GroupFailed (a rank failed or died), after every process has stopped."""
-    method = "spawn" if placement.cuda or "fork" not in mp.get_all_start_methods() else "fork"
-    results = mp.get_context(method).Queue()
-    ctx = mp.start_processes(
-        _entry,
-        args=(fn, args, placement, free_port(), timeout_s, results),
-        nprocs=placement.world,
-        join=False,
-        start_method=method,
-    )
-    out: dict[int, Any] = {}
-
-    def died() -> str | None:
-        for i, p in enumerate(ctx.processes):
-            if p.exitcode not in (None, 0):
-                return f"rank {i} of {placement.world} {_exit_text(p.exitcode)}; all processes were stopped"
-        return None
-
+    group = Group(fn, args, placement, timeout_s)
     grace = 0.0
     try:
-        while len(out) < placement.world:
-            try:
-                status, rank, value = results.get(timeout=0.2)
-            except queue_mod.Empty:
-                death = died()
-                if death:
-                    raise GroupFailed(death) from None
-                if all(p.exitcode == 0 for p in ctx.processes) and results.empty():
-                    missing = sorted(set(range(placement.world)) - set(out))
-                    raise GroupFailed(f"ranks {missing} exited without a result") from None
-                continue
-            if status == OK:
-                out[rank] = value
-            elif status == BAD_INPUT:
-                raise NewbieError(value)
-            else:
-                # a peer's failure or death shows up on the survivors as a broken collective: name its cause
-                time.sleep(0.5)
-                rank, value = _root_cause([(rank, value)] + _pending(results))
-                raise GroupFailed(died() or f"rank {rank} of {placement.world} failed: {value}; all processes "
-                                  "were stopped")
+        while len(group.done) < placement.world:
+            group.check(wait=0.2)
+            if len(group.done) < placement.world and group.exited() and group.results.empty():
+                missing = sorted(set(range(placement.world)) - set(group.done))
+                raise GroupFailed(f"ranks {missing} exited without a result")
         grace = 30.0  # every rank answered: they are only tearing down
     finally:
-        _stop(ctx, grace)
-    return out
+        group.stop(grace)
+    return group.done

@@ -48,7 +48,7 @@ class SequenceGroup:
     rank: int
     world: int
 
-    def split(self, n: int) -> "Shard":
+    def split(self, n: int) -> Shard:
         return Shard(self, tuple(shard_sizes(n, self.world)))
 
 

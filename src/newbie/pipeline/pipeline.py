@@ -136,13 +136,14 @@ class Pipeline:
         forward replays a captured CUDA graph (off by default: no gain measured on an H200 at 1024², where the
         step is GPU-bound; docs/benchmarks.md). vae: channels-last + compiled VAE decoder on CUDA (off by
         default: its compile time is not measured yet). Compiled kernels go to an on-disk cache (cache_dir, $TORCHINDUCTOR_CACHE_DIR or
-        ~/.cache/newbie/inductor, plus one mega-cache file), so a second process on this machine (a restarted
-        `newbie serve` or `ui`) reuses them. Returns the seconds spent compiling on a small warm-up image."""
+        ~/.cache/newbie/inductor), so a second process on this machine (a restarted `newbie serve` or `ui`)
+        reuses them. Returns the seconds spent compiling on a small warm-up image."""
         from newbie.model import fused
 
         if self.compiled:
             return 0.0
-        folder = fused.compile_cache(cache_dir) if backend == "inductor" else None
+        if backend == "inductor":
+            fused.compile_cache(cache_dir)
         cuda = self.device.type == "cuda"
         resident = self.residency is None
         self.fast_paths = {}
@@ -162,8 +163,6 @@ class Pipeline:
         d = self.spec.sampling
         self.generate("warm-up", seed=0, steps=1, width=d.width, height=d.height, sampler="euler")
         _sync(self.device)
-        if folder:
-            fused.save_mega_cache(folder)
         return time.perf_counter() - t0
 
     @property

@@ -1,6 +1,6 @@
 """`newbie prompt check|format|build|expand`: the prompt tools on the command line.
 
-Exit codes: 0 ok (warnings are not errors), 1 warnings with --strict, 2 malformed input (one line on stderr).
+`check` exit codes: 0 clean, 1 warnings, 2 malformed input (one line on stderr).
 """
 
 import argparse
@@ -16,7 +16,7 @@ from .parse import parse
 from .render import canonical, to_xml
 from .xml_parser import MAX_CHARS, PromptError
 
-PROMPT_HELP = "the prompt text, @FILE to read it from a file, or - for stdin"
+PROMPT_HELP = "the prompt text, FILE or @FILE to read it from a file, or - for stdin"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="lint a prompt: file:line:col: CODE message [character_N]")
     c.add_argument("prompt", help=PROMPT_HELP)
-    c.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
+    c.add_argument("--strict", action="store_true", help="accepted for old scripts: warnings always exit 1")
     c.add_argument("--tokenizer", metavar="FILE", help="a tokenizer.json to count tokens exactly (NB108)")
     c.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="text-encoder token limit")
 
@@ -74,6 +74,9 @@ def _read(args: argparse.Namespace, value: str) -> str:
     if value.startswith("@"):
         args._source_name = value[1:]
         return _read_file(value[1:])
+    if "\n" not in value and "<" not in value and Path(value).is_file():  # a path, not prompt text
+        args._source_name = value
+        return _read_file(value)
     args._source_name = "<prompt>"
     return value
 
@@ -104,7 +107,7 @@ def _check(args) -> int:
         where = f"{w.line}:{w.column}:" if w.line else ""
         who = f" [{w.character}]" if w.character else ""
         print(f"{args._source_name}:{where} {w.code} {w.message}{who}")
-    return 1 if warnings and args.strict else 0
+    return 1 if warnings else 0
 
 
 def _format(args) -> int:

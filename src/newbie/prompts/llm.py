@@ -351,7 +351,7 @@ def generate_xml(gemma, tokenizer, text: str, *, seed: int | None = None, temper
     vocab_size = gemma.embed_tokens.weight.shape[0]
     voc = vocab_of(tokenizer, vocab_size)
     out_device = gemma.embed_tokens.weight.device  # logits live with the table (on the CPU in some plans)
-    content = voc.content.to(out_device)
+    blocked = ~voc.content.to(out_device)
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     prompt_ids = bos + _encode(tokenizer, chat_text(text))
     stats.prompt_tokens = len(prompt_ids)
@@ -369,7 +369,7 @@ def generate_xml(gemma, tokenizer, text: str, *, seed: int | None = None, temper
             idx = torch.tensor(allowed, device=logits.device)
             scores = torch.full_like(logits, -math.inf).index_copy_(0, idx, logits.index_select(0, idx))
         else:
-            scores = logits.masked_fill(~content, -math.inf)
+            scores = logits.masked_fill(blocked, -math.inf)
             if close is not None:
                 scores[close] = logits[close]
         if gen is None:

@@ -125,8 +125,10 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
             lambda: service.submit(*validate(body, service.validator, service.limits, service.data_dir))
         )
         job = await service.wait(job.id, sync_timeout)
-        if job.state == FAILED:
-            raise ApiError(500, f"generation failed: {job.error}", "generation_failed")
+        if job.state == FAILED:  # job.error is errors.describe()'s line, which may already say so
+            detail = job.error or "unknown error"
+            message = detail if detail.startswith("generation failed") else f"generation failed: {detail}"
+            raise ApiError(500, message, "generation_failed")
         if job.state == CANCELLED:
             raise ApiError(409, f"job {job.id} was cancelled", "job_cancelled")
         data = []

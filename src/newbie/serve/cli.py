@@ -49,7 +49,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ray-address", help="with --ray: an existing cluster (default: start a local Ray)")
     p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI schema and exit")
     add_model_args(p)
-    p.epilog = "--device takes a comma list (cuda:0,cuda:1): one worker per device."
+    p.add_argument("--parallel", help="one image over several devices: sp:N, cfg:2 or cfg:2,sp:N; the --device "
+                   "list is cut into groups of that many (default: one replica per device)")
+    p.epilog = ("--device takes a comma list (cuda:0,cuda:1): one worker per device, or with --parallel one "
+                "worker per group of devices.")
     p.set_defaults(func=run)
 
 
@@ -97,6 +100,8 @@ def run(args) -> int:
             "NEWBIE_API_KEY), or keep the default --host 127.0.0.1"
         )
     limits = limits_from(args)
+    if args.ray and getattr(args, "parallel", None):
+        raise NewbieError("--parallel groups devices on one machine; it cannot be combined with --ray")
     if args.ray and getattr(args, "comfy_dir", None):
         if args.model:
             raise NewbieError("with --ray give --model or --comfy-dir, not both")

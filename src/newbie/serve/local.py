@@ -18,6 +18,10 @@ def devices_from(text: str | None) -> list[str | None]:
 
 
 def local_service(args, limits):
+    if getattr(args, "parallel", None):  # one image over several devices: one process group per image
+        from newbie.parallel.serve import parallel_service
+
+        return parallel_service(args, limits)
     import newbie
     from newbie.serve.limits import PipelineValidator
     from newbie.serve.service import JobService
