@@ -267,10 +267,10 @@ def layout_profile(args) -> dict:
             def copy_a2a(out, inp, *a, **kw):
                 out.copy_(inp.view_as(out))
 
-            def through_shard():
+            def through_shard(shard=shard, q=q, k=k, v=v):
                 return shard.attention(q, k, v, None)
 
-            def direct():
+            def direct(qf=qf, kf=kf, vf=vf):
                 return attention(qf, kf, vf, None)
 
             with mock.patch("torch.distributed.all_to_all_single", copy_a2a):
