@@ -427,7 +427,8 @@ def setup_for(args) -> Setup:
         n = args.demo_size
         return Setup(device=args.device, demo=True, size=(n, n), wide=(n * 3 // 2, n), steps=args.steps,
                      hires_steps=1, full_scale=1024 // n, deadline=args.deadline)
-    return Setup(device=args.device, demo=False, size=(1024, 1024), wide=(1536, 1024), steps=args.steps,
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    return Setup(device=args.device, demo=False, size=(w, h), wide=(w * 3 // 2 // 16 * 16, h), steps=args.steps,
                  hires_steps=1, deadline=args.deadline)
 
 
@@ -453,10 +454,13 @@ def prepare_full(setup: Setup, root: Path, meta: dict) -> None:
         t0 = time.perf_counter()
         meta["checkpoint"] = write_full_size(root)
         meta["checkpoint"]["write_s"] = round(time.perf_counter() - t0, 1)
-    with torch.device("meta"):  # the LoRA's shapes, without building the 3.5B transformer's weights
-        from newbie.model.dit import NextDiT
+    from newbie.loading.dit import config_from_json
+    from newbie.model.dit import NextDiT
 
-        dit = NextDiT(DiTConfig())
+    cfg_file = root / "transformer" / "config.json"
+    cfg = config_from_json(cfg_file, DiTConfig()) if cfg_file.is_file() else DiTConfig()
+    with torch.device("meta"):  # the LoRA's shapes, without building the 3.5B transformer's weights
+        dit = NextDiT(cfg)
     setup.inputs = write_inputs(root.parent / (root.name + "-inputs"), setup.size, linear_shapes(dit),
                                 len(dit.layers))
     from gpu_check import long_xml_prompt
@@ -469,7 +473,9 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--demo", action="store_true", help="the embedded demo model with scaled plans")
     ap.add_argument("--demo-size", type=int, default=64, help="demo mode: the main size (a multiple of 32)")
-    ap.add_argument("--workdir", default="/tmp/newbie-full", help="full mode: where the checkpoint is written")
+    ap.add_argument("--workdir", default="/tmp/newbie-full",
+                    help="full mode: the checkpoint folder (written there by gpu_check's writer when missing)")
+    ap.add_argument("--size", default="1024x1024", help="full mode: the main size (the wide row is 1.5x wider)")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--workflows", default=",".join(WORKFLOWS + ["fp16_overflow"]))
     ap.add_argument("--plans", default=",".join(label for label, _ in LABELS))
@@ -484,6 +490,8 @@ def main(argv=None) -> dict | None:
         return None
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("no CUDA GPU here: use --device cpu --demo")
+    if not args.demo and not args.device == "cuda" and not (Path(args.workdir) / "vae" / "config.json").is_file():
+        ap.error("writing the full-size checkpoint needs a GPU: use --demo, or --workdir with a model folder")
     setup = setup_for(args)
     setup.compile_limit = args.compile_limit if args.compile_limit is not None else (75.0 if setup.cuda else 0.0)
     if not setup.cuda:

@@ -1,23 +1,23 @@
-"""One image on several GPUs: sequence parallelism (sp), CFG-parallel (cfg) and both (cfg x sp) against one GPU.
+"""One image on several GPUs: sequence parallelism (sp), CFG-parallel (cfg) and both (cfg x sp), against one.
 
-    python bench/parallel.py                          # every GPU of the machine, 1024 and 2048, full-size random weights
-    python bench/parallel.py --gpus 4 --sizes 2048    # a subset
-    python bench/parallel.py --cpu                    # logic check: CPU processes over gloo, the demo model, 128x128
-    python bench/parallel.py --overhead               # one GPU: the sp=1 DiT forward against the code before SP
-    python bench/parallel.py --layout                 # one GPU: Ulysses' pack/unpack traffic per attention call
+    python bench/parallel.py                        # all GPUs, 1024 and 2048, full-size random weights
+    python bench/parallel.py --gpus 4 --sizes 2048  # a subset
+    python bench/parallel.py --cpu                  # logic check: CPU processes (gloo), the demo model
+    python bench/parallel.py --overhead             # one GPU: the sp=1 DiT forward against the code before SP
+    python bench/parallel.py --layout               # one GPU: Ulysses' pack/unpack traffic per attention call
 
 Each setting starts its own process group (newbie.parallel, one process per GPU, NCCL with NVLink multicast
 off), loads the model once per process, warms up, then times `--repeats` images per size (median reported).
 The single-GPU baseline is a one-process group running the same code path. CFG runs on every step
 (cfg_trunc 1.0), so cfg:2 halves the work of every step. Random weights measure speed and exactness only.
 
-Writes parallel-<device>-<date>.json to --out (default bench/results; $OUT if set): device, date, torch, steps,
-caption_tokens and `runs`: [{gpus, mode, size, seconds, speedup, psnr_vs_single (null = identical),
+Writes parallel-<device>-<date>.json to --out (default bench/results; $OUT if set): device, date, torch,
+steps, caption_tokens and `runs`: [{gpus, mode, size, seconds, speedup, psnr_vs_single (null = identical),
 max_pixel_diff}].
 
 --overhead compares the DiT forward of this tree (sequence_parallel None: today's path plus one attribute
-test per layer) with dit.py as it was at --baseline-rev (default HEAD; after SP is committed pass the commit
-before it), the same weights, alternating runs, median of --repeats: the target is < 1 % slower.
+test per layer) with dit.py as it was at --baseline-rev (b160d09~1 is the last one before SP), the same
+weights, alternating runs, median of --repeats: the target is < 1 % slower.
 """
 
 from __future__ import annotations
@@ -41,35 +41,50 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "src"))
 sys.path.insert(0, str(BENCH))
 
-from newbie.parallel.launch import Placement, run_group
-from newbie.parallel.mesh import Layout, build_mesh
+from newbie.parallel.launch import Placement, run_group  # noqa: E402 - after the sys.path lines
+from newbie.parallel.mesh import Layout, build_mesh  # noqa: E402
 
 MODES = {  # name -> layout, in the order they run
-    "sp2": Layout(1, 2), "cfg2": Layout(2, 1), "sp4": Layout(1, 4), "cfg2xsp2": Layout(2, 2),
-    "sp8": Layout(1, 8), "cfg2xsp4": Layout(2, 4),
-    "sp3": Layout(1, 3), "cfg2xsp3": Layout(2, 3),  # the demo model's 3 key-value heads (--cpu check only)
+    "sp2": Layout(1, 2),
+    "cfg2": Layout(2, 1),
+    "sp4": Layout(1, 4),
+    "cfg2xsp2": Layout(2, 2),
+    "sp8": Layout(1, 8),
+    "cfg2xsp4": Layout(2, 4),
+    "sp3": Layout(1, 3),
+    "cfg2xsp3": Layout(2, 3),  # the demo model's 3 key-value heads (--cpu check only)
 }
 GPU_MODES, CPU_MODES = "sp2,cfg2,sp4,cfg2xsp2,sp8,cfg2xsp4", "cfg2,sp3,cfg2xsp3"
 
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cpu", action="store_true", help="CPU processes (gloo) and the demo model: a logic check")
+    ap.add_argument(
+        "--cpu", action="store_true", help="CPU processes (gloo) and the demo model: a logic check"
+    )
     ap.add_argument("--gpus", type=int, help="use at most this many GPUs (default: all)")
-    ap.add_argument("--modes", help=f"comma list of {', '.join(MODES)} (default {GPU_MODES}; {CPU_MODES} with --cpu)")
+    ap.add_argument(
+        "--modes", help=f"comma list of {', '.join(MODES)} (default {GPU_MODES}; {CPU_MODES} with --cpu)"
+    )
     ap.add_argument("--sizes", help="comma list of square sides (default 1024,2048; 128 with --cpu)")
     ap.add_argument("--steps", type=int, help="sampler steps (default 8; 2 with --cpu)")
     ap.add_argument("--repeats", type=int, help="timed images per setting (default 3; 1 with --cpu)")
     ap.add_argument("--workdir", default="/tmp/newbie-full", help="the full-size random checkpoint (reused)")
     ap.add_argument("--out", help="result folder (default $OUT, else bench/results)")
     ap.add_argument("--overhead", action="store_true", help="one device: sp=1 forward vs the code before SP")
-    ap.add_argument("--layout", action="store_true", help="one device: the all-to-all pack/unpack memory traffic")
-    ap.add_argument("--baseline-rev", default="HEAD", help="with --overhead: the git revision of the old dit.py")
+    ap.add_argument(
+        "--layout", action="store_true", help="one device: the all-to-all pack/unpack memory traffic"
+    )
+    ap.add_argument(
+        "--baseline-rev", default="b160d09~1", help="with --overhead: the git revision of the old dit.py"
+    )
     args = ap.parse_args()
     args.sizes = [int(s) for s in (args.sizes or ("128" if args.cpu else "1024,2048")).split(",")]
     args.steps = args.steps or (2 if args.cpu else 8)
     args.repeats = args.repeats or (1 if args.cpu else 3)
-    args.modes = [m.strip() for m in (args.modes or (CPU_MODES if args.cpu else GPU_MODES)).split(",") if m.strip()]
+    args.modes = [
+        m.strip() for m in (args.modes or (CPU_MODES if args.cpu else GPU_MODES)).split(",") if m.strip()
+    ]
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:
         ap.error(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
@@ -105,8 +120,12 @@ def _rank(rank, world, device, layout, load, prompt, sizes, steps, repeats):
             _sync(device)
             times.append(time.perf_counter() - t0)
         if rank == 0:
-            out[size] = {"seconds": statistics.median(times), "runs": times, "timings": gen.timings,
-                         "image": np.asarray(gen.images[0])}
+            out[size] = {
+                "seconds": statistics.median(times),
+                "runs": times,
+                "timings": gen.timings,
+                "image": np.asarray(gen.images[0]),
+            }
     return out if rank == 0 else None
 
 
@@ -140,16 +159,34 @@ def speedups(args) -> tuple[dict, str]:
     args.gpus = min(args.gpus or available, available)
     device = "cpu" if args.cpu else "cuda"
     name, slug = _device_name(args)
-    res = {"device": name, "date": date.today().isoformat(), "torch": torch.__version__, "steps": args.steps,
-           "cfg": 5.0, "cfg_trunc": 1.0, "repeats": args.repeats, "sizes": args.sizes,
-           "NCCL_NVLS_ENABLE": os.environ.get("NCCL_NVLS_ENABLE", "0"), "runs": []}
+    res = {
+        "device": name,
+        "date": date.today().isoformat(),
+        "torch": torch.__version__,
+        "steps": args.steps,
+        "cfg": 5.0,
+        "cfg_trunc": 1.0,
+        "repeats": args.repeats,
+        "sizes": args.sizes,
+        "NCCL_NVLS_ENABLE": os.environ.get("NCCL_NVLS_ENABLE", "0"),
+        "runs": [],
+    }
     common = (load, prompt, args.sizes, args.steps, args.repeats)
     single = run_group(_rank, (Layout(1, 1), *common), Placement.for_world(1, device))[0]
     res["caption_tokens"] = single["caption_tokens"]
     for size in args.sizes:
-        res["runs"].append({"gpus": 1, "mode": "single", "size": size, "seconds": single[size]["seconds"],
-                            "speedup": 1.0, "psnr_vs_single": None, "max_pixel_diff": 0,
-                            "timings": single[size]["timings"]})
+        res["runs"].append(
+            {
+                "gpus": 1,
+                "mode": "single",
+                "size": size,
+                "seconds": single[size]["seconds"],
+                "speedup": 1.0,
+                "psnr_vs_single": None,
+                "max_pixel_diff": 0,
+                "timings": single[size]["timings"],
+            }
+        )
     for mode in args.modes:
         layout = MODES[mode]
         if layout.world > args.gpus:
@@ -158,11 +195,18 @@ def speedups(args) -> tuple[dict, str]:
         got = run_group(_rank, (layout, *common), Placement.for_world(layout.world, device))[0]
         for size in args.sizes:
             a, b = got[size]["image"], single[size]["image"]
-            res["runs"].append({
-                "gpus": layout.world, "mode": mode, "size": size, "seconds": got[size]["seconds"],
-                "speedup": single[size]["seconds"] / got[size]["seconds"], "psnr_vs_single": _psnr(a, b),
-                "max_pixel_diff": int(np.abs(a.astype(int) - b.astype(int)).max()), "timings": got[size]["timings"],
-            })
+            res["runs"].append(
+                {
+                    "gpus": layout.world,
+                    "mode": mode,
+                    "size": size,
+                    "seconds": got[size]["seconds"],
+                    "speedup": single[size]["seconds"] / got[size]["seconds"],
+                    "psnr_vs_single": _psnr(a, b),
+                    "max_pixel_diff": int(np.abs(a.astype(int) - b.astype(int)).max()),
+                    "timings": got[size]["timings"],
+                }
+            )
             print(json.dumps(res["runs"][-1]), file=sys.stderr, flush=True)
     return res, slug
 
@@ -171,8 +215,13 @@ def speedups(args) -> tuple[dict, str]:
 
 
 def _old_dit_module(rev: str):
-    text = subprocess.run(["git", "show", f"{rev}:src/newbie/model/dit.py"], cwd=BENCH.parent, check=True,
-                          capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["git", "show", f"{rev}:src/newbie/model/dit.py"],
+        cwd=BENCH.parent,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "dit_before_sp.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location("dit_before_sp", path)
@@ -224,10 +273,17 @@ def overhead(args) -> dict:
         times_old.append(s)
     ms_new, ms_old = 1e3 * statistics.median(times_new), 1e3 * statistics.median(times_old)
     return {
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "date": date.today().isoformat(),
-        "torch": torch.__version__, "baseline_rev": args.baseline_rev, "size": f"{side}x{side}",
-        "caption_tokens": cap_len, "dtype": str(dtype), "repeats": reps,
-        "ms_per_forward_sp1": ms_new, "ms_per_forward_before_sp": ms_old, "ratio": ms_new / ms_old,
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "date": date.today().isoformat(),
+        "torch": torch.__version__,
+        "baseline_rev": args.baseline_rev,
+        "size": f"{side}x{side}",
+        "caption_tokens": cap_len,
+        "dtype": str(dtype),
+        "repeats": reps,
+        "ms_per_forward_sp1": ms_new,
+        "ms_per_forward_before_sp": ms_old,
+        "ratio": ms_new / ms_old,
         "identical_output": bool(torch.equal(out_new, out_old)),
     }
 
@@ -262,7 +318,9 @@ def layout_profile(args) -> dict:
             q = torch.randn(1, n, hq, d, generator=g).to(device, dtype)
             k, v = (torch.randn(1, n, hkv, d, generator=g).to(device, dtype) for _ in range(2))
             qf = torch.randn(1, n_all_even, hq // sp, d, generator=g).to(device, dtype)
-            kf, vf = (torch.randn(1, n_all_even, hkv // sp, d, generator=g).to(device, dtype) for _ in range(2))
+            kf, vf = (
+                torch.randn(1, n_all_even, hkv // sp, d, generator=g).to(device, dtype) for _ in range(2)
+            )
 
             def copy_a2a(out, inp, *a, **kw):
                 out.copy_(inp.view_as(out))
@@ -288,18 +346,33 @@ def layout_profile(args) -> dict:
                     ms[name] = 1e3 * statistics.median(times)
             elem = torch.tensor([], dtype=dtype).element_size()
             sent = n * (hq + 2 * hkv) * d * elem + n * hq * d * elem  # qkv out, attention output back
-            # pack (read + write), the copy (read + write), unpack (read + write), for both all-to-alls
-            traffic = 6 * sent
-            rows.append({
-                "size": side, "sp": sp, "tokens": n_all_even, "tokens_per_rank": n,
-                "a2a_bytes_per_rank_per_layer": sent, "off_device_bytes_per_rank_per_layer": sent * (sp - 1) // sp,
-                "ms_ulysses": ms["ulysses"], "ms_attention_only": ms["attention_only"],
-                "ms_layout": ms["ulysses"] - ms["attention_only"],
-                "layout_gb_per_s": traffic / max(1e-9, (ms["ulysses"] - ms["attention_only"]) / 1e3) / 1e9,
-            })
+            # qkv: one packing pass + the copy; output: the copy + one unpacking pass (read + write each)
+            traffic = 4 * sent
+            rows.append(
+                {
+                    "size": side,
+                    "sp": sp,
+                    "tokens": n_all_even,
+                    "tokens_per_rank": n,
+                    "a2a_bytes_per_rank_per_layer": sent,
+                    "off_device_bytes_per_rank_per_layer": sent * (sp - 1) // sp,
+                    "ms_ulysses": ms["ulysses"],
+                    "ms_attention_only": ms["attention_only"],
+                    "ms_layout": ms["ulysses"] - ms["attention_only"],
+                    "layout_gb_per_s": traffic
+                    / max(1e-9, (ms["ulysses"] - ms["attention_only"]) / 1e3)
+                    / 1e9,
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    return {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "date": date.today().isoformat(),
-            "torch": torch.__version__, "dtype": str(dtype), "heads": [hq, hkv, d], "rows": rows}
+    return {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "date": date.today().isoformat(),
+        "torch": torch.__version__,
+        "dtype": str(dtype),
+        "heads": [hq, hkv, d],
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -317,7 +390,11 @@ def main() -> None:
         res, slug = speedups(args)
         path = out_dir / f"parallel-{slug}-{res['date']}.json"
     path.write_text(json.dumps(res, indent=1))
-    print(json.dumps({k: v for k, v in res.items() if k != "runs"} | {"runs": len(res.get("runs", []))}, indent=1))
+    print(
+        json.dumps(
+            {k: v for k, v in res.items() if k != "runs"} | {"runs": len(res.get("runs", []))}, indent=1
+        )
+    )
     print(path)
 
 

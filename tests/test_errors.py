@@ -15,12 +15,18 @@ def _raised(fn):
 
 
 def test_real_torch_mismatches_are_internal_errors():
-    dtype = _raised(lambda: torch.nn.functional.linear(torch.zeros(2, 3), torch.zeros(4, 3, dtype=torch.bfloat16)))
-    conv = _raised(lambda: torch.nn.functional.conv2d(torch.zeros(1, 3, 4, 4), torch.zeros(4, 3, 1, 1).double()))
+    dtype = _raised(
+        lambda: torch.nn.functional.linear(torch.zeros(2, 3), torch.zeros(4, 3, dtype=torch.bfloat16))
+    )
+    conv = _raised(
+        lambda: torch.nn.functional.conv2d(torch.zeros(1, 3, 4, 4), torch.zeros(4, 3, 1, 1).double())
+    )
     device = _raised(lambda: torch.zeros(2, device="meta") + torch.zeros(2))
     for e in (dtype, conv, device):
         message, code = describe(e)
-        assert code == 1 and message.startswith("internal device/dtype mismatch (") and "--debug" in message, e
+        assert (
+            code == 1 and message.startswith("internal device/dtype mismatch (") and "--debug" in message
+        ), e
 
 
 def test_out_of_memory_names_size_and_plan():
@@ -45,7 +51,9 @@ def test_innermost_context_wins():
 
 def test_bad_input_is_2_but_running_out_of_memory_is_1():
     assert describe(NewbieError("width 100 is not a positive multiple of 16")) == (
-        "width 100 is not a positive multiple of 16", 2)
+        "width 100 is not a positive multiple of 16",
+        2,
+    )
 
     def smallest_plan_failed():
         try:

@@ -57,7 +57,7 @@ class DiTConfig:
     def patch_dim(self) -> int:
         return self.patch_size * self.patch_size * self.in_channels
 
-    def replace(self, **changes) -> "DiTConfig":
+    def replace(self, **changes) -> DiTConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -64,3 +64,27 @@ def test_a_hung_section_is_stopped_and_the_run_goes_on(tmp_path):
     assert time.perf_counter() - t < 5
     assert "TimeoutError" in res["errors"]["hang"]
     assert run.section("next", 0, lambda: res.update(z=1))
+
+
+def test_peer_and_cache_sections_run_on_a_tiny_model(tiny_pipeline, tmp_path):
+    # the sections the 2026-12-01 GPU run did not reach, end to end on CPU: diffusers' Lumina2 at our shapes,
+    # our step cache on one trajectory, and cache-dit's DBCache where it is installed (a reason where not)
+    pytest.importorskip("diffusers")
+    from newbie.bench.compile_child import make_inputs, make_step
+
+    dit = tiny_pipeline.dit
+    x, cond, unc, grid = make_inputs(dit, size=32, cap_tokens=6, uncond_tokens=3)
+    assert make_step(dit, x, cond, unc, grid)().shape == (2, 16, 4, 4)
+    S = {"pipe": tiny_pipeline, "dit": dit, "x": x, "cond": cond, "unc": unc, "grid": grid}
+    res = {"peers": {}}
+    run = speed._Run(res, [tmp_path / "r.json"], budget_s=1e9)
+    assert run.section("peers", 0, lambda: speed._diffusers_peers(S, res, run))
+    assert res["peers"]["diffusers_eager"] > 0
+    assert run.section("step_cache", 0, lambda: speed._cache_comparison(S, res, run, steps=4))
+    out = res["cache_comparison"]
+    assert out["newbie_uncached_s"] > 0
+    for th in (0.05, 0.1):
+        assert out[f"newbie_step_cache_{th}"]["calls"] == 8
+        assert res[f"step_cache_{th}"]["psnr_vs_uncached"] > 0
+    dbcache = res["peers"]["cache_dit_dbcache"]
+    assert isinstance(dbcache, float) or dbcache.startswith("not run: cache-dit not installed")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from newbie.cli.main import main
 from newbie.errors import NewbieError
+from newbie.sampling.samplers import SAMPLERS
 
 
 def run(capsys, *argv):
@@ -54,7 +55,7 @@ def test_batch_and_prompt_file(tiny_model_dir, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--size", "100x64"], "width 100 is not a positive multiple of 16"),
     (["--steps", "0"], "steps must be >= 1, got 0"),
-    (["--sampler", "ddim"], "unknown sampler 'ddim' (choose from euler, midpoint, dpmpp_2m)"),
+    (["--sampler", "ddim"], f"unknown sampler 'ddim' (choose from {', '.join(SAMPLERS)})"),
 ])
 def test_bad_arguments(tiny_model_dir, tmp_path, capsys, args, message):
     out = tmp_path / "o.png"

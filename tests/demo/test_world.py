@@ -1,8 +1,15 @@
 import random
 
 from newbie.demo.evaluate import held_out_scenes, score
-from newbie.demo.world import (INVISIBLE, held_out_triples, random_scene, render, scene_triples, tag_caption,
-                               xml_caption)
+from newbie.demo.world import (
+    INVISIBLE,
+    held_out_triples,
+    random_scene,
+    render,
+    scene_triples,
+    tag_caption,
+    xml_caption,
+)
 from newbie.prompts import lint, parse
 
 

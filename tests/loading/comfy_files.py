@@ -1,9 +1,9 @@
 """Test helpers: tiny SentencePiece tokenizers, and a folder-layout model rewritten as ComfyUI single files.
 
-The tokenizers are trained here (no model hub): a Gemma-style BPE (<pad> 0, <eos> 1, <bos> 2, <unk> 3, identity
-normalization, no dummy prefix) and an XLM-R-style unigram (<unk> 0, <s> 1, </s> 2), plus the same XLM-R model
-renumbered to HF ids (<s> 0, <pad> 1, </s> 2, <unk> 3, ..., <mask>), which is what ComfyUI's Jina file holds
-(docs/decisions.md, "ComfyUI files"). Each fits the demo model's 119-row embedding tables.
+The tokenizers are trained here (no model hub): a Gemma-style BPE (<pad> 0, <eos> 1, <bos> 2, <unk> 3,
+identity normalization, no dummy prefix) and an XLM-R-style unigram (<unk> 0, <s> 1, </s> 2), plus the same
+XLM-R model renumbered to HF ids (<s> 0, <pad> 1, </s> 2, <unk> 3, ..., <mask>), which is what ComfyUI's Jina
+file holds (docs/decisions.md, "ComfyUI files"). Each fits the demo model's 119-row embedding tables.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from safetensors.torch import load_file, save_file
 from newbie.demo.vocab import toy_words
 from newbie.loading.comfy import diffusers_vae_key
 
-# What a user of the demo types: its tag words, its XML, its system prompts (spelled as the tokenizer sees them).
+# What a user of the demo types: its tag words, its XML, its system prompts (as the tokenizer sees them).
 CORPUS = [
     " ".join(toy_words()),
-    ("<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance>"
-     " </character_1> <general_tags> <background>white_background</background> </general_tags>"),
+    ("<character_1> <n>$character_1$</n> <gender>1girl</gender> "
+     "<appearance>red_hair, blue_eyes</appearance> </character_1> "
+     "<general_tags> <background>white_background</background> </general_tags>"),
     ("You are an assistant designed to generate high-quality anime images based on xml format prompts. "
      "<Prompt Start> 1girl, solo, smile"),
 ]
@@ -91,7 +92,7 @@ def spiece_tensor(proto: bytes) -> torch.Tensor:
 
 
 def vae_to_bfl(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A diffusers VAE state dict in BFL/LDM key names (tests check the map against diffusers' own converter)."""
+    """A diffusers VAE state dict in BFL/LDM key names (a test checks the map against diffusers')."""
     n_up = len({k.split(".")[2] for k in sd if k.startswith("decoder.up_blocks.")})
     out = {}
     for k, v in sd.items():
@@ -124,8 +125,8 @@ def native_to_comfy_jina(model) -> dict[str, torch.Tensor]:
 def write_comfy_models(src: Path, models: Path, gemma: bytes, jina: bytes, sidecars: bool = True,
                        dit_prefix: str = "") -> dict[str, Path]:
     """A folder-layout model (official keys, jina-clip text tower, diffusers VAE) as the four ComfyUI files in
-    a ComfyUI models/ folder, named as the official template names them. sidecars: each component's config.json
-    beside its file as <name>.config.json (a model of another size than NewBie's needs them)."""
+    a ComfyUI models/ folder, named as the official template names them. sidecars: each component's
+    config.json beside its file as <name>.config.json (a model of another size than NewBie's needs them)."""
     files = {
         "transformer": models / "diffusion_models" / "NewBie-Image-Exp0.1-bf16.safetensors",
         "text_encoder": models / "text_encoders" / "gemma_3_4b_it_bf16.safetensors",

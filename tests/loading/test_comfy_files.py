@@ -1,6 +1,6 @@
-"""ComfyUI single files: the demo model rewritten in the ComfyUI layout loads through newbie.load() and the CLI and
-makes the same images, bit for bit, as the folder layout with the same tokenizers; damaged files are refused with
-the key named; the key maps hold at full size (checked on shapes alone).
+"""ComfyUI single files: the demo model rewritten in the ComfyUI layout loads through newbie.load() and the
+CLI and makes the same images, bit for bit, as the folder layout with the same tokenizers; damaged files are
+refused with the key named; the key maps hold at full size (checked on shapes alone).
 
 Tokenization: the demo folder's own tokenizers are word-level HF tokenizers, which no SentencePiece model can
 reproduce, so both layouts here use one tiny SentencePiece model per encoder, trained in the test: the ComfyUI
@@ -98,8 +98,8 @@ def test_inspect_names_each_format(layouts, capsys):
 
 
 def test_prefixed_dit_and_file_search(layouts, tmp_path):
-    """ComfyUI may save the DiT under model.diffusion_model.; a models/ folder may use older subfolder names and
-    other file names (the usual name wins, then a pattern; the note says what else matched)."""
+    """ComfyUI may save the DiT under model.diffusion_model.; a models/ folder may use older subfolder names
+    and other file names (the usual name wins, then a pattern; the note says what else matched)."""
     models = tmp_path / "models"
     files = cf.write_comfy_models(PACKAGED, models, cf.gemma_spiece(), cf.xlmr_spiece(), dit_prefix="model.diffusion_model.")
     assert comfy.file_format(read_header(files["transformer"])) == "nextdit-prefixed"
@@ -114,7 +114,7 @@ def test_prefixed_dit_and_file_search(layouts, tmp_path):
     assert found["transformer"] == unet / "NewBie-exp0.1.safetensors"
     assert "also matched: newbie_fp8_copy.safetensors" in notes["transformer"]
     (unet / "newbie_fp8_copy.safetensors").unlink()
-    # the original XLM-R numbering in the Jina file loads as well; the model path may be the models/ folder itself
+    # the original XLM-R numbering in the Jina file loads too; the model path may be the models/ folder itself
     pipe = newbie.load(models, device="cpu", dtype="fp32")
     assert pipe.folder.transformer == unet / "NewBie-exp0.1.safetensors" and pipe.text.jina_tokenizer.offset == 1
     # explicit components win over the folder's; a folder lacking one says what it looked for
@@ -175,8 +175,8 @@ def test_vae_key_map_agrees_with_diffusers_converter():
 
 
 def test_vae_file_without_sidecar_is_the_flux_vae(tmp_path):
-    """ae.safetensors (no config beside it) is read as the FLUX.1 VAE: the full-size key set passes the checks,
-    and decoding uses FLUX's scaling/shift."""
+    """ae.safetensors (no config beside it) is read as the FLUX.1 VAE: the full-size key set passes the
+    checks, and decoding uses FLUX's scaling/shift."""
     cfg, src = comfy.vae_config_for_file(tmp_path / "ae.safetensors")
     assert src == comfy.FLUX_VAE_CONFIG and cfg["latent_channels"] == 16 and cfg["block_out_channels"] == [128, 256, 512, 512]
     AutoencoderKL = autoencoder_class()
@@ -244,7 +244,7 @@ def test_text_files_without_sidecar_are_gemma3_4b_and_jina_v2(tmp_path):
 
 
 def test_gemma_file_loads_without_sidecar_and_matches(tmp_path, layouts):
-    """The tiny Gemma as a bare ComfyUI file (no config beside it): widths from the shapes, weights identical."""
+    """The tiny Gemma as a bare ComfyUI file (no config beside it): widths from the shapes, same outputs."""
     f = layouts[2]["text_encoder"]
     shutil.copy(f, tmp_path / "g.safetensors")
     with_side = load_gemma(f, torch.float32)

@@ -1,4 +1,4 @@
-"""The tokenizers built from a ComfyUI file's embedded SentencePiece model give HF's ids, special tokens included."""
+"""Tokenizers from a ComfyUI file's embedded SentencePiece model give HF's ids, special tokens included."""
 
 import pytest
 import torch

@@ -123,3 +123,44 @@ def test_config_disagreeing_with_tensors_is_an_error(tiny_model_dir, tmp_path):
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"missing .*layers\.2\."):
         load_dit(folder.parent, BASE)
+
+
+def _real_layout_96(tmp_path, pooled_out: int, mix_in: int):
+    """A real-layout folder at dim 96 / clip_text_dim 32, its pooled-path tensors written by hand."""
+    cfg = DiTConfig(dim=96, n_layers=1, n_refiner_layers=1, n_heads=8, n_kv_heads=4, cap_feat_dim=64,
+                    clip_text_dim=32, axes_dims=(4, 4, 4), axes_lens=(64, 32, 32), multiple_of=16)
+    with torch.device("meta"):
+        names = NextDiT(cfg).state_dict()
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(v.shape, generator=g) for k, v in names.items()}
+    sd["clip_text_pooled_proj.1.weight"] = torch.randn(pooled_out, 32, generator=g)
+    sd["clip_text_pooled_proj.1.bias"] = torch.randn(pooled_out, generator=g)
+    sd["time_text_embed.1.weight"] = torch.randn(96, mix_in, generator=g)
+    sd["norm_final.weight"] = torch.ones(96)
+    folder = tmp_path / "m96" / "transformer"
+    folder.mkdir(parents=True)
+    save_file(sd, str(folder / "diffusion_pytorch_model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "_class_name": "NextDiT_3B_GQA_patch2_Adaln_Refiner_WHIT_CLIP", "dim": 96, "n_layers": 1,
+        "n_refiner_layers": 1, "n_heads": 8, "n_kv_heads": 4, "axes_dims": [4, 4, 4], "axes_lens": [64, 32, 32],
+        "clip_text_dim": 32, "clip_img_dim": 32, "cap_feat_dim": 64, "multiple_of": 16}))
+    return folder.parent, sd
+
+
+def test_official_pooled_shapes_load_at_a_width_other_than_1024(tmp_path):
+    # spec §2.3: clip_text_pooled_proj.1 is clip_text_dim -> clip_text_dim, time_text_embed.1 reads
+    # min(dim, 1024) + clip_text_dim; a real-layout checkpoint at dim 96 / clip 32 must load as it is
+    root, sd = _real_layout_96(tmp_path, pooled_out=32, mix_in=96 + 32)
+    m = load_dit(root, BASE, torch.float32)
+    assert (m.cfg.dim, m.cfg.clip_text_dim) == (96, 32)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    out = _forward(m)
+    assert out.shape == (1, 16, 8, 8) and torch.isfinite(out).all()
+
+
+def test_pre_official_pooled_shapes_are_refused_by_name(tmp_path):
+    # the layout newbie used to build (pooled projected to the conditioning width) is not the official one
+    root, _ = _real_layout_96(tmp_path, pooled_out=96, mix_in=2 * 96)
+    with pytest.raises(CheckpointError, match=r"clip_text_pooled_proj\.1\.bias \(96,\) != \(32,\)"):
+        load_dit(root, BASE)

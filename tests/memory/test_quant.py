@@ -6,7 +6,9 @@ PROMPT = "1girl, red_hair, left, white_background"
 
 
 def test_int8_weights_generate_close_to_the_plain_model(tiny_model_dir):
-    ref = newbie.load(tiny_model_dir, device="cpu", dtype="bf16").generate(PROMPT, seed=3, steps=2, width=32, height=32)
+    ref = newbie.load(tiny_model_dir, device="cpu", dtype="bf16").generate(
+        PROMPT, seed=3, steps=2, width=32, height=32
+    )
     q = newbie.load(tiny_model_dir, device="cpu", dtype="bf16", quantize="int8")
     gen = q.generate(PROMPT, seed=3, steps=2, width=32, height=32)
     assert gen.recipes[0].dtype == "bf16+int8"

@@ -9,7 +9,7 @@ def _model(seed=0, **cfg):
     torch.manual_seed(seed)
     m = NextDiT(tiny_dit_config(**cfg)).eval()
     with torch.no_grad():  # non-trivial norms and gates so every weight matters
-        for name, p in m.named_parameters():
+        for p in m.parameters():
             if p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return m
@@ -77,4 +77,56 @@ def test_real_size_key_count_and_params():
     assert sd["layers.0.attention.qkv.weight"].shape == (3840, 2304)
     assert sd["layers.35.feed_forward.w1.weight"].shape == (9216, 2304)
     assert sd["time_text_embed.1.weight"].shape == (1024, 2048)
+    assert sd["clip_text_pooled_proj.1.weight"].shape == (1024, 1024)
     assert sd["final_layer.linear.weight"].shape == (64, 2304)
+
+
+@torch.no_grad()
+def test_pooled_path_is_the_official_one_by_hand():
+    """Spec §2.3 computed by hand on a width where adaln (48) != clip_text_dim (32): RMSNorm ->
+    Linear(32->32) -> cat[t_emb, clip_emb] -> SiLU -> Linear(48+32 -> 48), fed to every modulated block and
+    the final layer."""
+    import math
+
+    m = _model()
+    x, t, cap, pooled = _inputs(b=2, L=6)
+    seen = []
+    hooks = [blk.register_forward_pre_hook(lambda mod, args: seen.append(args[3])) for blk in m.noise_refiner]
+    hooks.append(m.final_layer.register_forward_pre_hook(lambda mod, args: seen.append(args[1])))
+    m(x, t, cap, None, pooled)
+    for h in hooks:
+        h.remove()
+
+    sd = m.state_dict()
+    eps = m.cfg.qk_norm_eps
+    freqs = torch.tensor([math.exp(-math.log(10000.0) * i / 128) for i in range(128)])
+    sinus = torch.cat([torch.cos(t[:, None] * freqs), torch.sin(t[:, None] * freqs)], dim=-1)  # cos first
+    h1 = sinus @ sd["t_embedder.mlp.0.weight"].T + sd["t_embedder.mlp.0.bias"]
+    t_emb = (h1 * torch.sigmoid(h1)) @ sd["t_embedder.mlp.2.weight"].T + sd["t_embedder.mlp.2.bias"]
+    normed = pooled / torch.sqrt((pooled**2).mean(-1, keepdim=True) + eps)
+    normed = normed * sd["clip_text_pooled_proj.0.weight"]
+    clip_emb = normed @ sd["clip_text_pooled_proj.1.weight"].T + sd["clip_text_pooled_proj.1.bias"]
+    assert clip_emb.shape == (2, 32)
+    both = torch.cat([t_emb, clip_emb], dim=-1)
+    want = (both * torch.sigmoid(both)) @ sd["time_text_embed.1.weight"].T + sd["time_text_embed.1.bias"]
+    assert sd["time_text_embed.1.weight"].shape == (48, 48 + 32)
+    assert len(seen) == len(m.noise_refiner) + 1
+    for got in seen:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # the pooled feature reaches the output
+    assert not torch.allclose(m(x, t, cap, None, pooled), m(x, t, cap, None, pooled.flip(0)))
+
+
+def test_pooled_path_shapes_follow_the_official_formula():
+    with torch.device("meta"):
+        sd = NextDiT(tiny_dit_config(dim=96, n_heads=8, n_kv_heads=4, clip_text_dim=32)).state_dict()
+    assert sd["clip_text_pooled_proj.0.weight"].shape == (32,)
+    assert sd["clip_text_pooled_proj.1.weight"].shape == (32, 32)
+    assert sd["clip_text_pooled_proj.1.bias"].shape == (32,)
+    assert sd["time_text_embed.1.weight"].shape == (96, 96 + 32)  # min(dim, 1024) + clip_text_dim
+    assert sd["time_text_embed.1.bias"].shape == (96,)
+    with torch.device("meta"):
+        wide = NextDiT(tiny_dit_config(dim=1280, n_heads=10, n_kv_heads=5, clip_text_dim=64,
+                                     axes_dims=(32, 48, 48))).state_dict()
+    assert wide["time_text_embed.1.weight"].shape == (1024, 1024 + 64)  # conditioning width capped at 1024
+    assert wide["final_layer.adaLN_modulation.1.weight"].shape == (1280, 1024)

@@ -44,7 +44,7 @@ def test_matches_diffusers_lumina2():
     cfg = tiny_dit_config(axes_lens=(64, 32, 32))
     torch.manual_seed(0)
     ours = NextDiT(cfg).eval()
-    for name, p in ours.named_parameters():
+    for p in ours.parameters():
         p.add_(0.05 * torch.randn_like(p))
     theirs = Lumina2Transformer2DModel(
         sample_size=16, patch_size=2, in_channels=16, hidden_size=cfg.dim, num_layers=cfg.n_layers,

@@ -114,7 +114,8 @@ def test_graphed_forward_off_cuda_is_the_plain_forward_and_sees_hooks():
 
 
 def test_choose_keeps_pytorchs_choice_unless_clearly_beaten():
-    assert fused.choose({"auto": 0.41, "cudnn": 0.43, "flash": 0.66, "efficient": "RuntimeError: no kernel"}) == "auto"
+    times = {"auto": 0.41, "cudnn": 0.43, "flash": 0.66, "efficient": "RuntimeError: no kernel"}
+    assert fused.choose(times) == "auto"
     assert fused.choose({"auto": 0.66, "cudnn": 0.43, "flash": 0.66}) == "cudnn"
     assert fused.choose({"auto": "RuntimeError", "flash": 0.5}) == "flash"
     assert fused.choose({"cudnn": "RuntimeError"}) == "auto"

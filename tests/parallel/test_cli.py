@@ -13,19 +13,36 @@ ARGS = ["1girl, smile", "--seed", "4", "--steps", "2", "--size", "64x48", "--qui
 def test_generate_sp2_on_cpu_processes(tiny_model_dir, tmp_path):
     model = ["--model", str(tiny_model_dir), "--dtype", "fp32"]
     assert main(["generate", *ARGS, *model, "--out", str(tmp_path / "one.png")]) == 0
-    assert main(["generate", *ARGS, *model, "--parallel", "sp:2", "--device", "cpu",
-                 "--out", str(tmp_path / "two.png")]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                *ARGS,
+                *model,
+                "--parallel",
+                "sp:2",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "two.png"),
+            ]
+        )
+        == 0
+    )
     a, b = (np.asarray(Image.open(tmp_path / f"{n}.png"), dtype=int) for n in ("one", "two"))
     assert a.shape == b.shape == (48, 64, 3) and np.abs(a - b).max() <= 1
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--parallel", "sp:3"], "degree 3 must divide the model's 2 key-value heads"),
-    (["--parallel", "sp:2,cfg:3"], "cfg is 1 or 2"),
-    (["--parallel", "sp:2", "--compile"], "--compile and --parallel sp:N cannot be combined"),
-    (["--parallel", "cfg:2,sp:2", "--device", "cuda"], "no CUDA GPU"),
-    (["--parallel", "cfg:2", "--device", "cpu,cpu"], "give cpu, cuda, or a list of cuda:N"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--parallel", "sp:3"], "degree 3 must divide the model's 2 key-value heads"),
+        (["--parallel", "sp:2,cfg:3"], "cfg is 1 or 2"),
+        (["--parallel", "sp:2", "--compile"], "--compile and --parallel sp:N cannot be combined"),
+        (["--parallel", "cfg:2,sp:2", "--device", "cuda"], "no CUDA GPU"),
+        (["--parallel", "cfg:2", "--device", "cpu,cpu"], "give cpu, cuda, or a list of cuda:N"),
+    ],
+)
 def test_bad_combinations_are_refused_in_one_line(tiny_model_dir, tmp_path, capsys, extra, message):
     code = main(["generate", *ARGS, "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.png"), *extra])
     err = capsys.readouterr().err

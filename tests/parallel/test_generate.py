@@ -1,5 +1,5 @@
-"""One image on 2, 3 and 4 CPU processes (gloo) equals the one-process image: sp 2 and cfg 2 x sp 2 on the tiny
-checkpoint (4 query / 2 key-value heads), sp 3 on the embedded demo model (6 / 3 heads; its joint sequences
+"""One image on 2, 3 and 4 CPU processes (gloo) equals the one-process image: sp 2 and cfg 2 x sp 2 on the
+tiny checkpoint (4 query / 2 key-value heads), sp 3 on the embedded demo model (6 / 3 heads; its sequences
 split unevenly). Latents within fp32 tolerance, pixels within one 8-bit level."""
 
 import numpy as np
@@ -24,8 +24,14 @@ def _compare(gen, ref):
 
 
 def _run(layout, model, **settings):
-    return generate(layout, Placement.for_world(layout.world, "cpu"), {"path": model, "dtype": "fp32"}, PROMPT,
-                    timeout_s=120, **settings)[0]
+    return generate(
+        layout,
+        Placement.for_world(layout.world, "cpu"),
+        {"path": model, "dtype": "fp32"},
+        PROMPT,
+        timeout_s=120,
+        **settings,
+    )[0]
 
 
 def test_sp2_equals_one_process(tiny_model_dir, tiny_pipeline):

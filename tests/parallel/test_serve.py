@@ -17,8 +17,20 @@ from ..serve.conftest import FAST, LIMITS
 def _args(model_dir, tmp_path, *extra):
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    return parser.parse_args(["serve", "--model", str(model_dir), "--dtype", "fp32", "--device", "cpu",
-                              "--data-dir", str(tmp_path / "data"), *extra])
+    return parser.parse_args(
+        [
+            "serve",
+            "--model",
+            str(model_dir),
+            "--dtype",
+            "fp32",
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(tmp_path / "data"),
+            *extra,
+        ]
+    )
 
 
 def test_serve_with_an_sp2_group(tiny_model_dir, tiny_pipeline, tmp_path):

@@ -14,8 +14,14 @@ def test_parse_layout():
     assert parse_layout("sp:2") == Layout(cfg=1, sp=2)
     assert parse_layout("cfg:2") == Layout(cfg=2, sp=1)
     assert parse_layout("cfg:2, sp:4") == Layout(cfg=2, sp=4) and Layout(2, 4).world == 8
-    for bad, words in [("sp2", "not cfg:N or sp:N"), ("tp:2", "not cfg:N or sp:N"), ("sp:x", "whole number"),
-                       ("sp:0", ">= 1"), ("cfg:4", "cfg is 1 or 2"), ("sp:2,sp:2", "twice")]:
+    for bad, words in [
+        ("sp2", "not cfg:N or sp:N"),
+        ("tp:2", "not cfg:N or sp:N"),
+        ("sp:x", "whole number"),
+        ("sp:0", ">= 1"),
+        ("cfg:4", "cfg is 1 or 2"),
+        ("sp:2,sp:2", "twice"),
+    ]:
         with pytest.raises(NewbieError, match=words):
             parse_layout(bad)
 

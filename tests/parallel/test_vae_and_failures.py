@@ -1,5 +1,5 @@
-"""The banded VAE decode equals the whole decode (2 and 3 ranks, uneven bands, a batch); a rank that is killed,
-fails or refuses its input ends the whole group at once with one line."""
+"""The banded VAE decode equals the whole decode (2 and 3 ranks, uneven bands, a batch); a rank that is
+killed, fails or refuses its input ends the whole group at once with one line."""
 
 import os
 import signal
@@ -69,7 +69,9 @@ def test_a_killed_rank_ends_the_group_without_hanging():
 
 def test_a_failing_rank_is_one_line_and_stops_the_others():
     t0 = time.monotonic()
-    with pytest.raises(GroupFailed, match="^rank 1 of 2 failed: ValueError: boom; all processes were stopped$"):
+    with pytest.raises(
+        GroupFailed, match="^rank 1 of 2 failed: ValueError: boom; all processes were stopped$"
+    ):
         run_group(_fails, (), Placement.for_world(2, "cpu"), timeout_s=300)
     with pytest.raises(NewbieError, match="^bad prompt$"):
         run_group(_refuses, (), Placement.for_world(2, "cpu"), timeout_s=300)

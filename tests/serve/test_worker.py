@@ -11,16 +11,23 @@ from tests.serve.test_api import _wait
 @pytest.mark.parametrize(
     "error, message",
     [
-        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
-         "out of GPU memory at 32x32: try --vram"),
-        (RuntimeError("Input type (torch.cuda.FloatTensor) and weight type (torch.FloatTensor) should be the same"),
-         "internal device/dtype mismatch (Input type"),
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+            "out of GPU memory at 32x32: try --vram",
+        ),
+        (
+            RuntimeError(
+                "Input type (torch.cuda.FloatTensor) and weight type (torch.FloatTensor) should be the same"
+            ),
+            "internal device/dtype mismatch (Input type",
+        ),
         (ValueError("boom"), "generation failed: ValueError: boom (run again with --debug"),
     ],
     ids=["out-of-memory", "device", "other"],
 )
-def test_a_failed_job_is_one_line_and_the_worker_goes_on(make_client, tiny_pipeline, monkeypatch, caplog,
-                                                         error, message):
+def test_a_failed_job_is_one_line_and_the_worker_goes_on(
+    make_client, tiny_pipeline, monkeypatch, caplog, error, message
+):
     monkeypatch.setenv("NEWBIE_DEBUG", "0")
     real_run = type(tiny_pipeline).run
     calls = []
@@ -37,7 +44,9 @@ def test_a_failed_job_is_one_line_and_the_worker_goes_on(make_client, tiny_pipel
     assert r.status_code == 500
     body = r.json()["error"]
     assert body["code"] == "generation_failed"
-    assert body["message"].startswith(message if message.startswith("generation") else f"generation failed: {message}")
+    assert body["message"].startswith(
+        message if message.startswith("generation") else f"generation failed: {message}"
+    )
     assert "\n" not in body["message"] and "Traceback" not in caplog.text
     assert f"failed: {message}" in caplog.text  # the one line in the server log
     assert client.post("/v1/images/generations", json={"prompt": "1girl", **FAST}).status_code == 200

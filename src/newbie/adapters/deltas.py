@@ -36,7 +36,7 @@ class LoraDelta:
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(F.linear(x, self.down), self.up) * self.scale
 
-    def to(self, device, dtype) -> "LoraDelta":
+    def to(self, device, dtype) -> LoraDelta:
         return LoraDelta(self.down.to(device, dtype), self.up.to(device, dtype), self.scale)
 
 
@@ -83,7 +83,7 @@ class LokrDelta:
         h = torch.matmul(self.w1, h)  # (..., a, c)
         return h.flatten(-2) * self.scale
 
-    def to(self, device, dtype) -> "LokrDelta":
+    def to(self, device, dtype) -> LokrDelta:
         w2, w2_a, w2_b = (None if t is None else t.to(device, dtype) for t in (self.w2, self.w2_a, self.w2_b))
         return LokrDelta(self.w1.to(device, dtype), w2, w2_a, w2_b, self.scale)
 

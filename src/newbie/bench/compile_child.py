@@ -24,17 +24,20 @@ def make_dit(dtype=torch.bfloat16):
 
 
 def make_inputs(dit, size: int = 1024, cap_tokens: int = 256, uncond_tokens: int = 40):
-    """Latent noise and a CFG pair of random caption embeddings: cond `cap_tokens` long, uncond shorter."""
+    """Latent noise and a CFG pair of random caption embeddings (cond `cap_tokens` long, uncond shorter),
+    on the DiT's device and in its dtype."""
     from newbie.model.text import TextEmbeds
 
-    g = torch.Generator(device="cuda").manual_seed(0)
+    p = next(dit.parameters())
+    dev, dtype = p.device, p.dtype
+    g = torch.Generator(device=dev).manual_seed(0)
     lat = size // 8
-    x = torch.randn(1, 16, lat, lat, device="cuda", generator=g)
-    dtype = next(dit.parameters()).dtype
-    cond = TextEmbeds(torch.randn(1, cap_tokens, dit.cfg.cap_feat_dim, device="cuda", generator=g).to(dtype),
-                      torch.ones(1, cap_tokens, dtype=torch.bool, device="cuda"),
-                      torch.randn(1, dit.cfg.clip_text_dim, device="cuda", generator=g).to(dtype))
-    unc = TextEmbeds(cond.cap_feats[:, :uncond_tokens] * 0.5, cond.cap_mask[:, :uncond_tokens], cond.pooled * 0.5)
+    x = torch.randn(1, 16, lat, lat, device=dev, generator=g)
+    cond = TextEmbeds(torch.randn(1, cap_tokens, dit.cfg.cap_feat_dim, device=dev, generator=g).to(dtype),
+                      torch.ones(1, cap_tokens, dtype=torch.bool, device=dev),
+                      torch.randn(1, dit.cfg.clip_text_dim, device=dev, generator=g).to(dtype))
+    short = slice(0, uncond_tokens)
+    unc = TextEmbeds(cond.cap_feats[:, short] * 0.5, cond.cap_mask[:, short], cond.pooled * 0.5)
     return x, cond, unc, lat // 2
 
 

@@ -62,7 +62,7 @@ class PeakMemory:
         self.peak_gib: float | None = None
         self._base_kib: int | None = None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

@@ -1,15 +1,16 @@
-"""`newbie bench speed`: our DiT step and whole generate() against diffusers' Lumina2 (and cache-dit), in one run
-on one GPU.
+"""`newbie bench speed`: our DiT step and whole generate() against diffusers' Lumina2 (and cache-dit), in
+one run on one GPU.
 
-Times, at the same size and inputs: a bf16 matmul ceiling; our CFG step (cond + uncond, the uncond caption
-shorter, as with an empty negative) eager, compiled (fast block: measured attention backend, one w1|w3 GEMM),
-with CUDA graphs, and with fp8 compute; the compile cold and warm (a second process on the same on-disk cache);
-whole images with the official recipe (18 midpoint steps, CFG until t = 0.25, encode + decode included) in
-bf16 and fp8, and 28 Euler steps with CFG on every step; the VAE decode variants; a scaling table over image
-sizes; peers (diffusers eager and compiled, cache-dit fp8 + compile, cache-dit's DBCache against our step
-cache at matched PSNR on the same trajectory). Every section is timed against `--budget-s`; a section that no
-longer fits is recorded with the reason. The JSON (bench/results/speed-<device>-<date>.json, and $OUT when
-set) is rewritten after every section, so a run cut short still leaves its numbers.
+Times, at the same size and inputs: a bf16 matmul ceiling; our CFG step (cond + uncond, the uncond
+caption shorter, as with an empty negative) eager, compiled (fast block: measured attention backend, one
+w1|w3 GEMM), with CUDA graphs, and with fp8 compute; the compile cold and warm (a second process on the
+same on-disk cache); whole images with the official recipe (18 midpoint steps, CFG until t = 0.25, encode
++ decode included) in bf16 and fp8, and 28 Euler steps with CFG on every step; the VAE decode variants; a
+scaling table over image sizes; peers (diffusers eager and compiled, cache-dit fp8 + compile, cache-dit's
+DBCache against our step cache at matched PSNR on the same trajectory). Every section is timed against
+`--budget-s` and stopped at its limit; one that no longer fits is recorded with the reason. The JSON
+(bench/results/speed-<device>-<date>.json, and $OUT when set) is rewritten after every section, so a run
+cut short still leaves its numbers.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def add_parser(bench_sub) -> None:
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--caption-tokens", type=int, default=256)
     p.add_argument("--steps", type=int, default=28)
-    p.add_argument("--sizes", default="512,1024,1536,2048", help="scaling table sizes (comma list, '' = none)")
+    p.add_argument("--sizes", default="512,1024,1536,2048", help="scaling table sizes ('' = none)")
     p.add_argument("--no-diffusers", action="store_true")
     p.add_argument("--no-fp8", action="store_true")
     p.add_argument("--budget-s", type=float, default=1e9, help="skip sections that would end past this")
@@ -45,18 +46,30 @@ def add_parser(bench_sub) -> None:
 
 
 def _time(fn, warm: int = 2, rep: int = 5) -> float:
+    """Median seconds of fn: CUDA events on a GPU, the host clock without one (CPU tests of the sections)."""
+    cuda = torch.cuda.is_available()
     for _ in range(warm):
         fn()
-    torch.cuda.synchronize()
+    _sync(cuda)
     times = []
     for _ in range(rep):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
+
+
+def _sync(cuda) -> None:
+    if cuda is True or getattr(cuda, "type", None) == "cuda":
+        torch.cuda.synchronize()
 
 
 def matmul_tflops(n: int = 8192) -> float:
@@ -144,12 +157,12 @@ class _Run:
             p.write_text(text)
 
     def section(self, name: str, need_s: float, fn, limit_s: float | None = None) -> bool:
-        """Run fn unless fewer than need_s seconds are left; stop it after limit_s (default: what is left of the
-        budget), so one slow or hung section cannot take the run's other numbers with it; record failures with
-        the reason and go on."""
+        """Run fn unless fewer than need_s seconds are left; stop it after limit_s (default: what is left of
+        the budget), so one slow or hung section cannot take the run's other numbers with it; record failures
+        with the reason and go on."""
         if self.left() < need_s:
-            self.res.setdefault("skipped", {})[name] = f"not run: {self.left():.0f} s of the device budget left, " \
-                                                      f"section needs about {need_s:.0f} s"
+            why = f"not run: {self.left():.0f} s of the device budget left, the section needs ~{need_s:.0f} s"
+            self.res.setdefault("skipped", {})[name] = why
             print(f"skip {name}", flush=True)
             self.save()
             return False
@@ -353,8 +366,8 @@ def run(args) -> int:
             g = _time(step8) if S.get("graphs") else math.inf
         res["newbie_fp8_s_per_step"] = min(a, g)
         res["newbie_fp8_compiled_graphed_s"] = [a, None if g == math.inf else g]
-        res["fp8_attention"] = ("bf16: PyTorch's SDPA has no fp8 path on this machine (cuDNN fp8 attention is not "
-                                "exposed through torch 2.11; no FlashAttention-3 package)")
+        res["fp8_attention"] = ("bf16: PyTorch's SDPA has no fp8 path on this machine (cuDNN fp8 attention "
+                                "is not exposed through torch 2.11; no FlashAttention-3 package)")
         bf16_dit = pipe.dit
         pipe.dit = dit8
         try:
@@ -442,8 +455,8 @@ def run(args) -> int:
         elif not R.section("cache_dit_fp8", 25, lambda: _cache_dit_fp8(S, res, R)):
             res["peers"].setdefault("cache_dit_fp8_compiled",
                                     res.get("skipped", {}).get("cache_dit_fp8") or res["errors"]["cache_dit_fp8"])
-    # fp8 last, with its own limit: with torchao 0.18 on torch 2.11 it ran past 85 s and 175 s without finishing
-    # (H200, 2026-12-01), and took the rest of that run with it
+    # fp8 last, with its own limit: with torchao 0.18 on torch 2.11 it ran past 85 s and 175 s without
+    # finishing (H200, 2026-12-01), and took the rest of that run with it
     if args.no_fp8:
         res["newbie_fp8_s_per_step"] = res["image_official_fp8_s"] = "not run: --no-fp8"
     elif not R.section("fp8", 45, fp8, limit_s=120):
@@ -466,38 +479,42 @@ def run(args) -> int:
 
 
 def _lumina2(dit):
+    """diffusers' Lumina2 at our DiT's shapes, random weights, on its device and dtype."""
     from diffusers import Lumina2Transformer2DModel
 
     cfg = dit.cfg
-    with torch.device("cuda"):
+    p = next(dit.parameters())
+    with torch.device(p.device):
         return Lumina2Transformer2DModel(
             sample_size=128, patch_size=2, in_channels=16, hidden_size=cfg.dim, num_layers=cfg.n_layers,
             num_refiner_layers=cfg.n_refiner_layers, num_attention_heads=cfg.n_heads, num_kv_heads=cfg.n_kv_heads,
             multiple_of=cfg.multiple_of, ffn_dim_multiplier=None, norm_eps=cfg.norm_eps, axes_dim_rope=cfg.axes_dims,
-            axes_lens=cfg.axes_lens, cap_feat_dim=cfg.cap_feat_dim).to(torch.bfloat16).eval()
+            axes_lens=cfg.axes_lens, cap_feat_dim=cfg.cap_feat_dim).to(p.dtype).eval()
 
 
 def _diffusers_inputs(S):
-    """The same latent and captions as our step, in diffusers' layout: one padded batch with a caption mask."""
+    """The latent and captions of our step in diffusers' layout: one padded batch with a caption mask."""
     cond, unc, x = S["cond"], S["unc"], S["x"]
     L = cond.cap_feats.shape[1]
-    caps = torch.zeros(2, L, cond.cap_feats.shape[2], device="cuda", dtype=torch.bfloat16)
+    caps = cond.cap_feats.new_zeros(2, L, cond.cap_feats.shape[2])
     caps[0] = cond.cap_feats[0]
     caps[1, : unc.cap_feats.shape[1]] = unc.cap_feats[0]
-    mask = torch.zeros(2, L, dtype=torch.bool, device="cuda")
+    mask = torch.zeros(2, L, dtype=torch.bool, device=x.device)
     mask[0] = True
     mask[1, : unc.cap_feats.shape[1]] = True
     return caps, mask, x
 
 
 def _diffusers_peers(S, res, R) -> None:
-    """diffusers Lumina2 eager at our shapes; the model stays for DBCache, the compiled peer and cache-dit fp8."""
+    """diffusers' Lumina2 eager at our shapes; the model stays for DBCache, compile and cache-dit fp8."""
     peers = res["peers"]
     model = S["lumina2"] = _lumina2(S["dit"])
     caps, mask, x = _diffusers_inputs(S)
-    xx = x.repeat(2, 1, 1, 1).bfloat16()
-    t = torch.full((2,), 0.5, device="cuda", dtype=torch.bfloat16)
-    fwd = lambda: model(xx, t, caps, mask, return_dict=False)[0]
+    xx = x.repeat(2, 1, 1, 1).to(caps.dtype)
+    t = torch.full((2,), 0.5, device=x.device, dtype=caps.dtype)
+    def fwd():
+        return model(xx, t, caps, mask, return_dict=False)[0]
+
     with torch.no_grad():
         res["diffusers_eager_s_per_step"] = peers["diffusers_eager"] = _time(fwd, 1, 3)
         print(f"diffusers eager {peers['diffusers_eager']:.4f} s/step", flush=True)
@@ -510,18 +527,20 @@ def _diffusers_compiled(S, res, R) -> None:
         peers["diffusers_compiled"] = "not run: the diffusers model did not build"
         return
     caps, mask, x = _diffusers_inputs(S)
-    xx = x.repeat(2, 1, 1, 1).bfloat16()
-    t = torch.full((2,), 0.5, device="cuda", dtype=torch.bfloat16)
-    fwd = lambda: model(xx, t, caps, mask, return_dict=False)[0]
+    xx = x.repeat(2, 1, 1, 1).to(caps.dtype)
+    t = torch.full((2,), 0.5, device=x.device, dtype=caps.dtype)
+    def fwd():
+        return model(xx, t, caps, mask, return_dict=False)[0]
+
     with torch.no_grad():
-        # regional compile, as diffusers recommends (its compile_repeated_blocks; Lumina2 in diffusers 0.42 does
-        # not declare _repeated_blocks, so the blocks are named here)
+        # regional compile, as diffusers recommends (its compile_repeated_blocks; Lumina2 in diffusers 0.42
+        # does not declare _repeated_blocks, so the blocks are named here)
         t0 = time.perf_counter()
         for m in model.modules():
             if type(m).__name__ == "Lumina2TransformerBlock":
                 m.compile()
         fwd()
-        torch.cuda.synchronize()
+        _sync(x.device)
         res["diffusers_compile_s"] = time.perf_counter() - t0
         res["diffusers_compiled_s_per_step"] = peers["diffusers_compiled"] = _time(fwd, 1, 5)
         print(f"diffusers compiled {peers['diffusers_compiled']:.4f} s/step (compile {res['diffusers_compile_s']:.1f} s)",
@@ -537,9 +556,11 @@ def _cache_dit_fp8(S, res, R) -> None:
     import cache_dit
 
     caps, mask, x = _diffusers_inputs(S)
-    xx = x.repeat(2, 1, 1, 1).bfloat16()
-    t = torch.full((2,), 0.5, device="cuda", dtype=torch.bfloat16)
-    fwd = lambda: model(xx, t, caps, mask, return_dict=False)[0]
+    xx = x.repeat(2, 1, 1, 1).to(caps.dtype)
+    t = torch.full((2,), 0.5, device=x.device, dtype=caps.dtype)
+    def fwd():
+        return model(xx, t, caps, mask, return_dict=False)[0]
+
     res["cache_dit_version"] = getattr(cache_dit, "__version__", "?")
     with torch.no_grad():
         cache_dit.quantize(model, cache_dit.QuantizeConfig(quant_type="float8_per_row",
@@ -547,7 +568,7 @@ def _cache_dit_fp8(S, res, R) -> None:
         cache_dit.set_compile_configs()
         t0 = time.perf_counter()
         fwd()
-        torch.cuda.synchronize()
+        _sync(x.device)
         res["cache_dit_fp8_compile_s"] = time.perf_counter() - t0
         peers["cache_dit_fp8_compiled"] = _time(fwd, 1, 5)
     print(f"cache-dit fp8 + compile {peers['cache_dit_fp8_compiled']:.4f} s/step", flush=True)
@@ -577,17 +598,19 @@ def _cache_comparison(S, res, R, steps: int) -> None:
     fused.use_cuda_graphs(dit, False)  # the step cache syncs with the host: plain compiled forward
     rc = dit.rope(cond.cap_mask.sum(1), cond.cap_feats.shape[1], grid, grid)
     ru = dit.rope(unc.cap_mask.sum(1), unc.cap_feats.shape[1], grid, grid)
-    decode = lambda z: pipe.codec.decode(z)[0].permute(1, 2, 0).cpu()
+    def decode(z):
+        return pipe.codec.decode(z)[0].permute(1, 2, 0).cpu()
+
     out: dict = {"steps": steps, "cfg": 5.0, "sampler": "euler"}
     res["cache_comparison"] = out
 
     def ours(threshold):
         caches = [StepCache(threshold), StepCache(threshold)] if threshold else [None, None]
         pair = split_pair(velocity_fn(dit, cond, rc, caches[0]), velocity_fn(dit, unc, ru, caches[1]))
-        torch.cuda.synchronize()
+        _sync(x.device)
         t0 = time.perf_counter()
         z = _trajectory(pair, x, steps)
-        torch.cuda.synchronize()
+        _sync(x.device)
         hits = sum(c.hits for c in caches if c)
         return z, time.perf_counter() - t0, hits
 
@@ -612,22 +635,23 @@ def _cache_comparison(S, res, R, steps: int) -> None:
         if R.left() < 25:
             res.setdefault("peers", {})["cache_dit_dbcache"] = "not run: device budget"
             return
-        model = S["lumina2"] if S.get("lumina2") is not None else _lumina2(dit)  # eager: cache-dit's hooks go on before any compile
+        # eager: cache-dit's hooks go on before any compile
+        model = S["lumina2"] if S.get("lumina2") is not None else _lumina2(dit)
         caps, mask, _ = _diffusers_inputs(S)
 
         def pair_fn(z, sigma):
-            t = torch.full((2,), 1.0 - sigma, device="cuda", dtype=torch.bfloat16)
-            return -model(z.repeat(2, 1, 1, 1).bfloat16(), t, caps, mask, return_dict=False)[0]
+            t = torch.full((2,), 1.0 - sigma, device=z.device, dtype=caps.dtype)
+            return -model(z.repeat(2, 1, 1, 1).to(caps.dtype), t, caps, mask, return_dict=False)[0]
 
         def theirs(threshold):
             if threshold:
                 cache_dit.enable_cache(model, cache_config=DBCacheConfig(
                     Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=threshold,
                     max_warmup_steps=2, num_inference_steps=steps, enable_separate_cfg=False))
-            torch.cuda.synchronize()
+            _sync(x.device)
             t0 = time.perf_counter()
             z = _trajectory(pair_fn, x, steps)
-            torch.cuda.synchronize()
+            _sync(x.device)
             secs = time.perf_counter() - t0
             cached = None
             if threshold:

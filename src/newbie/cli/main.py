@@ -17,7 +17,6 @@ from newbie.cli.registry import register
 from newbie.errors import NewbieError, debug_enabled, describe, failure_context
 from newbie.pipeline.request import Settings
 
-
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
 COMMAND_MODULES = ("newbie.prompts.cli", "newbie.precision.cli", "newbie.memory.plan_cli", "newbie.bench.cli",
                    "newbie.ui.cli", "newbie.serve.cli", "newbie.adapters.cli")
@@ -29,16 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="text or XML prompt -> PNG", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g.add_argument("prompt", nargs="?", help="the prompt, or @file to read it from a file")
-    g.add_argument("--from", dest="from_image", help="re-make an image from the recipe in its PNG")
+    g.add_argument("--from", dest="from_image", help="re-make an image from the recipe in its PNG, or the NewBie "
+                   "workflow in a ComfyUI PNG (docs/comfyui.md)")
     g.add_argument("--negative", help="negative prompt (default: the model's, empty for NewBie)")
     g.add_argument("--seed", type=int)
     g.add_argument("--steps", type=int)
     g.add_argument("--cfg", type=float)
-    g.add_argument("--sampler", help="euler, midpoint, dpmpp_2m")
+    g.add_argument("--sampler", help="euler, midpoint, dpmpp_2m, res_multistep")
     g.add_argument("--shift", type=float)
     g.add_argument("--cfg-trunc", type=float, help="apply CFG only while t < this (0 = noise, 1 = data)")
     g.add_argument("--renorm-cfg", type=float, help="cap the guided norm at this multiple of the conditional norm")
     g.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, multiples of 16")
+    g.add_argument("--noise", choices=("newbie", "comfy"),
+                   help="initial noise: newbie (per-image, default) or comfy (ComfyUI's draw for the same seed)")
+    g.add_argument("--schedule", choices=("uniform", "simple"),
+                   help="sigma grid: uniform (default) or simple (ComfyUI's 'simple' scheduler)")
     g.add_argument("--batch", type=int, default=1)
     g.add_argument("--out", default="outputs/newbie.png", help="output PNG (a batch adds -1, -2, ...)")
     g.add_argument("--quiet", action="store_true")
@@ -86,10 +90,9 @@ def cmd_generate(args) -> int:
     from newbie.cli.progress import ProgressBar
     from newbie.pipeline.images import save_png
     from newbie.pipeline.img2img import total_steps
-    from newbie.pipeline.recipe import read_recipe
 
-    recipe = read_recipe(Path(args.from_image)) if args.from_image else None
-    if recipe is None and not args.prompt:
+    recipe, comfy = from_image(args) if args.from_image else (None, None)
+    if recipe is None and comfy is None and not args.prompt:
         raise NewbieError("give a prompt (or @file, or --from IMAGE.png)")
     out = Path(args.out)
     if out.suffix.lower() != ".png":
@@ -97,6 +100,8 @@ def cmd_generate(args) -> int:
     dtype = recipe.dtype if recipe and args.dtype == "auto" else args.dtype
     dtype, _, recipe_quant = dtype.partition("+")  # a quantized recipe records e.g. "bf16+int8"
     size = (recipe.width, recipe.height) if recipe else (args.size or None)
+    if comfy is not None and size is None and comfy.settings.width:
+        size = (comfy.settings.width, comfy.settings.height)
     pipe = load(args.model, device=args.device, dtype=dtype,
                 text_dtype=args.text_dtype or (recipe.text_dtype if recipe else None),
                 vae_dtype=recipe.vae_dtype if recipe and args.vae_dtype == "fp32" else args.vae_dtype,
@@ -113,6 +118,10 @@ def cmd_generate(args) -> int:
         if recipe.model_hash != pipe.model_hash:
             print(f"warning: the recipe was made with model {recipe.model_hash[:10]}, this is {pipe.model_hash[:10]}",
                   file=sys.stderr)
+    elif comfy is not None:
+        for note in comfy.notes:
+            print(note, file=sys.stderr)
+        req = pipe.request(comfy_settings(comfy.settings, args))
     else:
         req = pipe.request(settings_from_args(args))
     # the stream is passed at call time: ProgressBar's default is whatever sys.stderr was at its first import
@@ -139,12 +148,38 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def from_image(args):
+    """--from: (recipe, None) for a newbie PNG, (None, ComfyImport) for a ComfyUI PNG, else a one-line error."""
+    from newbie.pipeline.comfy_png import is_comfy, png_chunks, read_comfy_png
+    from newbie.pipeline.recipe import PNG_KEY, Recipe
+
+    path = Path(args.from_image)
+    info = png_chunks(path)
+    if isinstance(info.get(PNG_KEY), str):
+        return Recipe.from_json(info[PNG_KEY]), None
+    if is_comfy(info):
+        return None, read_comfy_png(path, info)
+    raise NewbieError(f"{path}: this PNG carries neither a newbie recipe nor a ComfyUI graph")
+
+
+def comfy_settings(settings: Settings, args) -> Settings:
+    """A ComfyUI graph's settings, with the generate flags given on the command line taking precedence."""
+    flags = settings_from_args(argparse.Namespace(**{**vars(args), "prompt": ""}))
+    given = {k: v for k, v in vars(flags).items() if k not in ("prompt", "batch", "fuse_loras") and v is not None}
+    if args.prompt:
+        given["prompt"] = read_prompt(args.prompt)
+    if args.batch != 1:
+        given["batch"] = args.batch
+    return settings.replace(**given)
+
+
 def settings_from_args(args) -> Settings:
     """The generate flags -> the one request schema (recipes and the API build the same object)."""
     w, h = args.size if args.size else (None, None)
     return Settings(prompt=read_prompt(args.prompt), negative=args.negative, seed=args.seed, steps=args.steps,
                     cfg=args.cfg, sampler=args.sampler, shift=args.shift, width=w, height=h, batch=args.batch,
-                    cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg, **workflow_request_kwargs(args))
+                    cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg, noise=args.noise, schedule=args.schedule,
+                    **workflow_request_kwargs(args))
 
 
 def cmd_inspect(args) -> int:

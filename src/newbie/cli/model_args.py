@@ -28,7 +28,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model folder, transformer .safetensors (e.g. ComfyUI's "
-                   "NewBie-Image-Exp0.1-bf16.safetensors) or a ComfyUI models/ folder (default: the embedded demo model)")
+                   "NewBie-Image-Exp0.1-bf16.safetensors) or a ComfyUI models/ folder "
+                   "(default: the embedded demo model)")
     p.add_argument("--text-encoder", help="Gemma3 folder or ComfyUI file (gemma_3_4b_it_bf16.safetensors)")
     p.add_argument("--clip-model", help="Jina CLIP v2 folder or ComfyUI file (jina_clip_v2_bf16.safetensors)")
     p.add_argument("--vae", help="VAE folder or single file (FLUX ae.safetensors)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import json
 import math
 import random
@@ -23,10 +24,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from newbie.config import TextConfig
 from newbie.demo.tiny import TinySizes, tiny_components, tiny_dit_config
 from newbie.demo.world import held_out_triples, random_scene, render, tag_caption, xml_caption
 from newbie.model.text import TextEncoders
-from newbie.config import TextConfig
 from newbie.sampling.schedules import resolution_shift
 
 SIZES = TinySizes(gemma_hidden=64, gemma_layers=3, jina_hidden=32, jina_layers=2, vae_channels=(32, 64, 64, 64))
@@ -215,7 +216,8 @@ def main() -> None:
     ap.add_argument("--ckpt-every", type=int, default=1000)
     ap.add_argument("--pool", type=int, default=60000, help="training scenes encoded once up front")
     ap.add_argument("--eval-seeds", type=int, default=20)
-    ap.add_argument("--init-from", help="a saved demo model folder: keep its VAE, continue its DiT")
+    ap.add_argument("--init-from",
+                    help="a saved demo model folder: keep its VAE and text encoders, continue its DiT")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -231,10 +233,16 @@ def main() -> None:
 
     if args.init_from:
         from newbie.loading.dit import load_dit
+        from newbie.loading.text import load_gemma, load_jina
         from newbie.loading.vae import load_vae
 
         src = Path(args.init_from)
         dit = load_dit(src, dit.cfg, torch.float32, device).requires_grad_(True)
+        # the saved encoders, not a re-seeded build: another torch/transformers may initialise differently,
+        # and the DiT being continued was trained on these exact features
+        gemma = load_gemma(src / "text_encoder", torch.float32, device)
+        jina = load_jina(src / "clip_model", torch.float32, device)
+        text = TextEncoders(gemma, gemma_tok, jina, jina_tok, TextConfig())
         vae, vcfg = load_vae(src / "vae", torch.float32, device)
         vae_info = json.loads((src / "training.json").read_text())["vae"] if (src / "training.json").exists() else {}
         vae_info.update(latent_mean=vcfg.shift_factor, latent_std=1 / vcfg.scaling_factor, init_from=str(src))
@@ -267,7 +275,8 @@ def main() -> None:
 
     pipe = newbie.load(out, device=str(device), dtype="fp32")
     accuracy = evaluate(pipe, held_out_scenes(), args.eval_seeds)
-    report = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "vae": vae_info,
+    report = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+              "date": datetime.date.today().isoformat(), "vae": vae_info,
               "dit": dit_info, "dit_params": sum(p.numel() for p in dit.parameters()), "accuracy": accuracy,
               "held_out_triples": sorted(held_out_triples()), "args": vars(args),
               "minutes": (time.perf_counter() - state["t0"]) / 60, "previous_runs": previous,

@@ -165,7 +165,7 @@ def bfl_vae_names(keys) -> dict[str, str]:
 
 
 def diffusers_vae_key(key: str, n_up: int) -> str:
-    """The inverse of bfl_vae_key: a diffusers AutoencoderKL name -> its BFL/LDM name (for messages and writers)."""
+    """The inverse of bfl_vae_key: diffusers AutoencoderKL name -> BFL/LDM name (for messages and writers)."""
     def up(m):
         i = n_up - 1 - int(m.group(1))
         return f"decoder.up.{i}.block.{m.group(3)}." if m.group(3) is not None else f"decoder.up.{i}.upsample.conv."
@@ -200,7 +200,7 @@ def check_bfl_vae_keys(want: dict[str, tuple], headers: dict, where: str) -> Non
 
 
 def bfl_attention_shape(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The mid-block attention projections are 1x1 convolutions in the BFL file, linear layers in diffusers."""
+    """The mid-block attention projections: 1x1 convolutions in the BFL file, linear layers in diffusers."""
     if _BFL_ATTN.search(key) and len(shape) == 4 and shape[2:] == (1, 1):
         return tuple(shape[:2])
     return tuple(shape)
@@ -231,7 +231,8 @@ def _layer_count(headers: dict, pattern: str) -> int:
 
 def gemma3_fields(headers: dict, prefix: str, where: str) -> dict:
     """Gemma3TextConfig fields for a ComfyUI Gemma3 file: the widths from its shapes, the rest Gemma3-4B-it's
-    (ComfyUI's Gemma3_4B_Config: 5 sliding-window(1024) layers to 1 global, RoPE 10k local and 1M x8 linear global)."""
+    (ComfyUI's Gemma3_4B_Config: 5 sliding-window (1024) layers to 1 global; RoPE 10k local, 1M x8 linear
+    global)."""
     what = "Gemma3"
     vocab, hidden = _shape(headers, prefix + "embed_tokens.weight", where, what)
     (head_dim,) = _shape(headers, prefix + "layers.0.self_attn.q_norm.weight", where, what)
@@ -251,8 +252,8 @@ def gemma3_fields(headers: dict, prefix: str, where: str) -> dict:
 
 
 def jina_fields(headers: dict, prefix: str, where: str) -> dict:
-    """JinaEmbeddingsV3Config fields for a ComfyUI Jina file: widths from its shapes, heads of 64 (Jina CLIP v2:
-    1024 wide, 16 heads), RoPE base 20000, pad 1 (ComfyUI's XLMRobertaConfig)."""
+    """JinaEmbeddingsV3Config fields for a ComfyUI Jina file: widths from its shapes, heads of 64
+    (Jina CLIP v2: 1024 wide, 16 heads), RoPE base 20000, pad 1 (ComfyUI's XLMRobertaConfig)."""
     what = "Jina CLIP"
     vocab, hidden = _shape(headers, prefix + "embeddings.word_embeddings.weight", where, what)
     types = _shape(headers, prefix + "embeddings.token_type_embeddings.weight", where, what)[0]

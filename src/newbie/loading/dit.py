@@ -79,7 +79,7 @@ def config_from_json(path: Path, base: DiTConfig) -> DiTConfig:
 
 def dit_source(path: Path) -> tuple[list[Path], Path | None]:
     """Weight files and config.json for a model folder, a transformer folder or a single .safetensors file
-    (whose config is its `<name>.config.json` sidecar when there is one, else the spec's with counted layers)."""
+    (its config: the `<name>.config.json` sidecar when there is one, else the spec's with counted layers)."""
     if path.is_file():
         from newbie.loading.comfy import sidecar_config
 

@@ -112,8 +112,8 @@ class ComponentReport:
         if not self.found:
             return f"{self.name:<13} absent"
         status = "ok" if self.ok else f"DAMAGED: {self.problem}"
-        return (f"{self.name:<13} found  {self.params / 1e6:10.2f}M params  {self.dtype:<6} keys {status}  ({self.path})"
-                f"  [{self.format}]")
+        return (f"{self.name:<13} found  {self.params / 1e6:10.2f}M params  {self.dtype:<6} keys {status}  "
+                f"({self.path})  [{self.format}]")
 
 
 def _summary(headers: dict[str, dict]) -> tuple[int, str]:

@@ -10,9 +10,6 @@ import torch
 
 from newbie.errors import CheckpointError
 
-_DTYPES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-           "F8_E4M3": 1, "F8_E5M2": 1}
-
 
 def read_header(path: Path) -> dict[str, dict]:
     """Tensor name -> {"dtype", "shape"} from the header alone, checking that the data region is complete."""

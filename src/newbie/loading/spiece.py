@@ -31,8 +31,8 @@ class SentencePieceTokenizer:
         self.bos, self.eos, self.pad, self.unk, self.offset = bos, eos, pad, unk, offset
         self.bos_token_id, self.eos_token_id, self.pad_token_id = bos, eos, pad
         self.padding_side = "right"
-        # HF matches special tokens in the raw text before the model sees it; sentencepiece never emits control
-        # pieces for text, so those are split out here (user-defined pieces sentencepiece keeps whole itself).
+        # HF matches special tokens in the raw text before the model sees it; sentencepiece never emits
+        # control pieces for text, so those are split out here (user-defined pieces it keeps whole itself).
         self.specials = {self.sp.id_to_piece(i): self._map(i) for i in range(self.sp.get_piece_size())
                          if self.sp.is_control(i) or self.sp.is_unknown(i)}
         self.specials.update(extra_specials or {})
@@ -157,9 +157,9 @@ def gemma_tokenizer(proto: bytes, where: str) -> SentencePieceTokenizer:
 def jina_tokenizer(proto: bytes, where: str) -> SentencePieceTokenizer:
     """Jina CLIP v2 (XLM-RoBERTa): `<s>`=0 ... `</s>`=2, pad 1, unk 3, as HF's XLMRobertaTokenizer.
 
-    Two numberings are accepted. A model already in HF numbering (<s> 0, <pad> 1, </s> 2, <unk> 3), which is what
-    ComfyUI's own use of the raw ids implies; or the original XLM-R sentencepiece.bpe.model (<unk> 0, <s> 1,
-    </s> 2), which HF shifts by one (fairseq offset) and closes with <mask> after the last piece."""
+    Two numberings are accepted. A model already in HF numbering (<s> 0, <pad> 1, </s> 2, <unk> 3), which is
+    what ComfyUI's own use of the raw ids implies; or the original XLM-R sentencepiece.bpe.model (<unk> 0,
+    <s> 1, </s> 2), which HF shifts by one (fairseq offset) and closes with <mask> after the last piece."""
     probe = SentencePieceTokenizer(proto, bos=None, eos=None, pad=0, unk=0, where=where)
     sp = probe.sp
     ids = (sp.bos_id(), sp.pad_id(), sp.eos_id(), sp.unk_id())

@@ -46,7 +46,7 @@ def _find_prefix(keys, prefixes, anchor: str, where: str) -> str:
 
 
 def _config_path(path: Path) -> Path | None:
-    """A folder's config.json; for a single file its sidecar, or None (then the config comes from the shapes)."""
+    """A folder's config.json; for a single file its sidecar, or None (the config then comes from shapes)."""
     return comfy.sidecar_config(path) if path.is_file() else path / "config.json"
 
 
@@ -83,7 +83,8 @@ def check_gemma(folder: Path, headers: dict) -> None:
 
 
 def load_gemma(folder: Path, dtype: torch.dtype, device="cpu"):
-    """Gemma3TextModel from any Gemma3 folder layout or a ComfyUI single file; every decoder weight must be present."""
+    """Gemma3TextModel from any Gemma3 folder layout or a ComfyUI single file; every decoder weight must be
+    present."""
     files = component_files(folder)
     headers = read_headers(files)
     prefix, keys = _gemma_plan(folder, headers)

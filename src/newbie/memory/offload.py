@@ -139,10 +139,6 @@ class BlockStreamer:
         self.inflight.clear()
 
 
-def streamed_bytes(blocks: nn.ModuleList, indices) -> int:
-    return sum(p.numel() * p.element_size() for i in indices for p in blocks[i].parameters())
-
-
 class Mover:
     """Whole-module moves with Module.to, for weights that are tensor subclasses (quantized) and cannot be
     swapped by pointer; slower than Offloaded (a device-to-host copy on every unload)."""

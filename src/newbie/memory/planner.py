@@ -32,7 +32,7 @@ class ComponentSizes:
     dim: int = 2304
 
     @classmethod
-    def of(cls, pipe) -> "ComponentSizes":
+    def of(cls, pipe) -> ComponentSizes:
         nbytes = lambda params: sum(p.numel() * p.element_size() for p in params)  # noqa: E731
         dit, gemma = pipe.dit, pipe.text.gemma
         blocks = list(dit.blocks())

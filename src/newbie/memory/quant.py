@@ -21,8 +21,13 @@ _BLOCK_PREFIXES = ("layers.", "noise_refiner.", "context_refiner.")
 def _torchao():
     logging.getLogger("torchao").setLevel(logging.ERROR)  # CUDA-only kernel libraries fail to load on CPU
     try:
-        from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig,
-                                          Int8WeightOnlyConfig, PerRow, quantize_)
+        from torchao.quantization import (
+            Float8DynamicActivationFloat8WeightConfig,
+            Float8WeightOnlyConfig,
+            Int8WeightOnlyConfig,
+            PerRow,
+            quantize_,
+        )
     except ImportError:
         raise NewbieError("quantized weights need torchao: pip install 'torchao==0.18.0'") from None
     return quantize_, Int8WeightOnlyConfig, Float8WeightOnlyConfig, Float8DynamicActivationFloat8WeightConfig, PerRow
@@ -64,8 +69,3 @@ def quantize_dit(dit: nn.Module, mode: str) -> int:
 
 def quantize_gemma(gemma: nn.Module, mode: str) -> int:
     return quantize_blocks(gemma, mode, ("layers.",))
-
-
-@torch.no_grad()
-def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
-    return float((other.float() - reference.float()).norm() / reference.float().norm().clamp(min=1e-12))

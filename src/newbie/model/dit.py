@@ -37,9 +37,9 @@ class Rope:
 
     cos: Tensor  # (B, N, head_dim/2)
     sin: Tensor
-    shard: Shard | None = None  # sequence parallelism: the slice of the joint sequence these tables cover
+    shard: Shard | None = None  # sequence parallelism: how the tokens these tables cover are spread
 
-    def slice(self, start: int, stop: int) -> "Rope":
+    def slice(self, start: int, stop: int) -> Rope:
         return Rope(self.cos[:, start:stop], self.sin[:, start:stop])
 
 
@@ -126,16 +126,20 @@ class NextDiT(nn.Module):
         self.x_embedder = nn.Linear(cfg.patch_dim, cfg.dim)
         self.t_embedder = _TimestepEmbedder(cfg.adaln_dim)
         self.cap_embedder = nn.Sequential(RMSNorm(cfg.cap_feat_dim, cfg.norm_eps), nn.Linear(cfg.cap_feat_dim, cfg.dim))
+        # Official shapes at every width (spec §2.3): the pooled projection keeps clip_text_dim, and the
+        # time/text mix reads [t_emb (adaln_dim) | clip_emb (clip_text_dim)]. At 3.5B both widths are 1024.
         self.clip_text_pooled_proj = nn.Sequential(
-            RMSNorm(cfg.clip_text_dim, cfg.qk_norm_eps), nn.Linear(cfg.clip_text_dim, cfg.adaln_dim)
+            RMSNorm(cfg.clip_text_dim, cfg.qk_norm_eps), nn.Linear(cfg.clip_text_dim, cfg.clip_text_dim)
         )
-        self.time_text_embed = nn.Sequential(nn.SiLU(), nn.Linear(2 * cfg.adaln_dim, cfg.adaln_dim))
+        self.time_text_embed = nn.Sequential(
+            nn.SiLU(), nn.Linear(cfg.adaln_dim + cfg.clip_text_dim, cfg.adaln_dim)
+        )
         self.noise_refiner = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_refiner_layers)])
         self.context_refiner = nn.ModuleList([Block(cfg, modulated=False) for _ in range(cfg.n_refiner_layers)])
         self.layers = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_layers)])
         self.final_layer = FinalLayer(cfg)
         self.sequence_parallel: SequenceGroup | None = None  # set once per process; see newbie.parallel.sequence
-        # `norm_final` of the checkpoint is never used by the reference forward; it is not built (weights.py drops it).
+        # `norm_final` of the checkpoint is never used by the reference forward; it is not built (loading/dit.py drops it).
 
     def blocks(self):
         """Every transformer block (joint layers and both refiners): what compile, the fp16 clamp and the
@@ -195,6 +199,8 @@ class NextDiT(nn.Module):
         t_emb = self.t_embedder(t.to(x.dtype))
         clip_emb = self.clip_text_pooled_proj(pooled.to(x.dtype))
         adaln = self.time_text_embed(torch.cat([t_emb, clip_emb], dim=-1))  # (B, adaln_dim)
+        if self.sequence_parallel is not None:
+            return self._sequence_parallel_forward(x, cap_feats, cap_mask, rope, adaln, cache)
 
         cap_rope, img_rope = rope.slice(0, n_cap), rope.slice(n_cap, None)
         cap = self.cap_embedder(cap_feats.to(x.dtype))
@@ -211,8 +217,6 @@ class NextDiT(nn.Module):
         joint_mask = None
         if cap_mask is not None:
             joint_mask = torch.cat([cap_mask, cap_mask.new_ones(b, img.shape[1])], dim=1)
-        if self.sequence_parallel is not None:
-            return self._sequence_parallel_layers(joint, rope, joint_mask, adaln, cache, n_cap, h, w)
         if cache is None:
             for block in self.layers:
                 joint = block(joint, rope, joint_mask, adaln)
@@ -222,28 +226,47 @@ class NextDiT(nn.Module):
         out = self.final_layer(joint[:, n_cap:], adaln)
         return self.unpatchify(out, h, w)
 
-    def _sequence_parallel_layers(self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor,
-                                  cache: StepCache | None, n_cap: int, h: int, w: int) -> Tensor:
-        """The main layers on this rank's slice of the joint sequence (the key mask stays whole: attention
-        sees every token), the final layer on its image tokens, then every rank's image tokens gathered."""
-        shard = self.sequence_parallel.split(joint.shape[1])
-        start, stop = shard.start, shard.stop
-        mine = joint[:, start:stop]
-        rope = Rope(rope.cos[:, start:stop], rope.sin[:, start:stop], shard)
+    def _sequence_parallel_forward(self, x: Tensor, cap_feats: Tensor, cap_mask: Tensor | None, rope: Rope,
+                                   adaln: Tensor, cache: StepCache | None) -> Tensor:
+        """Every block on this rank's share of the tokens (newbie.parallel.sequence): the context refiner on a
+        slice of the caption, the noise refiner on a slice of the image, the joint layers on the two slices
+        together, the final layer on the image slice; then every rank's image tokens gathered. Key masks
+        stay whole: attention sees every token."""
+        sp = self.sequence_parallel
+        h, w = x.shape[2:]
+        n_cap = cap_feats.shape[1]
+        patches = self.patchify(x)
+        cap_shard, img_shard = sp.split(n_cap), sp.split(patches.shape[1])
+        c0, c1, i0, i1 = cap_shard.start, cap_shard.stop, img_shard.start, img_shard.stop
+        cap = self.cap_embedder(cap_feats[:, c0:c1].to(x.dtype))
+        cap_rope = Rope(rope.cos[:, c0:c1], rope.sin[:, c0:c1], cap_shard)
+        for block in self.context_refiner:
+            cap = block(cap, cap_rope, cap_mask)
+        img = self.x_embedder(patches[:, i0:i1])
+        img_rope = Rope(rope.cos[:, n_cap + i0 : n_cap + i1], rope.sin[:, n_cap + i0 : n_cap + i1], img_shard)
+        for block in self.noise_refiner:
+            img = block(img, img_rope, None, adaln)
+
+        joint_shard = sp.joint(cap_shard, img_shard)  # [my caption slice | my image slice]
+        joint = torch.cat([cap, img], dim=1)
+        cos = torch.cat([cap_rope.cos, img_rope.cos], dim=1)
+        joint_rope = Rope(cos, torch.cat([cap_rope.sin, img_rope.sin], dim=1), joint_shard)
+        mask = sp.joint_mask(cap_mask, cap_shard, img_shard)
         if cache is None:
             for block in self.layers:
-                mine = block(mine, rope, mask, adaln)
+                joint = block(joint, joint_rope, mask, adaln)
         else:
-            mine = self._cached_layers(mine, rope, mask, adaln, cache)
-        out = self.final_layer(mine[:, max(start, n_cap) - start:], adaln)
-        return self.unpatchify(shard.gather(out, shard.image_sizes(n_cap)), h, w)
+            joint = self._cached_layers(joint, joint_rope, mask, adaln, cache)
+        out = self.final_layer(joint[:, c1 - c0 :], adaln)
+        return self.unpatchify(img_shard.gather(out, list(img_shard.sizes)), h, w)
 
 
     def _cached_layers(self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache) -> Tensor:
         first = self.layers[0](joint, rope, mask, adaln)
         first_residual = first - joint
         cache.calls += 1
-        if cache.usable(first_residual) if rope.shard is None else rope.shard.cache_usable(cache, first_residual):
+        shard = rope.shard  # sequence parallel: every rank must take the same branch
+        if cache.usable(first_residual) if shard is None else shard.cache_usable(cache, first_residual):
             cache.hits += 1
             return first + cache.rest
         out = first

@@ -1,15 +1,18 @@
-"""Fast paths of the DiT, switched on by `Pipeline.compile` (or `enable`); dit.py's modules stay the reference.
+"""Fast paths of the DiT, switched on by `Pipeline.compile` (or `enable`); dit.py stays the reference.
 
-Three things, each tested against the eager modules on CPU (tests/model/test_fused.py):
-- one GEMM for the SwiGLU's w1|w3: the two weights become views into one (2·hidden, dim) tensor at load/compile
-  time, so the state dict keeps its official `w1`/`w3` keys and in-place LoRA fusing updates both views;
-- the attention backend chosen by name (measured on the target GPU; cuDNN led at head size 96 on an H200,
-  `../shared/bench/attn-backends-*.json`), falling back to the others where it does not apply (CPU, masks);
-- `GraphedForward`: the whole DiT forward captured as one CUDA graph per input shape, with every input
-  (latent, time, caption features, pooled vector, RoPE tables) copied into static buffers, so a CFG step
-  replays two graphs and launches no kernels from Python.
-The norms, modulation, gates, residuals and RoPE are left to torch.compile, which fuses each chain into one
-Triton kernel between the GEMMs (the block is written so that one graph covers it, with no breaks).
+Each is tested against the eager modules on CPU (tests/model/test_fused.py):
+- one GEMM for the SwiGLU's w1|w3: the two weights become views into one (2·hidden, dim) tensor at
+  load/compile time, so the state dict keeps its official `w1`/`w3` keys and in-place LoRA fusing
+  updates both views;
+- the attention backend chosen by measurement (`time_backends`, `choose`): on an H200 at head size 96
+  PyTorch's own choice is already cuDNN, so "auto" stays; a named backend falls back to the others
+  where it does not apply (CPU, masks);
+- `GraphedForward`: the whole DiT forward captured as one CUDA graph per input shape, every input
+  (latent, time, caption features, pooled vector, RoPE tables) copied into static buffers;
+- `compile_cache`: inductor's caches in one folder that outlives the process.
+The norms, modulation, gates, residuals and RoPE are left to torch.compile, which fuses each chain into
+one Triton kernel between the GEMMs (the block is written so that one graph covers it, with no breaks).
+Measured effect of each: docs/benchmarks.md, "Speed II".
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ def time_backends(heads: int, kv_heads: int, head_dim: int, tokens: int, device=
     for name in names:
         try:
             with sdpa_kernel(list(BACKENDS.values()) if name == "auto" else [BACKENDS[name]]):
-                call = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=heads != kv_heads)
+                def call():
+                    return F.scaled_dot_product_attention(q, k, v, enable_gqa=heads != kv_heads)
+
                 for _ in range(2):
                     call()
                 times = []
@@ -104,7 +109,8 @@ def fuse_w13(ff: nn.Module) -> bool:
     w1, w3 = ff.w1.weight, ff.w3.weight
     if getattr(ff, "w13", None) is not None:
         return True
-    plain = all(type(w.data) is Tensor and w.is_floating_point() for w in (w1, w3))  # not a quantized subclass
+    # plain tensors only, not a quantized subclass
+    plain = all(type(w.data) is Tensor and w.is_floating_point() for w in (w1, w3))
     if not plain or w1.dtype != w3.dtype or w1.device != w3.device or ff.w1.bias is not None:
         return False
     hidden = w1.shape[0]
@@ -245,10 +251,13 @@ class GraphedForward:
 
         static_in = tuple(a.detach().clone() for a in inputs)
         sx, st, scap, spool, scos, ssin = static_in
-        run = lambda: self.forward(sx, st, scap, None, spool, Rope(scos, ssin), None)
+        def run():
+            return self.forward(sx, st, scap, None, spool, Rope(scos, ssin), None)
+
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.no_grad():  # warm-up outside the capture: compile, autotune, cuDNN plans
+        # warm-up outside the capture: compile, autotune, cuDNN plans
+        with torch.cuda.stream(side), torch.no_grad():
             for _ in range(self.warmup):
                 run()
         torch.cuda.current_stream().wait_stream(side)
@@ -277,14 +286,15 @@ def use_cuda_graphs(dit: nn.Module, on: bool = True, max_graphs: int = 8) -> Gra
 
 
 def compile_cache(cache_dir: str | None = None) -> str:
-    """Point inductor's caches at one folder that outlives the process (cache_dir, else $TORCHINDUCTOR_CACHE_DIR,
-    else ~/.cache/newbie/inductor): the FX graph cache (inductor's output), the AOT autograd cache, the Triton
-    kernels and their autotuning results. Returns the folder.
+    """Point inductor's caches at one folder that outlives the process (cache_dir, else
+    $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/newbie/inductor): the FX graph cache (inductor's output), the
+    AOT autograd cache, the Triton kernels and their autotuning results. Returns the folder.
 
-    torch's mega-cache (save/load_cache_artifacts) was tried and left out: loading it in a second process took
-    3.9 s and its recorded dynamic-shape profile made 4 of 6 graphs miss the FX graph cache (H200, 2026-12-01,
-    docs/benchmarks.md)."""
-    folder = cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(Path.home() / ".cache/newbie/inductor")
+    torch's mega-cache (save/load_cache_artifacts) was tried and left out: loading it in a second process
+    took 3.9 s and its recorded dynamic-shape profile made 4 of 6 graphs miss the FX graph cache (H200,
+    2026-12-01, docs/benchmarks.md)."""
+    default = str(Path.home() / ".cache/newbie/inductor")
+    folder = cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
     torch._inductor.config.fx_graph_cache = True
     torch._functorch.config.enable_autograd_cache = True

@@ -17,13 +17,10 @@ class TextEmbeds:
     cap_mask: Tensor  # (B, L) bool
     pooled: Tensor  # (B, clip_dim)
 
-    def to(self, device=None, dtype=None) -> "TextEmbeds":
+    def to(self, device=None, dtype=None) -> TextEmbeds:
         return TextEmbeds(self.cap_feats.to(device, dtype), self.cap_mask.to(device), self.pooled.to(device, dtype))
 
-    def take(self, start: int, stop: int) -> "TextEmbeds":
-        return TextEmbeds(self.cap_feats[start:stop], self.cap_mask[start:stop], self.pooled[start:stop])
-
-    def trimmed(self) -> "TextEmbeds":
+    def trimmed(self) -> TextEmbeds:
         """Drop caption padding when every sample has the same valid length, so the DiT runs with no mask
         (results are identical: padding is masked anyway). One host sync, once per request."""
         lengths = self.cap_mask.sum(1)
@@ -33,7 +30,7 @@ class TextEmbeds:
         return self
 
     @staticmethod
-    def cat(parts: list["TextEmbeds"]) -> "TextEmbeds":
+    def cat(parts: list[TextEmbeds]) -> TextEmbeds:
         """Stack along the batch, right-padding captions to the longest."""
         n = max(p.cap_feats.shape[1] for p in parts)
         feats, masks = [], []
@@ -46,9 +43,10 @@ class TextEmbeds:
 
 def gemma_text(prompt: str, cfg: TextConfig) -> str:
     """What Gemma reads: the training system prompt for the prompt's kind, then the prompt.
-    An empty prompt (the default negative) stays empty, as in the official sampler."""
-    if not prompt:
-        return ""
+    An empty prompt (the default negative) stays empty, as in the official sampler. A prompt that already
+    carries a system prompt (ComfyUI workflows put one before "<Prompt Start>") is read as written."""
+    if not prompt or "<Prompt Start>" in prompt:
+        return prompt
     system = cfg.system_prompt_xml if prompt_kind(prompt) == "xml" else cfg.system_prompt_text
     return system + prompt
 
@@ -64,9 +62,6 @@ class TextEncoders:
     @property
     def device(self) -> torch.device:
         return self.gemma.norm.weight.device  # not the embedding table, which a memory plan may keep on the CPU
-
-    def count_tokens(self, prompt: str) -> int:
-        return len(self.gemma_tokenizer(gemma_text(prompt, self.cfg))["input_ids"])
 
     @torch.no_grad()
     def encode(self, prompts: list[str], clip_prompts: list[str] | None = None) -> TextEmbeds:

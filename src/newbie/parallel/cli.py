@@ -10,9 +10,11 @@ from pathlib import Path
 from newbie.errors import NewbieError
 from newbie.parallel.mesh import Layout, parse_layout
 
-HELP = ("one image on several processes: sp:N (sequence parallel, N divides the model's key-value heads), "
-        "cfg:2 (one process per CFG branch) or cfg:2,sp:N; one process per GPU, or with --device cpu per CPU "
-        "process (gloo)")
+HELP = (
+    "one image on several processes: sp:N (sequence parallel, N divides the model's key-value heads), "
+    "cfg:2 (one process per CFG branch) or cfg:2,sp:N; one process per GPU, or with --device cpu per CPU "
+    "process (gloo)"
+)
 
 
 def model_heads(model: str | None) -> tuple[int, int]:
@@ -34,8 +36,9 @@ def model_heads(model: str | None) -> tuple[int, int]:
     return cfg.n_heads, cfg.n_kv_heads
 
 
-def preflight(text: str, model: str | None, device: str | None, *, compile: bool = False,
-              vram: str | None = None):
+def preflight(
+    text: str, model: str | None, device: str | None, *, compile: bool = False, vram: str | None = None
+):
     """--parallel and the flags it meets -> (Layout, Placement), or a one-line NewbieError."""
     from newbie.parallel.launch import Placement
     from newbie.parallel.sequence import check_heads
@@ -50,9 +53,16 @@ def preflight(text: str, model: str | None, device: str | None, *, compile: bool
 
 
 def load_kwargs(args) -> dict:
-    return {"path": args.model, "dtype": args.dtype, "text_dtype": args.text_dtype, "vae_dtype": args.vae_dtype,
-                "text_encoder": args.text_encoder, "clip_model": args.clip_model, "vae": args.vae,
-                "quantize": getattr(args, "quantize", None)}
+    return {
+        "path": args.model,
+        "dtype": args.dtype,
+        "text_dtype": args.text_dtype,
+        "vae_dtype": args.vae_dtype,
+        "text_encoder": args.text_encoder,
+        "clip_model": args.clip_model,
+        "vae": args.vae,
+        "quantize": getattr(args, "quantize", None),
+    }
 
 
 def cmd_generate_parallel(args) -> int:
@@ -69,17 +79,36 @@ def cmd_generate_parallel(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise NewbieError(f"--out must be a .png path, got '{out}'")
-    layout, placement = preflight(args.parallel, args.model, args.device, compile=args.compile,
-                                  vram=getattr(args, "vram", None))
+    layout, placement = preflight(
+        args.parallel, args.model, args.device, compile=args.compile, vram=getattr(args, "vram", None)
+    )
     w, h = args.size if args.size else (None, None)
-    settings = dict(seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, shift=args.shift,
-                    width=w, height=h, batch=args.batch, cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg,
-                    **request_kwargs(args))
+    settings = dict(
+        seed=args.seed,
+        steps=args.steps,
+        cfg=args.cfg,
+        sampler=args.sampler,
+        shift=args.shift,
+        width=w,
+        height=h,
+        batch=args.batch,
+        cfg_trunc=args.cfg_trunc,
+        renorm_cfg=args.renorm_cfg,
+        **request_kwargs(args),
+    )
     if not args.quiet:
         where = "CPU processes (gloo)" if not placement.cuda else ", ".join(placement.devices) + " (NCCL)"
         print(f"parallel {describe(layout)} on {where}", file=sys.stderr)
-    gen, notice = generate(layout, placement, load_kwargs(args), read_prompt(args.prompt), args.negative,
-                           progress=not args.quiet, step_cache=args.step_cache, **settings)
+    gen, notice = generate(
+        layout,
+        placement,
+        load_kwargs(args),
+        read_prompt(args.prompt),
+        args.negative,
+        progress=not args.quiet,
+        step_cache=args.step_cache,
+        **settings,
+    )
     if notice and not args.quiet:
         print(notice, file=sys.stderr)
     shown = set()
@@ -88,15 +117,20 @@ def cmd_generate_parallel(args) -> int:
             if msg not in shown:
                 shown.add(msg)
                 print(f"warning: {msg}", file=sys.stderr)
-    paths = [out] if len(gen.images) == 1 else [out.with_name(f"{out.stem}-{k + 1}{out.suffix}")
-                                                for k in range(len(gen.images))]
+    paths = (
+        [out]
+        if len(gen.images) == 1
+        else [out.with_name(f"{out.stem}-{k + 1}{out.suffix}") for k in range(len(gen.images))]
+    )
     for image, rec, path in zip(gen.images, gen.recipes, paths):
         save_png(image, rec, path)
         print(path)
     if not args.quiet:
         t = gen.timings
-        print(f"encode {t['encode_s']:.2f}s  denoise {t['denoise_s']:.2f}s  decode {t['decode_s']:.2f}s",
-              file=sys.stderr)
+        print(
+            f"encode {t['encode_s']:.2f}s  denoise {t['denoise_s']:.2f}s  decode {t['decode_s']:.2f}s",
+            file=sys.stderr,
+        )
     return 0
 
 

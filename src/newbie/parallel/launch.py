@@ -64,17 +64,23 @@ class Placement:
             raise NewbieError(f"--device {device}: give cpu, cuda, or a list of cuda:N devices")
         count = torch.cuda.device_count()
         if count == 0:
-            raise NewbieError(f"--device {device}: no CUDA GPU is available (use --device cpu for CPU processes)")
+            raise NewbieError(
+                f"--device {device}: no CUDA GPU is available (use --device cpu for CPU processes)"
+            )
         if names == ["cuda"]:
             names = [f"cuda:{i}" for i in range(world)]
         if len(names) != world:
-            raise NewbieError(f"{world} processes need {world} devices, --device lists {len(names)}: {device}")
+            raise NewbieError(
+                f"{world} processes need {world} devices, --device lists {len(names)}: {device}"
+            )
         if len(set(names)) != len(names):
             raise NewbieError(f"--device lists a device twice: {device}")
         for n in names:
             index = int(n.partition(":")[2] or 0) if n.partition(":")[2].isdigit() or n == "cuda" else -1
             if not 0 <= index < count:
-                raise NewbieError(f"{world} processes need {world} GPUs; {n} is not one of this machine's {count}")
+                raise NewbieError(
+                    f"{world} processes need {world} GPUs; {n} is not one of this machine's {count}"
+                )
         return Placement(tuple(names))
 
 
@@ -89,7 +95,9 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__
 
 
-def _entry(rank: int, fn: Callable, args: tuple, placement: Placement, port: int, timeout_s: float, results) -> None:
+def _entry(
+    rank: int, fn: Callable, args: tuple, placement: Placement, port: int, timeout_s: float, results
+) -> None:
     world = placement.world
     device = placement.devices[rank]
     if placement.cuda:
@@ -128,8 +136,11 @@ def _exit_text(code: int | None) -> str:
 
 
 # what a survivor sees when a peer has gone: a consequence, never the cause
-_BROKEN = re.compile(r"Connection closed by peer|Connection reset|Broken pipe|NCCL communicator|abort|"
-                     r"Timed out|timed out|DistBackendError|DistNetworkError", re.IGNORECASE)
+_BROKEN = re.compile(
+    r"Connection closed by peer|Connection reset|Broken pipe|NCCL communicator|abort|"
+    r"Timed out|timed out|DistBackendError|DistNetworkError",
+    re.IGNORECASE,
+)
 
 
 def _pending(results) -> list[tuple[int, str]]:
@@ -171,7 +182,9 @@ class Group:
     def died(self) -> str | None:
         for i, p in enumerate(self.procs):
             if p.exitcode not in (None, 0):
-                return f"rank {i} of {self.placement.world} {_exit_text(p.exitcode)}; all processes were stopped"
+                return (
+                    f"rank {i} of {self.placement.world} {_exit_text(p.exitcode)}; all processes were stopped"
+                )
         return None
 
     def check(self, wait: float = 0.0) -> None:
@@ -196,8 +209,9 @@ class Group:
         if status == BAD_INPUT:
             raise NewbieError(value)
         rank, value = _root_cause(failures)
-        raise GroupFailed(death or f"rank {rank} of {self.placement.world} failed: {value}; all processes were "
-                          "stopped")
+        raise GroupFailed(
+            death or f"rank {rank} of {self.placement.world} failed: {value}; all processes were stopped"
+        )
 
     def exited(self) -> bool:
         return all(p.exitcode is not None for p in self.procs)

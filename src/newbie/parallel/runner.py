@@ -39,6 +39,13 @@ class SharedText:
         return box[0]
 
 
+def _compile_refused(*args, **kwargs):
+    raise NewbieError(
+        "--compile and sequence parallelism cannot be combined yet (the compiled fast paths bypass the "
+        "sharded attention); drop one"
+    )
+
+
 def configure(pipe, mesh: Mesh) -> None:
     """Make a loaded Pipeline one member of the mesh (once per process)."""
     cfg = pipe.dit.cfg
@@ -47,13 +54,18 @@ def configure(pipe, mesh: Mesh) -> None:
     if sp is None:
         return
     if getattr(pipe, "compiled", False):
-        raise NewbieError("--compile and sequence parallelism cannot be combined yet (the compiled fast "
-                          "paths bypass the sharded attention); drop one")
+        _compile_refused()
     if getattr(pipe, "plan", None) is not None:
         raise NewbieError("--vram plans and sequence parallelism cannot be combined; drop one")
     from newbie.parallel.vae import BandCodec
 
+    cache = getattr(pipe, "embed_cache", None)
+    if cache is not None and getattr(cache, "folder", None) is not None:
+        # a disk cache shared by the ranks could hit on one rank and miss on another, and only a miss joins
+        # the text broadcast: keep each rank's cache in its own memory
+        cache.folder = None
     pipe.dit.sequence_parallel = sp
+    pipe.compile = _compile_refused  # the compiled fast paths (model/fused.py) bypass the sharded attention
     pipe.text = SharedText(pipe.text, sp, mesh.sp_src())
     pipe.codec = BandCodec(pipe.codec, sp)
 
@@ -66,7 +78,9 @@ def run(pipe, req, mesh: Mesh, progress=None):
     else:
         from newbie.parallel import cfg_parallel
 
-        gen = cfg_parallel.generate(pipe, req, cfg_parallel.Branches(mesh.cfg_rank, 2, mesh.cfg_group), progress)
+        gen = cfg_parallel.generate(
+            pipe, req, cfg_parallel.Branches(mesh.cfg_rank, 2, mesh.cfg_group), progress
+        )
     return gen if mesh.rank == 0 else None
 
 
@@ -101,8 +115,8 @@ def _rank_main(rank: int, world: int, device: str, job: Job):
     gen = run(pipe, req, mesh, bar)
     if gen is None:
         return None
-    out = dataclasses.replace(gen, latents=gen.latents.cpu().numpy())  # numpy: pickled by value, no shared memory
-    return out, (pipe.notice if rank == 0 else "")
+    # numpy: pickled by value through the result queue (a tensor would go through shared memory)
+    return dataclasses.replace(gen, latents=gen.latents.cpu().numpy()), pipe.notice
 
 
 def _import_for_fork() -> None:
@@ -113,12 +127,24 @@ def _import_for_fork() -> None:
     from transformers import Gemma3TextModel, JinaEmbeddingsV3Model  # noqa: F401
 
 
-def generate(layout: Layout, placement: Placement, load: dict, prompt, negative=None, *, progress: bool = False,
-             step_cache: float = 0.0, timeout_s: float = 1800.0, **settings):
+def generate(
+    layout: Layout,
+    placement: Placement,
+    load: dict,
+    prompt,
+    negative=None,
+    *,
+    progress: bool = False,
+    step_cache: float = 0.0,
+    timeout_s: float = 1800.0,
+    **settings,
+):
     """One request on layout.world new processes (placement: their devices) -> (Generation, model notice).
     settings: Pipeline.request keyword arguments; a missing seed is drawn here, once."""
     if placement.world != layout.world:
-        raise NewbieError(f"--parallel {layout} needs {layout.world} processes, the placement has {placement.world}")
+        raise NewbieError(
+            f"--parallel {layout} needs {layout.world} processes, the placement has {placement.world}"
+        )
     if settings.get("seed") is None:
         settings["seed"] = secrets.randbelow(2**32)
     job = Job(layout, dict(load), prompt, negative, settings, progress, step_cache)

@@ -1,14 +1,17 @@
-"""Ulysses sequence parallelism for the DiT's joint [caption | image] layers.
+"""Ulysses sequence parallelism for the DiT: its refiners and joint [caption | image] layers.
 
 Set once per process: `dit.sequence_parallel = SequenceGroup(group, rank, world)` (None, the default, is the
-one-process path with exactly today's ops). The DiT then keeps only a contiguous slice of the joint sequence
-through its 36 main layers, with the RoPE tables sliced the same way. Around each attention, two all-to-alls
+one-process path with exactly today's ops). Each rank then keeps a contiguous slice of the caption tokens
+through the context refiner, a contiguous slice of the image tokens through the noise refiner, the two slices
+together through the 36 joint layers (`SequenceGroup.joint`) and its image slice through the final layer, with
+the RoPE tables sliced the same way: nothing is computed twice. Around each attention, two all-to-alls
 re-distribute the tensors: before it every rank holds all heads of its tokens, inside it all tokens of its
 heads (Hq/sp query and Hkv/sp key-value heads, so grouped-query attention keeps its grouping), after it again
 all heads of its tokens. Everything else (norms, FFN, modulation, final layer) is per token.
 
-Shards need not be equal: the joint length is whatever the caption makes it, so shard sizes differ by at most
-one token and the all-to-alls carry the exact sizes (no padding, no mask, nothing approximated).
+Shards need not be equal: the lengths are whatever the caption and the image make them, so shard sizes differ
+by at most one token (a rank may hold no caption token at all) and the all-to-alls carry the exact sizes
+(no padding, no mask, nothing approximated).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from newbie.model.math import attention
 
 
 def shard_sizes(n: int, world: int) -> list[int]:
-    """Token counts of the `world` contiguous shards of a length-n sequence (the first n % world get one more)."""
+    """Token counts of the `world` contiguous shards of a length-n sequence (the first n % world get one
+    more)."""
     base, extra = divmod(n, world)
     return [base + (1 if r < extra else 0) for r in range(world)]
 
@@ -35,7 +39,7 @@ def check_heads(n_heads: int, n_kv_heads: int, sp: int) -> None:
         raise NewbieError(
             f"sequence-parallel degree {sp} must divide the model's {n_kv_heads} key-value heads "
             f"(and its {n_heads} query heads): use sp in "
-            f"{', '.join(str(d) for d in range(1, n_kv_heads + 1) if n_kv_heads % d == 0 and n_heads % d == 0)}"
+            f"{', '.join(str(d) for d in range(1, n_kv_heads + 1) if not n_kv_heads % d and not n_heads % d)}"
         )
 
 
@@ -49,7 +53,25 @@ class SequenceGroup:
     world: int
 
     def split(self, n: int) -> Shard:
+        """Contiguous slices of a length-n sequence, one per rank."""
         return Shard(self, tuple(shard_sizes(n, self.world)))
+
+    def joint(self, cap: Shard, img: Shard) -> Shard:
+        """The joint layers' shard: each rank's caption slice followed by its image slice. Attention does not
+        depend on the order of the tokens (their RoPE tables and key-mask entries travel with them), so the
+        rank-ordered [caption_r | image_r] pieces, a permutation of [caption | image], give the same result
+        and no token moves between the refiners and the joint layers."""
+        return Shard(self, tuple(c + i for c, i in zip(cap.sizes, img.sizes)))
+
+    def joint_mask(self, cap_mask: Tensor | None, cap: Shard, img: Shard) -> Tensor | None:
+        """The whole joint key mask in the order the all-to-all gathers the joint tokens."""
+        if cap_mask is None:
+            return None
+        parts, start = [], 0
+        for n_cap, n_img in zip(cap.sizes, img.sizes):
+            parts += [cap_mask[:, start : start + n_cap], cap_mask.new_ones(cap_mask.shape[0], n_img)]
+            start += n_cap
+        return torch.cat(parts, dim=1)
 
 
 @dataclass(frozen=True)
@@ -78,15 +100,15 @@ class Shard:
         # rank j gets query heads [j*hq/w, (j+1)*hq/w) and kv heads [j*hkv/w, ...): query head h reads kv head
         # h // (hq/hkv), and since hq/w = (hq/hkv) * (hkv/w) that mapping stays local to each rank
         qs, ks = hq // world, hkv // world
-        send = torch.cat(
-            [q.view(b, n_mine, world, qs, d), k.view(b, n_mine, world, ks, d), v.view(b, n_mine, world, ks, d)],
-            dim=3,
-        )  # (B, n_mine, world, qs + 2ks, D)
-        send = send.permute(2, 1, 0, 3, 4).contiguous()  # (world, n_mine, B, heads, D): chunk j goes to rank j
-        recv = send.new_empty(sum(self.sizes), b, qs + 2 * ks, d)  # (N, B, heads, D), shards in rank order
-        dist.all_to_all_single(
-            recv, send.view(world * n_mine, b, qs + 2 * ks, d), self.sizes, [n_mine] * world, group=self.sp.group
-        )
+        heads = qs + 2 * ks
+        # packed in one pass (each element read and written once): (world, n_mine, B, heads, D), chunk j for
+        # rank j holding its query heads, then its key heads, then its value heads
+        send = q.new_empty(world, n_mine, b, heads, d)
+        for t, lo, per in ((q, 0, qs), (k, qs, ks), (v, qs + ks, ks)):
+            send[:, :, :, lo : lo + per] = t.view(b, n_mine, world, per, d).permute(2, 1, 0, 3, 4)
+        recv = send.new_empty(sum(self.sizes), b, heads, d)  # (N, B, heads, D), shards in rank order
+        send = send.view(world * n_mine, b, heads, d)
+        dist.all_to_all_single(recv, send, self.sizes, [n_mine] * world, group=self.sp.group)
         full = recv.permute(1, 0, 2, 3)  # (B, N, heads, D)
         qf, kf, vf = full.split([qs, ks, ks], dim=2)
         out = attention(qf, kf, vf, key_mask).view(b, -1, qs, d)  # (B, N, qs, D): all tokens, my heads
@@ -108,14 +130,6 @@ class Shard:
         parts = [torch.empty_like(padded) for _ in sizes]
         dist.all_gather(parts, padded.contiguous(), group=self.sp.group)
         return torch.cat([p[:, :n] for p, n in zip(parts, sizes)], dim=1)
-
-    def image_sizes(self, n_cap: int) -> list[int]:
-        """Per rank, how many of its tokens are image tokens (those at joint index >= n_cap)."""
-        out, start = [], 0
-        for n in self.sizes:
-            out.append(max(start + n, n_cap) - max(start, n_cap))
-            start += n
-        return out
 
     def cache_usable(self, cache, first_residual: Tensor) -> bool:
         """StepCache.usable over the whole sequence: every rank must take the same branch (the skipped layers

@@ -42,7 +42,9 @@ def _rank_loop(rank, world, device, layout, load, step_cache, commands, replies,
     configure(pipe, mesh)
     dist.barrier()  # every rank loaded before the group says it is ready
     if rank == 0:
-        threading.Thread(target=_resolver, args=(PipelineValidator(pipe), resolves, resolved), daemon=True).start()
+        threading.Thread(
+            target=_resolver, args=(PipelineValidator(pipe), resolves, resolved), daemon=True
+        ).start()
         replies.put(("ready", pipe.folder.name, pipe.notice))
     while True:
         cmd = commands[rank].get()
@@ -76,14 +78,19 @@ def _resolver(validator, resolves, resolved) -> None:
 class GroupRunner:
     """A serve Runner (newbie.serve.worker.Runner) backed by one started process group."""
 
-    def __init__(self, layout, placement: Placement, load: dict, step_cache: float = 0.0,
-                 timeout_s: float = 1800.0):
+    def __init__(
+        self, layout, placement: Placement, load: dict, step_cache: float = 0.0, timeout_s: float = 1800.0
+    ):
         ctx = context(placement)
         self.name = f"{layout}@{','.join(sorted(set(placement.devices)))}"
         self.commands = [ctx.Queue() for _ in range(placement.world)]
         self.replies, self.resolves, self.resolved = ctx.Queue(), ctx.Queue(), ctx.Queue()
-        self.group = Group(_rank_loop, (layout, load, step_cache, self.commands, self.replies, self.resolves,
-                                        self.resolved), placement, timeout_s)
+        self.group = Group(
+            _rank_loop,
+            (layout, load, step_cache, self.commands, self.replies, self.resolves, self.resolved),
+            placement,
+            timeout_s,
+        )
         self.lock, self.resolve_lock = threading.Lock(), threading.Lock()
         self.jobs, self.resolves_made = itertools.count(1), itertools.count(1)
         self.abandoned: int | None = None
@@ -104,7 +111,10 @@ class GroupRunner:
             except queue_mod.Empty:
                 try:
                     self.group.check()
-                except (GroupFailed, NewbieError) as e:
+                except NewbieError as e:  # a rank refused its setup (model folder, heads): bad input
+                    self.broken = f"the parallel group is down: {e}"
+                    raise
+                except GroupFailed as e:
                     self.broken = f"the parallel group is down: {e}"
                     raise GroupFailed(self.broken) from None
                 continue
@@ -167,18 +177,26 @@ def parallel_service(args, limits):
     from newbie.serve.service import JobService
 
     devices = [d.strip() for d in (args.device or "").split(",") if d.strip()]
-    layout, _ = preflight(args.parallel, args.model, "cpu", compile=getattr(args, "compile", False),
-                          vram=getattr(args, "vram", None))
+    layout, _ = preflight(
+        args.parallel,
+        args.model,
+        "cpu",
+        compile=getattr(args, "compile", False),
+        vram=getattr(args, "vram", None),
+    )
     if devices in ([], ["cuda"]) and torch.cuda.is_available():
         devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     if devices in ([], ["cpu"]):
         groups = [Placement.for_world(layout.world, "cpu")]
     else:
         if len(devices) % layout.world:
-            raise NewbieError(f"--parallel {layout} takes {layout.world} devices per group; --device lists "
-                              f"{len(devices)}")
-        groups = [Placement.for_world(layout.world, ",".join(devices[i : i + layout.world]))
-                  for i in range(0, len(devices), layout.world)]
+            raise NewbieError(
+                f"--parallel {layout} takes {layout.world} devices per group; --device lists {len(devices)}"
+            )
+        groups = [
+            Placement.for_world(layout.world, ",".join(devices[i : i + layout.world]))
+            for i in range(0, len(devices), layout.world)
+        ]
     if not groups[0].cuda:
         from newbie.parallel.runner import _import_for_fork
 

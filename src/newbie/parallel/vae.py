@@ -73,7 +73,9 @@ class HaloConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.conv  # padding 1 (checked in wrappers): one halo row each side
-        return F.conv2d(self.band.halo(x), c.weight, c.bias, c.stride, (0, c.padding[1]), c.dilation, c.groups)
+        return F.conv2d(
+            self.band.halo(x), c.weight, c.bias, c.stride, (0, c.padding[1]), c.dilation, c.groups
+        )
 
 
 class SharedGroupNorm(nn.Module):
@@ -123,7 +125,12 @@ def wrappers(decoder: nn.Module, band: Band) -> list[tuple[nn.Module, str, nn.Mo
     for parent in list(decoder.modules()):
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d) and child.padding[0] > 0:
-                if child.stride != (1, 1) or child.dilation != (1, 1) or child.padding[0] != 1 or child.padding_mode != "zeros":
+                if (
+                    child.stride != (1, 1)
+                    or child.dilation != (1, 1)
+                    or child.padding[0] != 1
+                    or child.padding_mode != "zeros"
+                ):
                     raise ValueError(f"banded decode: unsupported convolution {name} {child}")
                 out.append((parent, name, HaloConv(child, band)))
             elif isinstance(child, nn.GroupNorm):

@@ -43,9 +43,10 @@ from newbie.precision.guard import NonFinite, all_finite, checked, safe_dtype, s
 from newbie.sampling.guidance import cfg_model
 from newbie.sampling.loop import Start, sample
 from newbie.sampling.samplers import SAMPLERS
-from newbie.sampling.schedules import flow_sigmas, img2img_sigmas
+from newbie.sampling.schedules import SCHEDULES, flow_sigmas, img2img_sigmas, schedule_sigmas
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+NOISES = ("newbie", "comfy")  # initial noise: per-image generators, or ComfyUI's one draw for the batch
 SPEC_FILE = "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
 
 
@@ -219,7 +220,12 @@ class Pipeline:
             shift=float(d.shift if s.shift is None else s.shift), width=width, height=height,
             cfg_trunc=float(d.cfg_trunc if s.cfg_trunc is None else s.cfg_trunc),
             renorm_cfg=float(d.renorm_cfg if s.renorm_cfg is None else s.renorm_cfg), warnings=warns,
+            noise=s.noise or "newbie", schedule=s.schedule or "uniform",
         )
+        if req.noise not in NOISES:
+            raise NewbieError(f"unknown noise '{req.noise}' (choose from {', '.join(NOISES)})")
+        if req.schedule not in SCHEDULES:
+            raise NewbieError(f"unknown schedule '{req.schedule}' (choose from {', '.join(SCHEDULES)})")
         req.loras, req.fuse_loras = self.adapters.resolve(self.dit, s.loras), bool(s.fuse_loras)
         req.warnings += [note for a in req.loras for note in a.adapter.notes]
         return img2img.attach(req, image, s.hires, self.spec.max_side)
@@ -293,8 +299,13 @@ class Pipeline:
         """(cond, uncond) text embeddings of a request; uncond is None without CFG."""
         events = [] if events is None else events
         want_cond, want_uncond = wanted
-        cond = self.embed(req.prompts, events) if want_cond else None
-        uncond = self.embed([req.negative] * len(req.prompts), events) if want_uncond and req.uses_cfg else None
+        given_cond, given_uncond = req.given_embeds or (None, None)  # the Python API's own embeddings
+        cond = uncond = None
+        if want_cond:
+            cond = given_cond.to(self.device) if given_cond is not None else self.embed(req.prompts, events)
+        if want_uncond and req.uses_cfg:
+            uncond = given_uncond.to(self.device) if given_uncond is not None else \
+                self.embed([req.negative] * len(req.prompts), events)
         return cond, uncond
 
     def embed(self, prompts: list[str], events: list[str]) -> TextEmbeds:
@@ -328,14 +339,24 @@ class Pipeline:
 
     def noise(self, req: Request) -> torch.Tensor:
         """Per-image noise from a CPU generator seeded with the image's own seed: independent of batch size
-        and device, so an image can be re-made alone."""
+        and device, so an image can be re-made alone. noise="comfy": ComfyUI's draw (below)."""
         f = self.codec.cfg.downscale
         shape = (1, self.codec.cfg.latent_channels, req.height // f, req.width // f)
+        if req.initial_latents is not None:  # given by the caller (diffusers-style `latents=`)
+            return req.initial_latents.to(self.device, torch.float32)
+        if req.noise == "comfy":
+            # ComfyUI (comfy/sample.py prepare_noise): torch.manual_seed(seed), then one randn of the whole
+            # (batch, C, H/8, W/8) latent in float32 on the CPU. A private generator seeded the same way gives
+            # the same numbers without touching the global RNG.
+            gen = torch.Generator().manual_seed(req.seeds[0])
+            return torch.randn((len(req.seeds), *shape[1:]), generator=gen, dtype=torch.float32).to(self.device)
         parts = [torch.randn(shape, generator=torch.Generator().manual_seed(s), dtype=torch.float32) for s in req.seeds]
         return torch.cat(parts).to(self.device)
 
     def schedule(self, req: Request) -> torch.Tensor:
         """The sigma grid: text-to-image from 1 to 0, img2img from the strength down."""
+        if req.schedule != "uniform":  # ComfyUI's `simple`, including its denoise < 1 rule for img2img
+            return schedule_sigmas(req.schedule, req.steps, req.shift, req.image.strength if req.image else 1.0)
         if req.image is not None:
             return img2img_sigmas(req.steps, req.shift, req.image.strength)
         return flow_sigmas(req.steps, req.shift)
@@ -379,7 +400,8 @@ class Pipeline:
         """The second pass of a hires request: the target size, its own steps and noise."""
         h = req.hires
         return dataclasses.replace(req, width=h.width, height=h.height, steps=h.steps, hires=None, image=None,
-                                   seeds=[(s + img2img.HIRES_SEED_OFFSET) % 2**63 for s in req.seeds])
+                                   seeds=[(s + img2img.HIRES_SEED_OFFSET) % 2**63 for s in req.seeds],
+                                   initial_latents=None)
 
     def upscale(self, latents: torch.Tensor, h: img2img.HiresSpec) -> torch.Tensor:
         """Finished latents -> the hires pass's starting latents: bicubic in latent space, or Lanczos on the
@@ -448,7 +470,8 @@ class Pipeline:
             dtype=self.dtypes["dit"] + (f"+{self.dtypes['quant']}" if self.dtypes.get("quant") else ""),
             vae_dtype=self.dtypes["vae"], device=self.device.type, model=self.folder.name,
             model_hash=self.model_hash, version=__version__, batch_size=len(req.prompts), batch_index=i,
-            warnings=warns, **adapter_recipe.recipe_fields(req), **img2img.recipe_fields(req),
+            warnings=warns, noise=req.noise, schedule=req.schedule, **adapter_recipe.recipe_fields(req),
+            **img2img.recipe_fields(req),
         )
 
 

@@ -45,6 +45,8 @@ class Recipe:
     mask_sha256: str = ""
     mask_feather: int | None = None
     hires: dict | None = None  # {width, height, upscaler, strength, steps}; width/height above = first pass
+    noise: str = "newbie"  # initial noise: "newbie" (per-image generators) or "comfy" (ComfyUI's batch draw)
+    schedule: str = "uniform"  # sigma grid: "uniform" or "simple" (ComfyUI's scheduler)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
+
     from newbie.pipeline.img2img import HiresSpec, ImageInput
     from newbie.pipeline.recipe import Recipe
 
@@ -27,6 +29,8 @@ class Settings:
     loras: adapter paths, (path, strength) pairs or dicts (docs/workflows.md); fuse_loras adds them into
     the weights. init_image / strength / mask / mask_feather: img2img and inpainting. hires: True, a scale,
     'WxH' or a dict (scale or width/height, upscaler, strength, steps).
+    noise: "newbie" (one CPU generator per image, seeded seed + i) or "comfy" (ComfyUI's: the whole batch from
+    one CPU generator seeded `seed`). schedule: "uniform" (flow_sigmas) or "simple" (ComfyUI's scheduler).
     """
 
     prompt: str | list[str]
@@ -48,6 +52,8 @@ class Settings:
     mask: object = None
     mask_feather: int | None = None
     hires: object = None
+    noise: str | None = None
+    schedule: str | None = None
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
@@ -65,7 +71,8 @@ class Settings:
             prompt=recipe.prompt, negative=recipe.negative, seed=recipe.seed - recipe.batch_index,
             steps=recipe.steps, cfg=recipe.cfg, sampler=recipe.sampler, shift=recipe.shift, width=recipe.width,
             height=recipe.height, batch=recipe.batch_size, cfg_trunc=recipe.cfg_trunc,
-            renorm_cfg=recipe.renorm_cfg, **adapter_recipe.remake_kwargs(recipe, loras),
+            renorm_cfg=recipe.renorm_cfg, noise=recipe.noise, schedule=recipe.schedule,
+            **adapter_recipe.remake_kwargs(recipe, loras),
             **img2img.remake_kwargs(recipe, init_image, mask),
         )
 
@@ -97,6 +104,12 @@ class Request:
     fuse_loras: bool = False
     image: ImageInput | None = None
     hires: HiresSpec | None = None
+    noise: str = "newbie"  # NOISES in pipeline.py
+    schedule: str = "uniform"  # newbie.sampling.schedules.SCHEDULES
+    # Python API only (newbie.diffusers_api), never in a recipe: the starting noise (B, C, H/8, W/8) instead
+    # of the seeds' draw; (cond, uncond) TextEmbeds (either None: encoded as usual) instead of encoding.
+    initial_latents: torch.Tensor | None = None
+    given_embeds: tuple | None = None
 
     @property
     def uses_cfg(self) -> bool:

@@ -33,7 +33,6 @@ GENERAL_FIELDS = (
     "lighting",
     "resolution",
 )
-TOP_LEVEL = ("general_tags", "caption", "style", "image")  # plus character_N
 
 Tags = list[str]
 

@@ -49,8 +49,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ray-address", help="with --ray: an existing cluster (default: start a local Ray)")
     p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI schema and exit")
     add_model_args(p)
-    p.add_argument("--parallel", help="one image over several devices: sp:N, cfg:2 or cfg:2,sp:N; the --device "
-                   "list is cut into groups of that many (default: one replica per device)")
+    p.add_argument("--parallel", help="one image over several devices: sp:N, cfg:2 or cfg:2,sp:N; the "
+                   "--device list is cut into groups of that many (default: one replica per device)")
     p.epilog = ("--device takes a comma list (cuda:0,cuda:1): one worker per device, or with --parallel one "
                 "worker per group of devices.")
     p.set_defaults(func=run)

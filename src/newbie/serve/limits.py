@@ -64,6 +64,8 @@ def resolved(req) -> dict:
         "mask": image.mask_sha256 if has_mask else None,
         "mask_feather": image.feather if has_mask else None,
         "hires": dataclasses.asdict(req.hires) if req.hires else None,  # resolved: target size, steps
+        "noise": req.noise,
+        "schedule": req.schedule,
         "total_steps": req.total_steps,  # both passes with hires: what progress counts to
     }
 
@@ -175,6 +177,8 @@ def validate(body: GenerationParams, validator, limits: ApiLimits, data_dir: Pat
         strength=body.strength,
         mask_feather=body.mask_feather,
         hires=hires_argument(body.hires),
+        noise=body.noise,
+        schedule=body.schedule,
     )
     try:
         params = validator.resolve(settings)
@@ -218,5 +222,7 @@ def to_request(pipe, params: dict, data_dir: Path | None = None, images: dict | 
         strength=params.get("strength"),
         mask_feather=params.get("mask_feather"),
         hires=params.get("hires"),
+        noise=params.get("noise"),  # absent in jobs queued before it existed: the default
+        schedule=params.get("schedule"),
     ))
 

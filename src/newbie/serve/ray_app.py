@@ -46,7 +46,7 @@ class RayConfig:
     ingress_on_head: bool = True
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "RayConfig":
+    def from_dict(cls, raw: dict) -> RayConfig:
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise NewbieError(f"unknown newbie Ray config keys: {', '.join(sorted(unknown))}")

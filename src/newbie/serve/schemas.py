@@ -38,7 +38,7 @@ class GenerationParams(BaseModel):
     )
     steps: int | None = None
     cfg: float | None = Field(None, description="classifier-free guidance scale")
-    sampler: str | None = Field(None, description="euler, midpoint or dpmpp_2m")
+    sampler: str | None = Field(None, description="euler, midpoint, dpmpp_2m or res_multistep")
     shift: float | None = None
     cfg_trunc: float | None = Field(None, description="CFG only while t < cfg_trunc (t: 0 = noise, 1 = data)")
     renorm_cfg: float | None = Field(
@@ -59,6 +59,12 @@ class GenerationParams(BaseModel):
     mask_feather: int | None = Field(None, description="pixels the mask ramps up inside its edge (default 8)")
     hires: bool | HiresParams | None = Field(
         None, description="hires pass: true for 2x with the defaults, or its settings"
+    )
+    noise: Literal["newbie", "comfy"] | None = Field(
+        None, description="initial noise: newbie (per image, default) or comfy (ComfyUI's for the same seed)"
+    )
+    schedule: Literal["uniform", "simple"] | None = Field(
+        None, description="sigma grid: uniform (default) or simple (ComfyUI's 'simple' scheduler)"
     )
 
 

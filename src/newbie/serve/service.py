@@ -55,7 +55,7 @@ class Waiters:
 
 
 class JobService:
-    """The API's jobs and the workers' host (newbie.serve.worker.JobHost: the methods under "-- workers --")."""
+    """The API's jobs, and the host of the workers (the JobHost methods under "-- workers --")."""
 
     def __init__(
         self,
@@ -207,7 +207,7 @@ class JobService:
         job = self.store.claim()
         if job is None:
             with self._wake:
-                self._wake.wait(timeout)  # a submit wakes us; the timeout covers a notify sent before we waited
+                self._wake.wait(timeout)  # a submit wakes us; the timeout covers a notify sent earlier
         return job
 
     def set_progress(self, job_id: str, step: int, steps: int) -> None:
@@ -221,7 +221,13 @@ class JobService:
             save_png(image, recipe, self.image_path(job.id, i))
 
     def finish(
-        self, job_id: str, state: str, *, images: int = 0, seconds: float | None = None, error: str | None = None
+        self,
+        job_id: str,
+        state: str,
+        *,
+        images: int = 0,
+        seconds: float | None = None,
+        error: str | None = None,
     ) -> None:
         self.store.finish(job_id, state, error=error, seconds=seconds)
         self.metrics.job_finished(state, images, seconds)

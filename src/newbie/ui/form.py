@@ -10,9 +10,9 @@ from newbie.config import ModelSpec
 from newbie.errors import NewbieError
 from newbie.pipeline.recipe import Recipe
 from newbie.ui.compose import MODES
-from newbie.ui.workflows import workflow_defaults, workflow_kwargs, workflows_from_recipe
 from newbie.ui.sizes import parse_size, size_label
 from newbie.ui.styles import NO_STYLE, preset_tags
+from newbie.ui.workflows import workflow_defaults, workflow_kwargs, workflows_from_recipe
 
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 DEFAULT_STYLE = "anime default"

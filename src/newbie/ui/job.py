@@ -69,7 +69,7 @@ class Job:
     def cancelling(self) -> bool:
         return self._cancel.is_set() and self.active
 
-    def start(self) -> "Job":
+    def start(self) -> Job:
         self._thread = threading.Thread(target=self.run, name="newbie-ui-generate", daemon=True)
         self._thread.start()
         return self
@@ -102,8 +102,8 @@ class Job:
                 self._finish("failed", message)
 
     def _generate(self) -> None:
-        k, plan = self.kwargs, self.pipe.plan
-        size = (k.get("width") or self.pipe.spec.sampling.width, k.get("height") or self.pipe.spec.sampling.height)
+        k, plan, default = self.kwargs, self.pipe.plan, self.pipe.spec.sampling
+        size = (k.get("width") or default.width, k.get("height") or default.height)
         with measure(self.pipe.device) as used, failure_context(size=size, plan=plan.name if plan else None):
             gen = self.pipe.generate(self.prompt, self.negative, progress=self._on_step, **self.kwargs)
         if self.previewer is not None:

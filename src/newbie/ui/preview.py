@@ -80,7 +80,7 @@ class FitStats:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path, channels: int) -> "FitStats":
+    def load(cls, path: Path, channels: int) -> FitStats:
         stats = cls(channels)
         try:
             with np.load(path) as f:

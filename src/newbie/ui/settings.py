@@ -34,7 +34,7 @@ class UISettings:
     cpu_threads: int | None = None
 
     @classmethod
-    def from_env(cls) -> "UISettings":
+    def from_env(cls) -> UISettings:
         threads = os.environ.get(ENV_CPU_THREADS, "")
         return cls(
             model=os.environ.get(ENV_MODEL) or None,
