@@ -1,4 +1,4 @@
-"""The workflow x memory-plan matrix (issue 13): every artist workflow under every VRAM budget, one cell at a time.
+"""The workflow x memory-plan matrix (issue 13): every artist workflow under every VRAM budget, cell by cell.
 
 Workflows: txt2img, batch 2, img2img, inpaint, hires (half size -> x2), LoRA unfused, LoRA fused, fp16 with an
 injected overflow, compile; plus txt2img at 1536x1024. Plans: no budget (resident) and --vram 24/12/8/6/4 GB,
@@ -40,8 +40,14 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 GIB = 2**30
-LABELS: list[tuple[str, float | None]] = [("resident", None), ("24GB", 24.0), ("12GB", 12.0), ("8GB", 8.0),
-                                          ("6GB", 6.0), ("4GB", 4.0)]
+LABELS: list[tuple[str, float | None]] = [
+    ("resident", None),
+    ("24GB", 24.0),
+    ("12GB", 12.0),
+    ("8GB", 8.0),
+    ("6GB", 6.0),
+    ("4GB", 4.0),
+]
 # most informative first inside a plan: the issue's failures, then the adapters, then the plain ones;
 # compile last, since the bench has to undo it before the next plan
 WORKFLOWS = ["img2img", "hires", "inpaint", "lora_fused", "lora", "batch2", "txt2img", "wide", "compile"]
@@ -74,7 +80,9 @@ class Setup:
 # -- inputs --
 
 
-def write_inputs(folder: Path, size: tuple[int, int], shapes: dict[str, tuple[int, int]], n_layers: int) -> dict:
+def write_inputs(
+    folder: Path, size: tuple[int, int], shapes: dict[str, tuple[int, int]], n_layers: int
+) -> dict:
     """An init image (a gradient with a disc), an inpainting mask (a centred rectangle) and a LoRA in
     NewbieLoraTrainer's format (a PEFT folder: adapter_model.safetensors + adapter_config.json, spec §6)."""
     from PIL import Image
@@ -89,28 +97,41 @@ def write_inputs(folder: Path, size: tuple[int, int], shapes: dict[str, tuple[in
     base = folder / "base.png"
     Image.fromarray((rgb * 255).astype(np.uint8)).save(base)
     mask = np.zeros((h, w), np.uint8)
-    mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+    mask[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
     mask_path = folder / "mask.png"
     Image.fromarray(mask).save(mask_path)
 
     lora = folder / "lora"
     lora.mkdir(exist_ok=True)
     g, rank, tensors = torch.Generator().manual_seed(0), 4, {}
-    targets = [f"layers.{i}.{part}" for i in range(n_layers)
-               for part in ("attention.qkv", "attention.out", "feed_forward.w2")]
+    targets = [
+        f"layers.{i}.{part}"
+        for i in range(n_layers)
+        for part in ("attention.qkv", "attention.out", "feed_forward.w2")
+    ]
     for name in targets:
         out, inp = shapes[name]
-        tensors[f"base_model.model.{name}.lora_A.weight"] = torch.randn(rank, inp, generator=g) / math.sqrt(inp)
+        tensors[f"base_model.model.{name}.lora_A.weight"] = torch.randn(rank, inp, generator=g) / math.sqrt(
+            inp
+        )
         tensors[f"base_model.model.{name}.lora_B.weight"] = torch.randn(out, rank, generator=g) * 0.02
     save_file(tensors, str(lora / "adapter_model.safetensors"))
-    (lora / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "r": rank, "lora_alpha": rank, "bias": "none",
-        "target_modules": ["attention.qkv", "attention.out", "feed_forward.w2"]}))
+    (lora / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "r": rank,
+                "lora_alpha": rank,
+                "bias": "none",
+                "target_modules": ["attention.qkv", "attention.out", "feed_forward.w2"],
+            }
+        )
+    )
     return {"base": str(base), "mask": str(mask_path), "lora": str(lora)}
 
 
 def inject_overflow(dit) -> None:
-    """An FFN that overflows fp16 (65504) on any input, as tests/precision does: the fp16 guard must engage."""
+    """An FFN that overflows fp16 (65504) on any input, as in tests/precision: the fp16 guard must engage."""
     ff = dit.layers[0].feed_forward
     with torch.no_grad():  # in place, so offloaded / streamed copies carry it too
         ff.w1.weight.mul_(1e2)
@@ -132,8 +153,11 @@ def plan_for_cell(setup: Setup, budget: float | None, width: int, height: int, s
         return plan_for(budget, width, height, sizes)
     full, k = ComponentSizes(), setup.full_scale
     p = plan_for(budget, width * k, height * k, full)
-    return replace(p, dit_streamed=math.ceil(p.dit_streamed * sizes.dit_layers / full.dit_layers),
-                   gemma_streamed=math.ceil(p.gemma_streamed * sizes.gemma_layer_count / full.gemma_layer_count))
+    return replace(
+        p,
+        dit_streamed=math.ceil(p.dit_streamed * sizes.dit_layers / full.dit_layers),
+        gemma_streamed=math.ceil(p.gemma_streamed * sizes.gemma_layer_count / full.gemma_layer_count),
+    )
 
 
 def plan_rank(name: str) -> int:
@@ -183,6 +207,9 @@ def uncompile(pipe) -> None:
         m._compiled_call_impl = None
     pipe.compiled, pipe.graphs = False, None
     torch._dynamo.reset()
+    gc.collect()  # the CUDA graphs' memory pool goes with its last reference
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def where(tb) -> list[str]:
@@ -190,8 +217,10 @@ def where(tb) -> list[str]:
     frames = traceback.extract_tb(tb)
     ours = [f for f in frames if "/newbie/" in f.filename.replace("\\", "/")]
     pick = (ours[-3:] if ours else []) + frames[-1:]
-    names = [f"{os.path.relpath(f.filename) if 'newbie' in f.filename else f.filename}:{f.lineno} {f.name}"
-             for f in pick]
+    names = [
+        f"{os.path.relpath(f.filename) if 'newbie' in f.filename else f.filename}:{f.lineno} {f.name}"
+        for f in pick
+    ]
     return list(dict.fromkeys(names))
 
 
@@ -201,8 +230,17 @@ def run_cell(pipe, setup: Setup, workflow: str, plan) -> dict:
     from newbie.precision.guard import set_clamp
 
     w, h = cell_size(setup, workflow)
-    cell = {"workflow": "txt2img" if workflow == "wide" else workflow, "size": f"{w}x{h}", "plan_name": plan.name,
-            "ok": False, "peak_gib": None, "seconds": None, "error": "", "outcome": "failed", "traceback": False}
+    cell = {
+        "workflow": "txt2img" if workflow == "wide" else workflow,
+        "size": f"{w}x{h}",
+        "plan_name": plan.name,
+        "ok": False,
+        "peak_gib": None,
+        "seconds": None,
+        "error": "",
+        "outcome": "failed",
+        "traceback": False,
+    }
     if pipe.embed_cache is not None:  # every cell runs its text stage (the cache would skip the encoders)
         pipe.embed_cache.memory.clear()
     if workflow == "fp16_overflow":
@@ -228,12 +266,19 @@ def run_cell(pipe, setup: Setup, workflow: str, plan) -> dict:
         cell.update(ok=not problems, outcome="image" if not problems else "failed", error="; ".join(problems))
     except NewbieError as e:  # a refusal: fine when it is one line
         msg = str(e)
-        cell.update(seconds=round(time.perf_counter() - t0, 3), outcome="refused", error=msg.splitlines()[0],
-                    ok="\n" not in msg.strip())
+        cell.update(
+            seconds=round(time.perf_counter() - t0, 3),
+            outcome="refused",
+            error=msg.splitlines()[0],
+            ok="\n" not in msg.strip(),
+        )
     except Exception as e:  # noqa: BLE001 - a traceback is a result: record what and where
-        cell.update(seconds=round(time.perf_counter() - t0, 3), traceback=True,
-                    error=f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300],
-                    where=where(e.__traceback__))
+        cell.update(
+            seconds=round(time.perf_counter() - t0, 3),
+            traceback=True,
+            error=f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300],
+            where=where(e.__traceback__),
+        )
     finally:
         if workflow == "compile" and pipe.compiled:
             uncompile(pipe)
@@ -247,7 +292,12 @@ def per_label(cell: dict, labels: list[tuple[str, float | None]]) -> list[dict]:
         c = {"workflow": cell["workflow"], "plan": label, **cell, "budget_gib": budget}
         if len(labels) > 1:
             c["same_run_as"] = [other for other, _ in labels if other != label]
-        if budget is not None and c["peak_gib"] is not None and c["peak_gib"] > budget and c["outcome"] == "image":
+        if (
+            budget is not None
+            and c["peak_gib"] is not None
+            and c["peak_gib"] > budget
+            and c["outcome"] == "image"
+        ):
             over = f"peak {c['peak_gib']:.2f} GiB is over the {budget:g} GiB budget"
             c.update(ok=False, outcome="failed", error="; ".join(x for x in (c["error"], over) if x))
         out.append(c)
@@ -302,8 +352,12 @@ def check_images(gen, batch: int, workflow: str) -> list[str]:
 def load(setup: Setup, root, dtype: str, budget: float | None, size: tuple[int, int]):
     import newbie
 
-    text_dtype = None if dtype != "fp16" else ("bf16" if setup.cuda else "fp32")  # the DiT's guard, not Gemma's
-    return newbie.load(root, device=setup.device, dtype=dtype, text_dtype=text_dtype, vram=budget, plan_size=size)
+    text_dtype = (
+        None if dtype != "fp16" else ("bf16" if setup.cuda else "fp32")
+    )  # the DiT's guard, not Gemma's
+    return newbie.load(
+        root, device=setup.device, dtype=dtype, text_dtype=text_dtype, vram=budget, plan_size=size
+    )
 
 
 def cells_by_plan(setup: Setup, workflows: list[str], sizes) -> list[tuple[object, dict[str, list]]]:
@@ -335,19 +389,33 @@ class Matrix:
         self.res["cells"].append(cell)
         self.save()
         mark = "ok " if cell["ok"] else "FAIL"
-        print(f"[{self.elapsed():6.1f}s] {mark} {cell['workflow']:<13} {cell['plan']:<8} {cell['size']:<9} "
-              f"{cell['plan_name']:<10} peak={cell['peak_gib']} s={cell['seconds']} {cell['error']}", flush=True)
+        print(
+            f"[{self.elapsed():6.1f}s] {mark} {cell['workflow']:<13} {cell['plan']:<8} {cell['size']:<9} "
+            f"{cell['plan_name']:<10} peak={cell['peak_gib']} s={cell['seconds']} {cell['error']}",
+            flush=True,
+        )
 
     def skip(self, cells: dict[str, list], plan, why: str, **extra) -> None:
         for wf, label, budget in ((wf, label, b) for wf, labels in cells.items() for label, b in labels):
             w, h = cell_size(self.setup, wf)
-            self.add({"workflow": "txt2img" if wf == "wide" else wf, "plan": label, "size": f"{w}x{h}",
-                      "plan_name": plan.name, "ok": extra.get("ok", False), "peak_gib": None, "budget_gib": budget,
-                      "seconds": None, "error": why, "outcome": extra.get("outcome", "not run"),
-                      "traceback": extra.get("traceback", False)})
+            self.add(
+                {
+                    "workflow": "txt2img" if wf == "wide" else wf,
+                    "plan": label,
+                    "size": f"{w}x{h}",
+                    "plan_name": plan.name,
+                    "ok": extra.get("ok", False),
+                    "peak_gib": None,
+                    "budget_gib": budget,
+                    "seconds": None,
+                    "error": why,
+                    "outcome": extra.get("outcome", "not run"),
+                    "traceback": extra.get("traceback", False),
+                }
+            )
 
     def run_pipeline(self, root, dtype: str, workflows: list[str], prepare=None) -> None:
-        """One pipeline, loaded once with the first group's budget, then pipe.apply_plan for each later group."""
+        """One pipeline, loaded with the first group's budget, then pipe.apply_plan for each later group."""
         from newbie.errors import NewbieError
 
         s = self.setup
@@ -357,16 +425,29 @@ class Matrix:
         first_plan, first_cells = groups[0]
         # loaded as a user would: `--vram` of the first group (none for the resident one: no plan at all)
         first_wf, first_labels = next(iter(first_cells.items()))
-        first_budget = None if first_plan.name == "resident" else \
-            next((b for _, b in first_labels if b is not None), None)
+        first_budget = (
+            None
+            if first_plan.name == "resident"
+            else next((b for _, b in first_labels if b is not None), None)
+        )
         t0 = time.perf_counter()
         try:
-            pipe = load(s, root if not s.demo else None, dtype, None if s.demo else first_budget,
-                        plan_size(s, first_wf))
+            pipe = load(
+                s,
+                root if not s.demo else None,
+                dtype,
+                None if s.demo else first_budget,
+                plan_size(s, first_wf),
+            )
         except Exception as e:  # noqa: BLE001
             for plan, cells in groups:
-                self.skip(cells, plan, f"load failed: {type(e).__name__}: {e}"[:300], traceback=True,
-                          outcome="failed")
+                self.skip(
+                    cells,
+                    plan,
+                    f"load failed: {type(e).__name__}: {e}"[:300],
+                    traceback=True,
+                    outcome="failed",
+                )
             return
         load_s = time.perf_counter() - t0
         if prepare:
@@ -377,23 +458,37 @@ class Matrix:
                 continue
             t0 = time.perf_counter()
             try:
-                if s.demo or (pipe.plan is None and plan.name != "resident") or \
-                        (pipe.plan is not None and pipe.plan.name != plan.name):
+                if (
+                    s.demo
+                    or (pipe.plan is None and plan.name != "resident")
+                    or (pipe.plan is not None and pipe.plan.name != plan.name)
+                ):
                     pipe.apply_plan(plan)
-                row = {"dtype": dtype, "plan": plan.name, "describe": plan.describe(),
-                       "predicted_peak_gib": None if s.demo else round(plan.predicted_peak_gib, 2),
-                       "apply_s": round(time.perf_counter() - t0, 2),
-                       "staged": bool(pipe.residency and pipe.residency.staged),
-                       "streamers": len(pipe.residency.streamers) if pipe.residency else 0}
+                row = {
+                    "dtype": dtype,
+                    "plan": plan.name,
+                    "describe": plan.describe(),
+                    "predicted_peak_gib": None if s.demo else round(plan.predicted_peak_gib, 2),
+                    "apply_s": round(time.perf_counter() - t0, 2),
+                    "staged": bool(pipe.residency and pipe.residency.staged),
+                    "streamers": len(pipe.residency.streamers) if pipe.residency else 0,
+                }
                 if load_s is not None:
                     row["load_s"], load_s = round(load_s, 2), None
                 self.res["plans"].append(row)
             except NewbieError as e:
-                self.skip(cells, plan, str(e).splitlines()[0], outcome="refused", ok="\n" not in str(e).strip())
+                self.skip(
+                    cells, plan, str(e).splitlines()[0], outcome="refused", ok="\n" not in str(e).strip()
+                )
                 continue
             except Exception as e:  # noqa: BLE001
-                self.skip(cells, plan, f"apply_plan failed: {type(e).__name__}: {e}"[:300], traceback=True,
-                          outcome="failed")
+                self.skip(
+                    cells,
+                    plan,
+                    f"apply_plan failed: {type(e).__name__}: {e}"[:300],
+                    traceback=True,
+                    outcome="failed",
+                )
                 continue
             for wf, labels in cells.items():
                 if self.elapsed() > s.deadline:
@@ -413,11 +508,14 @@ class Matrix:
         if "fp16_overflow" in s.workflows:
             self.run_pipeline(root, "fp16", ["fp16_overflow"], prepare=lambda p: inject_overflow(p.dit))
         cells = self.res["cells"]
-        self.res["summary"] = {"cells": len(cells), "ok": sum(c["ok"] is True for c in cells),
-                               "refused": sum(c["outcome"] == "refused" for c in cells),
-                               "tracebacks": sum(c["traceback"] for c in cells),
-                               "not_run": sum(c["outcome"] == "not run" for c in cells),
-                               "seconds": round(self.elapsed(), 1)}
+        self.res["summary"] = {
+            "cells": len(cells),
+            "ok": sum(c["ok"] is True for c in cells),
+            "refused": sum(c["outcome"] == "refused" for c in cells),
+            "tracebacks": sum(c["traceback"] for c in cells),
+            "not_run": sum(c["outcome"] == "not run" for c in cells),
+            "seconds": round(self.elapsed(), 1),
+        }
         self.save()
         return self.res
 
@@ -425,11 +523,26 @@ class Matrix:
 def setup_for(args) -> Setup:
     if args.demo:
         n = args.demo_size
-        return Setup(device=args.device, demo=True, size=(n, n), wide=(n * 3 // 2, n), steps=args.steps,
-                     hires_steps=1, full_scale=1024 // n, deadline=args.deadline)
+        return Setup(
+            device=args.device,
+            demo=True,
+            size=(n, n),
+            wide=(n * 3 // 2, n),
+            steps=args.steps,
+            hires_steps=1,
+            full_scale=1024 // n,
+            deadline=args.deadline,
+        )
     w, h = (int(v) for v in args.size.lower().split("x"))
-    return Setup(device=args.device, demo=False, size=(w, h), wide=(w * 3 // 2 // 16 * 16, h), steps=args.steps,
-                 hires_steps=1, deadline=args.deadline)
+    return Setup(
+        device=args.device,
+        demo=False,
+        size=(w, h),
+        wide=(w * 3 // 2 // 16 * 16, h),
+        steps=args.steps,
+        hires_steps=1,
+        deadline=args.deadline,
+    )
 
 
 def prepare_demo(setup: Setup, folder: Path) -> None:
@@ -461,8 +574,9 @@ def prepare_full(setup: Setup, root: Path, meta: dict) -> None:
     cfg = config_from_json(cfg_file, DiTConfig()) if cfg_file.is_file() else DiTConfig()
     with torch.device("meta"):  # the LoRA's shapes, without building the 3.5B transformer's weights
         dit = NextDiT(cfg)
-    setup.inputs = write_inputs(root.parent / (root.name + "-inputs"), setup.size, linear_shapes(dit),
-                                len(dit.layers))
+    setup.inputs = write_inputs(
+        root.parent / (root.name + "-inputs"), setup.size, linear_shapes(dit), len(dit.layers)
+    )
     from gpu_check import long_xml_prompt
 
     setup.prompt = long_xml_prompt(60)
@@ -473,15 +587,24 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--demo", action="store_true", help="the embedded demo model with scaled plans")
     ap.add_argument("--demo-size", type=int, default=64, help="demo mode: the main size (a multiple of 32)")
-    ap.add_argument("--workdir", default="/tmp/newbie-full",
-                    help="full mode: the checkpoint folder (written there by gpu_check's writer when missing)")
-    ap.add_argument("--size", default="1024x1024", help="full mode: the main size (the wide row is 1.5x wider)")
+    ap.add_argument(
+        "--workdir",
+        default="/tmp/newbie-full",
+        help="full mode: the checkpoint folder (written there by gpu_check's writer when missing)",
+    )
+    ap.add_argument(
+        "--size", default="1024x1024", help="full mode: the main size (the wide row is 1.5x wider)"
+    )
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--workflows", default=",".join(WORKFLOWS + ["fp16_overflow"]))
     ap.add_argument("--plans", default=",".join(label for label, _ in LABELS))
     ap.add_argument("--deadline", type=float, default=520.0, help="seconds after start; no cell starts later")
-    ap.add_argument("--compile-limit", type=float, default=None,
-                    help="seconds one compile cell may take (default: 75 on a GPU, none on the CPU)")
+    ap.add_argument(
+        "--compile-limit",
+        type=float,
+        default=None,
+        help="seconds one compile cell may take (default: 75 on a GPU, none on the CPU)",
+    )
     ap.add_argument("--out", help="JSON file (default bench/results/matrix-<device>-<date>.json)")
     ap.add_argument("--table", metavar="JSON", help="print the markdown table of a result file and exit")
     args = ap.parse_args(argv)
@@ -490,27 +613,47 @@ def main(argv=None) -> dict | None:
         return None
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("no CUDA GPU here: use --device cpu --demo")
-    if not args.demo and not args.device == "cuda" and not (Path(args.workdir) / "vae" / "config.json").is_file():
+    if (
+        not args.demo
+        and not args.device == "cuda"
+        and not (Path(args.workdir) / "vae" / "config.json").is_file()
+    ):
         ap.error("writing the full-size checkpoint needs a GPU: use --demo, or --workdir with a model folder")
     setup = setup_for(args)
-    setup.compile_limit = args.compile_limit if args.compile_limit is not None else (75.0 if setup.cuda else 0.0)
+    setup.compile_limit = (
+        args.compile_limit if args.compile_limit is not None else (75.0 if setup.cuda else 0.0)
+    )
     if not setup.cuda:
-        torch.set_num_threads(1)  # the demo's matmuls are tiny: a second thread only spins (10x slower when busy)
+        torch.set_num_threads(
+            1
+        )  # the demo's matmuls are tiny: a second thread only spins (10x slower when busy)
     unknown = set(args.workflows.split(",")) - set(WORKFLOWS + ["fp16_overflow"])
     if unknown:
         ap.error(f"unknown workflow(s): {', '.join(sorted(unknown))}")
     setup.workflows = args.workflows.split(",")
     wanted = args.plans.split(",")
     setup.labels = [(label, b) for label, b in LABELS if label in wanted]
-    name = torch.cuda.get_device_name(0).replace("NVIDIA ", "").replace(" ", "-").lower() if setup.cuda \
+    name = (
+        torch.cuda.get_device_name(0).replace("NVIDIA ", "").replace(" ", "-").lower()
+        if setup.cuda
         else "cpu-demo"
-    meta = {"device": torch.cuda.get_device_name(0) if setup.cuda else "cpu", "torch": torch.__version__,
-            "date": date.today().isoformat(), "mode": "demo" if setup.demo else "full-size random weights",
-            "size": "x".join(map(str, setup.size)), "wide": "x".join(map(str, setup.wide)),
-            "steps": setup.steps, "hires": f"{setup.size[0] // 2}x{setup.size[1] // 2} x2, {setup.hires_steps} step",
-            "sampler": "euler", "note": (
-                "demo: each budget's full-size plan scaled to the demo model's depth; CPU, so no peak memory"
-                if setup.demo else "random weights at the real shapes: seams, memory and numerics, not quality")}
+    )
+    meta = {
+        "device": torch.cuda.get_device_name(0) if setup.cuda else "cpu",
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "mode": "demo" if setup.demo else "full-size random weights",
+        "size": "x".join(map(str, setup.size)),
+        "wide": "x".join(map(str, setup.wide)),
+        "steps": setup.steps,
+        "hires": f"{setup.size[0] // 2}x{setup.size[1] // 2} x2, {setup.hires_steps} step",
+        "sampler": "euler",
+        "note": (
+            "demo: each budget's full-size plan scaled to the demo model's depth; CPU, so no peak memory"
+            if setup.demo
+            else "random weights at the real shapes: seams, memory and numerics, not quality"
+        ),
+    }
     out = Path(args.out or HERE / "results" / f"matrix-{name}-{meta['date']}.json")
     import tempfile
 
@@ -535,8 +678,14 @@ def table(res: dict) -> str:
     rows: dict[tuple[str, str], dict[str, dict]] = {}
     for c in res["cells"]:
         rows.setdefault((c["workflow"], c["size"]), {})[c["plan"]] = c
-    head = "| workflow | " + " | ".join(f"{label} ({next(c['plan_name'] for c in res['cells'] if c['plan'] == label)})"
-                                        for label in labels) + " |"
+    head = (
+        "| workflow | "
+        + " | ".join(
+            f"{label} ({next(c['plan_name'] for c in res['cells'] if c['plan'] == label)})"
+            for label in labels
+        )
+        + " |"
+    )
     lines = [head, "|" + "---|" * (len(labels) + 1)]
     for (wf, size), by in rows.items():
         name = wf if size == res["size"] else f"{wf} {size}"

@@ -100,13 +100,13 @@ def _():
         row = {}
         for m in (4352, 4136, 8488):
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-            s = bench(lambda: torch.nn.functional.linear(x, w), 3, 10)
+            s = bench(lambda x=x, w=w: torch.nn.functional.linear(x, w), 3, 10)
             row[m] = {"ms": s * 1e3, "tflops": 2 * m * n * k / s / 1e12}
         out[name] = row
     RES["gemm"] = out
 
 
-from speed_probe_child import make_dit, make_inputs, make_step
+from speed_probe_child import make_dit, make_inputs, make_step  # noqa: E402 - after the env set-up above
 
 STATE: dict = {}
 
@@ -285,7 +285,9 @@ def _():
     mask[1, 40:] = False
     xx = torch.randn(2, 16, 128, 128, device="cuda", dtype=torch.bfloat16)
     t = torch.full((2,), 0.5, device="cuda", dtype=torch.bfloat16)
-    fwd = lambda: m(xx, t, caps, mask, return_dict=False)[0]
+    def fwd():
+        return m(xx, t, caps, mask, return_dict=False)[0]
+
     out = {}
     with torch.no_grad():
         out["eager_s"] = bench(fwd, 1, 3)

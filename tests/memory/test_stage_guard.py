@@ -1,5 +1,6 @@
-"""Memory plans on the CPU: staged and streamed plans really stage (weights swapped per stage, exactly), and a
-model used outside its stage fails at once with the stage's name, as it fails on a GPU with a device mismatch."""
+"""Memory plans on the CPU: staged and streamed plans really stage (weights swapped per stage, exactly),
+and a model used outside its stage fails at once with the stage's name, as it fails on a GPU with a device
+mismatch."""
 
 import pytest
 import torch
@@ -45,8 +46,13 @@ def test_a_model_used_outside_its_stage_fails_with_the_stage_name(pipe):
 def _denoise_once(pipe):
     dit = pipe.dit
     with torch.no_grad():
-        dit(torch.zeros(1, 16, 4, 4), torch.zeros(1), torch.zeros(1, 3, dit.cfg.cap_feat_dim), None,
-            torch.zeros(1, dit.cfg.clip_text_dim))
+        dit(
+            torch.zeros(1, 16, 4, 4),
+            torch.zeros(1),
+            torch.zeros(1, 3, dit.cfg.cap_feat_dim),
+            None,
+            torch.zeros(1, dit.cfg.clip_text_dim),
+        )
 
 
 @pytest.mark.parametrize("name", ["staged", "stream-all"])
@@ -65,3 +71,18 @@ def test_a_plan_made_for_the_full_model_streams_all_of_a_shallower_one(pipe):
     streamed = sorted(len(s.streamed) for s in pipe.residency.streamers)
     assert streamed == sorted([len(pipe.dit.layers), len(pipe.text.gemma.layers)])
     assert torch.isfinite(_gen(pipe).latents).all()
+
+
+def test_compile_under_a_streamed_plan_keeps_the_streamer_outside_the_graph():
+    # compiled blocks run their hooks too; the streamer's are host-side work that dynamo must not trace
+    # (traced, they recompiled once per block index: the demo's 8 streamed layers hit the limit of 8 and the
+    # fullgraph compile failed, as the full model's 36 would)
+    pipe = newbie.load(device="cpu", dtype="fp32")  # the demo model: 8 layers
+    torch._dynamo.reset()
+    pipe.apply_plan(plan_for(4, 1024, 1024))  # stream-all
+    ref = _gen(pipe)
+    with torch._dynamo.config.patch(recompile_limit=8):
+        pipe.compile(backend="eager")
+        out = _gen(pipe)
+    torch.testing.assert_close(out.latents, ref.latents, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()

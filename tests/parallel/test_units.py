@@ -68,3 +68,26 @@ def test_refusals_before_anything_starts(monkeypatch, tiny_model_dir):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     with pytest.raises(NewbieError, match="no CUDA GPU"):
         Placement.for_world(2, "cuda")
+
+
+def test_serve_refuses_bad_parallel_combinations(tiny_model_dir, tmp_path):
+    import argparse
+
+    from newbie.parallel.serve import parallel_service
+    from newbie.serve.cli import add_parser, run
+    from newbie.serve.limits import ApiLimits
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+
+    def args(*extra):
+        return parser.parse_args(
+            ["serve", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path), *extra]
+        )
+
+    with pytest.raises(NewbieError, match="cannot be combined with --ray"):
+        run(args("--ray", "--parallel", "sp:2"))
+    with pytest.raises(NewbieError, match="takes 2 devices per group; --device lists 3"):
+        parallel_service(args("--device", "cuda:0,cuda:1,cuda:2", "--parallel", "sp:2"), ApiLimits())
+    with pytest.raises(NewbieError, match="degree 4 must divide the model's 2 key-value heads"):
+        parallel_service(args("--device", "cpu", "--parallel", "sp:4"), ApiLimits())

@@ -76,3 +76,31 @@ def test_a_failing_rank_is_one_line_and_stops_the_others():
     with pytest.raises(NewbieError, match="^bad prompt$"):
         run_group(_refuses, (), Placement.for_world(2, "cpu"), timeout_s=300)
     assert time.monotonic() - t0 < 60
+
+
+def _killed_mid_image(rank, world, device, model_dir):
+    import newbie
+    from newbie.parallel.mesh import Layout, build_mesh
+    from newbie.parallel.runner import configure, run
+
+    mesh = build_mesh(Layout(sp=2))
+    pipe = newbie.load(model_dir, device="cpu", dtype="fp32")
+    configure(pipe, mesh)
+    if rank == 1:  # dies inside its second DiT forward, while rank 0 waits in an all-to-all
+        forward, calls = pipe.dit.forward, []
+
+        def dying(*a, **k):
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return forward(*a, **k)
+
+        pipe.dit.forward = dying
+    return run(pipe, pipe.request("1girl", seed=1, steps=4, width=64, height=48), mesh)
+
+
+def test_a_rank_killed_mid_image_ends_the_group(tiny_model_dir):
+    t0 = time.monotonic()
+    with pytest.raises(GroupFailed, match="^rank 1 of 2 was killed by SIGKILL"):
+        run_group(_killed_mid_image, (str(tiny_model_dir),), Placement.for_world(2, "cpu"), timeout_s=300)
+    assert time.monotonic() - t0 < 60

@@ -1,5 +1,6 @@
-"""ComfyUI compatibility: its initial noise, and `--from` a ComfyUI PNG built here from the node types and widget
-order of the official NewBie template (Comfy-Org/workflow_templates, image_newbieimage_exp0_1-t2i.json)."""
+"""ComfyUI compatibility: its initial noise, and `--from` a ComfyUI PNG built here from the node types and
+widget order of the official NewBie template (Comfy-Org/workflow_templates,
+image_newbieimage_exp0_1-t2i.json)."""
 
 import json
 
@@ -14,49 +15,94 @@ from newbie.pipeline.comfy_png import read_comfy_png, settings_from_graph, workf
 from newbie.pipeline.recipe import Recipe
 from newbie.sampling.schedules import flow_sigmas, simple_sigmas
 
-TEMPLATE = ("You are an assistant designed to generate high-quality anime images with the highest degree of "
-            "image-text alignment based on xml format textual prompts. <Prompt Start>\n{user_prompt}")
+TEMPLATE = (
+    "You are an assistant designed to generate high-quality anime images with the highest degree of "
+    "image-text alignment based on xml format textual prompts. <Prompt Start>\n{user_prompt}"
+)
 USER = "<character_1><gender>1girl</gender></character_1>"
 NEG = "You are an assistant designed to generate low-quality images based on textual prompts. <Prompt Start>"
 
 
-def api_graph(seed=27582042565232, steps=20, cfg=5.5, sampler="res_multistep", scheduler="simple", shift=6,
-              width=1024, height=1536, batch=1):
+def api_graph(
+    seed=27582042565232,
+    steps=20,
+    cfg=5.5,
+    sampler="res_multistep",
+    scheduler="simple",
+    shift=6,
+    width=1024,
+    height=1536,
+    batch=1,
+):
     """The `prompt` chunk ComfyUI writes for the template: subgraph nodes flattened to "41:<inner id>"."""
     return {
         "47": {"class_type": "PrimitiveStringMultiline", "inputs": {"value": TEMPLATE}},
         "48": {"class_type": "PrimitiveStringMultiline", "inputs": {"value": USER}},
         "44": {"class_type": "PrimitiveStringMultiline", "inputs": {"value": "a caption"}},
-        "43": {"class_type": "StringReplace", "inputs": {"string": ["47", 0], "find": "{user_prompt}",
-                                                          "replace": ["48", 0]}},
-        "46": {"class_type": "StringReplace", "inputs": {"string": ["43", 0], "find": "{caption}",
-                                                          "replace": ["44", 0]}},
-        "41:30": {"class_type": "UNETLoader", "inputs": {"unet_name": "NewBie-Image-Exp0.1-bf16.safetensors",
-                                                          "weight_dtype": "default"}},
+        "43": {
+            "class_type": "StringReplace",
+            "inputs": {"string": ["47", 0], "find": "{user_prompt}", "replace": ["48", 0]},
+        },
+        "46": {
+            "class_type": "StringReplace",
+            "inputs": {"string": ["43", 0], "find": "{caption}", "replace": ["44", 0]},
+        },
+        "41:30": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": "NewBie-Image-Exp0.1-bf16.safetensors", "weight_dtype": "default"},
+        },
         "41:32": {"class_type": "ModelSamplingAuraFlow", "inputs": {"shift": shift, "model": ["41:30", 0]}},
-        "41:34": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "gemma_3_4b_it_bf16.safetensors",
-                                                              "clip_name2": "jina_clip_v2_bf16.safetensors",
-                                                              "type": "newbie", "device": "default"}},
-        "41:31": {"class_type": "EmptySD3LatentImage", "inputs": {"width": width, "height": height,
-                                                                   "batch_size": batch}},
+        "41:34": {
+            "class_type": "DualCLIPLoader",
+            "inputs": {
+                "clip_name1": "gemma_3_4b_it_bf16.safetensors",
+                "clip_name2": "jina_clip_v2_bf16.safetensors",
+                "type": "newbie",
+                "device": "default",
+            },
+        },
+        "41:31": {
+            "class_type": "EmptySD3LatentImage",
+            "inputs": {"width": width, "height": height, "batch_size": batch},
+        },
         "41:43": {"class_type": "CLIPTextEncode", "inputs": {"text": ["46", 0], "clip": ["41:34", 0]}},
         "41:49": {"class_type": "CLIPTextEncode", "inputs": {"text": NEG, "clip": ["41:34", 0]}},
-        "41:3": {"class_type": "KSampler", "inputs": {
-            "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler, "scheduler": scheduler,
-            "denoise": 1, "model": ["41:32", 0], "positive": ["41:43", 0], "negative": ["41:49", 0],
-            "latent_image": ["41:31", 0]}},
+        "41:3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": cfg,
+                "sampler_name": sampler,
+                "scheduler": scheduler,
+                "denoise": 1,
+                "model": ["41:32", 0],
+                "positive": ["41:43", 0],
+                "negative": ["41:49", 0],
+                "latent_image": ["41:31", 0],
+            },
+        },
         "41:26": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
         "41:8": {"class_type": "VAEDecode", "inputs": {"samples": ["41:3", 0], "vae": ["41:26", 0]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "NewBie-Image-Exp0.1",
-                                                    "images": ["41:8", 0]}},
+        "9": {
+            "class_type": "SaveImage",
+            "inputs": {"filename_prefix": "NewBie-Image-Exp0.1", "images": ["41:8", 0]},
+        },
     }
 
 
 def workflow(seed=27582042565232, steps=20, width=1024, height=1536):
     """The `workflow` chunk: the template's editor graph (a subgraph instance with promoted widgets)."""
+
     def node(nid, kind, widgets, inputs=(), mode=0, **extra):
-        return {"id": nid, "type": kind, "mode": mode, "widgets_values": list(widgets),
-                "inputs": [{"name": n, "type": "X", "link": l} for n, l in inputs], **extra}
+        return {
+            "id": nid,
+            "type": kind,
+            "mode": mode,
+            "widgets_values": list(widgets),
+            "inputs": [{"name": n, "type": "X", "link": link} for n, link in inputs],
+            **extra,
+        }
 
     sub = "200c18f2-7c51-4b4a-bf17-293f2f691b1b"
     return {
@@ -68,40 +114,110 @@ def workflow(seed=27582042565232, steps=20, width=1024, height=1536):
             node(43, "StringReplace", ["", "{user_prompt}", ""], [("string", 71), ("replace", 72)]),
             node(48, "PrimitiveStringMultiline", [USER]),
             node(37, "MarkdownNote", ["notes"]),
-            node(41, sub, ["", NEG, None, None, None, None, "NewBie-Image-Exp0.1-bf16.safetensors",
-                           "gemma_3_4b_it_bf16.safetensors", "jina_clip_v2_bf16.safetensors", "ae.safetensors"],
-                 [("text", 76)], properties={"proxyWidgets": [
-                     ["-1", "text"], ["-1", "text_1"], ["3", "seed"], ["3", "control_after_generate"],
-                     ["31", "width"], ["31", "height"], ["-1", "unet_name"], ["-1", "clip_name1"],
-                     ["-1", "clip_name2"], ["-1", "vae_name"]]}),
+            node(
+                41,
+                sub,
+                [
+                    "",
+                    NEG,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "NewBie-Image-Exp0.1-bf16.safetensors",
+                    "gemma_3_4b_it_bf16.safetensors",
+                    "jina_clip_v2_bf16.safetensors",
+                    "ae.safetensors",
+                ],
+                [("text", 76)],
+                properties={
+                    "proxyWidgets": [
+                        ["-1", "text"],
+                        ["-1", "text_1"],
+                        ["3", "seed"],
+                        ["3", "control_after_generate"],
+                        ["31", "width"],
+                        ["31", "height"],
+                        ["-1", "unet_name"],
+                        ["-1", "clip_name1"],
+                        ["-1", "clip_name2"],
+                        ["-1", "vae_name"],
+                    ]
+                },
+            ),
         ],
-        "links": [[70, 41, 0, 9, 0, "IMAGE"], [71, 47, 0, 43, 0, "STRING"], [72, 48, 0, 43, 1, "STRING"],
-                  [73, 43, 0, 46, 0, "STRING"], [74, 44, 0, 46, 1, "STRING"], [76, 46, 0, 41, 0, "STRING"]],
-        "definitions": {"subgraphs": [{
-            "id": sub, "name": "NewBie Image Exp0.1",
-            "inputs": [{"name": n} for n in ("text", "text_1", "unet_name", "clip_name1", "clip_name2",
-                                               "vae_name")],
-            "nodes": [
-                node(32, "ModelSamplingAuraFlow", [6], [("model", 53)]),
-                node(30, "UNETLoader", ["NewBie-Image-Exp0.1-bf16.safetensors", "default"], [("unet_name", 88)]),
-                node(26, "VAELoader", ["ae.safetensors"], [("vae_name", 91)]),
-                node(34, "DualCLIPLoader", ["gemma", "jina", "newbie", "default"],
-                     [("clip_name1", 89), ("clip_name2", 90)]),
-                node(8, "VAEDecode", [], [("samples", 7), ("vae", 42)]),
-                node(31, "EmptySD3LatentImage", [width, height, 1]),
-                node(3, "KSampler", [seed, "fixed", steps, 5.5, "res_multistep", "simple", 1],
-                     [("model", 50), ("positive", 73), ("negative", 80), ("latent_image", 48)]),
-                node(43, "CLIPTextEncode", [""], [("clip", 70), ("text", 86)]),
-                node(49, "CLIPTextEncode", ["ignored: the instance's text_1 widget wins"],
-                     [("clip", 77), ("text", 87)]),
-            ],
-            "links": [{"id": i, "origin_id": o, "origin_slot": os_, "target_id": t, "target_slot": ts}
-                      for i, o, os_, t, ts in [
-                          (53, 30, 0, 32, 0), (7, 3, 0, 8, 0), (42, 26, 0, 8, 1), (50, 32, 0, 3, 0),
-                          (48, 31, 0, 3, 3), (9, 8, 0, -20, 0), (70, 34, 0, 43, 0), (73, 43, 0, 3, 1),
-                          (77, 34, 0, 49, 0), (80, 49, 0, 3, 2), (86, -10, 0, 43, 1), (87, -10, 1, 49, 1),
-                          (88, -10, 2, 30, 0), (89, -10, 3, 34, 0), (90, -10, 4, 34, 1), (91, -10, 5, 26, 0)]],
-        }]},
+        "links": [
+            [70, 41, 0, 9, 0, "IMAGE"],
+            [71, 47, 0, 43, 0, "STRING"],
+            [72, 48, 0, 43, 1, "STRING"],
+            [73, 43, 0, 46, 0, "STRING"],
+            [74, 44, 0, 46, 1, "STRING"],
+            [76, 46, 0, 41, 0, "STRING"],
+        ],
+        "definitions": {
+            "subgraphs": [
+                {
+                    "id": sub,
+                    "name": "NewBie Image Exp0.1",
+                    "inputs": [
+                        {"name": n}
+                        for n in ("text", "text_1", "unet_name", "clip_name1", "clip_name2", "vae_name")
+                    ],
+                    "nodes": [
+                        node(32, "ModelSamplingAuraFlow", [6], [("model", 53)]),
+                        node(
+                            30,
+                            "UNETLoader",
+                            ["NewBie-Image-Exp0.1-bf16.safetensors", "default"],
+                            [("unet_name", 88)],
+                        ),
+                        node(26, "VAELoader", ["ae.safetensors"], [("vae_name", 91)]),
+                        node(
+                            34,
+                            "DualCLIPLoader",
+                            ["gemma", "jina", "newbie", "default"],
+                            [("clip_name1", 89), ("clip_name2", 90)],
+                        ),
+                        node(8, "VAEDecode", [], [("samples", 7), ("vae", 42)]),
+                        node(31, "EmptySD3LatentImage", [width, height, 1]),
+                        node(
+                            3,
+                            "KSampler",
+                            [seed, "fixed", steps, 5.5, "res_multistep", "simple", 1],
+                            [("model", 50), ("positive", 73), ("negative", 80), ("latent_image", 48)],
+                        ),
+                        node(43, "CLIPTextEncode", [""], [("clip", 70), ("text", 86)]),
+                        node(
+                            49,
+                            "CLIPTextEncode",
+                            ["ignored: the instance's text_1 widget wins"],
+                            [("clip", 77), ("text", 87)],
+                        ),
+                    ],
+                    "links": [
+                        {"id": i, "origin_id": o, "origin_slot": os_, "target_id": t, "target_slot": ts}
+                        for i, o, os_, t, ts in [
+                            (53, 30, 0, 32, 0),
+                            (7, 3, 0, 8, 0),
+                            (42, 26, 0, 8, 1),
+                            (50, 32, 0, 3, 0),
+                            (48, 31, 0, 3, 3),
+                            (9, 8, 0, -20, 0),
+                            (70, 34, 0, 43, 0),
+                            (73, 43, 0, 3, 1),
+                            (77, 34, 0, 49, 0),
+                            (80, 49, 0, 3, 2),
+                            (86, -10, 0, 43, 1),
+                            (87, -10, 1, 49, 1),
+                            (88, -10, 2, 30, 0),
+                            (89, -10, 3, 34, 0),
+                            (90, -10, 4, 34, 1),
+                            (91, -10, 5, 26, 0),
+                        ]
+                    ],
+                }
+            ]
+        },
         "version": 0.4,
     }
 
@@ -130,31 +246,57 @@ def test_request_fields_and_bad_values(tiny_pipeline):
     assert torch.equal(tiny_pipeline.schedule(req), flow_sigmas(7, 6.0))
     req = tiny_pipeline.request("1girl", steps=7, shift=6.0, schedule="simple")
     assert torch.equal(tiny_pipeline.schedule(req), simple_sigmas(7, 6.0))
-    for kwargs, message in (({"noise": "gpu"}, "unknown noise 'gpu'"), ({"schedule": "karras"}, "unknown schedule")):
+    for kwargs, message in (
+        ({"noise": "gpu"}, "unknown noise 'gpu'"),
+        ({"schedule": "karras"}, "unknown schedule"),
+    ):
         with pytest.raises(NewbieError, match=message):
             tiny_pipeline.request("1girl", **kwargs)
 
 
 def test_comfy_settings_are_recorded_and_remade_bit_for_bit(tiny_pipeline):
-    gen = tiny_pipeline.generate("1girl", seed=5, steps=3, width=32, height=32, batch=2, noise="comfy",
-                                 schedule="simple", sampler="res_multistep")
+    gen = tiny_pipeline.generate(
+        "1girl",
+        seed=5,
+        steps=3,
+        width=32,
+        height=32,
+        batch=2,
+        noise="comfy",
+        schedule="simple",
+        sampler="res_multistep",
+    )
     rec = gen.recipes[1]
-    assert (rec.noise, rec.schedule, rec.sampler, rec.seed, rec.batch_index) == ("comfy", "simple",
-                                                                                 "res_multistep", 6, 1)
+    assert (rec.noise, rec.schedule, rec.sampler, rec.seed, rec.batch_index) == (
+        "comfy",
+        "simple",
+        "res_multistep",
+        6,
+        1,
+    )
     again = tiny_pipeline.remake(Recipe.from_json(rec.to_json()))
     assert torch.equal(again.latents, gen.latents[1:2])
     old = json.loads(rec.to_json())
     del old["noise"], old["schedule"]  # a recipe written before these fields existed
-    assert (Recipe.from_json(json.dumps(old)).noise, Recipe.from_json(json.dumps(old)).schedule) == ("newbie",
-                                                                                                     "uniform")
+    assert (Recipe.from_json(json.dumps(old)).noise, Recipe.from_json(json.dumps(old)).schedule) == (
+        "newbie",
+        "uniform",
+    )
 
 
 def test_template_prompt_graph_maps_to_settings():
     s, notes = settings_from_graph(api_graph())
     assert s.prompt == TEMPLATE.replace("{user_prompt}", USER) and s.negative == NEG
-    assert (s.seed, s.steps, s.cfg, s.sampler, s.schedule, s.shift) == (27582042565232, 20, 5.5, "res_multistep",
-                                                                         "simple", 6.0)
-    assert (s.width, s.height, s.batch, s.noise, s.cfg_trunc, s.renorm_cfg) == (1024, 1536, 1, "comfy", 1.0, 0.0)
+    assert (s.seed, s.steps, s.cfg, s.sampler, s.schedule, s.shift) == (
+        27582042565232,
+        20,
+        5.5,
+        "res_multistep",
+        "simple",
+        6.0,
+    )
+    assert (s.width, s.height, s.batch, s.noise) == (1024, 1536, 1, "comfy")
+    assert (s.cfg_trunc, s.renorm_cfg) == (1.0, 0.0)  # ComfyUI's KSampler: plain CFG on every step
     assert not [n for n in notes if n.startswith("could not map")]
 
 
@@ -173,7 +315,8 @@ def test_unmapped_settings_become_notes():
 
 def test_workflow_chunk_gives_the_same_settings_as_the_prompt_chunk():
     graph = workflow_to_api(workflow())
-    assert graph["41:3"]["inputs"]["seed"] == 27582042565232 and graph["41:3"]["inputs"]["model"] == ["41:32", 0]
+    ks = graph["41:3"]["inputs"]
+    assert ks["seed"] == 27582042565232 and ks["model"] == ["41:32", 0]
     from_workflow, _ = settings_from_graph(graph)
     from_prompt, _ = settings_from_graph(api_graph())
     assert from_workflow == from_prompt
@@ -195,26 +338,54 @@ def run(capsys, *argv):
 
 
 def test_generate_from_a_comfyui_png(tiny_model_dir, tmp_path, capsys):
-    src = write_png(tmp_path / "comfy.png", prompt=api_graph(steps=3, width=48, height=32, batch=2,
-                                                             scheduler="beta"))
+    src = write_png(
+        tmp_path / "comfy.png", prompt=api_graph(steps=3, width=48, height=32, batch=2, scheduler="beta")
+    )
     out = tmp_path / "remade.png"
-    code, stdout, err = run(capsys, "generate", "--from", str(src), "--model", str(tiny_model_dir),
-                            "--out", str(out), "--quiet")
+    code, stdout, err = run(
+        capsys, "generate", "--from", str(src), "--model", str(tiny_model_dir), "--out", str(out), "--quiet"
+    )
     assert code == 0, err
     assert "could not map: scheduler 'beta'" in err
     with Image.open(tmp_path / "remade-2.png") as im:
         rec = Recipe.from_json(im.info["newbie"])
         assert im.size == (48, 32)
-    assert (rec.noise, rec.schedule, rec.sampler, rec.steps, rec.cfg, rec.seed) == ("comfy", "simple",
-                                                                                    "res_multistep", 3, 5.5,
-                                                                                    27582042565233)
+    assert (rec.noise, rec.schedule, rec.sampler, rec.steps, rec.cfg, rec.seed) == (
+        "comfy",
+        "simple",
+        "res_multistep",
+        3,
+        5.5,
+        27582042565233,
+    )
     # flags on the command line override the graph
-    code, _, err = run(capsys, "generate", "--from", str(src), "--model", str(tiny_model_dir), "--out",
-                       str(tmp_path / "o.png"), "--quiet", "--steps", "2")
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--from",
+        str(src),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp_path / "o.png"),
+        "--quiet",
+        "--steps",
+        "2",
+    )
     assert code == 0, err
     with Image.open(tmp_path / "o-1.png") as im:
         assert Recipe.from_json(im.info["newbie"]).steps == 2
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(plain)
     code, _, err = run(capsys, "generate", "--from", str(plain), "--model", str(tiny_model_dir))
-    assert code == 2 and "neither a newbie recipe nor a ComfyUI graph" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "neither a newbie recipe nor a ComfyUI graph" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_prompt_carrying_its_own_system_prompt_is_read_as_written():
+    from newbie.config import TextConfig
+    from newbie.model.text import gemma_text
+
+    cfg, text = TextConfig(), TEMPLATE.replace("{user_prompt}", USER)
+    assert gemma_text(text, cfg) == text and gemma_text(NEG, cfg) == NEG  # as ComfyUI feeds Gemma
+    assert gemma_text(USER, cfg) == cfg.system_prompt_xml + USER  # newbie's own prompts are unchanged

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from newbie.sampling.samplers import SAMPLERS, euler, res_multistep
-from newbie.sampling.schedules import (comfy_sigma_table, flow_sigmas, schedule_sigmas, simple_img2img_sigmas,
-                                       simple_sigmas)
+from newbie.sampling.schedules import (
+    comfy_sigma_table,
+    flow_sigmas,
+    schedule_sigmas,
+    simple_img2img_sigmas,
+    simple_sigmas,
+)
 
 
 def _linear_in_t_model(a, b):
@@ -41,7 +46,8 @@ def test_second_order_steps_are_exact_for_a_data_prediction_linear_in_log_sigma(
 
 def test_one_step_matches_the_published_coefficients():
     # RES second-order multistep (arXiv 2308.02157) as ComfyUI states it, in tensors: h = t_next - t,
-    # c2 = (t_prev - t) / h, b1 = phi1(-h) - phi2(-h) / c2, b2 = phi2(-h) / c2, x' = e^-h x + h (b1 D + b2 D_prev).
+    # c2 = (t_prev - t) / h, b1 = phi1(-h) - phi2(-h) / c2, b2 = phi2(-h) / c2,
+    # x' = e^-h x + h (b1 D + b2 D_prev).
     torch.manual_seed(1)
     d_prev, d_now, x = (torch.randn(5, dtype=torch.float64) for _ in range(3))
     s_prev, s, s_next = 0.9, 0.7, 0.45
@@ -66,14 +72,19 @@ def test_one_step_matches_the_published_coefficients():
 def test_last_step_lands_on_the_data_prediction_and_reports_every_step():
     data = torch.randn(2, 3, dtype=torch.float64)
     seen = []
-    out = res_multistep(lambda x, s: (x - data) / s, torch.randn(2, 3, dtype=torch.float64),
-                        flow_sigmas(5, 6.0), callback=seen.append)
+    out = res_multistep(
+        lambda x, s: (x - data) / s,
+        torch.randn(2, 3, dtype=torch.float64),
+        flow_sigmas(5, 6.0),
+        callback=seen.append,
+    )
     torch.testing.assert_close(out, data, rtol=1e-12, atol=1e-12)
     assert [i["step"] for i in seen] == [1, 2, 3, 4, 5] and "res_multistep" in SAMPLERS
 
 
 def test_simple_schedule_picks_comfyui_table_entries():
-    # ModelSamplingDiscreteFlow: sigma(k / 1000), k = 1..1000, float32; simple: entry -(1 + int(i * 1000 / steps))
+    # ModelSamplingDiscreteFlow: sigma(k / 1000), k = 1..1000, float32;
+    # simple: entry -(1 + int(i * 1000 / steps))
     table = comfy_sigma_table(6.0)
     assert table.dtype == torch.float32 and len(table) == 1000 and table[-1] == 1.0
     k = torch.arange(1, 1001, dtype=torch.float64) / 1000

@@ -1,5 +1,6 @@
-"""`newbie` command line: parse -> load -> generate -> save. Errors are one line on stderr (newbie.errors.describe):
-exit 2 for bad input, 1 for a failed run; the traceback only with --debug or NEWBIE_DEBUG=1."""
+"""`newbie` command line: parse -> load -> generate -> save. Errors are one line on stderr
+(newbie.errors.describe): exit 2 for bad input, 1 for a failed run; the traceback only with --debug or
+NEWBIE_DEBUG=1."""
 
 from __future__ import annotations
 

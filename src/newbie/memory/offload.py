@@ -34,10 +34,11 @@ def guard(holder, module: nn.Module, stage: str, exclude: tuple[nn.Module, ...] 
     not hooked, so regional torch.compile of the repeated blocks never sees these hooks."""
     skip = {id(e) for e in exclude}
 
+    @torch.compiler.disable  # a compiled module (the VAE decoder) runs it eagerly instead of guarding on it
     def check(mod, args):
         if not holder.loaded:
             raise OffloadedUse(f"{type(mod).__name__} ran outside the '{stage}' stage while its weights are "
-                               f"offloaded to the CPU (a memory plan is active; run it inside pipe.stage('{stage}'))")
+                               f"offloaded to the CPU (a memory plan is active; use pipe.stage('{stage}'))")
 
     for m in (module, *module.children()):
         if id(m) not in skip and not isinstance(m, (nn.ModuleList, nn.ModuleDict)):
@@ -100,9 +101,13 @@ class BlockStreamer:
         self.copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
         self.inflight: dict[int, tuple[list[torch.Tensor], object]] = {}
         self.handles = []
+        # Host-side work (copies, events, .data swaps) that torch.compile must not trace: a compiled block
+        # runs its hooks too, and traced they recompile once per block index until the recompile limit fails
+        # a fullgraph compile (issue 13). Eager, they stay outside the block's one graph.
+        eager = torch.compiler.disable
         for i in self.streamed:
-            self.handles.append(blocks[i].register_forward_pre_hook(lambda m, a, i=i: self._enter(i)))
-            self.handles.append(blocks[i].register_forward_hook(lambda m, a, o, i=i: self._leave(i)))
+            self.handles.append(blocks[i].register_forward_pre_hook(eager(lambda m, a, i=i: self._enter(i))))
+            self.handles.append(blocks[i].register_forward_hook(eager(lambda m, a, o, i=i: self._leave(i))))
 
     def _start(self, i: int) -> None:
         if i in self.inflight:

@@ -139,7 +139,8 @@ class NextDiT(nn.Module):
         self.layers = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_layers)])
         self.final_layer = FinalLayer(cfg)
         self.sequence_parallel: SequenceGroup | None = None  # set once per process; see newbie.parallel.sequence
-        # `norm_final` of the checkpoint is never used by the reference forward; it is not built (loading/dit.py drops it).
+        # `norm_final` of the checkpoint is never used by the reference forward; it is not built (the
+        # loader in loading/dit.py drops it).
 
     def blocks(self):
         """Every transformer block (joint layers and both refiners): what compile, the fp16 clamp and the
@@ -211,8 +212,9 @@ class NextDiT(nn.Module):
         for block in self.noise_refiner:
             img = block(img, img_rope, None, adaln)
 
-        # Joint sequence [caption (padded) | image]: padding keys are masked, and image positions start at each
-        # sample's valid caption length, so this equals the reference's packed [valid caption | image] layout.
+        # Joint sequence [caption (padded) | image]: padding keys are masked, and image positions start at
+        # each sample's valid caption length, so this equals the reference's packed [valid caption | image]
+        # layout.
         joint = torch.cat([cap, img], dim=1)
         joint_mask = None
         if cap_mask is not None:

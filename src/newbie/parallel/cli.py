@@ -94,6 +94,8 @@ def cmd_generate_parallel(args) -> int:
         batch=args.batch,
         cfg_trunc=args.cfg_trunc,
         renorm_cfg=args.renorm_cfg,
+        noise=getattr(args, "noise", None),
+        schedule=getattr(args, "schedule", None),
         **request_kwargs(args),
     )
     if not args.quiet:

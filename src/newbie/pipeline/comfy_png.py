@@ -5,12 +5,13 @@ an input is a value or a link [source id, output slot]; subgraphs already flatte
 `workflow`, the editor's graph (nodes with positional `widgets_values`, a links table, subgraph definitions).
 We read `prompt` when present (it is what ran) and fall back to `workflow`, converted to the same API form.
 
-From the sampler node (KSampler, KSamplerAdvanced or SamplerCustom) we follow links to the positive and negative
-CLIPTextEncode texts (through the string nodes the official template uses), the latent node's size and batch, and
-ModelSamplingAuraFlow/SD3's shift. Everything is mapped to newbie's names with ComfyUI's initial noise
-(noise="comfy") and, for the `simple` scheduler, its exact sigma grid (schedule="simple"); whatever has no
-equivalent becomes a note "could not map: ...". The official template: Comfy-Org/workflow_templates,
-templates/image_newbieimage_exp0_1-t2i.json (KSampler res_multistep, 20 steps, cfg 5.5, simple, shift 6).
+From the sampler node (KSampler, KSamplerAdvanced or SamplerCustom) we follow links to the positive and
+negative CLIPTextEncode texts (through the string nodes the official template uses), the latent node's size
+and batch, and ModelSamplingAuraFlow/SD3's shift. Everything is mapped to newbie's names with ComfyUI's
+initial noise (noise="comfy") and, for the `simple` scheduler, its exact sigma grid (schedule="simple");
+whatever has no equivalent becomes a note "could not map: ...". The official template:
+Comfy-Org/workflow_templates, templates/image_newbieimage_exp0_1-t2i.json (KSampler res_multistep,
+20 steps, cfg 5.5, simple, shift 6)
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from newbie.pipeline.request import Settings
 SAMPLER_MAP = {
     "res_multistep": ("res_multistep", None),
     "euler": ("euler", None),
-    "dpmpp_2m": ("dpmpp_2m", "dpmpp_2m: newbie steps in the flow log-SNR, ComfyUI in -log(sigma) "
-                             "(same sampler family, not the same picture)"),
+    "dpmpp_2m": (
+        "dpmpp_2m",
+        "dpmpp_2m: newbie steps in the flow log-SNR, ComfyUI in -log(sigma) "
+        "(same sampler family, not the same picture)",
+    ),
 }
 # ComfyUI scheduler -> our schedule. Only `simple` is reproduced exactly.
 SCHEDULER_MAP = {"simple": "simple"}
@@ -39,8 +43,18 @@ MODEL_LOADERS = ("UNETLoader", "CheckpointLoaderSimple", "DiffusionModelLoader")
 # Editor widgets in `widgets_values` order (seeds are followed by the frontend's control_after_generate).
 WIDGETS = {
     "KSampler": ("seed", None, "steps", "cfg", "sampler_name", "scheduler", "denoise"),
-    "KSamplerAdvanced": ("add_noise", "noise_seed", None, "steps", "cfg", "sampler_name", "scheduler",
-                         "start_at_step", "end_at_step", "return_with_leftover_noise"),
+    "KSamplerAdvanced": (
+        "add_noise",
+        "noise_seed",
+        None,
+        "steps",
+        "cfg",
+        "sampler_name",
+        "scheduler",
+        "start_at_step",
+        "end_at_step",
+        "return_with_leftover_noise",
+    ),
     "SamplerCustom": ("add_noise", "noise_seed", None, "cfg"),
     "KSamplerSelect": ("sampler_name",),
     "BasicScheduler": ("scheduler", "steps", "denoise"),
@@ -109,8 +123,14 @@ def read_comfy_png(path: Path, info: dict | None = None) -> ComfyImport:
 
 # -- the API graph --
 
+
 def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], (str, int))
+        and isinstance(value[1], int)
+    )
 
 
 class _Graph:
@@ -135,8 +155,13 @@ class _Graph:
             raise NewbieError("the graph has a link cycle")
         key, src = self.node(link)
         kind = src["class_type"]
-        if kind in ("PrimitiveStringMultiline", "PrimitiveString", "PrimitiveInt", "PrimitiveFloat",
-                    "PrimitiveBoolean"):
+        if kind in (
+            "PrimitiveStringMultiline",
+            "PrimitiveString",
+            "PrimitiveInt",
+            "PrimitiveFloat",
+            "PrimitiveBoolean",
+        ):
             return self.value(src, "value", notes, depth + 1)
         if kind == "StringReplace":
             s, find, rep = (self.value(src, n, notes, depth + 1) for n in ("string", "find", "replace"))
@@ -149,7 +174,7 @@ class _Graph:
         raise NewbieError(f"node {key} ({kind}) computes a value newbie cannot evaluate")
 
     def find(self, start, kinds: tuple[str, ...], through: str, depth: int = 0) -> tuple[str, dict] | None:
-        """Walk input `through` upstream from a link until a node of `kinds` (None at a loader or a dead end)."""
+        """Walk input `through` upstream from a link to a node of `kinds` (None at a loader or dead end)."""
         while _is_link(start) and depth < 50:
             key, node = self.node(start)
             if node["class_type"] in kinds:
@@ -164,8 +189,11 @@ def _sampler_node(g: _Graph, notes: list[str]) -> tuple[str, dict]:
         kinds = sorted({n["class_type"] for n in g.nodes.values()})
         raise NewbieError(f"no KSampler/KSamplerAdvanced/SamplerCustom node (nodes: {', '.join(kinds[:12])})")
     # the first pass: the sampler whose latent does not come out of another sampler
-    firsts = [(k, n) for k, n in found
-              if g.find(n.get("inputs", {}).get("latent_image"), SAMPLER_NODES, "samples") is None]
+    firsts = [
+        (k, n)
+        for k, n in found
+        if g.find(n.get("inputs", {}).get("latent_image"), SAMPLER_NODES, "samples") is None
+    ]
     key, node = (firsts or found)[0]
     if len(found) > 1:
         others = ", ".join(f"{k} ({n['class_type']})" for k, n in found if k != key)
@@ -181,14 +209,26 @@ def _text(g: _Graph, sampler: dict, which: str, notes: list[str]) -> str:
     while node["class_type"] != "CLIPTextEncode":
         kind = node["class_type"]
         if kind == "ConditioningZeroOut":
-            notes.append(f"could not map: {which} is ConditioningZeroOut (zeroed embeddings); used an empty "
-                         f"{which} prompt")
+            notes.append(
+                f"could not map: {which} is ConditioningZeroOut (zeroed embeddings); used an empty "
+                f"{which} prompt"
+            )
             return ""
-        inner = next((v for n, v in node.get("inputs", {}).items() if _is_link(v) and n in
-                      ("conditioning", "conditioning_to", "conditioning_1")), None)
+        inner = next(
+            (
+                v
+                for n, v in node.get("inputs", {}).items()
+                if _is_link(v) and n in ("conditioning", "conditioning_to", "conditioning_1")
+            ),
+            None,
+        )
         if inner is None:
-            raise NewbieError(f"the {which} conditioning comes from node {key} ({kind}), not a CLIPTextEncode")
-        notes.append(f"could not map: node {key} ({kind}) on the {which} conditioning; used the text it wraps")
+            raise NewbieError(
+                f"the {which} conditioning comes from node {key} ({kind}), not a CLIPTextEncode"
+            )
+        notes.append(
+            f"could not map: node {key} ({kind}) on the {which} conditioning; used the text it wraps"
+        )
         key, node = g.node(inner)
     text = g.value(node, "text", notes)
     if not isinstance(text, str):
@@ -215,9 +255,13 @@ def settings_from_graph(graph: dict) -> tuple[Settings, list[str]]:
         sel = g.find(inputs.get("sampler"), ("KSamplerSelect",), "sampler")
         sched = g.find(inputs.get("sigmas"), ("BasicScheduler",), "sigmas")
         if sel is None or sched is None:
-            raise NewbieError(f"SamplerCustom node {key}: its sampler/sigmas do not come from KSamplerSelect/"
-                              f"BasicScheduler")
-        sampler_name, scheduler = g.value(sel[1], "sampler_name", notes), g.value(sched[1], "scheduler", notes)
+            raise NewbieError(
+                f"SamplerCustom node {key}: its sampler/sigmas do not come from KSamplerSelect/BasicScheduler"
+            )
+        sampler_name, scheduler = (
+            g.value(sel[1], "sampler_name", notes),
+            g.value(sched[1], "scheduler", notes),
+        )
         steps, denoise = g.value(sched[1], "steps", notes), g.value(sched[1], "denoise", notes)
         add_noise = val("add_noise")
     else:
@@ -228,30 +272,42 @@ def settings_from_graph(graph: dict) -> tuple[Settings, list[str]]:
         if kind == "KSamplerAdvanced":
             start, end = val("start_at_step"), val("end_at_step")
             if (start or 0) > 0 or (isinstance(end, (int, float)) and end < _number(steps, "steps", int)):
-                notes.append(f"could not map: KSamplerAdvanced steps {start}..{end} of {steps} (a partial pass); "
-                             f"ran all {steps}")
+                notes.append(
+                    f"could not map: KSamplerAdvanced steps {start}..{end} of {steps} (a partial pass); "
+                    f"ran all {steps}"
+                )
             if val("return_with_leftover_noise") == "enable":
                 notes.append("could not map: return_with_leftover_noise (newbie always finishes at sigma 0)")
     if add_noise in (False, "disable"):
         notes.append("could not map: add_noise disabled (newbie always starts from noise)")
 
-    settings = {"seed": _number(seed, "seed", int), "steps": _number(steps, "steps", int),
-                "cfg": _number(val("cfg"), "cfg"), "noise": "comfy"}
+    settings = {
+        "seed": _number(seed, "seed", int),
+        "steps": _number(steps, "steps", int),
+        "cfg": _number(val("cfg"), "cfg"),
+        "noise": "comfy",
+    }
     if sampler_name in SAMPLER_MAP:
         settings["sampler"], note = SAMPLER_MAP[sampler_name]
         if note:
             notes.append(f"could not map exactly: {note}")
     else:
         settings["sampler"] = "res_multistep"
-        notes.append(f"could not map: sampler '{sampler_name}' (newbie has {', '.join(SAMPLER_MAP)}); "
-                     f"used res_multistep")
+        notes.append(
+            f"could not map: sampler '{sampler_name}' (newbie has {', '.join(SAMPLER_MAP)}); "
+            f"used res_multistep"
+        )
     if scheduler in SCHEDULER_MAP:
         settings["schedule"] = SCHEDULER_MAP[scheduler]
     else:
         settings["schedule"] = "simple"
-        notes.append(f"could not map: scheduler '{scheduler}' (newbie has simple and its own uniform); used simple")
+        notes.append(
+            f"could not map: scheduler '{scheduler}' (newbie has simple and its own uniform); used simple"
+        )
     if denoise is not None and _number(denoise, "denoise") < 1.0:
-        notes.append(f"could not map: denoise {denoise} without an input image; ran text-to-image (denoise 1)")
+        notes.append(
+            f"could not map: denoise {denoise} without an input image; ran text-to-image (denoise 1)"
+        )
 
     found = g.find(inputs.get("model"), tuple(SHIFT_NODES), "model")
     if found is None:
@@ -259,14 +315,18 @@ def settings_from_graph(graph: dict) -> tuple[Settings, list[str]]:
     else:
         settings["shift"] = _number(g.value(found[1], "shift", notes), "shift")
         if SHIFT_NODES[found[1]["class_type"]] != 1.0:
-            notes.append(f"could not map exactly: {found[1]['class_type']} builds its sigma table with "
-                         f"multiplier 1000 (float rounding differs slightly from AuraFlow's)")
+            notes.append(
+                f"could not map exactly: {found[1]['class_type']} builds its sigma table with "
+                f"multiplier 1000 (float rounding differs slightly from AuraFlow's)"
+            )
 
     latent = g.find(inputs.get("latent_image"), LATENT_NODES, "samples")
     if latent is None:
         where = inputs.get("latent_image")
         src = g.node(where)[1]["class_type"] if _is_link(where) else "nothing"
-        notes.append(f"could not map: the latent comes from {src}, not an empty latent; used the model's size")
+        notes.append(
+            f"could not map: the latent comes from {src}, not an empty latent; used the model's size"
+        )
     else:
         lat = latent[1]
         settings["width"] = _number(g.value(lat, "width", notes), "width", int)
@@ -279,11 +339,15 @@ def settings_from_graph(graph: dict) -> tuple[Settings, list[str]]:
         raise NewbieError("the positive prompt text is empty")
     for text in (prompt, negative):
         if SYSTEM_MARK in text:
-            notes.append("note: the text carries its own system prompt (up to '<Prompt Start>'); newbie feeds it "
-                         "as written, as ComfyUI does")
+            notes.append(
+                "note: the text carries its own system prompt (up to '<Prompt Start>'); newbie feeds it "
+                "as written, as ComfyUI does"
+            )
             break
-    others = sorted({n["class_type"] for n in g.nodes.values()} & {"LoraLoader", "LoraLoaderModelOnly",
-                                                                     "RenormCFG", "CFGNorm", "ControlNetApply"})
+    others = sorted(
+        {n["class_type"] for n in g.nodes.values()}
+        & {"LoraLoader", "LoraLoaderModelOnly", "RenormCFG", "CFGNorm", "ControlNetApply"}
+    )
     for other in others:
         notes.append(f"could not map: node type {other}")
     return Settings(prompt=prompt, negative=negative, cfg_trunc=1.0, renorm_cfg=0.0, **settings), notes
@@ -291,8 +355,9 @@ def settings_from_graph(graph: dict) -> tuple[Settings, list[str]]:
 
 # -- the editor graph (workflow chunk) -> the API form --
 
+
 class _Scope:
-    """One graph level of a workflow: the top level, or a subgraph instance (its id prefix, its outer node)."""
+    """One graph level of a workflow: the top level, or a subgraph instance (id prefix, outer node)."""
 
     def __init__(self, nodes: list, links, prefix: str, outer: tuple | None, defs: dict):
         self.nodes = {int(n["id"]): n for n in nodes}
@@ -306,9 +371,9 @@ class _Scope:
 
 
 def workflow_to_api(workflow: dict) -> dict:
-    """The editor's workflow JSON -> an API graph (what the `prompt` chunk holds), for the node types in WIDGETS.
-    Subgraphs are flattened with ComfyUI's "outer:inner" ids; Reroute nodes and the frontend's PrimitiveNode are
-    looked through; muted (mode 2) and bypassed (mode 4) nodes are left out."""
+    """The editor's workflow JSON -> an API graph (what the `prompt` chunk holds), for the node types in
+    WIDGETS. Subgraphs are flattened with ComfyUI's "outer:inner" ids; Reroute nodes and the frontend's
+    PrimitiveNode are looked through; muted (mode 2) and bypassed (mode 4) nodes are left out."""
     if not isinstance(workflow, dict) or not isinstance(workflow.get("nodes"), list):
         raise NewbieError("the workflow has no node list")
     defs = {d["id"]: d for d in (workflow.get("definitions") or {}).get("subgraphs", [])}
@@ -326,8 +391,13 @@ def _emit(scope: _Scope, out: dict, depth: int) -> None:
             continue
         if kind in scope.defs:
             d = scope.defs[kind]
-            _emit(_Scope(d.get("nodes", []), d.get("links"), f"{scope.prefix}{nid}:", (scope, node), scope.defs),
-                  out, depth + 1)
+            _emit(
+                _Scope(
+                    d.get("nodes", []), d.get("links"), f"{scope.prefix}{nid}:", (scope, node), scope.defs
+                ),
+                out,
+                depth + 1,
+            )
             continue
         if kind in ("Reroute", "PrimitiveNode", "Note", "MarkdownNote"):
             continue
@@ -360,8 +430,8 @@ def _inputs(scope: _Scope, node: dict) -> dict:
 
 
 def _source(scope: _Scope, link_id: int, depth: int):
-    """A link's source as an API input: [node key, slot], or a plain value (a widget on a subgraph instance or a
-    frontend PrimitiveNode). None when it cannot be traced."""
+    """A link's source as an API input: [node key, slot], or a plain value (a widget on a subgraph
+    instance or a frontend PrimitiveNode). None when it cannot be traced."""
     if depth > 50 or link_id not in scope.links:
         return None
     origin, slot = scope.links[link_id]
@@ -389,9 +459,13 @@ def _source(scope: _Scope, link_id: int, depth: int):
     if kind == "PrimitiveNode":
         values = node.get("widgets_values") or [None]
         return values[0]
-    if kind in scope.defs:  # the output of a subgraph instance: what feeds the subgraph's output `slot` inside
+    if (
+        kind in scope.defs
+    ):  # the output of a subgraph instance: what feeds the subgraph's output `slot` inside
         d = scope.defs[kind]
-        inner = _Scope(d.get("nodes", []), d.get("links"), f"{scope.prefix}{origin}:", (scope, node), scope.defs)
+        inner = _Scope(
+            d.get("nodes", []), d.get("links"), f"{scope.prefix}{origin}:", (scope, node), scope.defs
+        )
         for link in d.get("links") or []:
             if isinstance(link, dict) and int(link["target_id"]) == -20 and int(link["target_slot"]) == slot:
                 return _source(inner, int(link["id"]), depth + 1)

@@ -29,13 +29,15 @@ def img2img_sigmas(steps: int, shift: float, strength: float) -> Tensor:
     return shift_sigmas(torch.linspace(start, 0.0, steps + 1, dtype=torch.float64), shift)
 
 
-SCHEDULES = ("uniform", "simple")  # uniform: flow_sigmas; simple: ComfyUI's `simple` scheduler (simple_sigmas)
+# uniform: flow_sigmas; simple: ComfyUI's `simple` scheduler (simple_sigmas)
+SCHEDULES = ("uniform", "simple")
 
 
 def comfy_sigma_table(shift: float, multiplier: float = 1.0, timesteps: int = 1000) -> Tensor:
-    """The ascending float32 table ComfyUI's ModelSamplingDiscreteFlow builds: sigma(k / timesteps), k = 1..timesteps,
-    through the same shift. float32 like ComfyUI's buffer, in the same operation order, so the picked values match
-    bit for bit. multiplier: 1.0 for ModelSamplingAuraFlow (the NewBie template), 1000 for ModelSamplingSD3."""
+    """The ascending table ComfyUI's ModelSamplingDiscreteFlow builds: sigma(k / timesteps), k = 1..timesteps,
+    through the same shift. float32 like ComfyUI's buffer, in the same operation order, so the picked values
+    match bit for bit. multiplier: 1.0 for ModelSamplingAuraFlow (the NewBie template), 1000 for
+    ModelSamplingSD3."""
     t = (torch.arange(1, timesteps + 1, 1) / timesteps) * multiplier / multiplier
     if shift == 1.0:
         return t
@@ -43,9 +45,9 @@ def comfy_sigma_table(shift: float, multiplier: float = 1.0, timesteps: int = 10
 
 
 def simple_sigmas(steps: int, shift: float, multiplier: float = 1.0) -> Tensor:
-    """ComfyUI's `simple` scheduler over that table: entry -(1 + floor(i * 1000 / steps)) for i < steps, then 0.
-    It differs from flow_sigmas in float32 rounding and, when 1000 is not a multiple of steps, by the floor
-    (18 steps: the second level is t = 0.945 here, 1 - 1/18 = 0.9444 in flow_sigmas)."""
+    """ComfyUI's `simple` scheduler over that table: entry -(1 + floor(i * 1000 / steps)) for i < steps,
+    then 0. It differs from flow_sigmas in float32 rounding and, when 1000 is not a multiple of steps, by the
+    floor (18 steps: the second level is t = 0.945 here, 1 - 1/18 = 0.9444 in flow_sigmas)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     table = comfy_sigma_table(shift, multiplier)
@@ -55,7 +57,8 @@ def simple_sigmas(steps: int, shift: float, multiplier: float = 1.0) -> Tensor:
 
 
 def simple_img2img_sigmas(steps: int, shift: float, strength: float) -> Tensor:
-    """ComfyUI's KSampler with denoise < 1: the last steps + 1 levels of a `simple` grid of int(steps / denoise)."""
+    """ComfyUI's KSampler with denoise < 1: the last steps + 1 levels of a `simple` grid of
+    int(steps / denoise) steps."""
     if strength >= 1:
         return simple_sigmas(steps, shift)
     if strength <= 0:
