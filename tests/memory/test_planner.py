@@ -45,3 +45,14 @@ def test_sizes_from_a_loaded_pipeline(tiny_pipeline):
     assert s.dit_layers == tiny_pipeline.dit.cfg.n_layers
     total = sum(p.numel() * p.element_size() for p in tiny_pipeline.dit.parameters())
     assert s.dit_blocks + s.dit_other == total
+
+
+def test_a_batch_needs_a_smaller_plan_and_the_plan_remembers_its_budget():
+    from newbie.memory.planner import plan_for, rank
+
+    one, two = plan_for(8.0, 1024, 1024), plan_for(8.0, 1024, 1024, batch=2)
+    assert one.budget_gib == two.budget_gib == 8.0
+    assert two.predicted_peak_gib <= 8.0 * 0.93
+    assert rank(two) >= rank(one)
+    big = plan_for(8.0, 1024, 1024, batch=4)
+    assert rank(big) > rank(one)  # four images' DiT activations do not fit the one-image plan

@@ -55,6 +55,7 @@ class Plan:
     vae_tiling: bool = False
     predicted_peak_gib: float = 0.0
     stages: tuple = ()  # (stage, predicted GiB) for the printout
+    budget_gib: float | None = None  # the budget it was chosen for (None: not from a budget)
 
     @property
     def bit_identical(self) -> bool:
@@ -102,8 +103,9 @@ def _act_text() -> float:
     return 0.6  # 512 tokens through Gemma and Jina, plus the output features
 
 
-def _stages(s: ComponentSizes, p: Plan, width: int, height: int, caption: int) -> list[tuple[str, float]]:
-    tokens = caption + (width // 16) * (height // 16)
+def _stages(s: ComponentSizes, p: Plan, width: int, height: int, caption: int, batch: int = 1) -> list[tuple[str, float]]:
+    # the DiT runs the whole batch at once; the text encoders and the VAE take one image at a time
+    tokens = batch * (caption + (width // 16) * (height // 16))
     q = 0.5 if p.quantize else 1.0
     layer = s.dit_blocks / (s.dit_layers + 4)
     dit_w = (s.dit_blocks * q - p.dit_streamed * layer * q + (3 * layer if p.dit_streamed else 0) + s.dit_other) / GIB
@@ -121,8 +123,8 @@ def _stages(s: ComponentSizes, p: Plan, width: int, height: int, caption: int) -
     return [("text", text), ("denoise", dit), ("decode", vae)]
 
 
-def _with_peak(s: ComponentSizes, p: Plan, width: int, height: int, caption: int) -> Plan:
-    stages = _stages(s, p, width, height, caption)
+def _with_peak(s: ComponentSizes, p: Plan, width: int, height: int, caption: int, batch: int = 1) -> Plan:
+    stages = _stages(s, p, width, height, caption, batch)
     return replace(p, predicted_peak_gib=max(g for _, g in stages), stages=tuple(stages))
 
 
@@ -141,17 +143,25 @@ def candidates(s: ComponentSizes) -> list[Plan]:
 
 
 def plan_for(vram_gib: float, width: int = 1024, height: int = 1024, sizes: ComponentSizes | None = None,
-             caption_tokens: int = 256) -> Plan:
+             caption_tokens: int = 256, batch: int = 1) -> Plan:
     """The first candidate whose predicted peak fits 93% of the budget (the rest: CUDA context, fragmentation)."""
     s = sizes or ComponentSizes()
     usable = vram_gib * 0.93
-    plans = [_with_peak(s, p, width, height, caption_tokens) for p in candidates(s)]
+    plans = [replace(_with_peak(s, p, width, height, caption_tokens, batch), budget_gib=vram_gib)
+             for p in candidates(s)]
     for p in plans:
         if p.predicted_peak_gib <= usable:
             return p
     smallest = plans[-1]
-    raise NewbieError(f"no plan fits {vram_gib:g} GiB at {width}x{height}: the smallest ('{smallest.name}') "
+    what = f"{width}x{height}" + (f" x{batch}" if batch > 1 else "")
+    raise NewbieError(f"no plan fits {vram_gib:g} GiB at {what}: the smallest ('{smallest.name}') "
                       f"needs about {smallest.predicted_peak_gib:.1f} GiB")
+
+
+def rank(plan: Plan, sizes: ComponentSizes | None = None) -> int:
+    """Position of a plan in the candidates, from the fastest (0) to the smallest."""
+    names = [p.name for p in candidates(sizes or ComponentSizes())]
+    return names.index(plan.name) if plan.name in names else 0
 
 
 def step_down(plan: Plan, width: int, height: int, sizes: ComponentSizes | None = None) -> Plan | None:
@@ -160,7 +170,9 @@ def step_down(plan: Plan, width: int, height: int, sizes: ComponentSizes | None 
     plans = candidates(s)
     names = [p.name for p in plans]
     i = names.index(plan.name) if plan.name in names else -1
-    return _with_peak(s, plans[i + 1], width, height, 256) if i + 1 < len(plans) else None
+    if i + 1 >= len(plans):
+        return None
+    return replace(_with_peak(s, plans[i + 1], width, height, 256), budget_gib=plan.budget_gib)
 
 
 def free_vram_gib() -> float | None:

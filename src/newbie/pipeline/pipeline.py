@@ -126,6 +126,7 @@ class Pipeline:
         self.residency = None
         self.plan_notes: list[str] = []  # out-of-memory step-downs, reported in every later recipe
         self.adapters = AdapterStack()  # LoRA/LoKr: loaded files, and the set applied for the current request
+        self._sizes = None
 
     def compile(self, backend: str = "inductor", mode: str | None = None, *, fast: bool = True,
                 attention: str | None = None, cuda_graphs: bool = False, vae: bool = False,
@@ -165,6 +166,15 @@ class Pipeline:
         self.generate("warm-up", seed=0, steps=1, width=d.width, height=d.height, sampler="euler")
         _sync(self.device)
         return time.perf_counter() - t0
+
+    @property
+    def component_sizes(self):
+        """Weight sizes for the memory planner, measured once before any plan quantizes or moves them."""
+        if self._sizes is None:
+            from newbie.memory.planner import ComponentSizes
+
+            self._sizes = ComponentSizes.of(self)
+        return self._sizes
 
     @property
     def model_hash(self) -> str:
@@ -249,6 +259,7 @@ class Pipeline:
     def run(self, req: Request, progress: Callable[[dict], None] | None = None, branches=LOCAL) -> Generation:
         """Execute a Request. On running out of GPU memory, retry with the next smaller memory plan.
         branches: where the CFG branches run (LocalBranches, or cfg_parallel's per-rank branches)."""
+        self._fit_plan(req)
         while True:
             try:
                 return self._run(req, progress, branches)
@@ -374,15 +385,15 @@ class Pipeline:
                 model = checked(model, "DiT output")
             return sample(SAMPLERS[req.sampler], model, noise, sigmas, start, progress)
 
-    def _denoise_guarded(self, *args) -> torch.Tensor:
+    def _denoise_guarded(self, req: Request, *args) -> torch.Tensor:
         events = args[-1]
         while True:
             try:
-                return self.denoise(*args)
+                return self.denoise(req, *args)
             except NonFinite as e:
-                self._fp16_fallback(e, events)
+                self._fp16_fallback(e, events, req)
 
-    def _fp16_fallback(self, e: NonFinite, events: list[str]) -> None:
+    def _fp16_fallback(self, e: NonFinite, events: list[str], req: Request) -> None:
         """First overflow: clamp the DiT activations to the fp16 range; second: run the DiT in a safe dtype."""
         if not self.dit.layers[0].clamp_fp16:
             set_clamp(self.dit, True)
@@ -391,9 +402,17 @@ class Pipeline:
         safe = safe_dtype(self.device)
         if next(self.dit.parameters()).dtype == safe:
             raise NewbieError(f"NaN/Inf in {e.where} even in {safe}") from None
+        if self.plan is not None and self.plan.quantize:
+            raise NewbieError(f"fp16 overflow ({e.where}) under the quantized plan '{self.plan.name}': "
+                              "load with --dtype bf16 instead") from None
+        if self.plan is not None:  # the plan keeps its own CPU copies of the weights: convert, then re-plan
+            self.adapters.clear()
         self.dit.to(safe)
         set_clamp(self.dit, False)
         self.dtypes["dit"] = {torch.bfloat16: "bf16", torch.float32: "fp32"}[safe]
+        if self.plan is not None:
+            self.apply_plan(self.plan)
+            self.adapters.activate(self.dit, req.loras, req.fuse_loras)
         events.append(f"fp16 overflow persisted ({e.where}): re-ran the DiT in {self.dtypes['dit']}")
 
     def hires_request(self, req: Request) -> Request:
@@ -423,13 +442,30 @@ class Pipeline:
 
     # -- memory --
 
+    def _fit_plan(self, req: Request) -> None:
+        """A plan chosen from a budget at load time was sized for one image at the load size: a request that is
+        larger (its size, its hires target, its batch) gets the plan the budget allows for it, up front,
+        rather than an out-of-memory error. Plans only ever step down here."""
+        from newbie.memory.planner import plan_for, rank
+
+        if self.plan is None or self.plan.budget_gib is None or self.device.type != "cuda":
+            return
+        w, h = (req.hires.width, req.hires.height) if req.hires else (req.width, req.height)
+        fitting = plan_for(self.plan.budget_gib, w, h, self.component_sizes, batch=len(req.prompts))
+        if rank(fitting, self.component_sizes) > rank(self.plan, self.component_sizes):
+            note = (f"plan '{self.plan.name}' does not fit {w}x{h} x{len(req.prompts)} in "
+                    f"{self.plan.budget_gib:g} GiB; using plan '{fitting.name}'")
+            print(f"warning: {note}", file=sys.stderr)
+            self.apply_plan(fitting)
+            self.plan_notes.append(note)
+
     def _step_down(self, req: Request):
         from newbie.memory.planner import ComponentSizes, Plan, step_down
 
         if self.device.type != "cuda":
             return None
         current = self.plan or Plan("resident")
-        smaller = step_down(current, req.width, req.height, ComponentSizes.of(self))
+        smaller = step_down(current, req.width, req.height, self.component_sizes)
         if smaller is None:
             return None
         torch.cuda.empty_cache()
@@ -559,7 +595,7 @@ def load(path: str | Path | None = None, *, device: str | None = None, dtype: st
         else:
             budget = parse_vram(vram)
         w, h = plan_size or (mspec.sampling.width, mspec.sampling.height)
-        plan = plan_for(budget, w, h, ComponentSizes.of(pipe))
+        plan = plan_for(budget, w, h, pipe.component_sizes)
         if quantize and plan.quantize:
             raise NewbieError("--quantize and a plan that quantizes cannot be combined; drop one")
         pipe.apply_plan(plan)
