@@ -175,11 +175,12 @@ class BandCodec:
         # the same arithmetic as LatentCodec.decode, on this band's rows
         z = latent.to(codec.dtype)[:, :, start : start + rows[self.sp.rank]] / codec.cfg.scaling_factor
         z = z + codec.cfg.shift_factor
-        vae = codec.vae
-        if getattr(vae, "post_quant_conv", None) is not None:  # 1x1: row-local
-            z = vae.post_quant_conv(z)
+        vae, images = codec.vae, []
         with banded(vae.decoder, band):
-            mine = vae.decoder(z)
-        scale = mine.shape[2] // rows[self.sp.rank]
-        image = band.gather_rows(mine, dim=2, scale=scale).float()
-        return ((image + 1) / 2).clamp(0, 1)
+            for one in z.split(1):  # one image at a time, as LatentCodec.decode (activation memory)
+                if getattr(vae, "post_quant_conv", None) is not None:  # 1x1: row-local
+                    one = vae.post_quant_conv(one)
+                mine = vae.decoder(one)
+                scale = mine.shape[2] // rows[self.sp.rank]
+                images.append(band.gather_rows(mine, dim=2, scale=scale).float())
+        return ((torch.cat(images) + 1) / 2).clamp(0, 1)
