@@ -267,15 +267,15 @@ def overhead(args) -> dict:
         _sync(device)
         return time.perf_counter() - t0, out
 
-    for _ in range(3):  # warm-up both
-        timed(new, rope_new), timed(old, rope_old)
+    for _ in range(5):  # warm-up both
+        out_new, out_old = timed(new, rope_new)[1], timed(old, rope_old)[1]
     times_new, times_old = [], []
     reps = max(args.repeats, 10)
-    for _ in range(reps):  # alternating, so clocks and thermals hit both alike
-        s, out_new = timed(new, rope_new)
-        times_new.append(s)
-        s, out_old = timed(old, rope_old)
-        times_old.append(s)
+    for i in range(reps):  # alternating, each first every other time: clocks and thermals hit both alike
+        for model in (new, old) if i % 2 else (old, new):
+            s, out = timed(model, rope_new if model is new else rope_old)
+            (times_new if model is new else times_old).append(s)
+            out_new, out_old = (out, out_old) if model is new else (out_new, out)
     ms_new, ms_old = 1e3 * statistics.median(times_new), 1e3 * statistics.median(times_old)
     return {
         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",

@@ -56,9 +56,13 @@ def test_demo_model_preview_matches_the_decoded_image_after_one_generation():
     previewer = Previewer(pipe.codec)
     prompt = "<character_1> <gender>1girl</gender> <appearance>red_hair</appearance> </character_1>"
     first = pipe.generate(prompt, seed=1, steps=8)
-    previewer.learn(first.latents, first.images)
     second = pipe.generate(prompt, seed=2, steps=8)
     truth = pooled_colours(pipe.codec.decode(second.latents), 8)[0]
+    probe_error = (previewer.projection.rgb(second.latents[0]) - truth).abs().mean()  # before any generation
+    previewer.learn(first.latents, first.images)
     error = (previewer.projection.rgb(second.latents[0]) - truth).abs().mean()
-    flat = (truth - truth.mean(dim=(1, 2), keepdim=True)).abs().mean()  # a preview of one mean colour
-    assert error < 0.5 * flat
+    # the alternatives a preview must beat, both known before the second image exists: the probe map, and one
+    # flat colour (the first image's mean). Retrained demo model (2026-12-01): 0.032 vs 0.067 and 0.043.
+    first_mean = pooled_colours(pipe.codec.decode(first.latents), 8)[0].mean(dim=(1, 2), keepdim=True)
+    assert error < 0.6 * probe_error
+    assert error < 0.85 * (first_mean - truth).abs().mean()

@@ -280,6 +280,9 @@ def tracing(
         return sample(*args, **kwargs)
 
     pipe.denoise = denoise
+    cache = pipe.embed_cache
+    if text_encoders:  # cached embeddings would skip the encoders this trace is asked to show
+        pipe.embed_cache = None
     try:
         tracer.attach(pipe.dit)
         if text_encoders:
@@ -288,6 +291,7 @@ def tracing(
         yield tracer
     finally:
         tracer.remove()
+        pipe.embed_cache = cache
         if own_denoise:
             pipe.denoise = sample
         else:

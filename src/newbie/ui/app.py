@@ -107,7 +107,7 @@ def sidebar(pipe, sizes: list[str]) -> None:
         )
         artist_workflows()
         if state.get("advanced"):
-            extra = ", ".join(f"{k} {v:g}" for k, v in state.advanced.items())
+            extra = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in state.advanced.items())
             st.caption(f"From the recipe: {extra}")
             st.button("Back to the model's defaults", on_click=lambda: state.pop("advanced", None))
         st.caption(f"Model: {pipe.folder.name} · {pipe.device.type} · {pipe.dtypes['dit']}")
