@@ -18,6 +18,8 @@ demo: $(STAMP)
 	$(BIN)/newbie generate @examples/demo_prompt.xml --seed 3 --out outputs/demo.png
 
 test: $(STAMP)
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
 
 clean:

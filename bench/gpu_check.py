@@ -29,11 +29,25 @@ def gemma3_4b_text_config():
     # spec §3.1: Gemma3-4B text config (5 sliding : 1 global, local theta 1e4, global 1e6 linear x8)
     layer_types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(34)]
     return Gemma3TextConfig(
-        vocab_size=262208, hidden_size=2560, intermediate_size=10240, num_hidden_layers=34, num_attention_heads=8,
-        num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256, sliding_window=1024, layer_types=layer_types,
-        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
-                         "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}},
-        max_position_embeddings=131072, rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+        vocab_size=262208,
+        hidden_size=2560,
+        intermediate_size=10240,
+        num_hidden_layers=34,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        query_pre_attn_scalar=256,
+        sliding_window=1024,
+        layer_types=layer_types,
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+        },
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-6,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
     )
 
 
@@ -41,10 +55,22 @@ def flux_vae():
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2,
-        norm_num_groups=32, act_fn="silu", mid_block_add_attention=True, use_quant_conv=False,
-        use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159, sample_size=1024, force_upcast=True,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        norm_num_groups=32,
+        act_fn="silu",
+        mid_block_add_attention=True,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        sample_size=1024,
+        force_upcast=True,
     )
 
 
@@ -82,15 +108,22 @@ def write_full_size(root: Path) -> dict:
     vae = flux_vae()
     writer.save_vae(root / "vae", vae)
     torch.cuda.empty_cache()
-    return {"write_s": time.perf_counter() - t0, "params_dit": n_dit, "params_gemma_text": n_gemma,
-            "params_jina_text": n_jina, "params_vae": sum(p.numel() for p in vae.parameters())}
+    return {
+        "write_s": time.perf_counter() - t0,
+        "params_dit": n_dit,
+        "params_gemma_text": n_gemma,
+        "params_jina_text": n_jina,
+        "params_vae": sum(p.numel() for p in vae.parameters()),
+    }
 
 
 def long_xml_prompt(n_tags: int = 180) -> str:
     tags = ", ".join(f"tag{i}" for i in range(n_tags))
-    return (f"<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance> "
-            f"<clothing>green_shirt</clothing> <position>left</position> </character_1> <general_tags> "
-            f"<count>1girl</count> <background>white_background</background> <other>{tags}</other> </general_tags>")
+    return (
+        f"<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance> "
+        f"<clothing>green_shirt</clothing> <position>left</position> </character_1> <general_tags> "
+        f"<count>1girl</count> <background>white_background</background> <other>{tags}</other> </general_tags>"
+    )
 
 
 def main() -> None:
@@ -103,9 +136,13 @@ def main() -> None:
 
     import newbie
 
-    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-           "transformers": transformers.__version__, "date": date.today().isoformat(),
-           "note": "random weights at the real shapes: load/speed/memory/numerics only, not picture quality"}
+    res = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "date": date.today().isoformat(),
+        "note": "random weights at the real shapes: load/speed/memory/numerics only, not picture quality",
+    }
     root = Path(args.workdir)
     if not (root / "vae" / "config.json").exists():
         res.update(write_full_size(root))

@@ -34,11 +34,24 @@ def tiny_text_config():
     # the 4B structure (5 sliding : 1 global, two RoPE bases, linear x8 on global) at toy width
     layer_types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(6)]
     return Gemma3TextConfig(
-        vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=1024, layer_types=layer_types,
-        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
-                         "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}},
-        rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+        vocab_size=4096,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=1024,
+        layer_types=layer_types,
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+        },
+        rms_norm_eps=1e-6,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
     )
 
 
@@ -48,9 +61,24 @@ def tokenizer_for(vocab_size: int):
     from newbie.demo.vocab import toy_words
     from newbie.prompts import CHARACTER_FIELDS, GENERAL_FIELDS
 
-    words = list(dict.fromkeys(toy_words() + list(CHARACTER_FIELDS + GENERAL_FIELDS) + [
-        "character_1", "character_2", "character_3", "character_4", "general_tags", "caption", "start_of_turn",
-        "end_of_turn", "user", "model"]))
+    words = list(
+        dict.fromkeys(
+            toy_words()
+            + list(CHARACTER_FIELDS + GENERAL_FIELDS)
+            + [
+                "character_1",
+                "character_2",
+                "character_3",
+                "character_4",
+                "general_tags",
+                "caption",
+                "start_of_turn",
+                "end_of_turn",
+                "user",
+                "model",
+            ]
+        )
+    )
     fillers = vocab_size - 12 - len(words)  # word_tokenizer adds 4 special and 8 punctuation tokens
     return word_tokenizer(words + [f"w{i}" for i in range(fillers)], "gemma")
 
@@ -83,11 +111,21 @@ def run(model, tok, device, decoder: str, max_new_tokens: int) -> dict:
     wall = time.perf_counter() - t0
     parse(out.raw), parse(out.xml)  # valid XML whatever the weights
     s = out.stats
-    return {"decoder": s.decoder, "cuda_graph": s.graph, "graph_error": s.graph_error,
-            "prompt_tokens": s.prompt_tokens, "new_tokens": s.new_tokens, "chosen_tokens": s.chosen_tokens,
-            "setup_s": round(s.setup_s, 4), "prefill_s": round(s.prefill_s, 4), "decode_s": round(s.decode_s, 4),
-            "tokens_per_s": round(s.tokens_per_s, 1), "wall_s": round(wall, 3), "truncated": s.truncated,
-            "xml_chars": len(out.xml)}
+    return {
+        "decoder": s.decoder,
+        "cuda_graph": s.graph,
+        "graph_error": s.graph_error,
+        "prompt_tokens": s.prompt_tokens,
+        "new_tokens": s.new_tokens,
+        "chosen_tokens": s.chosen_tokens,
+        "setup_s": round(s.setup_s, 4),
+        "prefill_s": round(s.prefill_s, 4),
+        "decode_s": round(s.decode_s, 4),
+        "tokens_per_s": round(s.tokens_per_s, 1),
+        "wall_s": round(wall, 3),
+        "truncated": s.truncated,
+        "xml_chars": len(out.xml),
+    }
 
 
 def main() -> None:
@@ -103,11 +141,17 @@ def main() -> None:
     device = torch.device("cpu" if args.tiny else "cuda")
     t0 = time.perf_counter()
     model, tok = build(args.tiny, device)
-    res = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-           "date": date.today().isoformat(), "torch": torch.__version__, "transformers": transformers.__version__,
-           "model": "tiny Gemma3 (random)" if args.tiny else "Gemma3-4B text, random weights, bf16",
-           "params": sum(p.numel() for p in model.parameters()), "vocab": model.config.vocab_size,
-           "build_s": round(time.perf_counter() - t0, 2), "max_new_tokens": args.max_new_tokens}
+    res = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "date": date.today().isoformat(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "model": "tiny Gemma3 (random)" if args.tiny else "Gemma3-4B text, random weights, bf16",
+        "params": sum(p.numel() for p in model.parameters()),
+        "vocab": model.config.vocab_size,
+        "build_s": round(time.perf_counter() - t0, 2),
+        "max_new_tokens": args.max_new_tokens,
+    }
     print(json.dumps(res), flush=True)
     from newbie.prompts.llm import vocab_of
 

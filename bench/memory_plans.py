@@ -34,7 +34,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def run_plan(root: Path, budget: float | None, steps: int, prompt: str) -> tuple[dict, np.ndarray, torch.Tensor]:
+def run_plan(
+    root: Path, budget: float | None, steps: int, prompt: str
+) -> tuple[dict, np.ndarray, torch.Tensor]:
     import newbie
 
     t0 = time.perf_counter()
@@ -64,10 +66,19 @@ def run_plan(root: Path, budget: float | None, steps: int, prompt: str) -> tuple
     seconds = time.perf_counter() - t0
     peak = max(stage_peaks.values())
     plan = pipe.plan
-    row = {"budget_gib": budget, "plan": plan.name if plan else "resident (no budget)",
-           "describe": plan.describe() if plan else "all resident", "predicted_peak_gib": plan.predicted_peak_gib if plan else None,
-           "peak_gib": peak, "stage_peaks_gib": stage_peaks, "resident_between_calls_gib": start_alloc,
-           "seconds": seconds, "timings": gen.timings, "load_s": load_s, "warnings": gen.recipes[0].warnings}
+    row = {
+        "budget_gib": budget,
+        "plan": plan.name if plan else "resident (no budget)",
+        "describe": plan.describe() if plan else "all resident",
+        "predicted_peak_gib": plan.predicted_peak_gib if plan else None,
+        "peak_gib": peak,
+        "stage_peaks_gib": stage_peaks,
+        "resident_between_calls_gib": start_alloc,
+        "seconds": seconds,
+        "timings": gen.timings,
+        "load_s": load_s,
+        "warnings": gen.recipes[0].warnings,
+    }
     image = np.asarray(gen.images[0])
     latents = gen.latents.clone()
     del pipe, gen
@@ -91,10 +102,17 @@ def main() -> None:
     if not (root / "vae" / "config.json").exists():
         write_full_size(root)
     prompt = long_xml_prompt()
-    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "date": date.today().isoformat(),
-           "size": "1024x1024", "steps": args.steps, "sampler": "euler", "cfg": "5.0 on every step",
-           "note": "random weights at the real shapes: memory, time and numerics only, not picture quality",
-           "plans": []}
+    res = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "size": "1024x1024",
+        "steps": args.steps,
+        "sampler": "euler",
+        "cfg": "5.0 on every step",
+        "note": "random weights at the real shapes: memory, time and numerics only, not picture quality",
+        "plans": [],
+    }
     ref_row, ref_img, ref_lat = run_plan(root, None, args.steps, prompt)
     ref_row.update(psnr_vs_resident=None, bit_identical=True)
     Path("/tmp/newbie-memory-ref.json").write_text(json.dumps(ref_row))
@@ -106,8 +124,20 @@ def main() -> None:
         # each plan in a fresh process: no memory left over from the previous one
         import subprocess
 
-        proc = subprocess.run([sys.executable, __file__, "--one", str(budget), "--steps", str(args.steps),
-                               "--workdir", args.workdir], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                str(budget),
+                "--steps",
+                str(args.steps),
+                "--workdir",
+                args.workdir,
+            ],
+            capture_output=True,
+            text=True,
+        )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         row = json.loads(lines[-1]) if lines else {"budget_gib": budget, "error": proc.stderr[-400:]}
         res["plans"].append(row)
@@ -123,8 +153,12 @@ def one(budget: float, steps: int, workdir: str) -> None:
         row, img, lat = run_plan(Path(workdir), budget, steps, long_xml_prompt())
         # identical = same latents and same decoded pixels (VAE tiling changes only the latter)
         same = bool(torch.equal(lat, ref_lat)) and np.array_equal(img, ref_img)
-        row.update(bit_identical=same, latents_identical=bool(torch.equal(lat, ref_lat)),
-                   psnr_vs_resident=None if same else psnr(img, ref_img), slowdown_vs_resident=row["seconds"] / ref_seconds)
+        row.update(
+            bit_identical=same,
+            latents_identical=bool(torch.equal(lat, ref_lat)),
+            psnr_vs_resident=None if same else psnr(img, ref_img),
+            slowdown_vs_resident=row["seconds"] / ref_seconds,
+        )
     except Exception as e:  # a plan that fails is a result too
         row = {"budget_gib": budget, "error": f"{type(e).__name__}: {e}"[:400]}
     print(json.dumps(row), flush=True)
@@ -138,8 +172,10 @@ def _finish(res: dict, out_dir: Path) -> None:
         if "error" in r:
             print(f"{r['budget_gib']:>7} ERROR {r['error']}")
             continue
-        print(f"{str(r['budget_gib']):>7} {r['plan']:<12} {r['predicted_peak_gib'] or 0:5.1f} {r['peak_gib']:6.2f} "
-              f"{r['seconds']:6.2f} {r.get('slowdown_vs_resident', 1):5.2f} {r['bit_identical']} {r['psnr_vs_resident']}")
+        print(
+            f"{str(r['budget_gib']):>7} {r['plan']:<12} {r['predicted_peak_gib'] or 0:5.1f} {r['peak_gib']:6.2f} "
+            f"{r['seconds']:6.2f} {r.get('slowdown_vs_resident', 1):5.2f} {r['bit_identical']} {r['psnr_vs_resident']}"
+        )
 
 
 if __name__ == "__main__":

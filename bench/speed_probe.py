@@ -26,8 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 CACHE = "/tmp/newbie-inductor-probe"
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = CACHE
 OUT = Path(os.environ.get("OUT", "."))
-RES: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-             "date": time.strftime("%Y-%m-%d", time.gmtime())}
+RES: dict = {
+    "device": torch.cuda.get_device_name(0),
+    "torch": torch.__version__,
+    "date": time.strftime("%Y-%m-%d", time.gmtime()),
+}
 T0 = time.perf_counter()
 
 
@@ -49,6 +52,7 @@ def section(name):
             traceback.print_exc()
         save()
         print(f"[{time.perf_counter() - T0:6.1f}s] {name}: done", flush=True)
+
     return deco
 
 
@@ -78,12 +82,16 @@ def _():
 def _():
     from newbie.model.fused import time_backends
 
-    RES["attn_ms"] = {n: time_backends(24, 8, 96, n, names=("cudnn", "flash", "efficient"))
-                      for n in (4352, 4136, 16640)}
+    RES["attn_ms"] = {
+        n: time_backends(24, 8, 96, n, names=("cudnn", "flash", "efficient")) for n in (4352, 4136, 16640)
+    }
     import torch.nn.functional as F
+
     q = torch.randn(1, 24, 4352, 96, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(1, 8, 4352, 96, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    RES["attn_ms"]["default_4352"] = bench(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)) * 1e3
+    RES["attn_ms"]["default_4352"] = (
+        bench(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)) * 1e3
+    )
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
         torch.cuda.synchronize()
@@ -147,9 +155,15 @@ def _():
         for e in prof.key_averages():
             us = e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
             k = e.key.lower()
-            cat = ("attention" if any(s in k for s in ("flash", "cudnn", "fmha", "attn", "sdpa"))
-                   else "gemm" if any(s in k for s in ("gemm", "nvjet", "cutlass", "xmma", "cublas", "sm90"))
-                   else "triton" if "triton" in k else "other")
+            cat = (
+                "attention"
+                if any(s in k for s in ("flash", "cudnn", "fmha", "attn", "sdpa"))
+                else "gemm"
+                if any(s in k for s in ("gemm", "nvjet", "cutlass", "xmma", "cublas", "sm90"))
+                else "triton"
+                if "triton" in k
+                else "other"
+            )
             cats[cat] = cats.get(cat, 0) + us / 1e3
             top.append((us / 1e3, e.key[:90], e.count))
         RES["profile_ms_by_kind"] = cats
@@ -173,9 +187,9 @@ def _():
 def _():
     code = f"""
 import sys, time, torch
-sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'src')!r})
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / "src")!r})
 from speed_probe_child import main
-main({RES.get('picked_backend', 'cudnn')!r})
+main({RES.get("picked_backend", "cudnn")!r})
 """
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=CACHE)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=150)
@@ -186,9 +200,9 @@ main({RES.get('picked_backend', 'cudnn')!r})
 def _():
     code = f"""
 import sys, time, torch
-sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'src')!r})
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / "src")!r})
 from speed_probe_child import main
-main({RES.get('picked_backend', 'cudnn')!r}, dynamic=True, time_step=True)
+main({RES.get("picked_backend", "cudnn")!r}, dynamic=True, time_step=True)
 """
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=CACHE + "-dyn")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=150)
@@ -274,17 +288,33 @@ def _():
 
     cfg = DiTConfig()
     with torch.device("cuda"):
-        m = Lumina2Transformer2DModel(
-            sample_size=128, patch_size=2, in_channels=16, hidden_size=cfg.dim, num_layers=cfg.n_layers,
-            num_refiner_layers=cfg.n_refiner_layers, num_attention_heads=cfg.n_heads, num_kv_heads=cfg.n_kv_heads,
-            multiple_of=cfg.multiple_of, ffn_dim_multiplier=None, norm_eps=cfg.norm_eps, axes_dim_rope=cfg.axes_dims,
-            axes_lens=cfg.axes_lens, cap_feat_dim=cfg.cap_feat_dim).to(torch.bfloat16).eval()
+        m = (
+            Lumina2Transformer2DModel(
+                sample_size=128,
+                patch_size=2,
+                in_channels=16,
+                hidden_size=cfg.dim,
+                num_layers=cfg.n_layers,
+                num_refiner_layers=cfg.n_refiner_layers,
+                num_attention_heads=cfg.n_heads,
+                num_kv_heads=cfg.n_kv_heads,
+                multiple_of=cfg.multiple_of,
+                ffn_dim_multiplier=None,
+                norm_eps=cfg.norm_eps,
+                axes_dim_rope=cfg.axes_dims,
+                axes_lens=cfg.axes_lens,
+                cap_feat_dim=cfg.cap_feat_dim,
+            )
+            .to(torch.bfloat16)
+            .eval()
+        )
     L = 256
     caps = torch.randn(2, L, cfg.cap_feat_dim, device="cuda", dtype=torch.bfloat16)
     mask = torch.ones(2, L, dtype=torch.bool, device="cuda")
     mask[1, 40:] = False
     xx = torch.randn(2, 16, 128, 128, device="cuda", dtype=torch.bfloat16)
     t = torch.full((2,), 0.5, device="cuda", dtype=torch.bfloat16)
+
     def fwd():
         return m(xx, t, caps, mask, return_dict=False)[0]
 

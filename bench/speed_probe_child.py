@@ -23,9 +23,11 @@ def make_inputs(dit, size=1024, L=256, Lu=40):
     g = torch.Generator(device="cuda").manual_seed(0)
     lat = size // 8
     x = torch.randn(1, 16, lat, lat, device="cuda", generator=g)
-    cond = TextEmbeds(torch.randn(1, L, dit.cfg.cap_feat_dim, device="cuda", generator=g).bfloat16(),
-                      torch.ones(1, L, dtype=torch.bool, device="cuda"),
-                      torch.randn(1, dit.cfg.clip_text_dim, device="cuda", generator=g).bfloat16())
+    cond = TextEmbeds(
+        torch.randn(1, L, dit.cfg.cap_feat_dim, device="cuda", generator=g).bfloat16(),
+        torch.ones(1, L, dtype=torch.bool, device="cuda"),
+        torch.randn(1, dit.cfg.clip_text_dim, device="cuda", generator=g).bfloat16(),
+    )
     unc = TextEmbeds(cond.cap_feats[:, :Lu] * 0.5, cond.cap_mask[:, :Lu], cond.pooled * 0.5)
     return x, cond, unc, lat // 2
 

@@ -22,7 +22,9 @@ class DiTConfig:
     multiple_of: int = 256
     ffn_dim_multiplier: float | None = None
     norm_eps: float = 1e-5  # block norms and cap_embedder.0
-    qk_norm_eps: float = 1e-5  # q/k norm and clip_text_pooled_proj.0: 1e-5 (apex) vs 1e-6 (vanilla), spec §2.2
+    qk_norm_eps: float = (
+        1e-5  # q/k norm and clip_text_pooled_proj.0: 1e-5 (apex) vs 1e-6 (vanilla), spec §2.2
+    )
     axes_dims: tuple[int, int, int] = (32, 32, 32)
     axes_lens: tuple[int, int, int] = (1024, 512, 512)
     rope_theta: float = 10000.0

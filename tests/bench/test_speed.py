@@ -32,8 +32,12 @@ def test_trajectory_is_euler_with_cfg():
 
 
 def test_targets_report_met_missed_and_absent():
-    res = {"newbie_s_per_step": 0.099, "compile_cold_s": 25.0, "sizes": {"2048": {"pct_of_ceiling": 0.81}},
-           "newbie_fp8_s_per_step": "not run: --no-fp8"}
+    res = {
+        "newbie_s_per_step": 0.099,
+        "compile_cold_s": 25.0,
+        "sizes": {"2048": {"pct_of_ceiling": 0.81}},
+        "newbie_fp8_s_per_step": "not run: --no-fp8",
+    }
     t = speed._targets(res)
     assert t["bf16 step <= 0.100 s"]["met"] is True
     assert t["compile cold <= 20 s"]["met"] is False

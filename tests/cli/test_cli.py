@@ -23,8 +23,23 @@ def run(capsys, *argv):
 
 def test_generate_writes_png_with_recipe_and_remakes_it_bit_for_bit(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "a.png"
-    code, stdout, err = run(capsys, "generate", "1girl, red_hair", "--model", str(tiny_model_dir), "--seed", "5",
-                            "--steps", "2", "--size", "32x48", "--out", str(out), "--dtype", "fp32")
+    code, stdout, err = run(
+        capsys,
+        "generate",
+        "1girl, red_hair",
+        "--model",
+        str(tiny_model_dir),
+        "--seed",
+        "5",
+        "--steps",
+        "2",
+        "--size",
+        "32x48",
+        "--out",
+        str(out),
+        "--dtype",
+        "fp32",
+    )
     assert code == 0, err
     assert stdout.strip() == str(out)
     assert "it/s" in err and "ETA" in err
@@ -35,7 +50,9 @@ def test_generate_writes_png_with_recipe_and_remakes_it_bit_for_bit(tiny_model_d
     for key in ("prompt", "negative", "cfg", "sampler", "shift", "dtype", "model_hash", "version"):
         assert key in rec
     again = tmp_path / "b.png"
-    code, _, err = run(capsys, "generate", "--from", str(out), "--model", str(tiny_model_dir), "--out", str(again))
+    code, _, err = run(
+        capsys, "generate", "--from", str(out), "--model", str(tiny_model_dir), "--out", str(again)
+    )
     assert code == 0, err
     assert again.read_bytes() == out.read_bytes()
 
@@ -43,8 +60,22 @@ def test_generate_writes_png_with_recipe_and_remakes_it_bit_for_bit(tiny_model_d
 def test_batch_and_prompt_file(tiny_model_dir, tmp_path, capsys):
     prompt = tmp_path / "p.txt"
     prompt.write_text("<character_1><gender>1girl</gender><position>left</position></character_1>\n")
-    code, stdout, err = run(capsys, "generate", f"@{prompt}", "--model", str(tiny_model_dir), "--steps", "1",
-                            "--size", "32x32", "--batch", "2", "--out", str(tmp_path / "x.png"), "--quiet")
+    code, stdout, err = run(
+        capsys,
+        "generate",
+        f"@{prompt}",
+        "--model",
+        str(tiny_model_dir),
+        "--steps",
+        "1",
+        "--size",
+        "32x32",
+        "--batch",
+        "2",
+        "--out",
+        str(tmp_path / "x.png"),
+        "--quiet",
+    )
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.glob("x-*.png")) == ["x-1.png", "x-2.png"]
     with Image.open(tmp_path / "x-2.png") as im:
@@ -52,11 +83,14 @@ def test_batch_and_prompt_file(tiny_model_dir, tmp_path, capsys):
     assert rec["prompt"].startswith("<character_1>") and rec["batch_index"] == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--size", "100x64"], "width 100 is not a positive multiple of 16"),
-    (["--steps", "0"], "steps must be >= 1, got 0"),
-    (["--sampler", "ddim"], f"unknown sampler 'ddim' (choose from {', '.join(SAMPLERS)})"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--size", "100x64"], "width 100 is not a positive multiple of 16"),
+        (["--steps", "0"], "steps must be >= 1, got 0"),
+        (["--sampler", "ddim"], f"unknown sampler 'ddim' (choose from {', '.join(SAMPLERS)})"),
+    ],
+)
 def test_bad_arguments(tiny_model_dir, tmp_path, capsys, args, message):
     out = tmp_path / "o.png"
     code, _, err = run(capsys, "generate", "1girl", "--model", str(tiny_model_dir), "--out", str(out), *args)
@@ -67,9 +101,13 @@ def test_bad_arguments(tiny_model_dir, tmp_path, capsys, args, message):
 
 
 def test_missing_inputs(tmp_path, capsys):
-    code, _, err = run(capsys, "generate", "x", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o.png"))
+    code, _, err = run(
+        capsys, "generate", "x", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o.png")
+    )
     assert code == 2 and "no such model folder" in err
-    code, _, err = run(capsys, "generate", "@" + str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o.png"))
+    code, _, err = run(
+        capsys, "generate", "@" + str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o.png")
+    )
     assert code == 2 and "cannot read prompt file" in err
     code, _, err = run(capsys, "generate", "--from", str(tmp_path / "nope.png"))
     assert code == 2 and "no such image" in err
@@ -136,13 +174,30 @@ def test_make_demo_command_works(tmp_path, capsys):
 
 
 GENERATE_FAILURES = [
-    (NewbieError("width 100 is not a positive multiple of 16"), 2, "error: width 100 is not a positive multiple of 16"),
-    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), 1,
-     "error: out of GPU memory at 32x48: try --vram"),
-    (RuntimeError("Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"),
-     1, "error: internal device/dtype mismatch (Expected all tensors to be on the same device"),
-    (RuntimeError("Input type (torch.cuda.FloatTensor) and weight type (torch.FloatTensor) should be the same"),
-     1, "error: internal device/dtype mismatch (Input type"),
+    (
+        NewbieError("width 100 is not a positive multiple of 16"),
+        2,
+        "error: width 100 is not a positive multiple of 16",
+    ),
+    (
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+        1,
+        "error: out of GPU memory at 32x48: try --vram",
+    ),
+    (
+        RuntimeError(
+            "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!"
+        ),
+        1,
+        "error: internal device/dtype mismatch (Expected all tensors to be on the same device",
+    ),
+    (
+        RuntimeError(
+            "Input type (torch.cuda.FloatTensor) and weight type (torch.FloatTensor) should be the same"
+        ),
+        1,
+        "error: internal device/dtype mismatch (Input type",
+    ),
     (ValueError("boom"), 1, "error: generation failed: ValueError: boom (run again with --debug"),
     (KeyboardInterrupt(), 130, "interrupted"),
 ]
@@ -156,16 +211,34 @@ def _generate_failing(monkeypatch, capsys, tiny_model_dir, tmp_path, error, befo
 
     monkeypatch.setattr(Pipeline, "run", fail)
     out = tmp_path / "o.png"
-    code, _, err = run(capsys, *before, "generate", "1girl", "--model", str(tiny_model_dir), "--size", "32x48",
-                       "--steps", "1", "--quiet", "--out", str(out), *after)
+    code, _, err = run(
+        capsys,
+        *before,
+        "generate",
+        "1girl",
+        "--model",
+        str(tiny_model_dir),
+        "--size",
+        "32x48",
+        "--steps",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+        *after,
+    )
     assert not out.exists()
     return code, err
 
 
-@pytest.mark.parametrize("error, exit_code, line", GENERATE_FAILURES,
-                         ids=["bad-input", "out-of-memory", "device", "weight-type", "other", "ctrl-c"])
-def test_a_failed_generate_is_one_line_without_traceback(tiny_model_dir, tmp_path, capsys, monkeypatch,
-                                                         error, exit_code, line):
+@pytest.mark.parametrize(
+    "error, exit_code, line",
+    GENERATE_FAILURES,
+    ids=["bad-input", "out-of-memory", "device", "weight-type", "other", "ctrl-c"],
+)
+def test_a_failed_generate_is_one_line_without_traceback(
+    tiny_model_dir, tmp_path, capsys, monkeypatch, error, exit_code, line
+):
     monkeypatch.setenv("NEWBIE_DEBUG", "0")  # also undoes what --debug sets
     code, err = _generate_failing(monkeypatch, capsys, tiny_model_dir, tmp_path, error)
     assert code == exit_code
@@ -179,9 +252,15 @@ def test_debug_shows_the_traceback_then_the_same_line(tiny_model_dir, tmp_path, 
     if how == "NEWBIE_DEBUG=1":
         monkeypatch.setenv("NEWBIE_DEBUG", "1")
     error, exit_code, line = GENERATE_FAILURES[2]
-    code, err = _generate_failing(monkeypatch, capsys, tiny_model_dir, tmp_path, error,
-                                  before=["--debug"] if how == "--debug first" else [],
-                                  after=["--debug"] if how == "--debug last" else [])
+    code, err = _generate_failing(
+        monkeypatch,
+        capsys,
+        tiny_model_dir,
+        tmp_path,
+        error,
+        before=["--debug"] if how == "--debug first" else [],
+        after=["--debug"] if how == "--debug last" else [],
+    )
     assert code == exit_code
     assert err.startswith("Traceback (most recent call last)") and "raise error" in err
     assert err.strip().splitlines()[-1].startswith(line)

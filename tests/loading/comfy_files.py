@@ -23,11 +23,15 @@ from newbie.loading.comfy import diffusers_vae_key
 # What a user of the demo types: its tag words, its XML, its system prompts (as the tokenizer sees them).
 CORPUS = [
     " ".join(toy_words()),
-    ("<character_1> <n>$character_1$</n> <gender>1girl</gender> "
-     "<appearance>red_hair, blue_eyes</appearance> </character_1> "
-     "<general_tags> <background>white_background</background> </general_tags>"),
-    ("You are an assistant designed to generate high-quality anime images based on xml format prompts. "
-     "<Prompt Start> 1girl, solo, smile"),
+    (
+        "<character_1> <n>$character_1$</n> <gender>1girl</gender> "
+        "<appearance>red_hair, blue_eyes</appearance> </character_1> "
+        "<general_tags> <background>white_background</background> </general_tags>"
+    ),
+    (
+        "You are an assistant designed to generate high-quality anime images based on xml format prompts. "
+        "<Prompt Start> 1girl, solo, smile"
+    ),
 ]
 DEMO_VOCAB = 119  # rows of the demo model's Gemma and Jina embedding tables
 
@@ -36,17 +40,35 @@ def _train(**kw) -> bytes:
     import sentencepiece as spm
 
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS * 20), model_writer=buf, minloglevel=2,
-                                   character_coverage=1.0, hard_vocab_limit=False, **kw)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 20),
+        model_writer=buf,
+        minloglevel=2,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        **kw,
+    )
     return buf.getvalue()
 
 
 def gemma_spiece() -> bytes:
     # Gemma's own model keeps <mask> and the turn markers as user-defined pieces
-    return _train(vocab_size=DEMO_VOCAB, model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
-                  eos_piece="<eos>", bos_piece="<bos>", add_dummy_prefix=False, split_by_whitespace=False,
-                  remove_extra_whitespaces=False, normalization_rule_name="identity",
-                  user_defined_symbols=["<mask>", "<start_of_turn>"])
+    return _train(
+        vocab_size=DEMO_VOCAB,
+        model_type="bpe",
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        add_dummy_prefix=False,
+        split_by_whitespace=False,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        user_defined_symbols=["<mask>", "<start_of_turn>"],
+    )
 
 
 def xlmr_spiece() -> bytes:
@@ -64,7 +86,12 @@ def xlmr_spiece_hf_numbered(original: bytes) -> bytes:
     out.CopyFrom(src)
     del out.pieces[:]
     kind = pb.ModelProto.SentencePiece
-    for name, t in (("<s>", kind.CONTROL), ("<pad>", kind.CONTROL), ("</s>", kind.CONTROL), ("<unk>", kind.UNKNOWN)):
+    for name, t in (
+        ("<s>", kind.CONTROL),
+        ("<pad>", kind.CONTROL),
+        ("</s>", kind.CONTROL),
+        ("<unk>", kind.UNKNOWN),
+    ):
         out.pieces.add(piece=name, type=t, score=0.0)
     out.pieces.extend(src.pieces[3:])
     out.pieces.add(piece="<mask>", type=kind.CONTROL, score=0.0)
@@ -122,8 +149,9 @@ def native_to_comfy_jina(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_comfy_models(src: Path, models: Path, gemma: bytes, jina: bytes, sidecars: bool = True,
-                       dit_prefix: str = "") -> dict[str, Path]:
+def write_comfy_models(
+    src: Path, models: Path, gemma: bytes, jina: bytes, sidecars: bool = True, dit_prefix: str = ""
+) -> dict[str, Path]:
     """A folder-layout model (official keys, jina-clip text tower, diffusers VAE) as the four ComfyUI files in
     a ComfyUI models/ folder, named as the official template names them. sidecars: each component's
     config.json beside its file as <name>.config.json (a model of another size than NewBie's needs them)."""
@@ -147,17 +175,28 @@ def write_comfy_models(src: Path, models: Path, gemma: bytes, jina: bytes, sidec
     for k, v in load_file(str(src / "clip_model" / "model.safetensors")).items():
         if ".lora_" in k:
             continue
-        k = k.removeprefix("text_model.transformer.roberta.").replace(".parametrizations.weight.original", ".weight")
+        k = k.removeprefix("text_model.transformer.roberta.").replace(
+            ".parametrizations.weight.original", ".weight"
+        )
         j["model." + k] = v
     j["spiece_model"] = spiece_tensor(jina)
     save_file(j, str(files["clip_model"]))
 
-    save_file(vae_to_bfl(load_file(str(src / "vae" / "diffusion_pytorch_model.safetensors"))), str(files["vae"]))
+    save_file(
+        vae_to_bfl(load_file(str(src / "vae" / "diffusion_pytorch_model.safetensors"))), str(files["vae"])
+    )
     if sidecars:
-        for name, folder in (("transformer", "transformer"), ("text_encoder", "text_encoder"),
-                             ("clip_model", "clip_model"), ("vae", "vae")):
+        for name, folder in (
+            ("transformer", "transformer"),
+            ("text_encoder", "text_encoder"),
+            ("clip_model", "clip_model"),
+            ("vae", "vae"),
+        ):
             f = files[name]
-            shutil.copy(src / folder / "config.json", f.with_name(f.name.removesuffix(".safetensors") + ".config.json"))
+            shutil.copy(
+                src / folder / "config.json",
+                f.with_name(f.name.removesuffix(".safetensors") + ".config.json"),
+            )
     return files
 
 

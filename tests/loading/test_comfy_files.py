@@ -27,10 +27,39 @@ from newbie.loading.vae import autoencoder_class, check_vae, load_vae
 from tests.loading import comfy_files as cf
 
 # every sampling setting given: a ComfyUI folder has no newbie_spec.json, so defaults would differ by layout
-SETTINGS = {"seed": 7, "steps": 2, "width": 32, "height": 32, "cfg": 4.0, "shift": 3.0, "sampler": "euler",
-            "cfg_trunc": 1.0, "renorm_cfg": 0.0}
-CLI_SETTINGS = ["--seed", "7", "--steps", "2", "--size", "32x32", "--cfg", "4", "--shift", "3", "--sampler", "euler",
-                "--cfg-trunc", "1", "--renorm-cfg", "0", "--dtype", "fp32", "--device", "cpu"]
+SETTINGS = {
+    "seed": 7,
+    "steps": 2,
+    "width": 32,
+    "height": 32,
+    "cfg": 4.0,
+    "shift": 3.0,
+    "sampler": "euler",
+    "cfg_trunc": 1.0,
+    "renorm_cfg": 0.0,
+}
+CLI_SETTINGS = [
+    "--seed",
+    "7",
+    "--steps",
+    "2",
+    "--size",
+    "32x32",
+    "--cfg",
+    "4",
+    "--shift",
+    "3",
+    "--sampler",
+    "euler",
+    "--cfg-trunc",
+    "1",
+    "--renorm-cfg",
+    "0",
+    "--dtype",
+    "fp32",
+    "--device",
+    "cpu",
+]
 PROMPT = "<character_1> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance> </character_1>"
 
 
@@ -64,10 +93,20 @@ def test_load_api_single_files_and_comfy_dir_match_the_folder_bit_for_bit(layout
     assert torch.equal(gen.latents, folder_image.latents)
     assert gen.images[0].tobytes() == folder_image.images[0].tobytes()
     # the four files named one by one: the same model
-    pipe2 = newbie.load(files["transformer"], text_encoder=files["text_encoder"], clip_model=files["clip_model"],
-                        vae=files["vae"], device="cpu", dtype="fp32")
+    pipe2 = newbie.load(
+        files["transformer"],
+        text_encoder=files["text_encoder"],
+        clip_model=files["clip_model"],
+        vae=files["vae"],
+        device="cpu",
+        dtype="fp32",
+    )
     assert pipe2.notice == ""
-    for a, b in ((pipe.dit, pipe2.dit), (pipe.text.gemma, pipe2.text.gemma), (pipe.codec.vae, pipe2.codec.vae)):
+    for a, b in (
+        (pipe.dit, pipe2.dit),
+        (pipe.text.gemma, pipe2.text.gemma),
+        (pipe.codec.vae, pipe2.codec.vae),
+    ):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -75,15 +114,32 @@ def test_load_api_single_files_and_comfy_dir_match_the_folder_bit_for_bit(layout
 def test_cli_single_files_and_comfy_dir_match_the_folder(layouts, folder_image, tmp_path, capsys):
     _, models, files = layouts
     out = tmp_path / "files.png"
-    code = main(["generate", PROMPT, "--model", str(files["transformer"]), "--text-encoder", str(files["text_encoder"]),
-                 "--clip-model", str(files["clip_model"]), "--vae", str(files["vae"]), "--out", str(out), *CLI_SETTINGS])
+    code = main(
+        [
+            "generate",
+            PROMPT,
+            "--model",
+            str(files["transformer"]),
+            "--text-encoder",
+            str(files["text_encoder"]),
+            "--clip-model",
+            str(files["clip_model"]),
+            "--vae",
+            str(files["vae"]),
+            "--out",
+            str(out),
+            *CLI_SETTINGS,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert _pixels(out) == folder_image.images[0].convert("RGB").tobytes()
     out2 = tmp_path / "dir.png"
     code = main(["generate", PROMPT, "--comfy-dir", str(models), "--out", str(out2), *CLI_SETTINGS])
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "text_encoder: took text_encoders/gemma_3_4b_it_bf16.safetensors" in err  # it says which files it took
+    assert (
+        "text_encoder: took text_encoders/gemma_3_4b_it_bf16.safetensors" in err
+    )  # it says which files it took
     assert _pixels(out2) == _pixels(out)
 
 
@@ -94,14 +150,18 @@ def test_inspect_names_each_format(layouts, capsys):
     for line, fmt in zip(out.strip().splitlines(), ("nextdit", "comfy-gemma3", "comfy-jina", "bfl-vae")):
         assert "keys ok" in line and f"[{comfy.FORMATS[fmt]}]" in line, line
     assert main(["inspect", str(folder)]) == 0
-    assert all(f"[{comfy.FORMATS['folder']}]" in line for line in capsys.readouterr().out.strip().splitlines())
+    assert all(
+        f"[{comfy.FORMATS['folder']}]" in line for line in capsys.readouterr().out.strip().splitlines()
+    )
 
 
 def test_prefixed_dit_and_file_search(layouts, tmp_path):
     """ComfyUI may save the DiT under model.diffusion_model.; a models/ folder may use older subfolder names
     and other file names (the usual name wins, then a pattern; the note says what else matched)."""
     models = tmp_path / "models"
-    files = cf.write_comfy_models(PACKAGED, models, cf.gemma_spiece(), cf.xlmr_spiece(), dit_prefix="model.diffusion_model.")
+    files = cf.write_comfy_models(
+        PACKAGED, models, cf.gemma_spiece(), cf.xlmr_spiece(), dit_prefix="model.diffusion_model."
+    )
     assert comfy.file_format(read_header(files["transformer"])) == "nextdit-prefixed"
     (models / "diffusion_models").rename(models / "unet")
     unet = models / "unet"
@@ -116,14 +176,18 @@ def test_prefixed_dit_and_file_search(layouts, tmp_path):
     (unet / "newbie_fp8_copy.safetensors").unlink()
     # the original XLM-R numbering in the Jina file loads too; the model path may be the models/ folder itself
     pipe = newbie.load(models, device="cpu", dtype="fp32")
-    assert pipe.folder.transformer == unet / "NewBie-exp0.1.safetensors" and pipe.text.jina_tokenizer.offset == 1
+    assert (
+        pipe.folder.transformer == unet / "NewBie-exp0.1.safetensors" and pipe.text.jina_tokenizer.offset == 1
+    )
     # explicit components win over the folder's; a folder lacking one says what it looked for
     (models / "vae" / "ae.safetensors").rename(tmp_path / "elsewhere.safetensors")
     (models / "vae" / "ae.config.json").rename(tmp_path / "elsewhere.config.json")
     with pytest.raises(NewbieError, match=r"no vae file in vae/ \(looked for ae.safetensors"):
         locate(None, comfy_dir=models)
     folder = locate(None, vae=tmp_path / "elsewhere.safetensors", comfy_dir=models)
-    assert folder.vae == tmp_path / "elsewhere.safetensors" and not any(n.startswith("vae") for n in folder.notes)
+    assert folder.vae == tmp_path / "elsewhere.safetensors" and not any(
+        n.startswith("vae") for n in folder.notes
+    )
     with pytest.raises(NewbieError, match="not a ComfyUI models folder"):
         comfy.find_comfy_files(tmp_path / "models" / "unet")
 
@@ -138,20 +202,47 @@ def _damage(path, key, tensor=None):
     save_file(sd, str(path))
 
 
-@pytest.mark.parametrize("component,key,replacement,message", [
-    ("text_encoder", "model.layers.1.mlp.down_proj.weight", None, "missing 1: layers.1.mlp.down_proj.weight"),
-    ("clip_model", "model.encoder.layers.1.mlp.fc2.bias", None, "missing 1: layers.1.mlp.fc2.bias"),
-    ("clip_model", "spiece_model", None, "no 'spiece_model' tensor"),
-    ("text_encoder", "spiece_model", torch.arange(64, dtype=torch.uint8), "'spiece_model' is not a SentencePiece model"),
-    ("vae", "decoder.up.0.block.1.conv2.weight", None, "missing 1: decoder.up.0.block.1.conv2.weight"),
-    ("vae", "encoder.mid.attn_1.q.weight", torch.zeros(8, 8, 1, 1), "encoder.mid.attn_1.q.weight [8, 8, 1, 1]"),
-    ("transformer", "layers.3.attention.qkv.weight", None, "missing 1 key(s): layers.3.attention.qkv.weight"),
-])
-def test_damaged_files_are_refused_with_the_key_named(layouts, tmp_path, capsys, component, key, replacement, message):
+@pytest.mark.parametrize(
+    "component,key,replacement,message",
+    [
+        (
+            "text_encoder",
+            "model.layers.1.mlp.down_proj.weight",
+            None,
+            "missing 1: layers.1.mlp.down_proj.weight",
+        ),
+        ("clip_model", "model.encoder.layers.1.mlp.fc2.bias", None, "missing 1: layers.1.mlp.fc2.bias"),
+        ("clip_model", "spiece_model", None, "no 'spiece_model' tensor"),
+        (
+            "text_encoder",
+            "spiece_model",
+            torch.arange(64, dtype=torch.uint8),
+            "'spiece_model' is not a SentencePiece model",
+        ),
+        ("vae", "decoder.up.0.block.1.conv2.weight", None, "missing 1: decoder.up.0.block.1.conv2.weight"),
+        (
+            "vae",
+            "encoder.mid.attn_1.q.weight",
+            torch.zeros(8, 8, 1, 1),
+            "encoder.mid.attn_1.q.weight [8, 8, 1, 1]",
+        ),
+        (
+            "transformer",
+            "layers.3.attention.qkv.weight",
+            None,
+            "missing 1 key(s): layers.3.attention.qkv.weight",
+        ),
+    ],
+)
+def test_damaged_files_are_refused_with_the_key_named(
+    layouts, tmp_path, capsys, component, key, replacement, message
+):
     models = tmp_path / "models"
     shutil.copytree(layouts[1], models)
     _damage(models / layouts[2][component].relative_to(layouts[1]), key, replacement)
-    code = main(["generate", "x", "--comfy-dir", str(models), "--out", str(tmp_path / "o.png"), *CLI_SETTINGS])
+    code = main(
+        ["generate", "x", "--comfy-dir", str(models), "--out", str(tmp_path / "o.png"), *CLI_SETTINGS]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "o.png").exists()
@@ -171,14 +262,20 @@ def test_vae_key_map_agrees_with_diffusers_converter():
     names = comfy.bfl_vae_names(bfl)
     ours = {names[k]: v.reshape(comfy.bfl_attention_shape(k, tuple(v.shape))) for k, v in bfl.items()}
     assert ours.keys() == theirs.keys() == sd.keys()
-    assert all(torch.equal(ours[k], theirs[k].reshape(ours[k].shape)) and torch.equal(ours[k], sd[k]) for k in sd)
+    assert all(
+        torch.equal(ours[k], theirs[k].reshape(ours[k].shape)) and torch.equal(ours[k], sd[k]) for k in sd
+    )
 
 
 def test_vae_file_without_sidecar_is_the_flux_vae(tmp_path):
     """ae.safetensors (no config beside it) is read as the FLUX.1 VAE: the full-size key set passes the
     checks, and decoding uses FLUX's scaling/shift."""
     cfg, src = comfy.vae_config_for_file(tmp_path / "ae.safetensors")
-    assert src == comfy.FLUX_VAE_CONFIG and cfg["latent_channels"] == 16 and cfg["block_out_channels"] == [128, 256, 512, 512]
+    assert (
+        src == comfy.FLUX_VAE_CONFIG
+        and cfg["latent_channels"] == 16
+        and cfg["block_out_channels"] == [128, 256, 512, 512]
+    )
     AutoencoderKL = autoencoder_class()
     with torch.device("meta"):
         flux = AutoencoderKL.from_config(cfg)
@@ -186,8 +283,13 @@ def test_vae_file_without_sidecar_is_the_flux_vae(tmp_path):
     headers = {}
     for k, v in flux.state_dict().items():
         name = comfy.diffusers_vae_key(k, n_up)
-        shape = (*v.shape, 1, 1) if name.endswith(("attn_1.q.weight", "attn_1.k.weight", "attn_1.v.weight",
-                                                   "attn_1.proj_out.weight")) else tuple(v.shape)
+        shape = (
+            (*v.shape, 1, 1)
+            if name.endswith(
+                ("attn_1.q.weight", "attn_1.k.weight", "attn_1.v.weight", "attn_1.proj_out.weight")
+            )
+            else tuple(v.shape)
+        )
         headers[name] = {"dtype": "F32", "shape": shape}
     assert "encoder.down.0.block.0.norm1.weight" in headers and "decoder.up.3.upsample.conv.weight" in headers
     assert "encoder.mid.attn_1.proj_out.weight" in headers and comfy.file_format(headers) == "bfl-vae"
@@ -212,34 +314,66 @@ def test_text_files_without_sidecar_are_gemma3_4b_and_jina_v2(tmp_path):
     from newbie.loading.strict import build_empty
     from newbie.loading.text import gemma_text_config, jina_config
 
-    real = Gemma3TextConfig(vocab_size=262208, hidden_size=2560, intermediate_size=10240, num_hidden_layers=34,
-                            num_attention_heads=8, num_key_value_heads=4, head_dim=256)
+    real = Gemma3TextConfig(
+        vocab_size=262208,
+        hidden_size=2560,
+        intermediate_size=10240,
+        num_hidden_layers=34,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+    )
     model = build_empty(lambda: Gemma3TextModel(real), "meta")
-    headers = {"model." + k: {"dtype": "BF16", "shape": tuple(v.shape)} for k, v in model.state_dict().items()}
+    headers = {
+        "model." + k: {"dtype": "BF16", "shape": tuple(v.shape)} for k, v in model.state_dict().items()
+    }
     headers["spiece_model"] = {"dtype": "U8", "shape": (4_000_000,)}
     headers["vision_model.embeddings.patch_embedding.weight"] = {"dtype": "BF16", "shape": (1152, 3, 14, 14)}
     assert comfy.file_format(headers) == "comfy-gemma3"
     (tmp_path / "gemma.safetensors").touch()
     cfg = gemma_text_config(tmp_path / "gemma.safetensors", headers, "model.")
-    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
-            cfg.intermediate_size, cfg.vocab_size, cfg.sliding_window, cfg.query_pre_attn_scalar) == \
-        (34, 2560, 8, 4, 256, 10240, 262208, 1024, 256)
+    assert (
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+        cfg.sliding_window,
+        cfg.query_pre_attn_scalar,
+    ) == (34, 2560, 8, 4, 256, 10240, 262208, 1024, 256)
     assert cfg.layer_types[:6] == ["sliding_attention"] * 5 + ["full_attention"]
-    assert cfg.rope_parameters["full_attention"] == {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}
+    assert cfg.rope_parameters["full_attention"] == {
+        "rope_type": "linear",
+        "factor": 8.0,
+        "rope_theta": 1000000.0,
+    }
     check_gemma(tmp_path / "gemma.safetensors", headers)
     del headers["model.layers.33.mlp.up_proj.weight"]
     with pytest.raises(CheckpointError, match="layers.33.mlp.up_proj.weight"):
         check_gemma(tmp_path / "gemma.safetensors", headers)
 
-    jmodel = build_empty(lambda: JinaEmbeddingsV3Model(JinaEmbeddingsV3Config(), add_pooling_layer=False), "meta")
-    jheaders = {"model." + k: {"dtype": "BF16", "shape": tuple(v.shape)} for k, v in cf.native_to_comfy_jina(jmodel).items()}
+    jmodel = build_empty(
+        lambda: JinaEmbeddingsV3Model(JinaEmbeddingsV3Config(), add_pooling_layer=False), "meta"
+    )
+    jheaders = {
+        "model." + k: {"dtype": "BF16", "shape": tuple(v.shape)}
+        for k, v in cf.native_to_comfy_jina(jmodel).items()
+    }
     jheaders["spiece_model"] = {"dtype": "U8", "shape": (5_000_000,)}
     assert comfy.file_format(jheaders) == "comfy-jina"
     assert jheaders["model.embeddings.word_embeddings.weight"]["shape"] == (250002, 1024)
     (tmp_path / "jina.safetensors").touch()
     jcfg = jina_config(tmp_path / "jina.safetensors", jheaders, "model.")
-    assert (jcfg.num_hidden_layers, jcfg.hidden_size, jcfg.num_attention_heads, jcfg.intermediate_size,
-            jcfg.rope_parameters["rope_theta"], jcfg.pad_token_id) == (24, 1024, 16, 4096, 20000.0, 1)
+    assert (
+        jcfg.num_hidden_layers,
+        jcfg.hidden_size,
+        jcfg.num_attention_heads,
+        jcfg.intermediate_size,
+        jcfg.rope_parameters["rope_theta"],
+        jcfg.pad_token_id,
+    ) == (24, 1024, 16, 4096, 20000.0, 1)
     check_jina(tmp_path / "jina.safetensors", jheaders)
 
 
@@ -261,12 +395,29 @@ def test_ui_and_serve_take_a_comfy_dir(layouts, tmp_path):
     from newbie.ui.cli import streamlit_command
 
     _, models, _ = layouts
-    _, env = streamlit_command(build_parser().parse_args(["ui", "--comfy-dir", str(models), "--data-dir", str(tmp_path / "g")]))
-    assert env["NEWBIE_UI_MODEL"] == str(models.resolve())  # the page's newbie.load() takes a models/ folder as path
+    _, env = streamlit_command(
+        build_parser().parse_args(["ui", "--comfy-dir", str(models), "--data-dir", str(tmp_path / "g")])
+    )
+    assert env["NEWBIE_UI_MODEL"] == str(
+        models.resolve()
+    )  # the page's newbie.load() takes a models/ folder as path
     with pytest.raises(NewbieError, match="not a ComfyUI models folder"):
-        streamlit_command(build_parser().parse_args(["ui", "--comfy-dir", str(tmp_path), "--data-dir", str(tmp_path / "g")]))
-    args = build_parser().parse_args(["serve", "--comfy-dir", str(models), "--device", "cpu", "--dtype", "fp32",
-                                      "--data-dir", str(tmp_path / "serve")])
+        streamlit_command(
+            build_parser().parse_args(["ui", "--comfy-dir", str(tmp_path), "--data-dir", str(tmp_path / "g")])
+        )
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--comfy-dir",
+            str(models),
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+            "--data-dir",
+            str(tmp_path / "serve"),
+        ]
+    )
     service = local_service(args, limits_from(args))
     try:
         assert service.model_name == "NewBie-Image-Exp0.1-bf16.safetensors"
@@ -277,11 +428,25 @@ def test_ui_and_serve_take_a_comfy_dir(layouts, tmp_path):
 
 def test_a_file_given_as_the_wrong_component_is_named(layouts, capsys):
     _, _, files = layouts
-    code = main(["generate", "x", "--model", str(files["transformer"]), "--text-encoder", str(files["clip_model"]),
-                 "--clip-model", str(files["text_encoder"]), "--vae", str(files["vae"])])
+    code = main(
+        [
+            "generate",
+            "x",
+            "--model",
+            str(files["transformer"]),
+            "--text-encoder",
+            str(files["clip_model"]),
+            "--clip-model",
+            str(files["text_encoder"]),
+            "--vae",
+            str(files["vae"]),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "jina_clip_v2_bf16.safetensors: this is a ComfyUI Jina CLIP v2 file" in err
     assert "give it as --clip-model, not --text-encoder" in err
     assert main(["inspect", str(files["vae"])]) == 2
-    assert "this is a single file, BFL/LDM autoencoder keys (ae.safetensors); give it as --vae, not --model" in \
-        capsys.readouterr().err
+    assert (
+        "this is a single file, BFL/LDM autoencoder keys (ae.safetensors); give it as --vae, not --model"
+        in capsys.readouterr().err
+    )

@@ -9,10 +9,18 @@ from newbie.loading.spiece import SPIECE_KEY, file_tokenizer, gemma_tokenizer, j
 from tests.loading import comfy_files as cf
 
 TEXTS = [
-    "red_hair girl, Blue eyes.", "", "  two  spaces\tand\nnewline ", " lead", "Ünïcode ☃ 中文",
-    "<bos>hello <start_of_turn>x <eos> y <mask>", "a<unk>b <pad>", "<s>abc</s> <mask> <pad>",
-    ("You are an assistant designed to generate high-quality anime images based on xml format prompts. "
-     "<Prompt Start> <character_1> <n>$character_1$</n> <gender>1girl</gender> </character_1>"),
+    "red_hair girl, Blue eyes.",
+    "",
+    "  two  spaces\tand\nnewline ",
+    " lead",
+    "Ünïcode ☃ 中文",
+    "<bos>hello <start_of_turn>x <eos> y <mask>",
+    "a<unk>b <pad>",
+    "<s>abc</s> <mask> <pad>",
+    (
+        "You are an assistant designed to generate high-quality anime images based on xml format prompts. "
+        "<Prompt Start> <character_1> <n>$character_1$</n> <gender>1girl</gender> </character_1>"
+    ),
 ]
 
 
@@ -46,16 +54,26 @@ def test_jina_ids_equal_hf_in_both_numberings(models, numbering):
 @pytest.mark.parametrize("which", ["gemma", "jina"])
 def test_batches_pad_and_truncate_as_hf(models, which):
     g, _, hf_numbered, hf_g, hf_j = models
-    ours, theirs = (gemma_tokenizer(g, "g"), hf_g) if which == "gemma" else (jina_tokenizer(hf_numbered, "j"), hf_j)
+    ours, theirs = (
+        (gemma_tokenizer(g, "g"), hf_g) if which == "gemma" else (jina_tokenizer(hf_numbered, "j"), hf_j)
+    )
     batch = ["red", "You are an assistant designed to generate", ""]
     for side in ("right", "left"):  # newbie.model.text pads on the right
         ours.padding_side = theirs.padding_side = side
-        for kw in ({"padding": True, "pad_to_multiple_of": 8, "max_length": 16, "truncation": True},
-                   {"padding": True, "max_length": 6, "truncation": True}, {"padding": True}):
+        for kw in (
+            {"padding": True, "pad_to_multiple_of": 8, "max_length": 16, "truncation": True},
+            {"padding": True, "max_length": 6, "truncation": True},
+            {"padding": True},
+        ):
             a = ours(batch, return_tensors="pt", **kw)
             b = theirs(batch, return_tensors="pt", **kw)
-            assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.attention_mask, b.attention_mask), (side, kw)
-    assert ours(batch[1], return_tensors="pt").input_ids.shape == theirs(batch[1], return_tensors="pt").input_ids.shape
+            assert torch.equal(a.input_ids, b.input_ids) and torch.equal(
+                a.attention_mask, b.attention_mask
+            ), (side, kw)
+    assert (
+        ours(batch[1], return_tensors="pt").input_ids.shape
+        == theirs(batch[1], return_tensors="pt").input_ids.shape
+    )
 
 
 def test_unknown_special_numbering_and_broken_models_are_refused(models, tmp_path):
@@ -66,7 +84,9 @@ def test_unknown_special_numbering_and_broken_models_are_refused(models, tmp_pat
         gemma_tokenizer(b"not a model", "x")
     table = {"model.embed_tokens.weight": torch.zeros(50, 4)}  # fewer rows than the tokenizer has ids
     save_file({**table, SPIECE_KEY: cf.spiece_tensor(g)}, str(tmp_path / "small.safetensors"))
-    with pytest.raises(CheckpointError, match=f"'{SPIECE_KEY}' has 119 token ids but 'model.embed_tokens.weight' only 50"):
+    with pytest.raises(
+        CheckpointError, match=f"'{SPIECE_KEY}' has 119 token ids but 'model.embed_tokens.weight' only 50"
+    ):
         file_tokenizer(tmp_path / "small.safetensors", "Gemma")
     save_file({**table, SPIECE_KEY: torch.zeros(8)}, str(tmp_path / "float.safetensors"))
     with pytest.raises(CheckpointError, match=f"'{SPIECE_KEY}' must be a 1-D uint8 tensor"):

@@ -17,8 +17,13 @@ def _forward(m, seed=0):
     g = torch.Generator().manual_seed(seed)
     cfg = m.cfg
     x = torch.randn(1, 16, 8, 8, generator=g)
-    return m(x, torch.rand(1, generator=g), torch.randn(1, 5, cfg.cap_feat_dim, generator=g), None,
-             torch.randn(1, cfg.clip_text_dim, generator=g))
+    return m(
+        x,
+        torch.rand(1, generator=g),
+        torch.randn(1, 5, cfg.cap_feat_dim, generator=g),
+        None,
+        torch.randn(1, cfg.clip_text_dim, generator=g),
+    )
 
 
 def _reference(tiny_model_dir):
@@ -54,12 +59,25 @@ def test_diffusers_layout_and_prefixes_give_the_same_model(tiny_model_dir, tmp_p
     folder = tmp_path / "diffusers" / "transformer"
     folder.mkdir(parents=True)
     save_file(diff, str(folder / "diffusion_pytorch_model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({
-        "_class_name": "Lumina2Transformer2DModel", "hidden_size": dcfg.dim, "num_layers": dcfg.n_layers,
-        "num_refiner_layers": dcfg.n_refiner_layers, "num_attention_heads": dcfg.n_heads,
-        "num_kv_heads": dcfg.n_kv_heads, "axes_dim_rope": list(dcfg.axes_dims), "axes_lens": list(dcfg.axes_lens),
-        "cap_feat_dim": dcfg.cap_feat_dim, "pooled_projection_dim": dcfg.clip_text_dim,
-        "multiple_of": dcfg.multiple_of, "ffn_dim_multiplier": None, "norm_eps": 1e-5}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "Lumina2Transformer2DModel",
+                "hidden_size": dcfg.dim,
+                "num_layers": dcfg.n_layers,
+                "num_refiner_layers": dcfg.n_refiner_layers,
+                "num_attention_heads": dcfg.n_heads,
+                "num_kv_heads": dcfg.n_kv_heads,
+                "axes_dim_rope": list(dcfg.axes_dims),
+                "axes_lens": list(dcfg.axes_lens),
+                "cap_feat_dim": dcfg.cap_feat_dim,
+                "pooled_projection_dim": dcfg.clip_text_dim,
+                "multiple_of": dcfg.multiple_of,
+                "ffn_dim_multiplier": None,
+                "norm_eps": 1e-5,
+            }
+        )
+    )
     m = load_dit(folder.parent, BASE, torch.float32)
     for k, v in ref.state_dict().items():
         assert torch.equal(m.state_dict()[k], v), k
@@ -68,7 +86,9 @@ def test_diffusers_layout_and_prefixes_give_the_same_model(tiny_model_dir, tmp_p
     single = tmp_path / "single.safetensors"
     save_file({"model.diffusion_model." + k: v for k, v in sd.items()}, str(single))
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        load_dit(single, BASE, torch.float32)  # spec widths (2304) do not match a tiny file: an error, not a guess
+        load_dit(
+            single, BASE, torch.float32
+        )  # spec widths (2304) do not match a tiny file: an error, not a guess
     m2 = load_dit(single, dcfg.replace(n_layers=36), torch.float32)
     assert m2.cfg.n_layers == 2
     torch.testing.assert_close(_forward(m2), _forward(ref))
@@ -91,7 +111,9 @@ def test_missing_key_is_named(tiny_model_dir, tmp_path):
 
 
 def test_unexpected_key_is_named(tiny_model_dir, tmp_path):
-    root = _damaged_copy(tiny_model_dir, tmp_path, lambda sd: sd.update({"layers.9.extra.weight": torch.zeros(2)}))
+    root = _damaged_copy(
+        tiny_model_dir, tmp_path, lambda sd: sd.update({"layers.9.extra.weight": torch.zeros(2)})
+    )
     with pytest.raises(CheckpointError, match=r"unexpected 1 key\(s\): layers\.9\.extra\.weight"):
         load_dit(root, BASE)
 
@@ -127,8 +149,18 @@ def test_config_disagreeing_with_tensors_is_an_error(tiny_model_dir, tmp_path):
 
 def _real_layout_96(tmp_path, pooled_out: int, mix_in: int):
     """A real-layout folder at dim 96 / clip_text_dim 32, its pooled-path tensors written by hand."""
-    cfg = DiTConfig(dim=96, n_layers=1, n_refiner_layers=1, n_heads=8, n_kv_heads=4, cap_feat_dim=64,
-                    clip_text_dim=32, axes_dims=(4, 4, 4), axes_lens=(64, 32, 32), multiple_of=16)
+    cfg = DiTConfig(
+        dim=96,
+        n_layers=1,
+        n_refiner_layers=1,
+        n_heads=8,
+        n_kv_heads=4,
+        cap_feat_dim=64,
+        clip_text_dim=32,
+        axes_dims=(4, 4, 4),
+        axes_lens=(64, 32, 32),
+        multiple_of=16,
+    )
     with torch.device("meta"):
         names = NextDiT(cfg).state_dict()
     g = torch.Generator().manual_seed(0)
@@ -140,10 +172,24 @@ def _real_layout_96(tmp_path, pooled_out: int, mix_in: int):
     folder = tmp_path / "m96" / "transformer"
     folder.mkdir(parents=True)
     save_file(sd, str(folder / "diffusion_pytorch_model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({
-        "_class_name": "NextDiT_3B_GQA_patch2_Adaln_Refiner_WHIT_CLIP", "dim": 96, "n_layers": 1,
-        "n_refiner_layers": 1, "n_heads": 8, "n_kv_heads": 4, "axes_dims": [4, 4, 4], "axes_lens": [64, 32, 32],
-        "clip_text_dim": 32, "clip_img_dim": 32, "cap_feat_dim": 64, "multiple_of": 16}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "NextDiT_3B_GQA_patch2_Adaln_Refiner_WHIT_CLIP",
+                "dim": 96,
+                "n_layers": 1,
+                "n_refiner_layers": 1,
+                "n_heads": 8,
+                "n_kv_heads": 4,
+                "axes_dims": [4, 4, 4],
+                "axes_lens": [64, 32, 32],
+                "clip_text_dim": 32,
+                "clip_img_dim": 32,
+                "cap_feat_dim": 64,
+                "multiple_of": 16,
+            }
+        )
+    )
     return folder.parent, sd
 
 

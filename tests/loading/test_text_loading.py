@@ -17,7 +17,9 @@ def parts():
 
 
 def _hidden(gemma, ids):
-    return gemma(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states[-2]
+    return gemma(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states[
+        -2
+    ]
 
 
 @pytest.mark.parametrize("prefix", ["language_model.model.", "model.language_model.", "model.", ""])
@@ -59,7 +61,9 @@ def test_jina_clip_text_tower_loads_natively_and_ignores_lora(parts, tmp_path):
     _, _, jina, jtok = parts
     save_jina(tmp_path, jina, jtok, lora_rank=4)
     keys = load_file(str(tmp_path / "model.safetensors")).keys()
-    assert "text_model.transformer.roberta.encoder.layers.0.mixer.Wqkv.parametrizations.weight.original" in keys
+    assert (
+        "text_model.transformer.roberta.encoder.layers.0.mixer.Wqkv.parametrizations.weight.original" in keys
+    )
     assert any(k.endswith("lora_A") for k in keys)
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["model_type"] == "jina_clip" and "auto_map" not in cfg  # nothing for remote code to run

@@ -4,8 +4,10 @@ from newbie.errors import NewbieError
 from newbie.memory.planner import ComponentSizes, parse_vram, plan_for, step_down
 
 
-@pytest.mark.parametrize("vram, name", [(80, "resident"), (24, "resident"), (12, "staged"), (8, "stream-8"),
-                                        (6, "int8"), (4, "stream-all")])
+@pytest.mark.parametrize(
+    "vram, name",
+    [(80, "resident"), (24, "resident"), (12, "staged"), (8, "stream-8"), (6, "int8"), (4, "stream-all")],
+)
 def test_plan_ladder_at_1024(vram, name):
     plan = plan_for(vram, 1024, 1024)
     assert plan.name == name
@@ -22,7 +24,9 @@ def test_streaming_and_tiling_flags():
 
 def test_bigger_images_need_bigger_plans():
     assert plan_for(24, 1024, 1024).name == "resident"
-    assert plan_for(24, 2048, 2048).name == "staged"  # the fp32 decode at 2048^2 no longer fits beside the rest
+    assert (
+        plan_for(24, 2048, 2048).name == "staged"
+    )  # the fp32 decode at 2048^2 no longer fits beside the rest
 
 
 def test_no_plan_fits_and_step_down():

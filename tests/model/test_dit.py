@@ -18,8 +18,12 @@ def _model(seed=0, **cfg):
 def _inputs(b=2, L=10, h=8, w=12, seed=1):
     g = torch.Generator().manual_seed(seed)
     cfg = tiny_dit_config()
-    return (torch.randn(b, 16, h, w, generator=g), torch.rand(b, generator=g),
-            torch.randn(b, L, cfg.cap_feat_dim, generator=g), torch.randn(b, cfg.clip_text_dim, generator=g))
+    return (
+        torch.randn(b, 16, h, w, generator=g),
+        torch.rand(b, generator=g),
+        torch.randn(b, L, cfg.cap_feat_dim, generator=g),
+        torch.randn(b, cfg.clip_text_dim, generator=g),
+    )
 
 
 def test_output_shape_and_patchify_roundtrip():
@@ -126,7 +130,8 @@ def test_pooled_path_shapes_follow_the_official_formula():
     assert sd["time_text_embed.1.weight"].shape == (96, 96 + 32)  # min(dim, 1024) + clip_text_dim
     assert sd["time_text_embed.1.bias"].shape == (96,)
     with torch.device("meta"):
-        wide = NextDiT(tiny_dit_config(dim=1280, n_heads=10, n_kv_heads=5, clip_text_dim=64,
-                                     axes_dims=(32, 48, 48))).state_dict()
+        wide = NextDiT(
+            tiny_dit_config(dim=1280, n_heads=10, n_kv_heads=5, clip_text_dim=64, axes_dims=(32, 48, 48))
+        ).state_dict()
     assert wide["time_text_embed.1.weight"].shape == (1024, 1024 + 64)  # conditioning width capped at 1024
     assert wide["final_layer.adaLN_modulation.1.weight"].shape == (1280, 1024)

@@ -21,7 +21,11 @@ def official_to_diffusers(sd: dict, cfg) -> dict:
         if n.endswith("attention.qkv.weight"):
             base = n[: -len("attention.qkv.weight")]
             wq, wk, wv = v.split([q, kv, kv])
-            out[base + "attn.to_q.weight"], out[base + "attn.to_k.weight"], out[base + "attn.to_v.weight"] = wq, wk, wv
+            out[base + "attn.to_q.weight"], out[base + "attn.to_k.weight"], out[base + "attn.to_v.weight"] = (
+                wq,
+                wk,
+                wv,
+            )
             continue
         n = n.replace("attention.out.", "attn.to_out.0.").replace("attention.q_norm.", "attn.norm_q.")
         n = n.replace("attention.k_norm.", "attn.norm_k.")
@@ -47,10 +51,20 @@ def test_matches_diffusers_lumina2():
     for p in ours.parameters():
         p.add_(0.05 * torch.randn_like(p))
     theirs = Lumina2Transformer2DModel(
-        sample_size=16, patch_size=2, in_channels=16, hidden_size=cfg.dim, num_layers=cfg.n_layers,
-        num_refiner_layers=cfg.n_refiner_layers, num_attention_heads=cfg.n_heads, num_kv_heads=cfg.n_kv_heads,
-        multiple_of=cfg.multiple_of, ffn_dim_multiplier=None, norm_eps=cfg.norm_eps, axes_dim_rope=cfg.axes_dims,
-        axes_lens=cfg.axes_lens, cap_feat_dim=cfg.cap_feat_dim,
+        sample_size=16,
+        patch_size=2,
+        in_channels=16,
+        hidden_size=cfg.dim,
+        num_layers=cfg.n_layers,
+        num_refiner_layers=cfg.n_refiner_layers,
+        num_attention_heads=cfg.n_heads,
+        num_kv_heads=cfg.n_kv_heads,
+        multiple_of=cfg.multiple_of,
+        ffn_dim_multiplier=None,
+        norm_eps=cfg.norm_eps,
+        axes_dim_rope=cfg.axes_dims,
+        axes_lens=cfg.axes_lens,
+        cap_feat_dim=cfg.cap_feat_dim,
     ).eval()
     missing, unexpected = theirs.load_state_dict(official_to_diffusers(ours.state_dict(), cfg), strict=False)
     assert not unexpected and not missing

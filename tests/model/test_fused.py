@@ -21,8 +21,12 @@ def _model(**cfg):
 
 def _inputs(m, b=2, L=10, h=8, w=12):
     cfg = m.cfg
-    return (torch.randn(b, 16, h, w), torch.rand(b), torch.randn(b, L, cfg.cap_feat_dim),
-            torch.randn(b, cfg.clip_text_dim))
+    return (
+        torch.randn(b, 16, h, w),
+        torch.rand(b),
+        torch.randn(b, L, cfg.cap_feat_dim),
+        torch.randn(b, cfg.clip_text_dim),
+    )
 
 
 @torch.no_grad()

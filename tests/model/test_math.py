@@ -20,7 +20,9 @@ def test_rope_rotates_adjacent_pairs_as_complex_numbers():
     ang = rope_angles(pos, rope_inv_freqs((4, 4, 4), 10000.0))
     out = apply_rope(x, ang.cos(), ang.sin())
     xc = torch.view_as_complex(x.double().reshape(1, 3, 2, 6, 2))
-    ref = torch.view_as_real(xc * torch.polar(torch.ones_like(ang.double()), ang.double())[:, :, None]).flatten(-2)
+    ref = torch.view_as_real(
+        xc * torch.polar(torch.ones_like(ang.double()), ang.double())[:, :, None]
+    ).flatten(-2)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
     assert torch.equal(out[0, 0], x[0, 0])  # position 0 is the identity
 

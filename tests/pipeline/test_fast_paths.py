@@ -5,9 +5,11 @@ import torch
 
 import newbie
 
-XML = ("<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance> "
-       "<position>left</position> </character_1> <general_tags> <background>white_background</background> "
-       "</general_tags>")
+XML = (
+    "<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance> "
+    "<position>left</position> </character_1> <general_tags> <background>white_background</background> "
+    "</general_tags>"
+)
 
 
 @pytest.fixture()
@@ -16,8 +18,16 @@ def pipe(tiny_model_dir):
 
 
 def _gen(pipe, **kw):
-    args = dict(seed=int(torch.randint(0, 10_000, ())), steps=3, width=32, height=32, cfg=4.0, cfg_trunc=1.0,
-                sampler="euler", negative="black_background, blue_eyes")
+    args = dict(
+        seed=int(torch.randint(0, 10_000, ())),
+        steps=3,
+        width=32,
+        height=32,
+        cfg=4.0,
+        cfg_trunc=1.0,
+        sampler="euler",
+        negative="black_background, blue_eyes",
+    )
     args.update(kw)
     return pipe.generate(XML, **args)
 

@@ -6,9 +6,8 @@ import torch
 from newbie.errors import NewbieError
 from newbie.pipeline.img2img import feather, hires_spec
 from newbie.sampling.loop import keep_unmasked
-from newbie.sampling.schedules import img2img_sigmas
 from newbie.sampling.samplers import SAMPLERS
-from newbie.sampling.schedules import flow_sigmas
+from newbie.sampling.schedules import flow_sigmas, img2img_sigmas
 
 
 def test_strength_one_is_the_text_to_image_grid_and_zero_runs_no_step():

@@ -1,13 +1,15 @@
 import pytest
 import torch
 
+from newbie.config import TextConfig
 from newbie.errors import NewbieError
 from newbie.model.text import gemma_text
-from newbie.config import TextConfig
 
-XML = ("<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance> "
-       "<position>left</position> </character_1> <general_tags> <count>1girl</count> "
-       "<background>white_background</background> </general_tags>")
+XML = (
+    "<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance> "
+    "<position>left</position> </character_1> <general_tags> <count>1girl</count> "
+    "<background>white_background</background> </general_tags>"
+)
 
 
 def test_system_prompt_follows_the_prompt_kind():
@@ -47,29 +49,45 @@ def test_batch_images_equal_images_made_alone(tiny_pipeline):
 
 
 def test_remake_is_bit_identical(tiny_pipeline):
-    gen = tiny_pipeline.generate(XML, negative="black_background", seed=11, steps=3, width=32, height=32,
-                                 cfg=3.0, sampler="dpmpp_2m", batch=2)
+    gen = tiny_pipeline.generate(
+        XML,
+        negative="black_background",
+        seed=11,
+        steps=3,
+        width=32,
+        height=32,
+        cfg=3.0,
+        sampler="dpmpp_2m",
+        batch=2,
+    )
     again = tiny_pipeline.remake(gen.recipes[1])
     assert torch.equal(again.latents, gen.latents[1:])
     assert again.images[0].tobytes() == gen.images[1].tobytes()
 
 
 def test_cfg_truncation_changes_only_the_early_steps(tiny_pipeline):
-    a = tiny_pipeline.generate(XML, seed=1, steps=4, width=32, height=32, cfg=4.0, cfg_trunc=0.0, sampler="euler")
+    a = tiny_pipeline.generate(
+        XML, seed=1, steps=4, width=32, height=32, cfg=4.0, cfg_trunc=0.0, sampler="euler"
+    )
     b = tiny_pipeline.generate(XML, seed=1, steps=4, width=32, height=32, cfg=1.0, sampler="euler")
     torch.testing.assert_close(a.latents, b.latents)  # trunc 0: CFG never applies == cfg 1
-    c = tiny_pipeline.generate(XML, seed=1, steps=4, width=32, height=32, cfg=4.0, cfg_trunc=1.0, sampler="euler")
+    c = tiny_pipeline.generate(
+        XML, seed=1, steps=4, width=32, height=32, cfg=4.0, cfg_trunc=1.0, sampler="euler"
+    )
     assert not torch.allclose(a.latents, c.latents)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(width=100), "width 100 is not a positive multiple of 16"),
-    (dict(height=4096), "height 4096 is larger than 2048"),
-    (dict(steps=0), "steps must be >= 1"),
-    (dict(sampler="ddim"), "unknown sampler 'ddim'"),
-    (dict(cfg=float("nan")), "cfg must be a finite number"),
-    (dict(batch=0), "batch must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(width=100), "width 100 is not a positive multiple of 16"),
+        (dict(height=4096), "height 4096 is larger than 2048"),
+        (dict(steps=0), "steps must be >= 1"),
+        (dict(sampler="ddim"), "unknown sampler 'ddim'"),
+        (dict(cfg=float("nan")), "cfg must be a finite number"),
+        (dict(batch=0), "batch must be >= 1"),
+    ],
+)
 def test_bad_requests_are_one_line_errors(tiny_pipeline, kwargs, message):
     with pytest.raises(NewbieError, match=message):
         tiny_pipeline.request("1girl", **kwargs)

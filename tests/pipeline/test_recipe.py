@@ -7,10 +7,29 @@ from newbie.pipeline.recipe import Recipe, read_recipe
 
 
 def _recipe(**kw):
-    base = dict(prompt="<character_1>ünïcode</character_1>", negative="", seed=2**40, steps=18, cfg=5.0,
-                sampler="midpoint", shift=6.0, width=1024, height=768, cfg_trunc=0.25, renorm_cfg=0.0, dtype="bf16",
-                text_dtype="bf16", vae_dtype="fp32", device="cuda", model="NewBie-image-Exp0.1", model_hash="ab" * 32,
-                version="0.1.0", batch_size=2, batch_index=1, warnings=["image is all black"])
+    base = dict(
+        prompt="<character_1>ünïcode</character_1>",
+        negative="",
+        seed=2**40,
+        steps=18,
+        cfg=5.0,
+        sampler="midpoint",
+        shift=6.0,
+        width=1024,
+        height=768,
+        cfg_trunc=0.25,
+        renorm_cfg=0.0,
+        dtype="bf16",
+        text_dtype="bf16",
+        vae_dtype="fp32",
+        device="cuda",
+        model="NewBie-image-Exp0.1",
+        model_hash="ab" * 32,
+        version="0.1.0",
+        batch_size=2,
+        batch_index=1,
+        warnings=["image is all black"],
+    )
     base.update(kw)
     return Recipe(**base)
 

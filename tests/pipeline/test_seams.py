@@ -25,6 +25,8 @@ def test_fp16_fallback_under_a_staged_plan_converts_the_plans_copies(tiny_model_
 
 
 def test_batch_decode_equals_single_image_decode(tiny_pipeline):
-    lat = torch.randn(2, tiny_pipeline.codec.cfg.latent_channels, 4, 6, generator=torch.Generator().manual_seed(0))
+    lat = torch.randn(
+        2, tiny_pipeline.codec.cfg.latent_channels, 4, 6, generator=torch.Generator().manual_seed(0)
+    )
     both = tiny_pipeline.codec.decode(lat)
     assert torch.equal(both[1:], tiny_pipeline.codec.decode(lat[1:]))

@@ -143,12 +143,26 @@ def test_static_decoder_logits_equal_a_full_forward_with_sliding_window_and_soft
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
     torch.manual_seed(0)
-    cfg = Gemma3TextConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8,
-                           sliding_window=4, layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-                           rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
-                                            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
-                           final_logit_softcapping=3.0, pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    cfg = Gemma3TextConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        query_pre_attn_scalar=8,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+        },
+        final_logit_softcapping=3.0,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+    )
     cfg._attn_implementation = "sdpa"
     model = Gemma3TextModel(cfg).eval()
     with torch.no_grad():
@@ -158,7 +172,10 @@ def test_static_decoder_logits_equal_a_full_forward_with_sliding_window_and_soft
         hidden = model(input_ids=ids).last_hidden_state[0]
         full = torch.stack([lm_logits(model, h) for h in hidden])
         assert full.abs().max() <= 3.0  # softcapped
-        for dec in (StaticDecoder(model, 16, torch.device("cpu")), ReferenceDecoder(model, torch.device("cpu"))):
+        for dec in (
+            StaticDecoder(model, 16, torch.device("cpu")),
+            ReferenceDecoder(model, torch.device("cpu")),
+        ):
             got = [dec.prefill(ids[0, :5].tolist())] + [dec.step(int(t)) for t in ids[0, 5:]]
             torch.testing.assert_close(torch.stack(got), full[4:], atol=1e-4, rtol=1e-4)
 
@@ -199,12 +216,15 @@ def test_xml_input_is_returned_parsed(demo_gemma):
     assert out.source == "input" and out.xml == to_xml(parse(xml))
 
 
-@pytest.mark.parametrize("text,kwargs,message", [
-    ("", {}, "empty"),
-    ("x" * 2001, {}, "limit"),
-    ("a girl", {"seed": 1, "temperature": 0.0}, "temperature"),
-    ("a girl", {"max_new_tokens": 0}, "max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "text,kwargs,message",
+    [
+        ("", {}, "empty"),
+        ("x" * 2001, {}, "limit"),
+        ("a girl", {"seed": 1, "temperature": 0.0}, "temperature"),
+        ("a girl", {"max_new_tokens": 0}, "max_new_tokens"),
+    ],
+)
 def test_bad_requests_are_one_line_errors(demo_gemma, text, kwargs, message):
     gemma, tok = demo_gemma
     with pytest.raises(NewbieError, match=message):
@@ -238,7 +258,9 @@ def run_cli(capsys, *argv):
 
 
 def test_cli_expand_llm_on_the_demo_model(capsys):
-    code, out, err = run_cli(capsys, "expand", "--llm", "--device", "cpu", "--max-new-tokens", "30", INPUTS[0])
+    code, out, err = run_cli(
+        capsys, "expand", "--llm", "--device", "cpu", "--max-new-tokens", "30", INPUTS[0]
+    )
     assert code == 0
     assert parse(out).kind == "xml"
     assert "gemma: " in err and "tok/s" in err and "greedy" in err

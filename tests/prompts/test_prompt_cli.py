@@ -39,7 +39,9 @@ def test_check_reads_a_plain_path(capsys, tmp_path, monkeypatch, readme_prompt):
     path = tmp_path / "p.xml"
     path.write_text(WARN, encoding="utf-8")
     assert run(capsys, "check", str(path)) == (
-        1, f"{path}:3:1: NB105 <clothing> is empty; leave it out [character_1]\n", ""
+        1,
+        f"{path}:3:1: NB105 <clothing> is empty; leave it out [character_1]\n",
+        "",
     )
     path.write_text(BAD, encoding="utf-8")
     assert run(capsys, "check", str(path)) == (2, "", f"{path}:3:1: error: <gender> is never closed\n")

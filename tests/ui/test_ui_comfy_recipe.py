@@ -6,8 +6,17 @@ from newbie.ui import form
 
 
 def test_form_from_a_comfy_recipe_keeps_noise_and_schedule(tiny_pipeline):
-    first = tiny_pipeline.generate("1girl", seed=9, steps=2, width=32, height=32, batch=2, noise="comfy",
-                                   schedule="simple", sampler="res_multistep")
+    first = tiny_pipeline.generate(
+        "1girl",
+        seed=9,
+        steps=2,
+        width=32,
+        height=32,
+        batch=2,
+        noise="comfy",
+        schedule="simple",
+        sampler="res_multistep",
+    )
     values = form.from_recipe(first.recipes[0])
     s = form.settings(values)
     again = tiny_pipeline.generate(values["prompt"], s.negative, batch=2, **s.kwargs())

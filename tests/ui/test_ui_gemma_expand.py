@@ -50,7 +50,9 @@ def test_gemma_answer_goes_when_the_description_changes_and_bad_seed_is_one_line
     app.text_area(key="describe").input(TEXT).run()
     app.text_input(key="gemma_seed").input("x1").run()
     button(app, "Write with Gemma").click().run()
-    assert [e.value for e in app.error] == ["the Gemma seed must be a whole number or empty (greedy), not 'x1'"]
+    assert [e.value for e in app.error] == [
+        "the Gemma seed must be a whole number or empty (greedy), not 'x1'"
+    ]
     app.text_input(key="gemma_seed").input("4").run()
     button(app, "Write with Gemma").click().run()
     assert any("seed 4" in c.value for c in app.caption)

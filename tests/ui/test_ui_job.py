@@ -74,7 +74,10 @@ def test_cancel_before_start(tiny_pipeline, tmp_path):
             NewbieError("width 100 is not a positive multiple of 16"),
             "width 100 is not a positive multiple of 16",
         ),
-        (RuntimeError("boom"), "generation failed: RuntimeError: boom (run again with --debug or NEWBIE_DEBUG=1"),
+        (
+            RuntimeError("boom"),
+            "generation failed: RuntimeError: boom (run again with --debug or NEWBIE_DEBUG=1",
+        ),
         (
             RuntimeError("Expected all tensors to be on the same device, but found at least two devices"),
             "internal device/dtype mismatch (Expected all tensors to be on the same device",

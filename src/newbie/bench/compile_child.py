@@ -33,9 +33,11 @@ def make_inputs(dit, size: int = 1024, cap_tokens: int = 256, uncond_tokens: int
     g = torch.Generator(device=dev).manual_seed(0)
     lat = size // 8
     x = torch.randn(1, 16, lat, lat, device=dev, generator=g)
-    cond = TextEmbeds(torch.randn(1, cap_tokens, dit.cfg.cap_feat_dim, device=dev, generator=g).to(dtype),
-                      torch.ones(1, cap_tokens, dtype=torch.bool, device=dev),
-                      torch.randn(1, dit.cfg.clip_text_dim, device=dev, generator=g).to(dtype))
+    cond = TextEmbeds(
+        torch.randn(1, cap_tokens, dit.cfg.cap_feat_dim, device=dev, generator=g).to(dtype),
+        torch.ones(1, cap_tokens, dtype=torch.bool, device=dev),
+        torch.randn(1, dit.cfg.clip_text_dim, device=dev, generator=g).to(dtype),
+    )
     short = slice(0, uncond_tokens)
     unc = TextEmbeds(cond.cap_feats[:, short] * 0.5, cond.cap_mask[:, short], cond.pooled * 0.5)
     return x, cond, unc, lat // 2
@@ -76,9 +78,14 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         step()
     torch.cuda.synchronize()
-    res = {"compile_warm_s": time.perf_counter() - t0,
-           "dynamo_counters": {k: dict(v) for k, v in torch._dynamo.utils.counters.items()
-                               if k in ("inductor", "aot_autograd", "stats")}}
+    res = {
+        "compile_warm_s": time.perf_counter() - t0,
+        "dynamo_counters": {
+            k: dict(v)
+            for k, v in torch._dynamo.utils.counters.items()
+            if k in ("inductor", "aot_autograd", "stats")
+        },
+    }
     print(json.dumps(res, default=str))
     return res
 

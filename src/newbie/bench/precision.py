@@ -92,8 +92,12 @@ def run(args: argparse.Namespace) -> int:
         height=h,
         warmup_steps=args.warmup_steps,
         note=args.note,
-        load_kwargs=dict(text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae,
-                         comfy_dir=getattr(args, "comfy_dir", None)),
+        load_kwargs=dict(
+            text_encoder=args.text_encoder,
+            clip_model=args.clip_model,
+            vae=args.vae,
+            comfy_dir=getattr(args, "comfy_dir", None),
+        ),
     )
     result = run_study(cfg)
     paths = write_report(result, Path(args.out), cell=args.cell)

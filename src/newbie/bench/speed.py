@@ -119,8 +119,11 @@ def attention_ms_per_step(dit, cap_lens: list[int], image_tokens: int, backend: 
     total = 0.0
     calls: dict[int, int] = {}
     for cap in cap_lens:
-        for n, k in ((cap + image_tokens, cfg.n_layers), (image_tokens, cfg.n_refiner_layers),
-                     (cap, cfg.n_refiner_layers)):
+        for n, k in (
+            (cap + image_tokens, cfg.n_layers),
+            (image_tokens, cfg.n_refiner_layers),
+            (cap, cfg.n_refiner_layers),
+        ):
             calls[n] = calls.get(n, 0) + k
     name = backend
     for n, k in calls.items():
@@ -203,20 +206,29 @@ def run(args) -> int:
     torch._dynamo.config.cache_size_limit = 64  # bf16 + fp8 blocks, modulated or not, static and dynamic
     torch._dynamo.config.accumulated_cache_size_limit = 1024
     now = datetime.now(timezone.utc)
-    res: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "date": now.date().isoformat(),
-                 "started_utc": now.isoformat(timespec="seconds"), "size": args.size,
-                 "caption_tokens": args.caption_tokens,
-                 "note": "random weights at the real shapes: speed only, not picture quality"}
+    res: dict = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "date": now.date().isoformat(),
+        "started_utc": now.isoformat(timespec="seconds"),
+        "size": args.size,
+        "caption_tokens": args.caption_tokens,
+        "note": "random weights at the real shapes: speed only, not picture quality",
+    }
     name = res["device"].replace("NVIDIA ", "").replace(" ", "-").lower()
     fname = f"speed-{name}-{res['date']}.json"
     paths = [Path(args.out) / fname] + ([Path(os.environ["OUT"]) / fname] if os.environ.get("OUT") else [])
     R = _Run(res, paths, args.budget_s)
-    cache_dir = fused.compile_cache(os.environ.get("NEWBIE_BENCH_CACHE", f"/tmp/newbie-inductor-{os.getpid()}"))
+    cache_dir = fused.compile_cache(
+        os.environ.get("NEWBIE_BENCH_CACHE", f"/tmp/newbie-inductor-{os.getpid()}")
+    )
     res["compile_cache_dir"] = cache_dir
     S: dict = {}  # state shared between sections
     L, L_uncond = args.caption_tokens, 40
-    prompt = "<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair</appearance> " \
-             "</character_1> " + ", ".join(f"tag{i}" for i in range(200))
+    prompt = (
+        "<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair</appearance> "
+        "</character_1> " + ", ".join(f"tag{i}" for i in range(200))
+    )
     kw = {"seed": 1, "width": args.size, "height": args.size}
 
     def ceiling():
@@ -249,8 +261,9 @@ def run(args) -> int:
 
     def compiled():
         dit, step = S["dit"], S["step"]
-        res["attention_backend_ms"] = fused.time_backends(dit.cfg.n_heads, dit.cfg.n_kv_heads, dit.cfg.head_dim,
-                                                          args.size**2 // 256 + L)
+        res["attention_backend_ms"] = fused.time_backends(
+            dit.cfg.n_heads, dit.cfg.n_kv_heads, dit.cfg.head_dim, args.size**2 // 256 + L
+        )
         S["backend"] = res["attention_backend"] = fused.choose(res["attention_backend_ms"])
         t0 = time.perf_counter()
         compile_dit(dit, S["backend"])
@@ -282,12 +295,23 @@ def run(args) -> int:
         res["newbie_s_per_step"] = min(a, b, g)
         res["newbie_tflops"] = res["flops_per_step"] / res["newbie_s_per_step"] / 1e12
         res["newbie_pct_of_ceiling"] = res["newbie_tflops"] / res["matmul_tflops"]
-        print(f"newbie compiled {a:.4f}/{b:.4f}, graphed {g:.4f} s/step, compile {res['compile_cold_s']:.1f} s",
-              flush=True)
+        print(
+            f"newbie compiled {a:.4f}/{b:.4f}, graphed {g:.4f} s/step, compile {res['compile_cold_s']:.1f} s",
+            flush=True,
+        )
 
     def warm():
-        cmd = [sys.executable, "-m", "newbie.bench.compile_child", "--attention", S["backend"], "--cache-dir",
-               cache_dir, "--size", str(args.size)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "newbie.bench.compile_child",
+            "--attention",
+            S["backend"],
+            "--cache-dir",
+            cache_dir,
+            "--size",
+            str(args.size),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, R.left() - 5), check=False)
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
         if r.returncode or not lines:
@@ -342,8 +366,10 @@ def run(args) -> int:
         res["newbie_s_per_image"] = time.perf_counter() - t0
         res["newbie_image_timings"] = img.timings
         S["euler_img"] = _image_tensor(img.images[0])
-        print(f"image official {res['image_official_s']:.2f} s, {args.steps} euler {res['newbie_s_per_image']:.2f} s",
-              flush=True)
+        print(
+            f"image official {res['image_official_s']:.2f} s, {args.steps} euler {res['newbie_s_per_image']:.2f} s",
+            flush=True,
+        )
 
     def fp8():
         from newbie.loading.dit import load_dit
@@ -366,8 +392,10 @@ def run(args) -> int:
             g = _time(step8) if S.get("graphs") else math.inf
         res["newbie_fp8_s_per_step"] = min(a, g)
         res["newbie_fp8_compiled_graphed_s"] = [a, None if g == math.inf else g]
-        res["fp8_attention"] = ("bf16: PyTorch's SDPA has no fp8 path on this machine (cuDNN fp8 attention "
-                                "is not exposed through torch 2.11; no FlashAttention-3 package)")
+        res["fp8_attention"] = (
+            "bf16: PyTorch's SDPA has no fp8 path on this machine (cuDNN fp8 attention "
+            "is not exposed through torch 2.11; no FlashAttention-3 package)"
+        )
         bf16_dit = pipe.dit
         pipe.dit = dit8
         try:
@@ -385,8 +413,10 @@ def run(args) -> int:
             fused.use_cuda_graphs(dit8, False)
             del dit8, step8
             torch.cuda.empty_cache()
-        print(f"fp8 {res['newbie_fp8_s_per_step']:.4f} s/step, official image {res.get('image_official_fp8_s')}",
-              flush=True)
+        print(
+            f"fp8 {res['newbie_fp8_s_per_step']:.4f} s/step, official image {res.get('image_official_fp8_s')}",
+            flush=True,
+        )
 
     def sizes():
         dit = S["dit"]
@@ -411,12 +441,18 @@ def run(args) -> int:
                     fused.use_cuda_graphs(dit, False)
             s = min(c, g)
             attn = attention_ms_per_step(dit, [L, L_uncond], grid * grid, S.get("backend", "auto")) / 1e3
-            table[str(size)] = {"tokens_per_branch": [grid * grid + L, grid * grid + L_uncond],
-                                "s_per_step": s, "compiled_s": c,
-                                "graphed_s": None if g == math.inf else g,
-                                "tflops": flops / s / 1e12, "pct_of_ceiling": flops / s / 1e12 / res["matmul_tflops"],
-                                "flops_per_step": flops, "attention_s": attn, "attention_share": attn / s,
-                                "peak_gib": peak}
+            table[str(size)] = {
+                "tokens_per_branch": [grid * grid + L, grid * grid + L_uncond],
+                "s_per_step": s,
+                "compiled_s": c,
+                "graphed_s": None if g == math.inf else g,
+                "tflops": flops / s / 1e12,
+                "pct_of_ceiling": flops / s / 1e12 / res["matmul_tflops"],
+                "flops_per_step": flops,
+                "attention_s": attn,
+                "attention_share": attn / s,
+                "peak_gib": peak,
+            }
             print(f"size {size}: {json.dumps(table[str(size)])}", flush=True)
             R.save()
         use_graphs(dit)
@@ -453,8 +489,10 @@ def run(args) -> int:
         if importlib.util.find_spec("cache_dit") is None:
             res["peers"]["cache_dit_fp8_compiled"] = "not run: cache-dit is not installed"
         elif not R.section("cache_dit_fp8", 25, lambda: _cache_dit_fp8(S, res, R)):
-            res["peers"].setdefault("cache_dit_fp8_compiled",
-                                    res.get("skipped", {}).get("cache_dit_fp8") or res["errors"]["cache_dit_fp8"])
+            res["peers"].setdefault(
+                "cache_dit_fp8_compiled",
+                res.get("skipped", {}).get("cache_dit_fp8") or res["errors"]["cache_dit_fp8"],
+            )
     # fp8 last, with its own limit: with torchao 0.18 on torch 2.11 it ran past 85 s and 175 s without
     # finishing (H200, 2026-12-01), and took the rest of that run with it
     if args.no_fp8:
@@ -465,8 +503,11 @@ def run(args) -> int:
         res.setdefault("image_official_fp8_s", f"not run: {why}")
     for k, section in (("diffusers_compiled", "diffusers_compiled"), ("cache_dit_dbcache", "step_cache")):
         if k not in res["peers"]:
-            res["peers"][k] = (res.get("skipped", {}).get(section) or res.get("errors", {}).get(section)
-                               or "not run: device budget")
+            res["peers"][k] = (
+                res.get("skipped", {}).get(section)
+                or res.get("errors", {}).get(section)
+                or "not run: device budget"
+            )
     if "diffusers_eager_s_per_step" in res:
         res["speedup_vs_diffusers_eager"] = res["diffusers_eager_s_per_step"] / res["newbie_s_per_step"]
     if "diffusers_compiled_s_per_step" in res:
@@ -485,11 +526,26 @@ def _lumina2(dit):
     cfg = dit.cfg
     p = next(dit.parameters())
     with torch.device(p.device):
-        return Lumina2Transformer2DModel(
-            sample_size=128, patch_size=2, in_channels=16, hidden_size=cfg.dim, num_layers=cfg.n_layers,
-            num_refiner_layers=cfg.n_refiner_layers, num_attention_heads=cfg.n_heads, num_kv_heads=cfg.n_kv_heads,
-            multiple_of=cfg.multiple_of, ffn_dim_multiplier=None, norm_eps=cfg.norm_eps, axes_dim_rope=cfg.axes_dims,
-            axes_lens=cfg.axes_lens, cap_feat_dim=cfg.cap_feat_dim).to(p.dtype).eval()
+        return (
+            Lumina2Transformer2DModel(
+                sample_size=128,
+                patch_size=2,
+                in_channels=16,
+                hidden_size=cfg.dim,
+                num_layers=cfg.n_layers,
+                num_refiner_layers=cfg.n_refiner_layers,
+                num_attention_heads=cfg.n_heads,
+                num_kv_heads=cfg.n_kv_heads,
+                multiple_of=cfg.multiple_of,
+                ffn_dim_multiplier=None,
+                norm_eps=cfg.norm_eps,
+                axes_dim_rope=cfg.axes_dims,
+                axes_lens=cfg.axes_lens,
+                cap_feat_dim=cfg.cap_feat_dim,
+            )
+            .to(p.dtype)
+            .eval()
+        )
 
 
 def _diffusers_inputs(S):
@@ -512,6 +568,7 @@ def _diffusers_peers(S, res, R) -> None:
     caps, mask, x = _diffusers_inputs(S)
     xx = x.repeat(2, 1, 1, 1).to(caps.dtype)
     t = torch.full((2,), 0.5, device=x.device, dtype=caps.dtype)
+
     def fwd():
         return model(xx, t, caps, mask, return_dict=False)[0]
 
@@ -529,6 +586,7 @@ def _diffusers_compiled(S, res, R) -> None:
     caps, mask, x = _diffusers_inputs(S)
     xx = x.repeat(2, 1, 1, 1).to(caps.dtype)
     t = torch.full((2,), 0.5, device=x.device, dtype=caps.dtype)
+
     def fwd():
         return model(xx, t, caps, mask, return_dict=False)[0]
 
@@ -543,8 +601,10 @@ def _diffusers_compiled(S, res, R) -> None:
         _sync(x.device)
         res["diffusers_compile_s"] = time.perf_counter() - t0
         res["diffusers_compiled_s_per_step"] = peers["diffusers_compiled"] = _time(fwd, 1, 5)
-        print(f"diffusers compiled {peers['diffusers_compiled']:.4f} s/step (compile {res['diffusers_compile_s']:.1f} s)",
-              flush=True)
+        print(
+            f"diffusers compiled {peers['diffusers_compiled']:.4f} s/step (compile {res['diffusers_compile_s']:.1f} s)",
+            flush=True,
+        )
 
 
 def _cache_dit_fp8(S, res, R) -> None:
@@ -558,13 +618,18 @@ def _cache_dit_fp8(S, res, R) -> None:
     caps, mask, x = _diffusers_inputs(S)
     xx = x.repeat(2, 1, 1, 1).to(caps.dtype)
     t = torch.full((2,), 0.5, device=x.device, dtype=caps.dtype)
+
     def fwd():
         return model(xx, t, caps, mask, return_dict=False)[0]
 
     res["cache_dit_version"] = getattr(cache_dit, "__version__", "?")
     with torch.no_grad():
-        cache_dit.quantize(model, cache_dit.QuantizeConfig(quant_type="float8_per_row",
-                                                              repeated_blocks=["Lumina2TransformerBlock"]))
+        cache_dit.quantize(
+            model,
+            cache_dit.QuantizeConfig(
+                quant_type="float8_per_row", repeated_blocks=["Lumina2TransformerBlock"]
+            ),
+        )
         cache_dit.set_compile_configs()
         t0 = time.perf_counter()
         fwd()
@@ -598,6 +663,7 @@ def _cache_comparison(S, res, R, steps: int) -> None:
     fused.use_cuda_graphs(dit, False)  # the step cache syncs with the host: plain compiled forward
     rc = dit.rope(cond.cap_mask.sum(1), cond.cap_feats.shape[1], grid, grid)
     ru = dit.rope(unc.cap_mask.sum(1), unc.cap_feats.shape[1], grid, grid)
+
     def decode(z):
         return pipe.codec.decode(z)[0].permute(1, 2, 0).cpu()
 
@@ -620,11 +686,21 @@ def _cache_comparison(S, res, R, steps: int) -> None:
         out["newbie_uncached_s"] = t_ref
         for th in (0.05, 0.1):
             z, secs, hits = ours(th)
-            entry = {"s": secs, "speedup": t_ref / secs, "psnr": psnr(decode(z), img_ref), "reused_calls": hits,
-                     "calls": 2 * steps}
+            entry = {
+                "s": secs,
+                "speedup": t_ref / secs,
+                "psnr": psnr(decode(z), img_ref),
+                "reused_calls": hits,
+                "calls": 2 * steps,
+            }
             out[f"newbie_step_cache_{th}"] = entry
-            res[f"step_cache_{th}"] = {"s_per_trajectory": secs, "speedup": entry["speedup"],
-                                       "psnr_vs_uncached": entry["psnr"], "reused_calls": hits, "calls": 2 * steps}
+            res[f"step_cache_{th}"] = {
+                "s_per_trajectory": secs,
+                "speedup": entry["speedup"],
+                "psnr_vs_uncached": entry["psnr"],
+                "reused_calls": hits,
+                "calls": 2 * steps,
+            }
             R.save()
         try:
             import cache_dit
@@ -645,9 +721,17 @@ def _cache_comparison(S, res, R, steps: int) -> None:
 
         def theirs(threshold):
             if threshold:
-                cache_dit.enable_cache(model, cache_config=DBCacheConfig(
-                    Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=threshold,
-                    max_warmup_steps=2, num_inference_steps=steps, enable_separate_cfg=False))
+                cache_dit.enable_cache(
+                    model,
+                    cache_config=DBCacheConfig(
+                        Fn_compute_blocks=1,
+                        Bn_compute_blocks=0,
+                        residual_diff_threshold=threshold,
+                        max_warmup_steps=2,
+                        num_inference_steps=steps,
+                        enable_separate_cfg=False,
+                    ),
+                )
             _sync(x.device)
             t0 = time.perf_counter()
             z = _trajectory(pair_fn, x, steps)
@@ -669,18 +753,29 @@ def _cache_comparison(S, res, R, steps: int) -> None:
                 res.setdefault("peers", {})["cache_dit_dbcache"] = "not run: device budget"
                 break
             z, secs, cached = theirs(th)
-            entry = {"s": secs, "speedup": t_ref / secs, "psnr": psnr(decode(z), img_ref), "cached_steps": cached}
+            entry = {
+                "s": secs,
+                "speedup": t_ref / secs,
+                "psnr": psnr(decode(z), img_ref),
+                "cached_steps": cached,
+            }
             out[f"cache_dit_dbcache_{th}"] = entry
-            ours_match = min((v for k, v in out.items() if k.startswith("newbie_step_cache_")),
-                             key=lambda v: abs(v["psnr"] - entry["psnr"]))
+            ours_match = min(
+                (v for k, v in out.items() if k.startswith("newbie_step_cache_")),
+                key=lambda v: abs(v["psnr"] - entry["psnr"]),
+            )
             if best is None or abs(ours_match["psnr"] - entry["psnr"]) < best[0]:
                 best = (abs(ours_match["psnr"] - entry["psnr"]), th, entry, ours_match)
             R.save()
         if best:
             _, th, entry, mine = best
-            out["matched"] = {"cache_dit_threshold": th, "cache_dit_speedup": entry["speedup"],
-                              "cache_dit_psnr": entry["psnr"], "newbie_speedup": mine["speedup"],
-                              "newbie_psnr": mine["psnr"]}
+            out["matched"] = {
+                "cache_dit_threshold": th,
+                "cache_dit_speedup": entry["speedup"],
+                "cache_dit_psnr": entry["psnr"],
+                "newbie_speedup": mine["speedup"],
+                "newbie_psnr": mine["psnr"],
+            }
             res.setdefault("peers", {})["cache_dit_dbcache"] = entry["s"] / steps
         model = None
         torch.cuda.empty_cache()
@@ -702,27 +797,31 @@ def _targets(res: dict) -> dict:
     out = {}
     for name, (key, ok) in TARGETS.items():
         v = res
-        for k in (key if isinstance(key, tuple) else (key,)):
+        for k in key if isinstance(key, tuple) else (key,):
             v = v.get(k) if isinstance(v, dict) else None
-        out[name] = {"value": v, "met": bool(ok(v))} if isinstance(v, (int, float)) else {"value": v, "met": None}
+        out[name] = (
+            {"value": v, "met": bool(ok(v))} if isinstance(v, (int, float)) else {"value": v, "met": None}
+        )
     return out
 
 
 def _print_table(res: dict) -> None:
-    rows = [("bf16 matmul ceiling (TFLOP/s)", res.get("matmul_tflops")),
-            ("newbie eager s/step", res.get("newbie_eager_s_per_step")),
-            ("newbie compiled s/step", res.get("newbie_s_per_step")),
-            ("newbie graphed s/step", res.get("newbie_graphed_s_per_step")),
-            ("compile cold s", res.get("compile_cold_s")),
-            ("compile warm s", res.get("compile_warm_s")),
-            ("newbie % of ceiling", res.get("newbie_pct_of_ceiling")),
-            ("newbie fp8 s/step", res.get("newbie_fp8_s_per_step")),
-            ("diffusers eager s/step", res.get("diffusers_eager_s_per_step")),
-            ("diffusers compiled s/step", res.get("diffusers_compiled_s_per_step")),
-            ("image official s", res.get("image_official_s")),
-            ("image official fp8 s", res.get("image_official_fp8_s")),
-            ("newbie s/image (28 euler)", res.get("newbie_s_per_image")),
-            ("peak GiB", res.get("peak_gib"))]
+    rows = [
+        ("bf16 matmul ceiling (TFLOP/s)", res.get("matmul_tflops")),
+        ("newbie eager s/step", res.get("newbie_eager_s_per_step")),
+        ("newbie compiled s/step", res.get("newbie_s_per_step")),
+        ("newbie graphed s/step", res.get("newbie_graphed_s_per_step")),
+        ("compile cold s", res.get("compile_cold_s")),
+        ("compile warm s", res.get("compile_warm_s")),
+        ("newbie % of ceiling", res.get("newbie_pct_of_ceiling")),
+        ("newbie fp8 s/step", res.get("newbie_fp8_s_per_step")),
+        ("diffusers eager s/step", res.get("diffusers_eager_s_per_step")),
+        ("diffusers compiled s/step", res.get("diffusers_compiled_s_per_step")),
+        ("image official s", res.get("image_official_s")),
+        ("image official fp8 s", res.get("image_official_fp8_s")),
+        ("newbie s/image (28 euler)", res.get("newbie_s_per_image")),
+        ("peak GiB", res.get("peak_gib")),
+    ]
     for name, value in rows:
         print(f"{name:<34} {f'{value:.4f}' if isinstance(value, (int, float)) else '-'}")
     for name, t in res.get("targets", {}).items():

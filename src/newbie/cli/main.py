@@ -19,18 +19,31 @@ from newbie.errors import NewbieError, debug_enabled, describe, failure_context
 from newbie.pipeline.request import Settings
 
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
-COMMAND_MODULES = ("newbie.prompts.cli", "newbie.precision.cli", "newbie.memory.plan_cli", "newbie.bench.cli",
-                   "newbie.ui.cli", "newbie.serve.cli", "newbie.adapters.cli")
+COMMAND_MODULES = (
+    "newbie.prompts.cli",
+    "newbie.precision.cli",
+    "newbie.memory.plan_cli",
+    "newbie.bench.cli",
+    "newbie.ui.cli",
+    "newbie.serve.cli",
+    "newbie.adapters.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="newbie", description="NewBie image Exp0.1 inference engine")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="text or XML prompt -> PNG", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = sub.add_parser(
+        "generate", help="text or XML prompt -> PNG", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     g.add_argument("prompt", nargs="?", help="the prompt, or @file to read it from a file")
-    g.add_argument("--from", dest="from_image", help="re-make an image from the recipe in its PNG, or the NewBie "
-                   "workflow in a ComfyUI PNG (docs/comfyui.md)")
+    g.add_argument(
+        "--from",
+        dest="from_image",
+        help="re-make an image from the recipe in its PNG, or the NewBie "
+        "workflow in a ComfyUI PNG (docs/comfyui.md)",
+    )
     g.add_argument("--negative", help="negative prompt (default: the model's, empty for NewBie)")
     g.add_argument("--seed", type=int)
     g.add_argument("--steps", type=int)
@@ -38,22 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", help="euler, midpoint, dpmpp_2m, res_multistep")
     g.add_argument("--shift", type=float)
     g.add_argument("--cfg-trunc", type=float, help="apply CFG only while t < this (0 = noise, 1 = data)")
-    g.add_argument("--renorm-cfg", type=float, help="cap the guided norm at this multiple of the conditional norm")
+    g.add_argument(
+        "--renorm-cfg", type=float, help="cap the guided norm at this multiple of the conditional norm"
+    )
     g.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, multiples of 16")
-    g.add_argument("--noise", choices=("newbie", "comfy"),
-                   help="initial noise: newbie (per-image, default) or comfy (ComfyUI's draw for the same seed)")
-    g.add_argument("--schedule", choices=("uniform", "simple"),
-                   help="sigma grid: uniform (default) or simple (ComfyUI's 'simple' scheduler)")
+    g.add_argument(
+        "--noise",
+        choices=("newbie", "comfy"),
+        help="initial noise: newbie (per-image, default) or comfy (ComfyUI's draw for the same seed)",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=("uniform", "simple"),
+        help="sigma grid: uniform (default) or simple (ComfyUI's 'simple' scheduler)",
+    )
     g.add_argument("--batch", type=int, default=1)
     g.add_argument("--out", default="outputs/newbie.png", help="output PNG (a batch adds -1, -2, ...)")
     g.add_argument("--quiet", action="store_true")
     add_model_args(g)
     add_workflow_args(g)  # --lora, --init-image, --strength, --mask, --hires (newbie.adapters.generate_flags)
-    g.add_argument("--parallel", help="sp:N, cfg:2 or cfg:2,sp:N: one image on several GPUs (or CPU processes "
-                   "with --device cpu); see newbie.parallel")
+    g.add_argument(
+        "--parallel",
+        help="sp:N, cfg:2 or cfg:2,sp:N: one image on several GPUs (or CPU processes "
+        "with --device cpu); see newbie.parallel",
+    )
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("inspect", help="check every component of a model folder (or single files) and name its format")
+    i = sub.add_parser(
+        "inspect", help="check every component of a model folder (or single files) and name its format"
+    )
     i.add_argument("model", nargs="?", help="model folder, transformer file, or ComfyUI models/ folder")
     i.add_argument("--text-encoder", help="Gemma3 folder or ComfyUI file")
     i.add_argument("--clip-model", help="Jina CLIP v2 folder or ComfyUI file")
@@ -68,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_debug(parser: argparse.ArgumentParser, default) -> None:
     """--debug anywhere on the line (before or after a subcommand): subparsers leave it unset unless given."""
-    parser.add_argument("--debug", action="store_true", default=default,
-                        help="show the full traceback of an error (also NEWBIE_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show the full traceback of an error (also NEWBIE_DEBUG=1)",
+    )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for subparser in action.choices.values():
@@ -103,11 +133,20 @@ def cmd_generate(args) -> int:
     size = (recipe.width, recipe.height) if recipe else (args.size or None)
     if comfy is not None and size is None and comfy.settings.width:
         size = (comfy.settings.width, comfy.settings.height)
-    pipe = load(args.model, device=args.device, dtype=dtype,
-                text_dtype=args.text_dtype or (recipe.text_dtype if recipe else None),
-                vae_dtype=recipe.vae_dtype if recipe and args.vae_dtype == "fp32" else args.vae_dtype,
-                text_encoder=args.text_encoder, clip_model=args.clip_model, vae=args.vae, comfy_dir=args.comfy_dir,
-                vram=args.vram, plan_size=size, quantize=args.quantize or recipe_quant or None)
+    pipe = load(
+        args.model,
+        device=args.device,
+        dtype=dtype,
+        text_dtype=args.text_dtype or (recipe.text_dtype if recipe else None),
+        vae_dtype=recipe.vae_dtype if recipe and args.vae_dtype == "fp32" else args.vae_dtype,
+        text_encoder=args.text_encoder,
+        clip_model=args.clip_model,
+        vae=args.vae,
+        comfy_dir=args.comfy_dir,
+        vram=args.vram,
+        plan_size=size,
+        quantize=args.quantize or recipe_quant or None,
+    )
     pipe.step_cache = args.step_cache
     if pipe.plan is not None and not args.quiet:
         print(pipe.plan.describe(), file=sys.stderr)
@@ -117,8 +156,10 @@ def cmd_generate(args) -> int:
         print(pipe.notice, file=sys.stderr)
     if recipe is not None:
         if recipe.model_hash != pipe.model_hash:
-            print(f"warning: the recipe was made with model {recipe.model_hash[:10]}, this is {pipe.model_hash[:10]}",
-                  file=sys.stderr)
+            print(
+                f"warning: the recipe was made with model {recipe.model_hash[:10]}, this is {pipe.model_hash[:10]}",
+                file=sys.stderr,
+            )
     elif comfy is not None:
         for note in comfy.notes:
             print(note, file=sys.stderr)
@@ -132,7 +173,9 @@ def cmd_generate(args) -> int:
             bar = ProgressBar(total_steps(recipe), stream=sys.stderr)
             gen = pipe.remake(recipe, progress=None if args.quiet else bar, **workflow_remake_overrides(args))
         else:
-            gen = pipe.run(req, progress=None if args.quiet else ProgressBar(req.total_steps, stream=sys.stderr))
+            gen = pipe.run(
+                req, progress=None if args.quiet else ProgressBar(req.total_steps, stream=sys.stderr)
+            )
     shown = set()
     for rec in gen.recipes:
         for msg in rec.warnings:
@@ -145,7 +188,10 @@ def cmd_generate(args) -> int:
         print(path)
     if not args.quiet:
         t = gen.timings
-        print(f"encode {t['encode_s']:.2f}s  denoise {t['denoise_s']:.2f}s  decode {t['decode_s']:.2f}s", file=sys.stderr)
+        print(
+            f"encode {t['encode_s']:.2f}s  denoise {t['denoise_s']:.2f}s  decode {t['decode_s']:.2f}s",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -166,7 +212,9 @@ def from_image(args):
 def comfy_settings(settings: Settings, args) -> Settings:
     """A ComfyUI graph's settings, with the generate flags given on the command line taking precedence."""
     flags = settings_from_args(argparse.Namespace(**{**vars(args), "prompt": ""}))
-    given = {k: v for k, v in vars(flags).items() if k not in ("prompt", "batch", "fuse_loras") and v is not None}
+    given = {
+        k: v for k, v in vars(flags).items() if k not in ("prompt", "batch", "fuse_loras") and v is not None
+    }
     if args.prompt:
         given["prompt"] = read_prompt(args.prompt)
     if args.batch != 1:
@@ -177,10 +225,23 @@ def comfy_settings(settings: Settings, args) -> Settings:
 def settings_from_args(args) -> Settings:
     """The generate flags -> the one request schema (recipes and the API build the same object)."""
     w, h = args.size if args.size else (None, None)
-    return Settings(prompt=read_prompt(args.prompt), negative=args.negative, seed=args.seed, steps=args.steps,
-                    cfg=args.cfg, sampler=args.sampler, shift=args.shift, width=w, height=h, batch=args.batch,
-                    cfg_trunc=args.cfg_trunc, renorm_cfg=args.renorm_cfg, noise=args.noise, schedule=args.schedule,
-                    **workflow_request_kwargs(args))
+    return Settings(
+        prompt=read_prompt(args.prompt),
+        negative=args.negative,
+        seed=args.seed,
+        steps=args.steps,
+        cfg=args.cfg,
+        sampler=args.sampler,
+        shift=args.shift,
+        width=w,
+        height=h,
+        batch=args.batch,
+        cfg_trunc=args.cfg_trunc,
+        renorm_cfg=args.renorm_cfg,
+        noise=args.noise,
+        schedule=args.schedule,
+        **workflow_request_kwargs(args),
+    )
 
 
 def cmd_inspect(args) -> int:
@@ -208,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # torchao (pulled in by diffusers when installed) registers pytree types noisily at import
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # its CUDA-only kernels fail to load on CPU, harmlessly
+    logging.getLogger("torchao").setLevel(
+        logging.ERROR
+    )  # its CUDA-only kernels fail to load on CPU, harmlessly
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.debug:

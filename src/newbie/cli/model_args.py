@@ -14,7 +14,9 @@ def read_prompt(text: str) -> str:
         try:
             return path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as e:
-            raise NewbieError(f"{path}: cannot read prompt file ({e.strerror if isinstance(e, OSError) else e})") from None
+            raise NewbieError(
+                f"{path}: cannot read prompt file ({e.strerror if isinstance(e, OSError) else e})"
+            ) from None
     return text
 
 
@@ -23,24 +25,40 @@ def parse_size(text: str) -> tuple[int, int]:
         w, h = text.lower().split("x")
         return int(w), int(h)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like WIDTHxHEIGHT, e.g. 1024x1024, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"size must look like WIDTHxHEIGHT, e.g. 1024x1024, got '{text}'"
+        ) from None
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model folder, transformer .safetensors (e.g. ComfyUI's "
-                   "NewBie-Image-Exp0.1-bf16.safetensors) or a ComfyUI models/ folder "
-                   "(default: the embedded demo model)")
+    p.add_argument(
+        "--model",
+        help="model folder, transformer .safetensors (e.g. ComfyUI's "
+        "NewBie-Image-Exp0.1-bf16.safetensors) or a ComfyUI models/ folder "
+        "(default: the embedded demo model)",
+    )
     p.add_argument("--text-encoder", help="Gemma3 folder or ComfyUI file (gemma_3_4b_it_bf16.safetensors)")
     p.add_argument("--clip-model", help="Jina CLIP v2 folder or ComfyUI file (jina_clip_v2_bf16.safetensors)")
     p.add_argument("--vae", help="VAE folder or single file (FLUX ae.safetensors)")
-    p.add_argument("--comfy-dir", help="a ComfyUI models/ folder: the components not given are found in its "
-                   "diffusion_models/, text_encoders/ (or clip/) and vae/ by their usual names")
+    p.add_argument(
+        "--comfy-dir",
+        help="a ComfyUI models/ folder: the components not given are found in its "
+        "diffusion_models/, text_encoders/ (or clip/) and vae/ by their usual names",
+    )
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", help="DiT dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
+    p.add_argument(
+        "--dtype", default="auto", help="DiT dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32"
+    )
     p.add_argument("--text-dtype", help="text-encoder dtype (default: as --dtype)")
     p.add_argument("--vae-dtype", default="fp32", help="VAE decode dtype")
     p.add_argument("--vram", help="fit a GPU memory budget, e.g. 8GB, or 'auto' (see `newbie plan`)")
     p.add_argument("--quantize", choices=("int8", "fp8", "fp8-dynamic"), help="quantized DiT/Gemma (torchao)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the repeated block (GPU; first run slower)")
-    p.add_argument("--step-cache", type=float, default=0.0,
-                   help="first-block cache threshold, e.g. 0.05 (faster, not exact; 0 = off)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the repeated block (GPU; first run slower)"
+    )
+    p.add_argument(
+        "--step-cache",
+        type=float,
+        default=0.0,
+        help="first-block cache threshold, e.g. 0.05 (faster, not exact; 0 = off)",
+    )

@@ -19,8 +19,10 @@ class ProgressBar:
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else 0.0
         filled = int(self.width * done / self.total)
-        line = (f"{self.label} {done:>3}/{self.total} [{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{rate:5.2f} it/s  ETA {eta:4.1f}s")
+        line = (
+            f"{self.label} {done:>3}/{self.total} [{'#' * filled}{'.' * (self.width - filled)}] "
+            f"{rate:5.2f} it/s  ETA {eta:4.1f}s"
+        )
         if self.tty:
             self.stream.write("\r" + line + ("\n" if done == self.total else ""))
         elif done == self.total or done == 1:

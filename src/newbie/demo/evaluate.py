@@ -56,7 +56,10 @@ def held_out_scenes(per_triple: int = 1, seed: int = 99) -> list[Scene]:
                 s = random_scene(rng, n=n)
                 chars = list(s.characters)
                 k = next((i for i, c in enumerate(chars) if c.position == pos), None)
-                if k is None or (hair, s.background) in {("white", "white_background"), ("black", "black_background")}:
+                if k is None or (hair, s.background) in {
+                    ("white", "white_background"),
+                    ("black", "black_background"),
+                }:
                     continue
                 c = chars[k]
                 chars[k] = type(c)(c.gender, hair, c.eyes, c.shirt, pos)
@@ -72,8 +75,12 @@ def score(images: torch.Tensor, scenes: list[Scene]) -> dict:
             hair_total += 1
             hair_ok += hair_colour(image, c.position, scene.background) == c.hair
         bg_ok += background_of(image) == scene.background
-    return {"hair_accuracy": hair_ok / hair_total, "background_accuracy": bg_ok / len(scenes),
-            "hair_checks": hair_total, "images": len(scenes)}
+    return {
+        "hair_accuracy": hair_ok / hair_total,
+        "background_accuracy": bg_ok / len(scenes),
+        "hair_checks": hair_total,
+        "images": len(scenes),
+    }
 
 
 def evaluate(pipe, scenes: list[Scene], seeds: int, batch: int = 20, **gen_kwargs) -> dict:
@@ -85,7 +92,9 @@ def evaluate(pipe, scenes: list[Scene], seeds: int, batch: int = 20, **gen_kwarg
             n = min(batch, seeds - start)
             gen = pipe.generate(prompt, seed=start, batch=n, **gen_kwargs)
             for im in gen.images:
-                images.append(torch.from_numpy(__import__("numpy").asarray(im).copy()).permute(2, 0, 1).float() / 255)
+                images.append(
+                    torch.from_numpy(__import__("numpy").asarray(im).copy()).permute(2, 0, 1).float() / 255
+                )
                 flat.append(scene)
     return score(torch.stack(images), flat)
 

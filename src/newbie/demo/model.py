@@ -22,8 +22,11 @@ def default_model() -> tuple[Path, str]:
 
         try:
             write_tiny_checkpoint(root, seed=0)
-            spec = {"name": "random-tiny", "trained_pixels": 128 * 128,
-                    "sampling": {"width": 128, "height": 128, "steps": 8, "sampler": "euler"}}
+            spec = {
+                "name": "random-tiny",
+                "trained_pixels": 128 * 128,
+                "sampling": {"width": 128, "height": 128, "steps": 8, "sampler": "euler"},
+            }
             (root / "newbie_spec.json").write_text(json.dumps(spec, indent=2))
         except OSError as e:
             raise NewbieError(f"cannot write the random demo model to {root} ({e})") from None

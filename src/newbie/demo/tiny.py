@@ -36,13 +36,21 @@ def word_tokenizer(words: list[str], style: str):
         [pre_tokenizers.Split(Regex(r"[<>/,.():]"), behavior="isolated"), pre_tokenizers.WhitespaceSplit()]
     )
     if style == "gemma":
-        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, vocab[bos])]
+        )
     else:
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A {eos}", special_tokens=[(bos, vocab[bos]), (eos, vocab[eos])]
         )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
-                                   unk_token="<unk>", padding_side="right")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token="<unk>",
+        padding_side="right",
+    )
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,18 @@ class TinySizes:
 
 
 def tiny_dit_config(sizes: TinySizes = TinySizes(), **changes) -> DiTConfig:
-    base = dict(dim=48, n_layers=2, n_refiner_layers=1, n_heads=4, n_kv_heads=2, cap_feat_dim=sizes.gemma_hidden,
-                clip_text_dim=sizes.jina_hidden, axes_dims=(4, 4, 4), axes_lens=(256, 64, 64), multiple_of=16)
+    base = dict(
+        dim=48,
+        n_layers=2,
+        n_refiner_layers=1,
+        n_heads=4,
+        n_kv_heads=2,
+        cap_feat_dim=sizes.gemma_hidden,
+        clip_text_dim=sizes.jina_hidden,
+        axes_dims=(4, 4, 4),
+        axes_lens=(256, 64, 64),
+        multiple_of=16,
+    )
     base.update(changes)
     return DiTConfig(**base)
 
@@ -65,10 +83,21 @@ def tiny_gemma(vocab_size: int, sizes: TinySizes, seed: int):
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
     torch.manual_seed(seed)
-    cfg = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=sizes.gemma_hidden, intermediate_size=2 * sizes.gemma_hidden,
-                           num_hidden_layers=sizes.gemma_layers, num_attention_heads=4, num_key_value_heads=2,
-                           head_dim=16, sliding_window=64, max_position_embeddings=1024, query_pre_attn_scalar=16,
-                           pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    cfg = Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=sizes.gemma_hidden,
+        intermediate_size=2 * sizes.gemma_hidden,
+        num_hidden_layers=sizes.gemma_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=64,
+        max_position_embeddings=1024,
+        query_pre_attn_scalar=16,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+    )
     cfg._attn_implementation = "sdpa"
     return Gemma3TextModel(cfg).eval()
 
@@ -77,9 +106,14 @@ def tiny_jina(vocab_size: int, sizes: TinySizes, seed: int):
     from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
 
     torch.manual_seed(seed)
-    cfg = JinaEmbeddingsV3Config(vocab_size=vocab_size, hidden_size=sizes.jina_hidden, num_hidden_layers=sizes.jina_layers,
-                                 num_attention_heads=4, intermediate_size=2 * sizes.jina_hidden,
-                                 max_position_embeddings=2048)
+    cfg = JinaEmbeddingsV3Config(
+        vocab_size=vocab_size,
+        hidden_size=sizes.jina_hidden,
+        num_hidden_layers=sizes.jina_layers,
+        num_attention_heads=4,
+        intermediate_size=2 * sizes.jina_hidden,
+        max_position_embeddings=2048,
+    )
     cfg._attn_implementation = "sdpa"
     return JinaEmbeddingsV3Model(cfg, add_pooling_layer=False).eval()
 
@@ -90,11 +124,22 @@ def tiny_vae(sizes: TinySizes, seed: int):
     torch.manual_seed(seed)
     n = len(sizes.vae_channels)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=sizes.vae_channels,
-        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-        layers_per_block=1, norm_num_groups=8, act_fn="silu", mid_block_add_attention=True,
-        use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159,
-        sample_size=128, force_upcast=True,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        block_out_channels=sizes.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=1,
+        norm_num_groups=8,
+        act_fn="silu",
+        mid_block_add_attention=True,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        sample_size=128,
+        force_upcast=True,
     ).eval()
 
 
@@ -118,8 +163,9 @@ def _randomize_zero_inits(dit: NextDiT) -> None:
                 p.add_(0.1 * torch.randn_like(p))
 
 
-def write_tiny_checkpoint(root: Path, seed: int = 0, sizes: TinySizes = TinySizes(),
-                          dit_cfg: DiTConfig | None = None) -> Path:
+def write_tiny_checkpoint(
+    root: Path, seed: int = 0, sizes: TinySizes = TinySizes(), dit_cfg: DiTConfig | None = None
+) -> Path:
     from newbie.loading.writer import save_model
 
     save_model(Path(root), *tiny_components(seed, sizes, dit_cfg))

@@ -30,13 +30,35 @@ from newbie.demo.world import held_out_triples, random_scene, render, tag_captio
 from newbie.model.text import TextEncoders
 from newbie.sampling.schedules import resolution_shift
 
-SIZES = TinySizes(gemma_hidden=64, gemma_layers=3, jina_hidden=32, jina_layers=2, vae_channels=(32, 64, 64, 64))
-DIT = dict(dim=192, n_layers=8, n_refiner_layers=2, n_heads=6, n_kv_heads=3, axes_dims=(8, 12, 12),
-           axes_lens=(512, 32, 32), multiple_of=64)
+SIZES = TinySizes(
+    gemma_hidden=64, gemma_layers=3, jina_hidden=32, jina_layers=2, vae_channels=(32, 64, 64, 64)
+)
+DIT = dict(
+    dim=192,
+    n_layers=8,
+    n_refiner_layers=2,
+    n_heads=6,
+    n_kv_heads=3,
+    axes_dims=(8, 12, 12),
+    axes_lens=(512, 32, 32),
+    multiple_of=64,
+)
 DEMO_SPEC = {
-    "name": "newbie-toy-demo", "trained_pixels": 128 * 128, "max_aspect": 1.0, "max_side": 512,
-    "sampling": {"width": 128, "height": 128, "steps": 20, "sampler": "euler", "cfg": 4.0, "cfg_trunc": 1.0,
-                 "shift": 3.0, "renorm_cfg": 0.0, "negative": ""},
+    "name": "newbie-toy-demo",
+    "trained_pixels": 128 * 128,
+    "max_aspect": 1.0,
+    "max_side": 512,
+    "sampling": {
+        "width": 128,
+        "height": 128,
+        "steps": 20,
+        "sampler": "euler",
+        "cfg": 4.0,
+        "cfg_trunc": 1.0,
+        "shift": 3.0,
+        "renorm_cfg": 0.0,
+        "negative": "",
+    },
 }
 
 
@@ -51,6 +73,7 @@ def scenes_batch(rng: random.Random, n: int, exclude) -> list:
 
 
 # -- phase 1: VAE --
+
 
 def train_vae(vae, args, state, device) -> dict:
     ckpt = Path(args.work) / "vae.pt"
@@ -84,7 +107,9 @@ def train_vae(vae, args, state, device) -> dict:
     vae.eval()
     stats = vae_stats(vae, device)
     stats["steps"] = step
-    torch.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "done": True, "stats": stats}, ckpt)
+    torch.save(
+        {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "done": True, "stats": stats}, ckpt
+    )
     log(state, phase="vae-done", **stats)
     return stats
 
@@ -102,6 +127,7 @@ def vae_stats(vae, device) -> dict:
 
 # -- phase 2: DiT --
 
+
 def caption_for(scene, rng: random.Random) -> str:
     # XML for most samples; plain tag lists for some, single figures mostly (they bind unambiguously)
     if rng.random() < (0.3 if len(scene.characters) == 1 else 0.1):
@@ -110,7 +136,9 @@ def caption_for(scene, rng: random.Random) -> str:
 
 
 @torch.no_grad()
-def build_pool(n: int, vae, text: TextEncoders, exclude, seed: int, device, scale: float, shift: float) -> dict:
+def build_pool(
+    n: int, vae, text: TextEncoders, exclude, seed: int, device, scale: float, shift: float
+) -> dict:
     """Encode n training scenes once (latents, Gemma features, Jina pooled): the step loop then only runs the DiT."""
     rng = random.Random(seed)
     lat, feats, masks, pooled = [], [], [], []
@@ -123,16 +151,29 @@ def build_pool(n: int, vae, text: TextEncoders, exclude, seed: int, device, scal
         masks.append(emb.cap_mask)
         pooled.append(emb.pooled.float())
     width = max(f.shape[1] for f in feats)
-    pad = lambda t, v=0: F.pad(t, (0, 0, 0, width - t.shape[1]), value=v) if t.ndim == 3 else F.pad(t, (0, width - t.shape[1]), value=v)  # noqa: E731
+
+    def pad(t, v=0):
+        return F.pad(t, (0, 0, 0, width - t.shape[1]) if t.ndim == 3 else (0, width - t.shape[1]), value=v)
+
     blank = text.encode([""])
-    return {"x1": torch.cat(lat), "cap": torch.cat([pad(f) for f in feats]), "mask": torch.cat([pad(m, False) for m in masks]),
-            "pooled": torch.cat(pooled), "blank_cap": blank.cap_feats[0, 0].to(torch.bfloat16),
-            "blank_pooled": blank.pooled[0].float()}
+    return {
+        "x1": torch.cat(lat),
+        "cap": torch.cat([pad(f) for f in feats]),
+        "mask": torch.cat([pad(m, False) for m in masks]),
+        "pooled": torch.cat(pooled),
+        "blank_cap": blank.cap_feats[0, 0].to(torch.bfloat16),
+        "blank_pooled": blank.pooled[0].float(),
+    }
 
 
 def pool_batch(pool: dict, b: int, gen: torch.Generator, device) -> tuple:
     idx = torch.randint(0, pool["x1"].shape[0], (b,), generator=gen).to(device)
-    x1, cap, mask, pooled = pool["x1"][idx], pool["cap"][idx].clone(), pool["mask"][idx].clone(), pool["pooled"][idx].clone()
+    x1, cap, mask, pooled = (
+        pool["x1"][idx],
+        pool["cap"][idx].clone(),
+        pool["mask"][idx].clone(),
+        pool["pooled"][idx].clone(),
+    )
     r = torch.rand(b, generator=gen).to(device)
     drop_gemma = r < 0.15  # official dropout: Gemma sees "", Jina still reads the caption
     drop_both = r < 0.05  # both blank: the unconditional branch at inference
@@ -194,8 +235,13 @@ def train_dit(dit, vae, text: TextEncoders, args, state, device, scale: float, s
         if step % 500 == 0:
             log(state, phase="dit", step=step, loss=round(ema_loss, 5), lr=lr)
         if step % args.ckpt_every == 0:
-            torch.save({"model": dit.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
-    torch.save({"model": dit.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
+            torch.save(
+                {"model": dit.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step},
+                ckpt,
+            )
+    torch.save(
+        {"model": dit.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt
+    )
     log(state, phase="dit-done", step=step, loss=ema_loss)
     dit.load_state_dict(ema.state_dict())
     return {"steps": step, "final_loss_ema": ema_loss, "train_shift": t_shift}
@@ -216,8 +262,9 @@ def main() -> None:
     ap.add_argument("--ckpt-every", type=int, default=1000)
     ap.add_argument("--pool", type=int, default=60000, help="training scenes encoded once up front")
     ap.add_argument("--eval-seeds", type=int, default=20)
-    ap.add_argument("--init-from",
-                    help="a saved demo model folder: keep its VAE and text encoders, continue its DiT")
+    ap.add_argument(
+        "--init-from", help="a saved demo model folder: keep its VAE and text encoders, continue its DiT"
+    )
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -225,7 +272,9 @@ def main() -> None:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     state = {"t0": time.perf_counter()}
 
-    dit, gemma, gemma_tok, jina, jina_tok, vae = tiny_components(seed=0, sizes=SIZES, dit_cfg=tiny_dit_config(SIZES, **DIT))
+    dit, gemma, gemma_tok, jina, jina_tok, vae = tiny_components(
+        seed=0, sizes=SIZES, dit_cfg=tiny_dit_config(SIZES, **DIT)
+    )
     torch.manual_seed(0)
     dit = type(dit)(dit.cfg)  # default init for training (no test perturbation)
     gemma, jina, vae, dit = gemma.to(device), jina.to(device), vae.to(device), dit.to(device)
@@ -244,7 +293,9 @@ def main() -> None:
         jina = load_jina(src / "clip_model", torch.float32, device)
         text = TextEncoders(gemma, gemma_tok, jina, jina_tok, TextConfig())
         vae, vcfg = load_vae(src / "vae", torch.float32, device)
-        vae_info = json.loads((src / "training.json").read_text())["vae"] if (src / "training.json").exists() else {}
+        vae_info = (
+            json.loads((src / "training.json").read_text())["vae"] if (src / "training.json").exists() else {}
+        )
         vae_info.update(latent_mean=vcfg.shift_factor, latent_std=1 / vcfg.scaling_factor, init_from=str(src))
     else:
         vae_info = train_vae(vae, args, state, device)
@@ -255,7 +306,9 @@ def main() -> None:
     previous = []
     if args.init_from and (Path(args.init_from) / "training.json").exists():
         before = json.loads((Path(args.init_from) / "training.json").read_text())
-        previous = before.get("previous_runs", []) + [{k: before.get(k) for k in ("dit", "accuracy", "minutes", "args")}]
+        previous = before.get("previous_runs", []) + [
+            {k: before.get(k) for k in ("dit", "accuracy", "minutes", "args")}
+        ]
         dit_info["steps_total"] = dit_info["steps"] + sum(r["dit"]["steps"] for r in previous)
 
     from newbie.loading.writer import save_model
@@ -263,7 +316,9 @@ def main() -> None:
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    save_model(out, dit.cpu().eval(), gemma.cpu(), gemma_tok, jina.cpu(), jina_tok, vae.cpu().eval(), dtype=None)
+    save_model(
+        out, dit.cpu().eval(), gemma.cpu(), gemma_tok, jina.cpu(), jina_tok, vae.cpu().eval(), dtype=None
+    )
     # DiT in bf16 like the real checkpoint; encoders and VAE stay fp32 (small)
     from newbie.loading.writer import save_dit
 
@@ -275,12 +330,19 @@ def main() -> None:
 
     pipe = newbie.load(out, device=str(device), dtype="fp32")
     accuracy = evaluate(pipe, held_out_scenes(), args.eval_seeds)
-    report = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-              "date": datetime.date.today().isoformat(), "vae": vae_info,
-              "dit": dit_info, "dit_params": sum(p.numel() for p in dit.parameters()), "accuracy": accuracy,
-              "held_out_triples": sorted(held_out_triples()), "args": vars(args),
-              "minutes": (time.perf_counter() - state["t0"]) / 60, "previous_runs": previous,
-              "history": state.get("history", [])}
+    report = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "date": datetime.date.today().isoformat(),
+        "vae": vae_info,
+        "dit": dit_info,
+        "dit_params": sum(p.numel() for p in dit.parameters()),
+        "accuracy": accuracy,
+        "held_out_triples": sorted(held_out_triples()),
+        "args": vars(args),
+        "minutes": (time.perf_counter() - state["t0"]) / 60,
+        "previous_runs": previous,
+        "history": state.get("history", []),
+    }
     (out / "training.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
 

@@ -63,8 +63,10 @@ def xml_caption(scene: Scene) -> str:
             f"<appearance>{c.hair}_hair, {c.eyes}_eyes</appearance> <clothing>{c.shirt}_shirt</clothing> "
             f"<position>{c.position}</position> </character_{i}>"
         )
-    parts.append(f"<general_tags> <count>{count_tags(scene.characters)}</count> "
-                 f"<background>{scene.background}</background> </general_tags>")
+    parts.append(
+        f"<general_tags> <count>{count_tags(scene.characters)}</count> "
+        f"<background>{scene.background}</background> </general_tags>"
+    )
     return " ".join(parts)
 
 
@@ -97,7 +99,9 @@ def random_scene(rng: random.Random, exclude: set | None = None, n: int | None =
         chars = []
         for pos in positions:
             hair = rng.choice([c for c in COLOURS if (c, background) not in INVISIBLE])
-            chars.append(Character(rng.choice(("1girl", "1boy")), hair, rng.choice(COLOURS), rng.choice(COLOURS), pos))
+            chars.append(
+                Character(rng.choice(("1girl", "1boy")), hair, rng.choice(COLOURS), rng.choice(COLOURS), pos)
+            )
         rng.shuffle(chars)  # caption order is unrelated to position: binding must go through <position>
         scene = Scene(tuple(chars), background)
         if not exclude or not (scene_triples(scene) & exclude):

@@ -34,8 +34,14 @@ FORMATS = {
 
 # ComfyUI models/ subfolders and the file names the official template uses, then looser patterns.
 COMFY_SEARCH: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "transformer": (("diffusion_models", "unet"), ("NewBie-Image-Exp0.1-bf16.safetensors", "*newbie*.safetensors")),
-    "text_encoder": (("text_encoders", "clip"), ("gemma_3_4b_it_bf16.safetensors", "gemma*3*4b*.safetensors")),
+    "transformer": (
+        ("diffusion_models", "unet"),
+        ("NewBie-Image-Exp0.1-bf16.safetensors", "*newbie*.safetensors"),
+    ),
+    "text_encoder": (
+        ("text_encoders", "clip"),
+        ("gemma_3_4b_it_bf16.safetensors", "gemma*3*4b*.safetensors"),
+    ),
     "clip_model": (("text_encoders", "clip"), ("jina_clip_v2_bf16.safetensors", "jina*clip*.safetensors")),
     "vae": (("vae",), ("ae.safetensors", "flux*vae*.safetensors", "flux*ae*.safetensors")),
 }
@@ -66,9 +72,21 @@ def file_format(keys) -> str:
 
 
 # which component each recognised file format is, and the flag that takes it
-ROLES = {"nextdit": "transformer", "nextdit-prefixed": "transformer", "lumina2": "transformer",
-         "comfy-gemma3": "text_encoder", "comfy-jina": "clip_model", "bfl-vae": "vae", "diffusers-vae": "vae"}
-FLAGS = {"transformer": "--model", "text_encoder": "--text-encoder", "clip_model": "--clip-model", "vae": "--vae"}
+ROLES = {
+    "nextdit": "transformer",
+    "nextdit-prefixed": "transformer",
+    "lumina2": "transformer",
+    "comfy-gemma3": "text_encoder",
+    "comfy-jina": "clip_model",
+    "bfl-vae": "vae",
+    "diffusers-vae": "vae",
+}
+FLAGS = {
+    "transformer": "--model",
+    "text_encoder": "--text-encoder",
+    "clip_model": "--clip-model",
+    "vae": "--vae",
+}
 
 
 def check_role(path: Path, component: str) -> None:
@@ -82,7 +100,9 @@ def check_role(path: Path, component: str) -> None:
         return  # a damaged file: its loader names the damage
     role = ROLES.get(fmt)
     if role is not None and role != component:
-        raise NewbieError(f"{path}: this is a {FORMATS[fmt]}; give it as {FLAGS[role]}, not {FLAGS[component]}")
+        raise NewbieError(
+            f"{path}: this is a {FORMATS[fmt]}; give it as {FLAGS[role]}, not {FLAGS[component]}"
+        )
 
 
 def describe(path: Path) -> str:
@@ -94,8 +114,11 @@ def describe(path: Path) -> str:
 
 
 def is_comfy_dir(path: Path) -> bool:
-    return path.is_dir() and not (path / "transformer").is_dir() and any(
-        (path / d).is_dir() for d in ("diffusion_models", "unet", "text_encoders", "clip"))
+    return (
+        path.is_dir()
+        and not (path / "transformer").is_dir()
+        and any((path / d).is_dir() for d in ("diffusion_models", "unet", "text_encoders", "clip"))
+    )
 
 
 def find_comfy_files(root: str | Path) -> tuple[dict[str, Path | None], dict[str, str]]:
@@ -104,8 +127,10 @@ def find_comfy_files(root: str | Path) -> tuple[dict[str, Path | None], dict[str
     if not root.is_dir():
         raise NewbieError(f"--comfy-dir {root}: no such folder")
     if not any((root / d).is_dir() for d in ("diffusion_models", "unet", "text_encoders", "clip", "vae")):
-        raise NewbieError(f"--comfy-dir {root}: not a ComfyUI models folder (no diffusion_models/, text_encoders/, "
-                          "clip/ or vae/ inside)")
+        raise NewbieError(
+            f"--comfy-dir {root}: not a ComfyUI models folder (no diffusion_models/, text_encoders/, "
+            "clip/ or vae/ inside)"
+        )
     found: dict[str, Path | None] = {}
     notes: dict[str, str] = {}
     for component, (subdirs, patterns) in COMFY_SEARCH.items():
@@ -148,10 +173,10 @@ def bfl_vae_key(key: str, n_up: int) -> str:
     if m:
         j = n_up - 1 - int(m.group(1))
         inner = f"resnets.{m.group(2)}" if m.group(2) is not None else "upsamplers.0.conv"
-        key = f"decoder.up_blocks.{j}.{inner}." + key[m.end():]
+        key = f"decoder.up_blocks.{j}.{inner}." + key[m.end() :]
     m = _BFL_MID.match(key)
     if m:
-        key = f"{m.group(1)}.mid_block.resnets.{int(m.group(2)) - 1}." + key[m.end():]
+        key = f"{m.group(1)}.mid_block.resnets.{int(m.group(2)) - 1}." + key[m.end() :]
     for pattern, repl in _BFL_PLAIN:
         key = re.sub(pattern, repl, key, count=1)
     return key
@@ -166,15 +191,25 @@ def bfl_vae_names(keys) -> dict[str, str]:
 
 def diffusers_vae_key(key: str, n_up: int) -> str:
     """The inverse of bfl_vae_key: diffusers AutoencoderKL name -> BFL/LDM name (for messages and writers)."""
+
     def up(m):
         i = n_up - 1 - int(m.group(1))
-        return f"decoder.up.{i}.block.{m.group(3)}." if m.group(3) is not None else f"decoder.up.{i}.upsample.conv."
+        return (
+            f"decoder.up.{i}.block.{m.group(3)}."
+            if m.group(3) is not None
+            else f"decoder.up.{i}.upsample.conv."
+        )
 
     key = re.sub(r"^decoder\.up_blocks\.(\d+)\.(resnets\.(\d+)|upsamplers\.0\.conv)\.", up, key)
     key = re.sub(r"^(encoder|decoder)\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"\1.down.\2.block.\3.", key)
-    key = re.sub(r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.", r"encoder.down.\1.downsample.conv.", key)
-    key = re.sub(r"^(encoder|decoder)\.mid_block\.resnets\.(\d)\.",
-                 lambda m: f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.", key)
+    key = re.sub(
+        r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.", r"encoder.down.\1.downsample.conv.", key
+    )
+    key = re.sub(
+        r"^(encoder|decoder)\.mid_block\.resnets\.(\d)\.",
+        lambda m: f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.",
+        key,
+    )
     key = re.sub(r"\.mid_block\.attentions\.0\.group_norm\.", ".mid.attn_1.norm.", key)
     key = re.sub(r"\.mid_block\.attentions\.0\.to_(q|k|v)\.", r".mid.attn_1.\1.", key)
     key = re.sub(r"\.mid_block\.attentions\.0\.to_out\.0\.", ".mid.attn_1.proj_out.", key)
@@ -190,11 +225,17 @@ def check_bfl_vae_keys(want: dict[str, tuple], headers: dict, where: str) -> Non
     missing = sorted(set(expected) - set(headers))
     unexpected = sorted(set(headers) - set(expected))
     if missing or unexpected:
-        parts = [f"{label} {len(keys)}: {', '.join(keys[:5])}" for label, keys in
-                 (("missing", missing), ("unexpected", unexpected)) if keys]
+        parts = [
+            f"{label} {len(keys)}: {', '.join(keys[:5])}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
         raise CheckpointError(f"{where}: VAE weights do not match its config ({'; '.join(parts)})")
-    bad = [f"{k} {list(headers[k]['shape'])} (expected {list(want[d])})" for k, d in sorted(expected.items())
-           if bfl_attention_shape(k, tuple(headers[k]["shape"])) != tuple(want[d])]
+    bad = [
+        f"{k} {list(headers[k]['shape'])} (expected {list(want[d])})"
+        for k, d in sorted(expected.items())
+        if bfl_attention_shape(k, tuple(headers[k]["shape"])) != tuple(want[d])
+    ]
     if bad:
         raise CheckpointError(f"{where}: VAE tensor shape mismatch: {', '.join(bad[:5])}")
 
@@ -240,14 +281,25 @@ def gemma3_fields(headers: dict, prefix: str, where: str) -> dict:
     kv_rows = _shape(headers, prefix + "layers.0.self_attn.k_proj.weight", where, what)[0]
     inter = _shape(headers, prefix + "layers.0.mlp.gate_proj.weight", where, what)[0]
     return {
-        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": inter,
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
         "num_hidden_layers": _layer_count(headers, re.escape(prefix) + r"layers\.(\d+)\."),
-        "num_attention_heads": q_rows // head_dim, "num_key_value_heads": kv_rows // head_dim, "head_dim": head_dim,
-        "query_pre_attn_scalar": head_dim, "sliding_window": 1024, "max_position_embeddings": 131072,
-        "rms_norm_eps": 1e-6, "hidden_activation": "gelu_pytorch_tanh", "pad_token_id": 0, "eos_token_id": 1,
+        "num_attention_heads": q_rows // head_dim,
+        "num_key_value_heads": kv_rows // head_dim,
+        "head_dim": head_dim,
+        "query_pre_attn_scalar": head_dim,
+        "sliding_window": 1024,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-6,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "pad_token_id": 0,
+        "eos_token_id": 1,
         "bos_token_id": 2,
-        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
-                            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}},
+        "rope_parameters": {
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+        },
     }
 
 
@@ -259,8 +311,15 @@ def jina_fields(headers: dict, prefix: str, where: str) -> dict:
     types = _shape(headers, prefix + "embeddings.token_type_embeddings.weight", where, what)[0]
     inter = _shape(headers, prefix + "encoder.layers.0.mlp.fc1.weight", where, what)[0]
     return {
-        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": inter, "type_vocab_size": types,
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "type_vocab_size": types,
         "num_hidden_layers": _layer_count(headers, re.escape(prefix) + r"encoder\.layers\.(\d+)\."),
-        "num_attention_heads": max(hidden // 64, 1), "layer_norm_eps": 1e-5, "pad_token_id": 1, "bos_token_id": 0,
-        "eos_token_id": 2, "rope_parameters": {"rope_type": "default", "rope_theta": 20000.0},
+        "num_attention_heads": max(hidden // 64, 1),
+        "layer_norm_eps": 1e-5,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 20000.0},
     }

@@ -38,16 +38,27 @@ _QKV = re.compile(r"^(.*)\.attn\.to_([qkv])\.weight$")
 
 # transformer/config.json spellings -> DiTConfig fields (official converter and diffusers Lumina2 names)
 CONFIG_KEYS = {
-    "dim": "dim", "hidden_size": "dim",
-    "n_layers": "n_layers", "num_layers": "n_layers",
-    "n_refiner_layers": "n_refiner_layers", "num_refiner_layers": "n_refiner_layers",
-    "n_heads": "n_heads", "num_attention_heads": "n_heads",
-    "n_kv_heads": "n_kv_heads", "num_kv_heads": "n_kv_heads",
-    "patch_size": "patch_size", "in_channels": "in_channels",
+    "dim": "dim",
+    "hidden_size": "dim",
+    "n_layers": "n_layers",
+    "num_layers": "n_layers",
+    "n_refiner_layers": "n_refiner_layers",
+    "num_refiner_layers": "n_refiner_layers",
+    "n_heads": "n_heads",
+    "num_attention_heads": "n_heads",
+    "n_kv_heads": "n_kv_heads",
+    "num_kv_heads": "n_kv_heads",
+    "patch_size": "patch_size",
+    "in_channels": "in_channels",
     "cap_feat_dim": "cap_feat_dim",
-    "clip_text_dim": "clip_text_dim", "pooled_projection_dim": "clip_text_dim",
-    "multiple_of": "multiple_of", "ffn_dim_multiplier": "ffn_dim_multiplier", "norm_eps": "norm_eps",
-    "axes_dims": "axes_dims", "axes_dim_rope": "axes_dims", "axes_lens": "axes_lens",
+    "clip_text_dim": "clip_text_dim",
+    "pooled_projection_dim": "clip_text_dim",
+    "multiple_of": "multiple_of",
+    "ffn_dim_multiplier": "ffn_dim_multiplier",
+    "norm_eps": "norm_eps",
+    "axes_dims": "axes_dims",
+    "axes_dim_rope": "axes_dims",
+    "axes_lens": "axes_lens",
 }
 
 
@@ -97,12 +108,15 @@ def _normalize_keys(keys) -> dict[str, str]:
         name = k
         for p in PREFIXES:
             if name.startswith(p):
-                name = name[len(p):]
+                name = name[len(p) :]
                 break
         if diffusers:
             m = _QKV.match(name)
-            name = f"{rename_diffusers_key(m.group(1) + '.x')[:-2]}.attention.qkv.weight#{m.group(2)}" if m else \
-                rename_diffusers_key(name)
+            name = (
+                f"{rename_diffusers_key(m.group(1) + '.x')[:-2]}.attention.qkv.weight#{m.group(2)}"
+                if m
+                else rename_diffusers_key(name)
+            )
         out[k] = name
     return out
 
@@ -154,8 +168,9 @@ def infer_layer_counts(headers: dict[str, dict], cfg: DiTConfig) -> DiTConfig:
     return cfg.replace(**changes)
 
 
-def load_dit(path: Path, base: DiTConfig, dtype: torch.dtype = torch.bfloat16,
-             device: str | torch.device = "cpu") -> NextDiT:
+def load_dit(
+    path: Path, base: DiTConfig, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu"
+) -> NextDiT:
     """Build on meta, load strictly in `dtype`, shapes checked against the config."""
     files, cfg_path = dit_source(path)
     headers = read_headers(files)

@@ -10,7 +10,14 @@ from newbie.config import DiTConfig
 from newbie.errors import CheckpointError, NewbieError
 from newbie.loading.safetensors_io import read_headers, weight_files
 
-DTYPE_NAMES = {"BF16": "bf16", "F16": "fp16", "F32": "fp32", "F64": "fp64", "F8_E4M3": "fp8_e4m3", "I8": "int8"}
+DTYPE_NAMES = {
+    "BF16": "bf16",
+    "F16": "fp16",
+    "F32": "fp32",
+    "F64": "fp64",
+    "F8_E4M3": "fp8_e4m3",
+    "I8": "int8",
+}
 
 
 @dataclass
@@ -20,7 +27,9 @@ class ModelFolder:
     text_encoder: Path | None
     clip_model: Path | None
     vae: Path | None
-    gemma_tokenizer_dirs: list[Path] = field(default_factory=list)  # a ComfyUI file here: its embedded tokenizer
+    gemma_tokenizer_dirs: list[Path] = field(
+        default_factory=list
+    )  # a ComfyUI file here: its embedded tokenizer
     clip_tokenizer_dirs: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # which files a ComfyUI models/ folder gave
 
@@ -47,14 +56,18 @@ def _from_comfy_dir(comfy_dir, given: dict) -> tuple[dict, list[str]]:
             continue
         if found[name] is None:
             subdirs, patterns = COMFY_SEARCH[name]
-            raise NewbieError(f"{comfy_dir}: no {name} file in {' or '.join(d + '/' for d in subdirs)} "
-                              f"(looked for {', '.join(patterns)}); give it explicitly")
+            raise NewbieError(
+                f"{comfy_dir}: no {name} file in {' or '.join(d + '/' for d in subdirs)} "
+                f"(looked for {', '.join(patterns)}); give it explicitly"
+            )
         given[name] = found[name]
         taken.append(notes[name])
     return given, taken
 
 
-def locate(path: str | Path | None, text_encoder=None, clip_model=None, vae=None, comfy_dir=None) -> ModelFolder:
+def locate(
+    path: str | Path | None, text_encoder=None, clip_model=None, vae=None, comfy_dir=None
+) -> ModelFolder:
     """path: a model folder, a transformer folder or file, or a ComfyUI models/ folder (as comfy_dir).
     comfy_dir: a ComfyUI models/ folder supplying every component not given explicitly."""
     from newbie.loading.comfy import check_role, is_comfy_dir
@@ -65,7 +78,9 @@ def locate(path: str | Path | None, text_encoder=None, clip_model=None, vae=None
     if comfy_dir is not None:
         given = {"transformer": path, "text_encoder": text_encoder, "clip_model": clip_model, "vae": vae}
         given, notes = _from_comfy_dir(comfy_dir, given)
-        path, text_encoder, clip_model, vae = (given[k] for k in ("transformer", "text_encoder", "clip_model", "vae"))
+        path, text_encoder, clip_model, vae = (
+            given[k] for k in ("transformer", "text_encoder", "clip_model", "vae")
+        )
     if path is None:
         raise NewbieError("no model given (a model folder, a transformer file, or --comfy-dir)")
     path = Path(path).expanduser()
@@ -84,7 +99,11 @@ def locate(path: str | Path | None, text_encoder=None, clip_model=None, vae=None
             else:
                 raise NewbieError(f"{root}: no transformer/ folder (is this a NewBie model folder?)")
     te = Path(text_encoder) if text_encoder else (_first_dir(root, ("text_encoder",)) if root else None)
-    cm = Path(clip_model) if clip_model else (_first_dir(root, ("clip_model", "text_encoder_2")) if root else None)
+    cm = (
+        Path(clip_model)
+        if clip_model
+        else (_first_dir(root, ("clip_model", "text_encoder_2")) if root else None)
+    )
     va = Path(vae) if vae else (_first_dir(root, ("vae",)) if root else None)
     gemma_tok = [d for d in (te, root / "tokenizer" if root else None) if d]
     clip_tok = [d for d in (cm, root / "tokenizer_2" if root else None) if d]
@@ -112,8 +131,10 @@ class ComponentReport:
         if not self.found:
             return f"{self.name:<13} absent"
         status = "ok" if self.ok else f"DAMAGED: {self.problem}"
-        return (f"{self.name:<13} found  {self.params / 1e6:10.2f}M params  {self.dtype:<6} keys {status}  "
-                f"({self.path})  [{self.format}]")
+        return (
+            f"{self.name:<13} found  {self.params / 1e6:10.2f}M params  {self.dtype:<6} keys {status}  "
+            f"({self.path})  [{self.format}]"
+        )
 
 
 def _summary(headers: dict[str, dict]) -> tuple[int, str]:
@@ -142,7 +163,11 @@ def inspect_folder(folder: ModelFolder, dit_base: DiTConfig) -> list[ComponentRe
         rep = ComponentReport(name, path, found=path is not None and path.exists())
         if rep.found:
             try:
-                files = [path] if path.is_file() else (dit_source(path)[0] if name == "transformer" else weight_files(path))
+                files = (
+                    [path]
+                    if path.is_file()
+                    else (dit_source(path)[0] if name == "transformer" else weight_files(path))
+                )
                 headers = read_headers(files)
                 rep.format = describe(path)
                 # the embedded tokenizer's bytes are not parameters

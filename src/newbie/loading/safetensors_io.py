@@ -28,7 +28,9 @@ def read_header(path: Path) -> dict[str, dict]:
     header.pop("__metadata__", None)
     end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
     if 8 + n + end > size:
-        raise CheckpointError(f"{path}: damaged safetensors file (truncated: {size} bytes, needs {8 + n + end})")
+        raise CheckpointError(
+            f"{path}: damaged safetensors file (truncated: {size} bytes, needs {8 + n + end})"
+        )
     return {k: {"dtype": v["dtype"], "shape": tuple(v["shape"])} for k, v in header.items()}
 
 
@@ -56,7 +58,9 @@ def component_files(path: Path) -> list[Path]:
 
 def meta_tensors(headers: dict[str, dict], keys=None) -> dict[str, torch.Tensor]:
     """Shape-only stand-ins for checking a file's keys and shapes without reading its data."""
-    return {k: torch.empty(h["shape"], device="meta") for k, h in headers.items() if keys is None or k in keys}
+    return {
+        k: torch.empty(h["shape"], device="meta") for k, h in headers.items() if keys is None or k in keys
+    }
 
 
 def read_headers(files: list[Path]) -> dict[str, dict]:
@@ -66,8 +70,12 @@ def read_headers(files: list[Path]) -> dict[str, dict]:
     return merged
 
 
-def load_tensors(files: list[Path], keys: set[str] | None = None, dtype: torch.dtype | None = None,
-                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def load_tensors(
+    files: list[Path],
+    keys: set[str] | None = None,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
     """Load tensors (all, or the named ones), cast to `dtype` as they are read."""
     from safetensors import safe_open
 

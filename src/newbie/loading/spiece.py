@@ -20,21 +20,36 @@ class SentencePieceTokenizer:
     """sentencepiece underneath; `offset` shifts every piece id (XLM-R's fairseq numbering), `bos`/`eos` are
     added around each text (None: not added), text spelling a special token becomes that token, as in HF."""
 
-    def __init__(self, proto: bytes, *, bos: int | None, eos: int | None, pad: int, unk: int, offset: int = 0,
-                 extra_specials: dict[str, int] | None = None, where: str = ""):
+    def __init__(
+        self,
+        proto: bytes,
+        *,
+        bos: int | None,
+        eos: int | None,
+        pad: int,
+        unk: int,
+        offset: int = 0,
+        extra_specials: dict[str, int] | None = None,
+        where: str = "",
+    ):
         import sentencepiece
 
         try:
             self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
         except (RuntimeError, OSError, TypeError) as e:  # sentencepiece's own errors, with its own text
-            raise CheckpointError(f"{where}: '{SPIECE_KEY}' is not a SentencePiece model ({_first_line(e)})") from None
+            raise CheckpointError(
+                f"{where}: '{SPIECE_KEY}' is not a SentencePiece model ({_first_line(e)})"
+            ) from None
         self.bos, self.eos, self.pad, self.unk, self.offset = bos, eos, pad, unk, offset
         self.bos_token_id, self.eos_token_id, self.pad_token_id = bos, eos, pad
         self.padding_side = "right"
         # HF matches special tokens in the raw text before the model sees it; sentencepiece never emits
         # control pieces for text, so those are split out here (user-defined pieces it keeps whole itself).
-        self.specials = {self.sp.id_to_piece(i): self._map(i) for i in range(self.sp.get_piece_size())
-                         if self.sp.is_control(i) or self.sp.is_unknown(i)}
+        self.specials = {
+            self.sp.id_to_piece(i): self._map(i)
+            for i in range(self.sp.get_piece_size())
+            if self.sp.is_control(i) or self.sp.is_unknown(i)
+        }
         self.specials.update(extra_specials or {})
         names = sorted(self.specials, key=len, reverse=True)
         self._split = re.compile("(" + "|".join(re.escape(n) for n in names) + ")") if names else None
@@ -56,11 +71,20 @@ class SentencePieceTokenizer:
         return self._wrap(ids) if add_special_tokens else ids
 
     def _wrap(self, ids: list[int]) -> list[int]:
-        return ([self.bos] if self.bos is not None else []) + ids + ([self.eos] if self.eos is not None else [])
+        return (
+            ([self.bos] if self.bos is not None else []) + ids + ([self.eos] if self.eos is not None else [])
+        )
 
-    def __call__(self, text: str | list[str], padding: bool | str = False, pad_to_multiple_of: int | None = None,
-                 max_length: int | None = None, truncation: bool = False, return_tensors: str | None = None,
-                 add_special_tokens: bool = True):
+    def __call__(
+        self,
+        text: str | list[str],
+        padding: bool | str = False,
+        pad_to_multiple_of: int | None = None,
+        max_length: int | None = None,
+        truncation: bool = False,
+        return_tensors: str | None = None,
+        add_special_tokens: bool = True,
+    ):
         from transformers import BatchEncoding
 
         single = isinstance(text, str)
@@ -98,7 +122,9 @@ class SentencePieceTokenizer:
 
     @property
     def all_special_ids(self) -> list[int]:
-        return sorted({*self.specials.values(), *(i for i in (self.bos, self.eos, self.pad) if i is not None)})
+        return sorted(
+            {*self.specials.values(), *(i for i in (self.bos, self.eos, self.pad) if i is not None)}
+        )
 
     @property
     def added_tokens_decoder(self) -> dict:
@@ -137,10 +163,14 @@ def spiece_bytes(path: Path) -> bytes:
 
     header = read_header(path)
     if SPIECE_KEY not in header:
-        raise CheckpointError(f"{path}: no '{SPIECE_KEY}' tensor (the embedded tokenizer ComfyUI text encoders carry)")
+        raise CheckpointError(
+            f"{path}: no '{SPIECE_KEY}' tensor (the embedded tokenizer ComfyUI text encoders carry)"
+        )
     if header[SPIECE_KEY]["dtype"] not in ("U8", "I8") or len(header[SPIECE_KEY]["shape"]) != 1:
-        raise CheckpointError(f"{path}: '{SPIECE_KEY}' must be a 1-D uint8 tensor of SentencePiece model bytes, "
-                              f"got {header[SPIECE_KEY]['dtype']} {list(header[SPIECE_KEY]['shape'])}")
+        raise CheckpointError(
+            f"{path}: '{SPIECE_KEY}' must be a 1-D uint8 tensor of SentencePiece model bytes, "
+            f"got {header[SPIECE_KEY]['dtype']} {list(header[SPIECE_KEY]['shape'])}"
+        )
     t = load_tensors([path], keys={SPIECE_KEY})[SPIECE_KEY]
     return t.to(torch.uint8).numpy().tobytes()
 
@@ -166,12 +196,21 @@ def jina_tokenizer(proto: bytes, where: str) -> SentencePieceTokenizer:
     if ids == (0, 1, 2, 3):
         return SentencePieceTokenizer(proto, bos=0, eos=2, pad=1, unk=3, where=where)
     if (sp.unk_id(), sp.bos_id(), sp.eos_id()) == (0, 1, 2):
-        extra = {sp.id_to_piece(sp.bos_id()): 0, "<pad>": 1, sp.id_to_piece(sp.eos_id()): 2,
-                 sp.id_to_piece(sp.unk_id()): 3, "<mask>": sp.get_piece_size() + 1}
-        return SentencePieceTokenizer(proto, bos=0, eos=2, pad=1, unk=3, offset=1, extra_specials=extra, where=where)
-    raise CheckpointError(f"{where}: '{SPIECE_KEY}' has special ids bos={ids[0]} pad={ids[1]} eos={ids[2]} "
-                          f"unk={ids[3]}; expected an XLM-RoBERTa numbering (<s>/<pad>/</s>/<unk> = 0/1/2/3, "
-                          "or the original <unk>/<s>/</s> = 0/1/2)")
+        extra = {
+            sp.id_to_piece(sp.bos_id()): 0,
+            "<pad>": 1,
+            sp.id_to_piece(sp.eos_id()): 2,
+            sp.id_to_piece(sp.unk_id()): 3,
+            "<mask>": sp.get_piece_size() + 1,
+        }
+        return SentencePieceTokenizer(
+            proto, bos=0, eos=2, pad=1, unk=3, offset=1, extra_specials=extra, where=where
+        )
+    raise CheckpointError(
+        f"{where}: '{SPIECE_KEY}' has special ids bos={ids[0]} pad={ids[1]} eos={ids[2]} "
+        f"unk={ids[3]}; expected an XLM-RoBERTa numbering (<s>/<pad>/</s>/<unk> = 0/1/2/3, "
+        "or the original <unk>/<s>/</s> = 0/1/2)"
+    )
 
 
 def file_tokenizer(path: Path, what: str) -> SentencePieceTokenizer:
@@ -181,8 +220,12 @@ def file_tokenizer(path: Path, what: str) -> SentencePieceTokenizer:
     tok = gemma_tokenizer(proto, str(path)) if what == "Gemma" else jina_tokenizer(proto, str(path))
     # an id past the embedding table would only fail later, deep inside the encoder
     header = read_header(path)
-    table = next((k for k in header if k.endswith(("embed_tokens.weight", "embeddings.word_embeddings.weight"))), None)
+    table = next(
+        (k for k in header if k.endswith(("embed_tokens.weight", "embeddings.word_embeddings.weight"))), None
+    )
     rows = header[table]["shape"][0] if table else None
     if rows is not None and tok.vocab_size > rows:
-        raise CheckpointError(f"{path}: '{SPIECE_KEY}' has {tok.vocab_size} token ids but '{table}' only {rows} rows")
+        raise CheckpointError(
+            f"{path}: '{SPIECE_KEY}' has {tok.vocab_size} token ids but '{table}' only {rows} rows"
+        )
     return tok

@@ -23,7 +23,9 @@ def check_keys(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str, 
         if unexpected:
             msg.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:5])}")
         raise CheckpointError(f"{where}: {what} weights do not match its config ({'; '.join(msg)})")
-    bad = [f"{k} {tuple(sd[k].shape)} != {tuple(want[k].shape)}" for k in want if sd[k].shape != want[k].shape]
+    bad = [
+        f"{k} {tuple(sd[k].shape)} != {tuple(want[k].shape)}" for k in want if sd[k].shape != want[k].shape
+    ]
     if bad:
         raise CheckpointError(f"{where}: {what} tensor shape mismatch: {', '.join(bad[:5])}")
 

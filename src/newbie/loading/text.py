@@ -20,7 +20,13 @@ GEMMA_PREFIXES = ("language_model.model.", "model.language_model.", "language_mo
 GEMMA_UNUSED = re.compile(r"^(model\.)?(vision_tower|multi_modal_projector)\.|^lm_head\.")
 
 # Jina CLIP v2 keeps its XLM-RoBERTa text tower under one of these prefixes.
-JINA_PREFIXES = ("text_model.transformer.roberta.", "text_model.transformer.", "roberta.", "model.", "")  # model.: ComfyUI
+JINA_PREFIXES = (
+    "text_model.transformer.roberta.",
+    "text_model.transformer.",
+    "roberta.",
+    "model.",
+    "",
+)  # model.: ComfyUI
 # original (flash) XLM-RoBERTa names -> transformers' native JinaEmbeddingsV3Model names
 JINA_RENAMES = [
     (r"^emb_ln\.", "embeddings.LayerNorm."),
@@ -42,7 +48,9 @@ def _find_prefix(keys, prefixes, anchor: str, where: str) -> str:
     for p in prefixes:
         if p + anchor in keys:
             return p
-    raise CheckpointError(f"{where}: no '{anchor}' under any known prefix ({', '.join(p or '<none>' for p in prefixes)})")
+    raise CheckpointError(
+        f"{where}: no '{anchor}' under any known prefix ({', '.join(p or '<none>' for p in prefixes)})"
+    )
 
 
 def _config_path(path: Path) -> Path | None:
@@ -78,7 +86,7 @@ def _empty_gemma(path: Path, headers: dict, prefix: str, device="cpu"):
 
 def check_gemma(folder: Path, headers: dict) -> None:
     prefix, keys = _gemma_plan(folder, headers)
-    sd = {k[len(prefix):]: v for k, v in meta_tensors(headers, keys).items()}
+    sd = {k[len(prefix) :]: v for k, v in meta_tensors(headers, keys).items()}
     check_keys(_empty_gemma(folder, headers, prefix, "meta"), sd, str(folder), "Gemma3 text encoder")
 
 
@@ -89,7 +97,7 @@ def load_gemma(folder: Path, dtype: torch.dtype, device="cpu"):
     headers = read_headers(files)
     prefix, keys = _gemma_plan(folder, headers)
     model = _empty_gemma(folder, headers, prefix, device)
-    sd = {k[len(prefix):]: v for k, v in load_tensors(files, keys=keys, dtype=dtype, device=device).items()}
+    sd = {k[len(prefix) :]: v for k, v in load_tensors(files, keys=keys, dtype=dtype, device=device).items()}
     load_strict(model, sd, str(folder), "Gemma3 text encoder")
     return model.to(device).eval().requires_grad_(False)
 
@@ -104,13 +112,27 @@ def jina_config(path: Path, headers: dict | None = None, prefix: str = "model.")
         return JinaEmbeddingsV3Config(**comfy.jina_fields(headers or {}, prefix, str(path)))
     raw = _read_json(cfg_path)
     if raw.get("model_type") == "jina_embeddings_v3":
-        fields = {k: v for k, v in raw.items() if k not in ("architectures", "model_type", "transformers_version")}
+        fields = {
+            k: v for k, v in raw.items() if k not in ("architectures", "model_type", "transformers_version")
+        }
     else:
         text = raw.get("text_config") or {}
         fields = dict(text.get("hf_model_config_kwargs") or {})
-    keep = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-            "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id",
-            "bos_token_id", "eos_token_id", "rope_parameters"}
+    keep = {
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "max_position_embeddings",
+        "type_vocab_size",
+        "layer_norm_eps",
+        "pad_token_id",
+        "bos_token_id",
+        "eos_token_id",
+        "rope_parameters",
+    }
     cfg = {k: v for k, v in fields.items() if k in keep}
     if "rotary_emb_base" in fields and "rope_parameters" not in cfg:
         cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": float(fields["rotary_emb_base"])}
@@ -122,7 +144,7 @@ def jina_state_dict(raw: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
     are computed without them (spec §3.3)."""
     sd: dict[str, torch.Tensor] = {}
     for k, v in raw.items():
-        name = k[len(prefix):]
+        name = k[len(prefix) :]
         if ".parametrizations." in name:
             if not name.endswith(".parametrizations.weight.original"):
                 continue  # lora_A / lora_B
@@ -146,7 +168,9 @@ def _jina_plan(folder: Path, headers: dict) -> tuple[str, set[str]]:
     prefix = _find_prefix(headers, JINA_PREFIXES, anchor, str(folder))
     keys = {k for k in headers if k.startswith(prefix)}
     if prefix == "":  # a bare tower: the CLIP parts are foreign
-        keys = {k for k in headers if not k.startswith(("vision_model.", "visual_projection", "text_projection"))}
+        keys = {
+            k for k in headers if not k.startswith(("vision_model.", "visual_projection", "text_projection"))
+        }
     return prefix, keys
 
 

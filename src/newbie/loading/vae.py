@@ -48,7 +48,9 @@ def check_vae(folder: Path, headers: dict) -> None:
     raw = _vae_config(folder)
     model = build_empty(lambda: AutoencoderKL.from_config(raw), "meta")
     if comfy.is_bfl_vae(headers):  # problems named in the file's own (BFL) key names
-        comfy.check_bfl_vae_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, headers, str(folder))
+        comfy.check_bfl_vae_keys(
+            {k: tuple(v.shape) for k, v in model.state_dict().items()}, headers, str(folder)
+        )
     names = _diffusers_names(headers)
     renamed = {names[k]: {"shape": comfy.bfl_attention_shape(k, h["shape"])} for k, h in headers.items()}
     check_keys(model, meta_tensors(renamed), str(folder), "VAE")
@@ -69,8 +71,12 @@ def load_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu"):
     names = _diffusers_names(headers)
     model = build_empty(lambda: AutoencoderKL.from_config(raw), device)
     if comfy.is_bfl_vae(headers):
-        comfy.check_bfl_vae_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, headers, str(folder))
-    sd = {names[k]: t.reshape(comfy.bfl_attention_shape(k, tuple(t.shape)))
-          for k, t in load_tensors(files, dtype=dtype, device=device).items()}
+        comfy.check_bfl_vae_keys(
+            {k: tuple(v.shape) for k, v in model.state_dict().items()}, headers, str(folder)
+        )
+    sd = {
+        names[k]: t.reshape(comfy.bfl_attention_shape(k, tuple(t.shape)))
+        for k, t in load_tensors(files, dtype=dtype, device=device).items()
+    }
     load_strict(model, sd, str(folder), "VAE")
     return model.to(device).eval().requires_grad_(False), cfg

@@ -27,16 +27,30 @@ def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def dit_config_json(cfg: DiTConfig) -> dict:
     # The keys the team's converter writes, plus the ones it leaves to code defaults.
     return {
-        "_class_name": "NextDiT_3B_GQA_patch2_Adaln_Refiner_WHIT_CLIP", "model_type": "nextdit_clip",
-        "patch_size": cfg.patch_size, "dim": cfg.dim, "n_layers": cfg.n_layers, "n_refiner_layers": cfg.n_refiner_layers,
-        "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "in_channels": cfg.in_channels,
-        "axes_dims": list(cfg.axes_dims), "axes_lens": list(cfg.axes_lens), "clip_text_dim": cfg.clip_text_dim,
-        "clip_img_dim": cfg.clip_text_dim, "cap_feat_dim": cfg.cap_feat_dim, "qk_norm": True,
-        "multiple_of": cfg.multiple_of, "ffn_dim_multiplier": cfg.ffn_dim_multiplier, "norm_eps": cfg.norm_eps,
+        "_class_name": "NextDiT_3B_GQA_patch2_Adaln_Refiner_WHIT_CLIP",
+        "model_type": "nextdit_clip",
+        "patch_size": cfg.patch_size,
+        "dim": cfg.dim,
+        "n_layers": cfg.n_layers,
+        "n_refiner_layers": cfg.n_refiner_layers,
+        "n_heads": cfg.n_heads,
+        "n_kv_heads": cfg.n_kv_heads,
+        "in_channels": cfg.in_channels,
+        "axes_dims": list(cfg.axes_dims),
+        "axes_lens": list(cfg.axes_lens),
+        "clip_text_dim": cfg.clip_text_dim,
+        "clip_img_dim": cfg.clip_text_dim,
+        "cap_feat_dim": cfg.cap_feat_dim,
+        "qk_norm": True,
+        "multiple_of": cfg.multiple_of,
+        "ffn_dim_multiplier": cfg.ffn_dim_multiplier,
+        "norm_eps": cfg.norm_eps,
     }
 
 
-def save_dit(folder: Path, dit: NextDiT, dtype: torch.dtype | None = None, with_norm_final: bool = True) -> None:
+def save_dit(
+    folder: Path, dit: NextDiT, dtype: torch.dtype | None = None, with_norm_final: bool = True
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.to(dtype) if dtype else v) for k, v in dit.state_dict().items()}
     if with_norm_final:  # present in the official file though never used
@@ -53,7 +67,11 @@ def save_gemma(folder: Path, gemma, tokenizer, prefix: str = GEMMA_SAVE_PREFIX, 
     text_cfg = gemma.config.to_dict()
     for k in ("architectures", "transformers_version", "_name_or_path"):
         text_cfg.pop(k, None)
-    cfg = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "text_config": text_cfg}
+    cfg = {
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "text_config": text_cfg,
+    }
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
     tokenizer.save_pretrained(str(folder))
 
@@ -90,18 +108,28 @@ def save_jina(folder: Path, jina, tokenizer, lora_rank: int = 0, dtype=None) -> 
                 sd[f"{base}.parametrizations.weight.0.lora_B"] = torch.randn(5, v.shape[0], lora_rank) * 0.01
         else:
             sd[k] = v
-    save_file(_contiguous({JINA_SAVE_PREFIX + k: v for k, v in sd.items()}), str(folder / "model.safetensors"))
+    save_file(
+        _contiguous({JINA_SAVE_PREFIX + k: v for k, v in sd.items()}), str(folder / "model.safetensors")
+    )
     c = jina.config
     cfg = {
-        "architectures": ["JinaCLIPModel"], "model_type": "jina_clip",
+        "architectures": ["JinaCLIPModel"],
+        "model_type": "jina_clip",
         "text_config": {
-            "hf_model_name_or_path": "jinaai/jina-embeddings-v3", "embed_dim": c.hidden_size,
-            "pooler_type": "mean_pooler", "proj_type": None,
+            "hf_model_name_or_path": "jinaai/jina-embeddings-v3",
+            "embed_dim": c.hidden_size,
+            "pooler_type": "mean_pooler",
+            "proj_type": None,
             "hf_model_config_kwargs": {
-                "use_flash_attn": False, "load_trained_adapters": False, "vocab_size": c.vocab_size,
-                "hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
-                "num_attention_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
-                "rotary_emb_base": float(c.rope_parameters["rope_theta"]), "pad_token_id": c.pad_token_id,
+                "use_flash_attn": False,
+                "load_trained_adapters": False,
+                "vocab_size": c.vocab_size,
+                "hidden_size": c.hidden_size,
+                "num_hidden_layers": c.num_hidden_layers,
+                "num_attention_heads": c.num_attention_heads,
+                "intermediate_size": c.intermediate_size,
+                "rotary_emb_base": float(c.rope_parameters["rope_theta"]),
+                "pad_token_id": c.pad_token_id,
             },
         },
     }
@@ -115,11 +143,13 @@ def save_vae(folder: Path, vae) -> None:
 
 def write_model_index(root: Path) -> None:
     index = {
-        "_class_name": "NewbiePipeline", "_diffusers_version": "0.30.0",
+        "_class_name": "NewbiePipeline",
+        "_diffusers_version": "0.30.0",
         "transformer": ["transformer", "NextDiT_3B_GQA_patch2_Adaln_Refiner_WHIT_CLIP"],
         "text_encoder": ["text_encoder", "Gemma3ForConditionalGeneration"],
         "tokenizer": ["text_encoder", "AutoTokenizer"],
-        "clip_model": ["clip_model", "JinaCLIPModel"], "clip_tokenizer": ["clip_model", "AutoTokenizer"],
+        "clip_model": ["clip_model", "JinaCLIPModel"],
+        "clip_tokenizer": ["clip_model", "AutoTokenizer"],
         "vae": ["vae", "AutoencoderKL"],
     }
     root.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,10 @@ def guard(holder, module: nn.Module, stage: str, exclude: tuple[nn.Module, ...] 
     @torch.compiler.disable  # a compiled module (the VAE decoder) runs it eagerly instead of guarding on it
     def check(mod, args):
         if not holder.loaded:
-            raise OffloadedUse(f"{type(mod).__name__} ran outside the '{stage}' stage while its weights are "
-                               f"offloaded to the CPU (a memory plan is active; use pipe.stage('{stage}'))")
+            raise OffloadedUse(
+                f"{type(mod).__name__} ran outside the '{stage}' stage while its weights are "
+                f"offloaded to the CPU (a memory plan is active; use pipe.stage('{stage}'))"
+            )
 
     for m in (module, *module.children()):
         if id(m) not in skip and not isinstance(m, (nn.ModuleList, nn.ModuleDict)):
@@ -55,14 +57,20 @@ def unguard(module: nn.Module, recurse: bool = True) -> None:
 
 
 class Offloaded:
-    def __init__(self, module: nn.Module, device: torch.device, exclude: tuple[nn.Module, ...] = (),
-                 stage: str = ""):
+    def __init__(
+        self, module: nn.Module, device: torch.device, exclude: tuple[nn.Module, ...] = (), stage: str = ""
+    ):
         """`exclude`: submodules managed elsewhere (streamed blocks, a table kept on the CPU).
         `stage`: the residency stage that loads it; given, calls outside that stage raise OffloadedUse."""
         self.module, self.device = module, torch.device(device)
         skip = {id(m) for e in exclude for m in e.modules()}
-        self.tensors = [(m, name, _pinned(t)) for m in module.modules() if id(m) not in skip for name, t in
-                        list(m._parameters.items()) + list(m._buffers.items()) if t is not None]
+        self.tensors = [
+            (m, name, _pinned(t))
+            for m in module.modules()
+            if id(m) not in skip
+            for name, t in list(m._parameters.items()) + list(m._buffers.items())
+            if t is not None
+        ]
         self.unload()
         if stage:
             guard(self, module, stage, exclude)
@@ -128,7 +136,9 @@ class BlockStreamer:
             torch.cuda.current_stream(self.device).wait_event(event)
         for (p, _), t in zip(self.cpu[i], gpu):
             if self.cuda:
-                t.record_stream(torch.cuda.current_stream(self.device))  # memory stays valid until compute ends
+                t.record_stream(
+                    torch.cuda.current_stream(self.device)
+                )  # memory stays valid until compute ends
             p.data = t
         k = self.streamed.index(i)
         for j in range(1, self.prefetch + 1):  # the next streamed blocks, wrapping into the next forward

@@ -22,6 +22,9 @@ def run(args) -> int:
         raise NewbieError(f"--size must look like 1024x1024, got '{args.size}'") from None
     plan = plan_for(parse_vram(args.vram), w, h, caption_tokens=args.caption_tokens)
     print(plan.describe())
-    print("bit-identical to all-resident bf16" if plan.bit_identical else
-          "not bit-identical to all-resident bf16 (quantization or VAE tiling); see docs/benchmarks.md for PSNR")
+    print(
+        "bit-identical to all-resident bf16"
+        if plan.bit_identical
+        else "not bit-identical to all-resident bf16 (quantization or VAE tiling); see docs/benchmarks.md for PSNR"
+    )
     return 0

@@ -37,11 +37,17 @@ class ComponentSizes:
         dit, gemma = pipe.dit, pipe.text.gemma
         blocks = list(dit.blocks())
         block_bytes = nbytes(p for b in blocks for p in b.parameters())
-        return cls(dit_blocks=block_bytes, dit_other=nbytes(dit.parameters()) - block_bytes, dit_layers=len(dit.layers),
-                   gemma_layers_bytes=nbytes(gemma.layers.parameters()),
-                   gemma_embed=nbytes(gemma.embed_tokens.parameters()), gemma_layer_count=len(gemma.layers),
-                   jina=nbytes(pipe.text.jina.parameters()), vae=nbytes(pipe.codec.vae.parameters()),
-                   dim=dit.cfg.dim)
+        return cls(
+            dit_blocks=block_bytes,
+            dit_other=nbytes(dit.parameters()) - block_bytes,
+            dit_layers=len(dit.layers),
+            gemma_layers_bytes=nbytes(gemma.layers.parameters()),
+            gemma_embed=nbytes(gemma.embed_tokens.parameters()),
+            gemma_layer_count=len(gemma.layers),
+            jina=nbytes(pipe.text.jina.parameters()),
+            vae=nbytes(pipe.codec.vae.parameters()),
+            dim=dit.cfg.dim,
+        )
 
 
 @dataclass(frozen=True)
@@ -103,22 +109,33 @@ def _act_text() -> float:
     return 0.6  # 512 tokens through Gemma and Jina, plus the output features
 
 
-def _stages(s: ComponentSizes, p: Plan, width: int, height: int, caption: int, batch: int = 1) -> list[tuple[str, float]]:
+def _stages(
+    s: ComponentSizes, p: Plan, width: int, height: int, caption: int, batch: int = 1
+) -> list[tuple[str, float]]:
     # the DiT runs the whole batch at once; the text encoders and the VAE take one image at a time
     tokens = batch * (caption + (width // 16) * (height // 16))
     q = 0.5 if p.quantize else 1.0
     layer = s.dit_blocks / (s.dit_layers + 4)
-    dit_w = (s.dit_blocks * q - p.dit_streamed * layer * q + (3 * layer if p.dit_streamed else 0) + s.dit_other) / GIB
+    dit_w = (
+        s.dit_blocks * q - p.dit_streamed * layer * q + (3 * layer if p.dit_streamed else 0) + s.dit_other
+    ) / GIB
     g_layer = s.gemma_layers_bytes / s.gemma_layer_count
-    gemma_w = (s.gemma_layers_bytes * q - p.gemma_streamed * g_layer * q + (3 * g_layer if p.gemma_streamed else 0)
-               + (0 if p.gemma_embed_on_cpu else s.gemma_embed)) / GIB
+    gemma_w = (
+        s.gemma_layers_bytes * q
+        - p.gemma_streamed * g_layer * q
+        + (3 * g_layer if p.gemma_streamed else 0)
+        + (0 if p.gemma_embed_on_cpu else s.gemma_embed)
+    ) / GIB
     text = gemma_w + s.jina / GIB + _act_text()
     dit = dit_w + _act_dit(tokens, s.dim)
     vae = s.vae / GIB + _act_vae(width, height, p.vae_tiling)
     if p.residency == "resident":
         resident = text - _act_text() + dit_w + s.vae / GIB
-        return [("text", resident + _act_text()), ("denoise", resident + _act_dit(tokens, s.dim)),
-                ("decode", resident + _act_vae(width, height, p.vae_tiling))]
+        return [
+            ("text", resident + _act_text()),
+            ("denoise", resident + _act_dit(tokens, s.dim)),
+            ("decode", resident + _act_vae(width, height, p.vae_tiling)),
+        ]
     # staged: the embeddings (tiny) stay on the GPU; each stage holds only its own weights
     return [("text", text), ("denoise", dit), ("decode", vae)]
 
@@ -133,29 +150,49 @@ def candidates(s: ComponentSizes) -> list[Plan]:
     out = [Plan("resident"), Plan("staged", residency="staged")]
     for n in range(4, s.dit_layers + 1, 4):  # bf16, part of the DiT (and Gemma) streamed
         g = min(s.gemma_layer_count, round(n * s.gemma_layer_count / s.dit_layers))
-        out.append(Plan(f"stream-{n}", residency="staged", dit_streamed=n, gemma_streamed=g, gemma_embed_on_cpu=True))
+        out.append(
+            Plan(f"stream-{n}", residency="staged", dit_streamed=n, gemma_streamed=g, gemma_embed_on_cpu=True)
+        )
         if n >= s.dit_layers // 3:  # beyond a third, int8 weights cost less time than more streaming
             break
     out.append(Plan("int8", residency="staged", quantize="int8", gemma_embed_on_cpu=True, vae_tiling=True))
-    out.append(Plan("stream-all", residency="staged", dit_streamed=s.dit_layers, gemma_streamed=s.gemma_layer_count,
-                    gemma_embed_on_cpu=True, vae_tiling=True))
+    out.append(
+        Plan(
+            "stream-all",
+            residency="staged",
+            dit_streamed=s.dit_layers,
+            gemma_streamed=s.gemma_layer_count,
+            gemma_embed_on_cpu=True,
+            vae_tiling=True,
+        )
+    )
     return out
 
 
-def plan_for(vram_gib: float, width: int = 1024, height: int = 1024, sizes: ComponentSizes | None = None,
-             caption_tokens: int = 256, batch: int = 1) -> Plan:
+def plan_for(
+    vram_gib: float,
+    width: int = 1024,
+    height: int = 1024,
+    sizes: ComponentSizes | None = None,
+    caption_tokens: int = 256,
+    batch: int = 1,
+) -> Plan:
     """The first candidate whose predicted peak fits 93% of the budget (the rest: CUDA context, fragmentation)."""
     s = sizes or ComponentSizes()
     usable = vram_gib * 0.93
-    plans = [replace(_with_peak(s, p, width, height, caption_tokens, batch), budget_gib=vram_gib)
-             for p in candidates(s)]
+    plans = [
+        replace(_with_peak(s, p, width, height, caption_tokens, batch), budget_gib=vram_gib)
+        for p in candidates(s)
+    ]
     for p in plans:
         if p.predicted_peak_gib <= usable:
             return p
     smallest = plans[-1]
     what = f"{width}x{height}" + (f" x{batch}" if batch > 1 else "")
-    raise NewbieError(f"no plan fits {vram_gib:g} GiB at {what}: the smallest ('{smallest.name}') "
-                      f"needs about {smallest.predicted_peak_gib:.1f} GiB")
+    raise NewbieError(
+        f"no plan fits {vram_gib:g} GiB at {what}: the smallest ('{smallest.name}') "
+        f"needs about {smallest.predicted_peak_gib:.1f} GiB"
+    )
 
 
 def rank(plan: Plan, sizes: ComponentSizes | None = None) -> int:

@@ -30,7 +30,13 @@ def _torchao():
         )
     except ImportError:
         raise NewbieError("quantized weights need torchao: pip install 'torchao==0.18.0'") from None
-    return quantize_, Int8WeightOnlyConfig, Float8WeightOnlyConfig, Float8DynamicActivationFloat8WeightConfig, PerRow
+    return (
+        quantize_,
+        Int8WeightOnlyConfig,
+        Float8WeightOnlyConfig,
+        Float8DynamicActivationFloat8WeightConfig,
+        PerRow,
+    )
 
 
 def _config(mode: str, device: torch.device):
@@ -41,7 +47,9 @@ def _config(mode: str, device: torch.device):
         return quantize_, fp8w()
     if mode == "fp8-dynamic":
         if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
-            raise NewbieError("fp8-dynamic compute needs a CUDA GPU with compute capability >= 8.9 (Ada/Hopper)")
+            raise NewbieError(
+                "fp8-dynamic compute needs a CUDA GPU with compute capability >= 8.9 (Ada/Hopper)"
+            )
         return quantize_, fp8dq(granularity=per_row())
     raise NewbieError(f"unknown quantization '{mode}' (choose from {', '.join(MODES)})")
 
@@ -53,8 +61,12 @@ def quantize_blocks(model: nn.Module, mode: str, prefixes: tuple[str, ...] = _BL
     chosen = []
 
     def pick(module: nn.Module, fqn: str) -> bool:
-        ok = isinstance(module, nn.Linear) and fqn.startswith(prefixes) and module.in_features % 16 == 0 \
+        ok = (
+            isinstance(module, nn.Linear)
+            and fqn.startswith(prefixes)
+            and module.in_features % 16 == 0
             and module.out_features % 16 == 0
+        )
         if ok:
             chosen.append(fqn)
         return ok

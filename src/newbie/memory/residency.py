@@ -36,23 +36,36 @@ class Residency:
             factor = 2 ** (len(vae.config.block_out_channels) - 1)
             vae.tile_sample_min_size, vae.tile_latent_min_size = 512, 512 // factor
         if plan.residency == "resident":
-            holders = {"text": [Resident(gemma, dev), Resident(jina, dev)], "denoise": [Resident(dit, dev)],
-                       "vae": [Resident(vae, dev)]}
+            holders = {
+                "text": [Resident(gemma, dev), Resident(jina, dev)],
+                "denoise": [Resident(dit, dev)],
+                "vae": [Resident(vae, dev)],
+            }
         else:
             keep_on_cpu = (gemma.embed_tokens,) if plan.gemma_embed_on_cpu else ()
             if plan.gemma_embed_on_cpu:
                 gemma.embed_tokens.to("cpu")
-            g_streamed, d_streamed = self._stream(gemma.layers, plan.gemma_streamed, dev), \
-                self._stream(dit.layers, plan.dit_streamed, dev)
+            g_streamed, d_streamed = (
+                self._stream(gemma.layers, plan.gemma_streamed, dev),
+                self._stream(dit.layers, plan.dit_streamed, dev),
+            )
             if plan.quantize:  # quantized blocks move with Module.to (tensor subclasses)
-                text = [Mover(gemma.layers, dev, "text"),
-                        Offloaded(gemma, dev, exclude=(gemma.layers, *keep_on_cpu), stage="text")]
+                text = [
+                    Mover(gemma.layers, dev, "text"),
+                    Offloaded(gemma, dev, exclude=(gemma.layers, *keep_on_cpu), stage="text"),
+                ]
             else:
                 text = [Offloaded(gemma, dev, exclude=(*g_streamed, *keep_on_cpu), stage="text")]
-            denoise = [Mover(dit, dev, "denoise")] if plan.quantize else \
-                [Offloaded(dit, dev, exclude=tuple(d_streamed), stage="denoise")]
-            holders = {"text": text + [Offloaded(jina, dev, stage="text")], "denoise": denoise,
-                       "vae": [Offloaded(vae, dev, stage="vae")]}
+            denoise = (
+                [Mover(dit, dev, "denoise")]
+                if plan.quantize
+                else [Offloaded(dit, dev, exclude=tuple(d_streamed), stage="denoise")]
+            )
+            holders = {
+                "text": text + [Offloaded(jina, dev, stage="text")],
+                "denoise": denoise,
+                "vae": [Offloaded(vae, dev, stage="vae")],
+            }
         self.holders = holders
         self.staged = plan.residency == "staged"
 

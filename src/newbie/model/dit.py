@@ -125,7 +125,9 @@ class NextDiT(nn.Module):
         self.cfg = cfg
         self.x_embedder = nn.Linear(cfg.patch_dim, cfg.dim)
         self.t_embedder = _TimestepEmbedder(cfg.adaln_dim)
-        self.cap_embedder = nn.Sequential(RMSNorm(cfg.cap_feat_dim, cfg.norm_eps), nn.Linear(cfg.cap_feat_dim, cfg.dim))
+        self.cap_embedder = nn.Sequential(
+            RMSNorm(cfg.cap_feat_dim, cfg.norm_eps), nn.Linear(cfg.cap_feat_dim, cfg.dim)
+        )
         # Official shapes at every width (spec §2.3): the pooled projection keeps clip_text_dim, and the
         # time/text mix reads [t_emb (adaln_dim) | clip_emb (clip_text_dim)]. At 3.5B both widths are 1024.
         self.clip_text_pooled_proj = nn.Sequential(
@@ -135,10 +137,14 @@ class NextDiT(nn.Module):
             nn.SiLU(), nn.Linear(cfg.adaln_dim + cfg.clip_text_dim, cfg.adaln_dim)
         )
         self.noise_refiner = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_refiner_layers)])
-        self.context_refiner = nn.ModuleList([Block(cfg, modulated=False) for _ in range(cfg.n_refiner_layers)])
+        self.context_refiner = nn.ModuleList(
+            [Block(cfg, modulated=False) for _ in range(cfg.n_refiner_layers)]
+        )
         self.layers = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_layers)])
         self.final_layer = FinalLayer(cfg)
-        self.sequence_parallel: SequenceGroup | None = None  # set once per process; see newbie.parallel.sequence
+        self.sequence_parallel: SequenceGroup | None = (
+            None  # set once per process; see newbie.parallel.sequence
+        )
         # `norm_final` of the checkpoint is never used by the reference forward; it is not built (the
         # loader in loading/dit.py drops it).
 
@@ -228,8 +234,15 @@ class NextDiT(nn.Module):
         out = self.final_layer(joint[:, n_cap:], adaln)
         return self.unpatchify(out, h, w)
 
-    def _sequence_parallel_forward(self, x: Tensor, cap_feats: Tensor, cap_mask: Tensor | None, rope: Rope,
-                                   adaln: Tensor, cache: StepCache | None) -> Tensor:
+    def _sequence_parallel_forward(
+        self,
+        x: Tensor,
+        cap_feats: Tensor,
+        cap_mask: Tensor | None,
+        rope: Rope,
+        adaln: Tensor,
+        cache: StepCache | None,
+    ) -> Tensor:
         """Every block on this rank's share of the tokens (newbie.parallel.sequence): the context refiner on a
         slice of the caption, the noise refiner on a slice of the image, the joint layers on the two slices
         together, the final layer on the image slice; then every rank's image tokens gathered. Key masks
@@ -262,8 +275,9 @@ class NextDiT(nn.Module):
         out = self.final_layer(joint[:, c1 - c0 :], adaln)
         return self.unpatchify(img_shard.gather(out, list(img_shard.sizes)), h, w)
 
-
-    def _cached_layers(self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache) -> Tensor:
+    def _cached_layers(
+        self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache
+    ) -> Tensor:
         first = self.layers[0](joint, rope, mask, adaln)
         first_residual = first - joint
         cache.calls += 1

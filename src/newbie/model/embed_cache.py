@@ -57,8 +57,14 @@ class EmbeddingCache:
 
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = self.folder / f".{k}.tmp"
-            save_file({"cap_feats": e.cap_feats.contiguous(), "cap_mask": e.cap_mask.to(torch.uint8),
-                       "pooled": e.pooled.contiguous()}, str(tmp))
+            save_file(
+                {
+                    "cap_feats": e.cap_feats.contiguous(),
+                    "cap_mask": e.cap_mask.to(torch.uint8),
+                    "pooled": e.pooled.contiguous(),
+                },
+                str(tmp),
+            )
             os.replace(tmp, self.folder / f"{k}.safetensors")
 
     def _remember(self, k: str, e: TextEmbeds) -> None:

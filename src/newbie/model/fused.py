@@ -49,17 +49,28 @@ def backend_order(name: str) -> list[SDPBackend]:
     return [first] + [b for b in BACKENDS.values() if b != first]
 
 
-def time_backends(heads: int, kv_heads: int, head_dim: int, tokens: int, device="cuda",
-                  dtype=torch.bfloat16, names=("auto", "cudnn", "flash", "efficient"), reps: int = 5) -> dict:
+def time_backends(
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    tokens: int,
+    device="cuda",
+    dtype=torch.bfloat16,
+    names=("auto", "cudnn", "flash", "efficient"),
+    reps: int = 5,
+) -> dict:
     """Median milliseconds of one unmasked GQA attention call per backend on random data (or the error).
     "auto" is PyTorch's own choice."""
     g = torch.Generator(device=device).manual_seed(0)
     q = torch.randn(1, heads, tokens, head_dim, device=device, dtype=dtype, generator=g)
-    k, v = (torch.randn(1, kv_heads, tokens, head_dim, device=device, dtype=dtype, generator=g) for _ in range(2))
+    k, v = (
+        torch.randn(1, kv_heads, tokens, head_dim, device=device, dtype=dtype, generator=g) for _ in range(2)
+    )
     out = {}
     for name in names:
         try:
             with sdpa_kernel(list(BACKENDS.values()) if name == "auto" else [BACKENDS[name]]):
+
                 def call():
                     return F.scaled_dot_product_attention(q, k, v, enable_gqa=heads != kv_heads)
 
@@ -80,7 +91,7 @@ def time_backends(heads: int, kv_heads: int, head_dim: int, tokens: int, device=
 
 
 def choose(times: dict, margin: float = 0.03) -> str:
-    """"auto" (PyTorch's own choice, no backend context in the compiled graph) unless a named backend beat it
+    """ "auto" (PyTorch's own choice, no backend context in the compiled graph) unless a named backend beat it
     by more than `margin`; on an H200 at head size 96 PyTorch already picks cuDNN (0.41 vs 0.43 ms forced,
     flash 0.66 ms; bench/results/speed-probe-h200-2026-12-01.json)."""
     ok = {k: v for k, v in times.items() if isinstance(v, float)}
@@ -133,8 +144,11 @@ def w13_intact(ff: nn.Module) -> bool:
     if w13 is None:
         return False
     h = ff.w1.weight.shape[0]
-    return (ff.w1.weight.data_ptr() == w13.data_ptr() and ff.w3.weight.data_ptr() == w13[h:].data_ptr()
-            and ff.w1.weight.dtype == w13.dtype)
+    return (
+        ff.w1.weight.data_ptr() == w13.data_ptr()
+        and ff.w3.weight.data_ptr() == w13[h:].data_ptr()
+        and ff.w1.weight.dtype == w13.dtype
+    )
 
 
 def ffn_forward(ff: nn.Module, x: Tensor) -> Tensor:
@@ -174,8 +188,9 @@ def block_forward(self, x: Tensor, rope, key_mask: Tensor | None, adaln: Tensor 
         x = x + self.attention_norm2(h)
         return x + self.ffn_norm2(self._fit(ffn_forward(ff, self.ffn_norm1(x))))
     scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(adaln)[:, None].chunk(4, dim=-1)
-    h = self._fit(attention_forward(self.attention, self.attention_norm1(x) * (1 + scale_msa), rope, key_mask,
-                                    backend))
+    h = self._fit(
+        attention_forward(self.attention, self.attention_norm1(x) * (1 + scale_msa), rope, key_mask, backend)
+    )
     x = x + gate_msa.tanh() * self.attention_norm2(h)
     h = self._fit(ffn_forward(ff, self.ffn_norm1(x) * (1 + scale_mlp)))
     return x + gate_mlp.tanh() * self.ffn_norm2(h)
@@ -224,14 +239,22 @@ class GraphedForward:
         self.captures = self.replays = 0
 
     def _state(self) -> tuple:
-        hooks = tuple((id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks))
-                      for m in self.dit.modules() if m._forward_hooks or m._forward_pre_hooks)
+        hooks = tuple(
+            (id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks))
+            for m in self.dit.modules()
+            if m._forward_hooks or m._forward_pre_hooks
+        )
         first = next(self.dit.parameters())
         return hooks, first.dtype, first.device, bool(getattr(self.dit.layers[0], "clamp_fp16", False))
 
     def __call__(self, x, t, cap_feats, cap_mask, pooled, rope=None, cache=None):
-        if (cache is not None or rope is None or cap_mask is not None or x.device.type != "cuda"
-                or torch.cuda.is_current_stream_capturing()):
+        if (
+            cache is not None
+            or rope is None
+            or cap_mask is not None
+            or x.device.type != "cuda"
+            or torch.cuda.is_current_stream_capturing()
+        ):
             return self.forward(x, t, cap_feats, cap_mask, pooled, rope, cache)
         inputs = (x, t, cap_feats, pooled, rope.cos, rope.sin)
         key = (tuple((a.shape, a.dtype) for a in inputs), self._state())
@@ -251,6 +274,7 @@ class GraphedForward:
 
         static_in = tuple(a.detach().clone() for a in inputs)
         sx, st, scap, spool, scos, ssin = static_in
+
         def run():
             return self.forward(sx, st, scap, None, spool, Rope(scos, ssin), None)
 

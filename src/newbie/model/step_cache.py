@@ -23,5 +23,7 @@ class StepCache:
     def usable(self, first_residual: Tensor) -> bool:
         if self.prev_first is None or self.prev_first.shape != first_residual.shape:
             return False
-        change = (first_residual - self.prev_first).abs().mean() / self.prev_first.abs().mean().clamp(min=1e-12)
+        change = (first_residual - self.prev_first).abs().mean() / self.prev_first.abs().mean().clamp(
+            min=1e-12
+        )
         return float(change) < self.threshold  # one host sync per step, only when caching is on

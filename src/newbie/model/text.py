@@ -18,7 +18,9 @@ class TextEmbeds:
     pooled: Tensor  # (B, clip_dim)
 
     def to(self, device=None, dtype=None) -> TextEmbeds:
-        return TextEmbeds(self.cap_feats.to(device, dtype), self.cap_mask.to(device), self.pooled.to(device, dtype))
+        return TextEmbeds(
+            self.cap_feats.to(device, dtype), self.cap_mask.to(device), self.pooled.to(device, dtype)
+        )
 
     def trimmed(self) -> TextEmbeds:
         """Drop caption padding when every sample has the same valid length, so the DiT runs with no mask
@@ -61,7 +63,9 @@ class TextEncoders:
 
     @property
     def device(self) -> torch.device:
-        return self.gemma.norm.weight.device  # not the embedding table, which a memory plan may keep on the CPU
+        return (
+            self.gemma.norm.weight.device
+        )  # not the embedding table, which a memory plan may keep on the CPU
 
     @torch.no_grad()
     def encode(self, prompts: list[str], clip_prompts: list[str] | None = None) -> TextEmbeds:
@@ -69,22 +73,36 @@ class TextEncoders:
         blanks only Gemma's caption)."""
         device = self.device
         tok = self.gemma_tokenizer(
-            [gemma_text(p, self.cfg) for p in prompts], padding=True, pad_to_multiple_of=self.cfg.pad_multiple,
-            max_length=self.cfg.max_tokens, truncation=True, return_tensors="pt",
+            [gemma_text(p, self.cfg) for p in prompts],
+            padding=True,
+            pad_to_multiple_of=self.cfg.pad_multiple,
+            max_length=self.cfg.max_tokens,
+            truncation=True,
+            return_tensors="pt",
         ).to(device)
         table = self.gemma.embed_tokens.weight
         if table.device != device:  # a memory plan keeps the 1.3 GB table on the CPU: look up there
             embeds = self.gemma.embed_tokens(tok.input_ids.to(table.device)).to(device)
-            out = self.gemma(inputs_embeds=embeds, attention_mask=tok.attention_mask, output_hidden_states=True)
+            out = self.gemma(
+                inputs_embeds=embeds, attention_mask=tok.attention_mask, output_hidden_states=True
+            )
         else:
-            out = self.gemma(input_ids=tok.input_ids, attention_mask=tok.attention_mask, output_hidden_states=True)
+            out = self.gemma(
+                input_ids=tok.input_ids, attention_mask=tok.attention_mask, output_hidden_states=True
+            )
         cap_feats = out.hidden_states[self.cfg.hidden_layer]
         cap_mask = tok.attention_mask.bool()
 
         jtok = self.jina_tokenizer(
-            prompts if clip_prompts is None else clip_prompts, padding=True, max_length=self.cfg.clip_max_tokens, truncation=True, return_tensors="pt"
+            prompts if clip_prompts is None else clip_prompts,
+            padding=True,
+            max_length=self.cfg.clip_max_tokens,
+            truncation=True,
+            return_tensors="pt",
         ).to(self.jina.device)
-        hidden = self.jina(input_ids=jtok.input_ids, attention_mask=jtok.attention_mask).last_hidden_state.float()
+        hidden = self.jina(
+            input_ids=jtok.input_ids, attention_mask=jtok.attention_mask
+        ).last_hidden_state.float()
         m = jtok.attention_mask[..., None].to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # masked mean; no projection, no normalisation
         return TextEmbeds(cap_feats, cap_mask, pooled.to(device, cap_feats.dtype))

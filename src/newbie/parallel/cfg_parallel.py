@@ -56,8 +56,18 @@ class Branches:
 
     def model(self, pipe: Pipeline, req: Request, cond, uncond, grid):
         cache = StepCache(pipe.step_cache) if pipe.step_cache else None
-        mine = branch_model(pipe.dit, cond if self.rank == COND else uncond, grid, pipe.device,
-                            DTYPES[pipe.dtypes["dit"]], cache) if (self.rank == COND or req.uses_cfg) else None
+        mine = (
+            branch_model(
+                pipe.dit,
+                cond if self.rank == COND else uncond,
+                grid,
+                pipe.device,
+                DTYPES[pipe.dtypes["dit"]],
+                cache,
+            )
+            if (self.rank == COND or req.uses_cfg)
+            else None
+        )
         model_cond = from_cond_rank(mine, self)
         if not req.uses_cfg:
             return model_cond
@@ -97,7 +107,9 @@ def share_request(req: Request, branches: Branches) -> Request:
     return box[0]
 
 
-def generate(pipe: Pipeline, req: Request, branches: Branches | None = None, progress=None) -> Generation | None:
+def generate(
+    pipe: Pipeline, req: Request, branches: Branches | None = None, progress=None
+) -> Generation | None:
     """One request with CFG-parallel: call on every rank with the same model folder. Rank 0 decodes and
     returns the Generation; the other rank returns None. img2img, inpainting and hires run as on one GPU. branches None: one process, both branches (the
     reference the parallel result is compared with)."""
@@ -108,7 +120,9 @@ def generate(pipe: Pipeline, req: Request, branches: Branches | None = None, pro
     return gen if branches.rank == 0 else None
 
 
-def sample(pipe: Pipeline, req: Request, branches: Branches, progress=None) -> tuple[Request, torch.Tensor, dict]:
+def sample(
+    pipe: Pipeline, req: Request, branches: Branches, progress=None
+) -> tuple[Request, torch.Tensor, dict]:
     """Like generate, but every rank returns (the shared request, its latents, timings): the ranks' latents
     are equal (what the tests and the benchmark check)."""
     req = share_request(req, branches)

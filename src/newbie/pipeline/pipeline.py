@@ -13,10 +13,10 @@ import math
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -24,17 +24,17 @@ from torch.nn import functional as F
 from newbie import __version__
 from newbie.adapters import recipe as adapter_recipe
 from newbie.adapters.stack import AdapterStack
-from newbie.config import SPECS, ModelSpec, SamplingDefaults
+from newbie.config import SPECS, ModelSpec
 from newbie.errors import NewbieError
 from newbie.loading.dit import load_dit
 from newbie.loading.folder import ModelFolder, locate, require
 from newbie.loading.hashing import files_sha256
 from newbie.loading.text import load_gemma, load_jina, load_tokenizer
 from newbie.loading.vae import load_vae
-from newbie.model.text import TextEmbeds, TextEncoders
-from newbie.model.vae import LatentCodec
 from newbie.model.embed_cache import EmbeddingCache
 from newbie.model.step_cache import StepCache
+from newbie.model.text import TextEmbeds, TextEncoders
+from newbie.model.vae import LatentCodec
 from newbie.pipeline import img2img
 from newbie.pipeline.images import to_pil
 from newbie.pipeline.recipe import Recipe
@@ -47,7 +47,9 @@ from newbie.sampling.schedules import SCHEDULES, flow_sigmas, img2img_sigmas, sc
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 NOISES = ("newbie", "comfy")  # initial noise: per-image generators, or ComfyUI's one draw for the batch
-SPEC_FILE = "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
+SPEC_FILE = (
+    "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
+)
 
 
 def parse_dtype(name: str, device: torch.device) -> str:
@@ -97,8 +99,18 @@ class LocalBranches:
     def model(self, pipe: Pipeline, req: Request, cond: TextEmbeds, uncond: TextEmbeds | None, grid):
         new_cache = (lambda: StepCache(pipe.step_cache)) if pipe.step_cache else (lambda: None)
         model, pipe.last_caches = cfg_model(
-            pipe.dit, cond, uncond, grid, pipe.device, DTYPES[pipe.dtypes["dit"]], req.cfg, req.cfg_trunc,
-            req.renorm_cfg, pipe.cfg_batching, new_cache)
+            pipe.dit,
+            cond,
+            uncond,
+            grid,
+            pipe.device,
+            DTYPES[pipe.dtypes["dit"]],
+            req.cfg,
+            req.cfg_trunc,
+            req.renorm_cfg,
+            pipe.cfg_batching,
+            new_cache,
+        )
         return model
 
 
@@ -108,8 +120,17 @@ LOCAL = LocalBranches()
 class Pipeline:
     """A loaded model: `generate()` / `run()` turn prompts into images. Build one with `newbie.load()`."""
 
-    def __init__(self, spec: ModelSpec, folder: ModelFolder, dit, text: TextEncoders, codec: LatentCodec,
-                 device: torch.device, dtypes: dict[str, str], notice: str = ""):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        folder: ModelFolder,
+        dit,
+        text: TextEncoders,
+        codec: LatentCodec,
+        device: torch.device,
+        dtypes: dict[str, str],
+        notice: str = "",
+    ):
         self.spec, self.folder = spec, folder
         self.dit, self.text, self.codec = dit, text, codec
         self.device, self.dtypes = device, dtypes
@@ -128,9 +149,18 @@ class Pipeline:
         self.adapters = AdapterStack()  # LoRA/LoKr: loaded files, and the set applied for the current request
         self._sizes = None
 
-    def compile(self, backend: str = "inductor", mode: str | None = None, *, fast: bool = True,
-                attention: str | None = None, cuda_graphs: bool = False, vae: bool = False,
-                dynamic: bool | None = None, cache_dir: str | None = None) -> float:
+    def compile(
+        self,
+        backend: str = "inductor",
+        mode: str | None = None,
+        *,
+        fast: bool = True,
+        attention: str | None = None,
+        cuda_graphs: bool = False,
+        vae: bool = False,
+        dynamic: bool | None = None,
+        cache_dir: str | None = None,
+    ) -> float:
         """Regional torch.compile of the repeated block: one compiled graph reused by every layer.
 
         fast: the block's fast forward (model/fused.py: one GEMM for w1|w3, the attention backend `attention`,
@@ -202,7 +232,9 @@ class Pipeline:
             raise NewbieError(f"batch must be >= 1, got {s.batch}")
         prompts = [p for p in prompts for _ in range(s.batch)]
         image = img2img.image_input(s.init_image, s.mask, s.strength, s.mask_feather)  # None: text-to-image
-        width, height = img2img.request_size(image, s.width, s.height, (d.width, d.height), self.spec.max_side)
+        width, height = img2img.request_size(
+            image, s.width, s.height, (d.width, d.height), self.spec.max_side
+        )
         steps = d.steps if s.steps is None else s.steps
         sampler = s.sampler or d.sampler
         cfg = d.cfg if s.cfg is None else s.cfg
@@ -218,19 +250,32 @@ class Pipeline:
         if not math.isfinite(cfg) or cfg < 0:
             raise NewbieError(f"cfg must be a finite number >= 0, got {cfg}")
         warns = []
-        if width * height > self.spec.trained_pixels or max(width, height) / min(width, height) > self.spec.max_aspect:
-            warns.append(f"{width}x{height} is outside the trained area (W*H <= {self.spec.trained_pixels}, "
-                         f"aspect <= {self.spec.max_aspect:g}); expect repeated or broken composition")
+        if (
+            width * height > self.spec.trained_pixels
+            or max(width, height) / min(width, height) > self.spec.max_aspect
+        ):
+            warns.append(
+                f"{width}x{height} is outside the trained area (W*H <= {self.spec.trained_pixels}, "
+                f"aspect <= {self.spec.max_aspect:g}); expect repeated or broken composition"
+            )
         base_seed = secrets.randbelow(2**32) if s.seed is None else int(s.seed)
         if not 0 <= base_seed < 2**63:
             raise NewbieError(f"seed must be between 0 and 2^63-1, got {s.seed}")
         req = Request(
-            prompts=prompts, negative=d.negative if s.negative is None else s.negative,
-            seeds=[base_seed + i for i in range(len(prompts))], steps=steps, cfg=float(cfg), sampler=sampler,
-            shift=float(d.shift if s.shift is None else s.shift), width=width, height=height,
+            prompts=prompts,
+            negative=d.negative if s.negative is None else s.negative,
+            seeds=[base_seed + i for i in range(len(prompts))],
+            steps=steps,
+            cfg=float(cfg),
+            sampler=sampler,
+            shift=float(d.shift if s.shift is None else s.shift),
+            width=width,
+            height=height,
             cfg_trunc=float(d.cfg_trunc if s.cfg_trunc is None else s.cfg_trunc),
-            renorm_cfg=float(d.renorm_cfg if s.renorm_cfg is None else s.renorm_cfg), warnings=warns,
-            noise=s.noise or "newbie", schedule=s.schedule or "uniform",
+            renorm_cfg=float(d.renorm_cfg if s.renorm_cfg is None else s.renorm_cfg),
+            warnings=warns,
+            noise=s.noise or "newbie",
+            schedule=s.schedule or "uniform",
         )
         if req.noise not in NOISES:
             raise NewbieError(f"unknown noise '{req.noise}' (choose from {', '.join(NOISES)})")
@@ -240,8 +285,14 @@ class Pipeline:
         req.warnings += [note for a in req.loras for note in a.adapter.notes]
         return img2img.attach(req, image, s.hires, self.spec.max_side)
 
-    def generate(self, prompt: Settings | str | list[str], negative: str | None = None, *,
-                 progress: Callable[[dict], None] | None = None, **kwargs) -> Generation:
+    def generate(
+        self,
+        prompt: Settings | str | list[str],
+        negative: str | None = None,
+        *,
+        progress: Callable[[dict], None] | None = None,
+        **kwargs,
+    ) -> Generation:
         """Prompt (text or XML) -> Generation. Keywords are `Settings` fields (seed, steps, cfg, sampler,
         shift, width, height, batch, cfg_trunc, renorm_cfg, loras, fuse_loras, init_image, strength, mask,
         mask_feather, hires); None/absent = the model's defaults. progress(info) is called after every
@@ -254,7 +305,9 @@ class Pipeline:
         settings = Settings.from_recipe(recipe, loras=loras, init_image=init_image, mask=mask)
         gen = self.run(self.request(settings), progress)
         i = recipe.batch_index
-        return Generation([gen.images[i]], [gen.recipes[i]], gen.latents[i : i + 1], gen.timings, gen.guard_events)
+        return Generation(
+            [gen.images[i]], [gen.recipes[i]], gen.latents[i : i + 1], gen.timings, gen.guard_events
+        )
 
     def run(self, req: Request, progress: Callable[[dict], None] | None = None, branches=LOCAL) -> Generation:
         """Execute a Request. On running out of GPU memory, retry with the next smaller memory plan.
@@ -266,14 +319,18 @@ class Pipeline:
             except torch.cuda.OutOfMemoryError:
                 smaller = self._step_down(req)
                 if smaller is None:
-                    raise NewbieError(f"out of GPU memory at {req.width}x{req.height} even with the smallest plan "
-                                      f"('{self.plan.name if self.plan else 'resident'}')") from None
+                    raise NewbieError(
+                        f"out of GPU memory at {req.width}x{req.height} even with the smallest plan "
+                        f"('{self.plan.name if self.plan else 'resident'}')"
+                    ) from None
 
     # -- the core path: encode -> schedule -> sample -> (hires) -> decode -> composite --
 
     def _run(self, req: Request, progress, branches) -> Generation:
         timings, events = {}, list(self.plan_notes)
-        events += self.adapters.activate(self.dit, req.loras, req.fuse_loras)  # none: the base model, bit for bit
+        events += self.adapters.activate(
+            self.dit, req.loras, req.fuse_loras
+        )  # none: the base model, bit for bit
         if req.hires is not None and progress is not None:
             progress = _renumbered(progress, 0, req.total_steps)
         t0 = time.perf_counter()
@@ -284,9 +341,14 @@ class Pipeline:
         timings["encode_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        latents = self._denoise_guarded(req, cond, uncond, self.schedule(req), start, progress, branches, events)
+        latents = self._denoise_guarded(
+            req, cond, uncond, self.schedule(req), start, progress, branches, events
+        )
         if req.hires is not None:
-            second, sigmas = self.hires_request(req), img2img_sigmas(req.hires.steps, req.shift, req.hires.strength)
+            second, sigmas = (
+                self.hires_request(req),
+                img2img_sigmas(req.hires.steps, req.shift, req.hires.strength),
+            )
             with self.stage("vae"):
                 start = Start(self.upscale(latents, req.hires))
             later = None if progress is None else _renumbered(progress, req.steps, req.total_steps)
@@ -305,8 +367,9 @@ class Pipeline:
         recipes = [self.recipe(req, i, req.warnings + events + problems[i]) for i in range(len(req.prompts))]
         return Generation(to_pil(images), recipes, latents.cpu(), timings, events)
 
-    def encode(self, req: Request, wanted: tuple[bool, bool] = (True, True),
-               events: list[str] | None = None) -> tuple[TextEmbeds | None, TextEmbeds | None]:
+    def encode(
+        self, req: Request, wanted: tuple[bool, bool] = (True, True), events: list[str] | None = None
+    ) -> tuple[TextEmbeds | None, TextEmbeds | None]:
         """(cond, uncond) text embeddings of a request; uncond is None without CFG."""
         events = [] if events is None else events
         want_cond, want_uncond = wanted
@@ -315,8 +378,11 @@ class Pipeline:
         if want_cond:
             cond = given_cond.to(self.device) if given_cond is not None else self.embed(req.prompts, events)
         if want_uncond and req.uses_cfg:
-            uncond = given_uncond.to(self.device) if given_uncond is not None else \
-                self.embed([req.negative] * len(req.prompts), events)
+            uncond = (
+                given_uncond.to(self.device)
+                if given_uncond is not None
+                else self.embed([req.negative] * len(req.prompts), events)
+            )
         return cond, uncond
 
     def embed(self, prompts: list[str], events: list[str]) -> TextEmbeds:
@@ -360,20 +426,36 @@ class Pipeline:
             # (batch, C, H/8, W/8) latent in float32 on the CPU. A private generator seeded the same way gives
             # the same numbers without touching the global RNG.
             gen = torch.Generator().manual_seed(req.seeds[0])
-            return torch.randn((len(req.seeds), *shape[1:]), generator=gen, dtype=torch.float32).to(self.device)
-        parts = [torch.randn(shape, generator=torch.Generator().manual_seed(s), dtype=torch.float32) for s in req.seeds]
+            return torch.randn((len(req.seeds), *shape[1:]), generator=gen, dtype=torch.float32).to(
+                self.device
+            )
+        parts = [
+            torch.randn(shape, generator=torch.Generator().manual_seed(s), dtype=torch.float32)
+            for s in req.seeds
+        ]
         return torch.cat(parts).to(self.device)
 
     def schedule(self, req: Request) -> torch.Tensor:
         """The sigma grid: text-to-image from 1 to 0, img2img from the strength down."""
         if req.schedule != "uniform":  # ComfyUI's `simple`, including its denoise < 1 rule for img2img
-            return schedule_sigmas(req.schedule, req.steps, req.shift, req.image.strength if req.image else 1.0)
+            return schedule_sigmas(
+                req.schedule, req.steps, req.shift, req.image.strength if req.image else 1.0
+            )
         if req.image is not None:
             return img2img_sigmas(req.steps, req.shift, req.image.strength)
         return flow_sigmas(req.steps, req.shift)
 
-    def denoise(self, req: Request, cond, uncond, sigmas: torch.Tensor, start: Start | None, progress, branches,
-                events) -> torch.Tensor:
+    def denoise(
+        self,
+        req: Request,
+        cond,
+        uncond,
+        sigmas: torch.Tensor,
+        start: Start | None,
+        progress,
+        branches,
+        events,
+    ) -> torch.Tensor:
         """One sampling pass: noise -> guided model -> sampler, in the denoise stage. The fp16 guard stops
         at the first NaN/Inf and the pass is run again (clamped, then in a safe dtype)."""
         noise = self.noise(req)
@@ -403,8 +485,10 @@ class Pipeline:
         if next(self.dit.parameters()).dtype == safe:
             raise NewbieError(f"NaN/Inf in {e.where} even in {safe}") from None
         if self.plan is not None and self.plan.quantize:
-            raise NewbieError(f"fp16 overflow ({e.where}) under the quantized plan '{self.plan.name}': "
-                              "load with --dtype bf16 instead") from None
+            raise NewbieError(
+                f"fp16 overflow ({e.where}) under the quantized plan '{self.plan.name}': "
+                "load with --dtype bf16 instead"
+            ) from None
         if self.plan is not None:  # the plan keeps its own CPU copies of the weights: convert, then re-plan
             self.adapters.clear()
         self.dit.to(safe)
@@ -418,9 +502,16 @@ class Pipeline:
     def hires_request(self, req: Request) -> Request:
         """The second pass of a hires request: the target size, its own steps and noise."""
         h = req.hires
-        return dataclasses.replace(req, width=h.width, height=h.height, steps=h.steps, hires=None, image=None,
-                                   seeds=[(s + img2img.HIRES_SEED_OFFSET) % 2**63 for s in req.seeds],
-                                   initial_latents=None)
+        return dataclasses.replace(
+            req,
+            width=h.width,
+            height=h.height,
+            steps=h.steps,
+            hires=None,
+            image=None,
+            seeds=[(s + img2img.HIRES_SEED_OFFSET) % 2**63 for s in req.seeds],
+            initial_latents=None,
+        )
 
     def upscale(self, latents: torch.Tensor, h: img2img.HiresSpec) -> torch.Tensor:
         """Finished latents -> the hires pass's starting latents: bicubic in latent space, or Lanczos on the
@@ -453,14 +544,16 @@ class Pipeline:
         w, h = (req.hires.width, req.hires.height) if req.hires else (req.width, req.height)
         fitting = plan_for(self.plan.budget_gib, w, h, self.component_sizes, batch=len(req.prompts))
         if rank(fitting, self.component_sizes) > rank(self.plan, self.component_sizes):
-            note = (f"plan '{self.plan.name}' does not fit {w}x{h} x{len(req.prompts)} in "
-                    f"{self.plan.budget_gib:g} GiB; using plan '{fitting.name}'")
+            note = (
+                f"plan '{self.plan.name}' does not fit {w}x{h} x{len(req.prompts)} in "
+                f"{self.plan.budget_gib:g} GiB; using plan '{fitting.name}'"
+            )
             print(f"warning: {note}", file=sys.stderr)
             self.apply_plan(fitting)
             self.plan_notes.append(note)
 
     def _step_down(self, req: Request):
-        from newbie.memory.planner import ComponentSizes, Plan, step_down
+        from newbie.memory.planner import Plan, step_down
 
         if self.device.type != "cuda":
             return None
@@ -500,13 +593,30 @@ class Pipeline:
 
     def recipe(self, req: Request, i: int, warns: list[str]) -> Recipe:
         return Recipe(
-            prompt=req.prompts[i], negative=req.negative, seed=req.seeds[i], steps=req.steps, cfg=req.cfg,
-            sampler=req.sampler, shift=req.shift, width=req.width, height=req.height, cfg_trunc=req.cfg_trunc,
-            renorm_cfg=req.renorm_cfg, text_dtype=self.dtypes["text"],
+            prompt=req.prompts[i],
+            negative=req.negative,
+            seed=req.seeds[i],
+            steps=req.steps,
+            cfg=req.cfg,
+            sampler=req.sampler,
+            shift=req.shift,
+            width=req.width,
+            height=req.height,
+            cfg_trunc=req.cfg_trunc,
+            renorm_cfg=req.renorm_cfg,
+            text_dtype=self.dtypes["text"],
             dtype=self.dtypes["dit"] + (f"+{self.dtypes['quant']}" if self.dtypes.get("quant") else ""),
-            vae_dtype=self.dtypes["vae"], device=self.device.type, model=self.folder.name,
-            model_hash=self.model_hash, version=__version__, batch_size=len(req.prompts), batch_index=i,
-            warnings=warns, noise=req.noise, schedule=req.schedule, **adapter_recipe.recipe_fields(req),
+            vae_dtype=self.dtypes["vae"],
+            device=self.device.type,
+            model=self.folder.name,
+            model_hash=self.model_hash,
+            version=__version__,
+            batch_size=len(req.prompts),
+            batch_index=i,
+            warnings=warns,
+            noise=req.noise,
+            schedule=req.schedule,
+            **adapter_recipe.recipe_fields(req),
             **img2img.recipe_fields(req),
         )
 
@@ -534,10 +644,22 @@ def _problems(latents: torch.Tensor, images: torch.Tensor) -> list[list[str]]:
     return out
 
 
-def load(path: str | Path | None = None, *, device: str | None = None, dtype: str = "auto",
-         text_dtype: str | None = None, vae_dtype: str = "fp32", text_encoder=None, clip_model=None, vae=None,
-         spec: str = "newbie-exp0.1", vram: str | float | None = None, plan_size: tuple[int, int] | None = None,
-         quantize: str | None = None, comfy_dir: str | Path | None = None) -> Pipeline:
+def load(
+    path: str | Path | None = None,
+    *,
+    device: str | None = None,
+    dtype: str = "auto",
+    text_dtype: str | None = None,
+    vae_dtype: str = "fp32",
+    text_encoder=None,
+    clip_model=None,
+    vae=None,
+    spec: str = "newbie-exp0.1",
+    vram: str | float | None = None,
+    plan_size: tuple[int, int] | None = None,
+    quantize: str | None = None,
+    comfy_dir: str | Path | None = None,
+) -> Pipeline:
     """Load a NewBie model folder (or the embedded demo model when path is None).
 
     path / text_encoder / clip_model / vae: folders or single files (ComfyUI's files included);
@@ -556,7 +678,11 @@ def load(path: str | Path | None = None, *, device: str | None = None, dtype: st
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise NewbieError("device 'cuda' was asked for but no CUDA GPU is available")
     dit_dtype = parse_dtype(dtype, dev)
-    names = {"dit": dit_dtype, "text": parse_dtype(text_dtype or dit_dtype, dev), "vae": parse_dtype(vae_dtype, dev)}
+    names = {
+        "dit": dit_dtype,
+        "text": parse_dtype(text_dtype or dit_dtype, dev),
+        "vae": parse_dtype(vae_dtype, dev),
+    }
     folder = locate(path, text_encoder, clip_model, vae, comfy_dir=comfy_dir)
     notice = "; ".join(filter(None, [notice, *folder.notes]))  # which files a ComfyUI folder gave
     base = SPECS[spec]
@@ -571,11 +697,20 @@ def load(path: str | Path | None = None, *, device: str | None = None, dtype: st
     gemma = load_gemma(te, DTYPES[names["text"]], load_dev)
     jina = load_jina(cm, DTYPES[names["text"]], load_dev)
     if gemma.config.hidden_size != dit.cfg.cap_feat_dim:
-        raise NewbieError(f"text encoder width {gemma.config.hidden_size} != transformer cap_feat_dim {dit.cfg.cap_feat_dim}")
+        raise NewbieError(
+            f"text encoder width {gemma.config.hidden_size} != transformer cap_feat_dim {dit.cfg.cap_feat_dim}"
+        )
     if jina.config.hidden_size != dit.cfg.clip_text_dim:
-        raise NewbieError(f"Jina width {jina.config.hidden_size} != transformer clip_text_dim {dit.cfg.clip_text_dim}")
-    text = TextEncoders(gemma, load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma"), jina,
-                        load_tokenizer(folder.clip_tokenizer_dirs, "Jina"), mspec.text)
+        raise NewbieError(
+            f"Jina width {jina.config.hidden_size} != transformer clip_text_dim {dit.cfg.clip_text_dim}"
+        )
+    text = TextEncoders(
+        gemma,
+        load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma"),
+        jina,
+        load_tokenizer(folder.clip_tokenizer_dirs, "Jina"),
+        mspec.text,
+    )
     vae_model, vae_cfg = load_vae(va, DTYPES[names["vae"]], load_dev)
     pipe = Pipeline(mspec, folder, dit, text, LatentCodec(vae_model, vae_cfg), dev, names, notice)
     if quantize:
@@ -586,7 +721,7 @@ def load(path: str | Path | None = None, *, device: str | None = None, dtype: st
             quantize_gemma(gemma, quantize)
         names["quant"] = quantize
     if vram is not None:
-        from newbie.memory.planner import ComponentSizes, free_vram_gib, parse_vram, plan_for
+        from newbie.memory.planner import free_vram_gib, parse_vram, plan_for
 
         if vram == "auto":
             budget = free_vram_gib()

@@ -52,7 +52,7 @@ class Recipe:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Recipe":
+    def from_json(cls, text: str) -> Recipe:
         try:
             raw = json.loads(text)
             names = {f.name for f in dataclasses.fields(cls)}
@@ -62,9 +62,11 @@ class Recipe:
 
     def summary(self) -> str:
         """A1111-style human-readable parameters line, for tools that show PNG 'parameters'."""
-        return (f"{self.prompt}\nNegative prompt: {self.negative}\nSteps: {self.steps}, Sampler: {self.sampler}, "
-                f"CFG scale: {self.cfg}, Seed: {self.seed}, Size: {self.width}x{self.height}, Shift: {self.shift}, "
-                f"Model: {self.model}, Model hash: {self.model_hash[:10]}, dtype: {self.dtype}, newbie {self.version}")
+        return (
+            f"{self.prompt}\nNegative prompt: {self.negative}\nSteps: {self.steps}, Sampler: {self.sampler}, "
+            f"CFG scale: {self.cfg}, Seed: {self.seed}, Size: {self.width}x{self.height}, Shift: {self.shift}, "
+            f"Model: {self.model}, Model hash: {self.model_hash[:10]}, dtype: {self.dtype}, newbie {self.version}"
+        )
 
 
 def read_recipe(path: Path) -> Recipe:

@@ -68,10 +68,20 @@ class Settings:
         from newbie.pipeline import img2img
 
         return cls(
-            prompt=recipe.prompt, negative=recipe.negative, seed=recipe.seed - recipe.batch_index,
-            steps=recipe.steps, cfg=recipe.cfg, sampler=recipe.sampler, shift=recipe.shift, width=recipe.width,
-            height=recipe.height, batch=recipe.batch_size, cfg_trunc=recipe.cfg_trunc,
-            renorm_cfg=recipe.renorm_cfg, noise=recipe.noise, schedule=recipe.schedule,
+            prompt=recipe.prompt,
+            negative=recipe.negative,
+            seed=recipe.seed - recipe.batch_index,
+            steps=recipe.steps,
+            cfg=recipe.cfg,
+            sampler=recipe.sampler,
+            shift=recipe.shift,
+            width=recipe.width,
+            height=recipe.height,
+            batch=recipe.batch_size,
+            cfg_trunc=recipe.cfg_trunc,
+            renorm_cfg=recipe.renorm_cfg,
+            noise=recipe.noise,
+            schedule=recipe.schedule,
             **adapter_recipe.remake_kwargs(recipe, loras),
             **img2img.remake_kwargs(recipe, init_image, mask),
         )

@@ -39,13 +39,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--from-json", metavar="FILE", help="JSON with characters / general_tags / caption")
     src.add_argument("--from-yaml", metavar="FILE", help="YAML with characters / general_tags / caption")
 
-    e = sub.add_parser("expand", help="turn a short natural-language or tag prompt into XML (rules, or --llm)")
+    e = sub.add_parser(
+        "expand", help="turn a short natural-language or tag prompt into XML (rules, or --llm)"
+    )
     e.add_argument("prompt", help=PROMPT_HELP)
-    e.add_argument("--llm", action="store_true", help="let the model's own Gemma write it (grammar-constrained)")
+    e.add_argument(
+        "--llm", action="store_true", help="let the model's own Gemma write it (grammar-constrained)"
+    )
     e.add_argument("--model", help="model folder whose Gemma to use (default: the embedded demo model)")
     e.add_argument("--text-encoder", help="a Gemma3 folder instead of the model's text_encoder/")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    e.add_argument("--dtype", default="auto", help="Gemma dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
+    e.add_argument(
+        "--dtype", default="auto", help="Gemma dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32"
+    )
     e.add_argument("--seed", type=int, help="sample with this seed (default: greedy)")
     e.add_argument("--temperature", type=float, default=0.7, help="sampling temperature with --seed")
     e.add_argument("--max-new-tokens", type=int, default=512, help="token budget of the answer")
@@ -143,16 +149,26 @@ def _expand(args) -> int:
     gemma, tokenizer, device, notice = load_gemma_only(args.model, args.text_encoder, args.device, args.dtype)
     if notice:
         print(notice, file=sys.stderr)
-    out = expand_llm(text, gemma, tokenizer, seed=args.seed, temperature=args.temperature,
-                     max_new_tokens=args.max_new_tokens, device=device)
+    out = expand_llm(
+        text,
+        gemma,
+        tokenizer,
+        seed=args.seed,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        device=device,
+    )
     print(out.xml)
     for w in out.warnings:
         print(f"<expanded>:{w}", file=sys.stderr)
     if out.stats is not None:
         s = out.stats
         how = "greedy" if args.seed is None else f"seed {args.seed}, temperature {args.temperature:g}"
-        print(f"gemma: {s.new_tokens} tokens in {s.decode_s:.2f} s ({s.tokens_per_s:.1f} tok/s, {how}, "
-              f"prompt {s.prompt_tokens} tokens in {s.prefill_s:.2f} s)", file=sys.stderr)
+        print(
+            f"gemma: {s.new_tokens} tokens in {s.decode_s:.2f} s ({s.tokens_per_s:.1f} tok/s, {how}, "
+            f"prompt {s.prompt_tokens} tokens in {s.prefill_s:.2f} s)",
+            file=sys.stderr,
+        )
     if out.note:
         print(f"note: {out.note}", file=sys.stderr)
     return 0

@@ -57,24 +57,43 @@ _EXAMPLES = [
         "saber (fate) in armor holding a sword on a hill at sunset, a boy with short black hair watching her",
         {
             "characters": [
-                {"n": "saber_(fate)", "gender": "1girl", "appearance": "blonde_hair, green_eyes, ahoge, braid",
-                 "clothing": "armor, armored_dress, blue_dress", "expression": "serious",
-                 "action": "standing, holding_sword", "position": "left"},
-                {"gender": "1boy", "appearance": "black_hair, short_hair", "action": "watching",
-                 "position": "right"},
+                {
+                    "n": "saber_(fate)",
+                    "gender": "1girl",
+                    "appearance": "blonde_hair, green_eyes, ahoge, braid",
+                    "clothing": "armor, armored_dress, blue_dress",
+                    "expression": "serious",
+                    "action": "standing, holding_sword",
+                    "position": "left",
+                },
+                {
+                    "gender": "1boy",
+                    "appearance": "black_hair, short_hair",
+                    "action": "watching",
+                    "position": "right",
+                },
             ],
-            "general_tags": {"count": "1girl, 1boy", "style": "anime_style", "background": "hill, sunset, sky",
-                             "lighting": "backlighting", "other": "fate_(series)"},
+            "general_tags": {
+                "count": "1girl, 1boy",
+                "style": "anime_style",
+                "background": "hill, sunset, sky",
+                "lighting": "backlighting",
+                "other": "fate_(series)",
+            },
             "caption": "Saber in blue and silver armor stands on a hill at sunset holding a sword while a boy "
-                       "with short black hair watches her.",
+            "with short black hair watches her.",
         },
     ),
     (
         "1girl, solo, silver_hair, red_eyes, maid, smile, looking_at_viewer, indoors",
         {
             "characters": [
-                {"gender": "1girl", "appearance": "silver_hair, red_eyes", "clothing": "maid",
-                 "expression": "smile, looking_at_viewer"},
+                {
+                    "gender": "1girl",
+                    "appearance": "silver_hair, red_eyes",
+                    "clothing": "maid",
+                    "expression": "smile, looking_at_viewer",
+                },
             ],
             "general_tags": {"count": "solo", "background": "indoors"},
             "caption": "A smiling maid with silver hair and red eyes looks at the viewer in a room.",
@@ -94,7 +113,9 @@ def chat_text(user: str) -> str:
     turns = []
     for i, (text, answer) in enumerate(examples()):
         content = f"{SYSTEM_PROMPT}\n\n{text}" if i == 0 else text
-        turns.append(f"<start_of_turn>user\n{content}<end_of_turn>\n<start_of_turn>model\n{answer}<end_of_turn>\n")
+        turns.append(
+            f"<start_of_turn>user\n{content}<end_of_turn>\n<start_of_turn>model\n{answer}<end_of_turn>\n"
+        )
     turns.append(f"<start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n")
     return "".join(turns)
 
@@ -134,8 +155,10 @@ def vocab_of(tokenizer, size: int) -> Vocab:
     else:
         both = tokenizer.batch_decode(seqs, skip_special_tokens=False)
         head = tokenizer.decode([anchor], skip_special_tokens=False)
-    pieces = tuple(b[len(head):] if b.startswith(head) else "" for b in both)
-    banned = set("<>&\n\r\t\ufffd")  # markup, entities, line breaks and half-decoded bytes never go into a field
+    pieces = tuple(b[len(head) :] if b.startswith(head) else "" for b in both)
+    banned = set(
+        "<>&\n\r\t\ufffd"
+    )  # markup, entities, line breaks and half-decoded bytes never go into a field
     content = [bool(p) and i not in specials and banned.isdisjoint(p) for i, p in enumerate(pieces)]
     wordy = [ok and any(c.isalnum() for c in p) for ok, p in zip(content, pieces)]
     pad = [False] * (size - n)
@@ -196,7 +219,9 @@ class StaticDecoder:
         keys = self.keys[:L]
         causal = keys[None, :] <= pos[:, None]  # (T, L): unwritten slots are never read
         sliding = causal & (keys[None, :] > pos[:, None] - self.window)
-        rope = {k: [t.index_select(1, pos)[:, None] for t in cs] for k, cs in self.rope.items()}  # (1, 1, T, hd)
+        rope = {
+            k: [t.index_select(1, pos)[:, None] for t in cs] for k, cs in self.rope.items()
+        }  # (1, 1, T, hd)
         for i, layer in enumerate(self.gemma.layers):
             attn = layer.self_attn
             cos, sin = rope[self.types[i]]
@@ -208,8 +233,14 @@ class StaticDecoder:
             self.k[i].index_copy_(2, pos, k)
             self.v[i].index_copy_(2, pos, v)
             mask = sliding if self.types[i] == "sliding_attention" else causal
-            o = F.scaled_dot_product_attention(q, self.k[i][:, :, :L], self.v[i][:, :, :L], attn_mask=mask[None, None],
-                                               scale=attn.scaling, enable_gqa=True)
+            o = F.scaled_dot_product_attention(
+                q,
+                self.k[i][:, :, :L],
+                self.v[i][:, :, :L],
+                attn_mask=mask[None, None],
+                scale=attn.scaling,
+                enable_gqa=True,
+            )
             h = h + layer.post_attention_layernorm(attn.o_proj(o.transpose(1, 2).reshape(1, T, -1)))
             h = h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
         return self.gemma.norm(h[:, -1])
@@ -252,8 +283,11 @@ class StaticDecoder:
             self.graph.replay()
             out = self.out
         else:
-            out = self._logits_at(torch.tensor([token], device=self.device),
-                                  torch.tensor([self.n], device=self.device), self.n + 1)
+            out = self._logits_at(
+                torch.tensor([token], device=self.device),
+                torch.tensor([self.n], device=self.device),
+                self.n + 1,
+            )
         self.n += 1
         return out
 
@@ -287,10 +321,12 @@ def _all_on(module, device: torch.device) -> bool:
 
 
 def make_decoder(gemma, max_len: int, device: torch.device, kind: str = "auto"):
-    """"static" (own KV cache, CUDA graph on CUDA), "reference" (transformers forward), or "auto": static
+    """ "static" (own KV cache, CUDA graph on CUDA), "reference" (transformers forward), or "auto": static
     unless some layer weights are elsewhere (streamed by a memory plan)."""
     if kind == "auto":
-        kind = "static" if _all_on(gemma.layers, device) and gemma.norm.weight.device == device else "reference"
+        kind = (
+            "static" if _all_on(gemma.layers, device) and gemma.norm.weight.device == device else "reference"
+        )
     if kind == "static":
         return StaticDecoder(gemma, max_len, device)
     if kind == "reference":
@@ -317,7 +353,9 @@ class _Choice:
         self.alts = [a for a in self.alts if len(a[2]) > self.offset and a[2][self.offset] == token]
         self.offset += 1
         done = [a for a in self.alts if len(a[2]) == self.offset]
-        return (done[0][0], done[0][1]) if done else None  # two spellings one tokenizer cannot tell apart: the first
+        return (
+            (done[0][0], done[0][1]) if done else None
+        )  # two spellings one tokenizer cannot tell apart: the first
 
 
 @dataclass
@@ -338,8 +376,17 @@ class GenerationStats:
         return self.new_tokens / self.decode_s if self.decode_s > 0 else 0.0
 
 
-def generate_xml(gemma, tokenizer, text: str, *, seed: int | None = None, temperature: float = 0.7,
-                 max_new_tokens: int = 512, device=None, decoder: str = "auto") -> tuple[str, GenerationStats]:
+def generate_xml(
+    gemma,
+    tokenizer,
+    text: str,
+    *,
+    seed: int | None = None,
+    temperature: float = 0.7,
+    max_new_tokens: int = 512,
+    device=None,
+    decoder: str = "auto",
+) -> tuple[str, GenerationStats]:
     """The raw XML Gemma writes for `text` under the grammar, and how it went. Greedy when seed is None."""
     if max_new_tokens < 1:
         raise NewbieError("max_new_tokens must be at least 1")
@@ -356,7 +403,9 @@ def generate_xml(gemma, tokenizer, text: str, *, seed: int | None = None, temper
     prompt_ids = bos + _encode(tokenizer, chat_text(text))
     stats.prompt_tokens = len(prompt_ids)
     enc = lru_cache(maxsize=None)(lambda s: _encode(tokenizer, s))
-    cache_len = -(-(len(prompt_ids) + max_new_tokens + 1) // 64) * 64  # aligned rows suit the attention kernels
+    cache_len = (
+        -(-(len(prompt_ids) + max_new_tokens + 1) // 64) * 64
+    )  # aligned rows suit the attention kernels
     dec = make_decoder(gemma, cache_len, device, decoder)
     stats.decoder, stats.graph, stats.graph_error = type(dec).__name__, dec.graph is not None, dec.graph_error
     gen = torch.Generator(device=out_device).manual_seed(seed) if seed is not None else None
@@ -444,7 +493,7 @@ def generate_xml(gemma, tokenizer, text: str, *, seed: int | None = None, temper
             if label == "/":
                 open_tags.pop()
                 return logits
-            first, rest = False, rest[rest.index(label) + 1:]
+            first, rest = False, rest[rest.index(label) + 1 :]
             logits = fill(logits, label)
             if logits is None:
                 return None
@@ -456,7 +505,9 @@ def generate_xml(gemma, tokenizer, text: str, *, seed: int | None = None, temper
     t1 = time.perf_counter()
     n_chars = 0
     while logits is not None:
-        alts = [(f"character_{n_chars + 1}", f"<character_{n_chars + 1}>\n")] if n_chars < MAX_CHARACTERS else []
+        alts = (
+            [(f"character_{n_chars + 1}", f"<character_{n_chars + 1}>\n")] if n_chars < MAX_CHARACTERS else []
+        )
         got = choose(logits, alts + [("general_tags", "<general_tags>\n"), ("caption", "<caption>")])
         if got is None:
             break
@@ -501,8 +552,17 @@ class Expansion:
     note: str = ""
 
 
-def expand_llm(text: str, gemma=None, tokenizer=None, *, seed: int | None = None, temperature: float = 0.7,
-               max_new_tokens: int = 512, device=None, decoder: str = "auto") -> Expansion:
+def expand_llm(
+    text: str,
+    gemma=None,
+    tokenizer=None,
+    *,
+    seed: int | None = None,
+    temperature: float = 0.7,
+    max_new_tokens: int = 512,
+    device=None,
+    decoder: str = "auto",
+) -> Expansion:
     """XML for `text` written by Gemma under the grammar; the rule-based expander when no Gemma is given."""
     if len(text) > MAX_INPUT_CHARS:
         raise NewbieError(f"the text to expand is {len(text)} characters; the limit is {MAX_INPUT_CHARS}")
@@ -515,8 +575,16 @@ def expand_llm(text: str, gemma=None, tokenizer=None, *, seed: int | None = None
         xml = to_xml(rule_expand(text))
         return Expansion(xml, lint(xml), "rules", note="no Gemma loaded: rule-based expansion")
     with torch.no_grad():
-        raw, stats = generate_xml(gemma, tokenizer, text, seed=seed, temperature=temperature,
-                                  max_new_tokens=max_new_tokens, device=device, decoder=decoder)
+        raw, stats = generate_xml(
+            gemma,
+            tokenizer,
+            text,
+            seed=seed,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            device=device,
+            decoder=decoder,
+        )
     prompt = parse(raw)  # cannot fail: the grammar only writes what the parser reads
     if not prompt.caption:  # the budget ended before the caption: the user's own words describe the image
         prompt.caption = " ".join(text.split())
@@ -531,8 +599,9 @@ def expand_with_pipeline(pipe, text: str, **kwargs) -> Expansion:
     if text_encoders is None or getattr(text_encoders, "gemma", None) is None:
         return expand_llm(text, **kwargs)
     with pipe.stage("text"):
-        return expand_llm(text, text_encoders.gemma, text_encoders.gemma_tokenizer, device=text_encoders.device,
-                          **kwargs)
+        return expand_llm(
+            text, text_encoders.gemma, text_encoders.gemma_tokenizer, device=text_encoders.device, **kwargs
+        )
 
 
 def load_gemma_only(model=None, text_encoder=None, device: str | None = None, dtype: str = "auto"):
@@ -556,7 +625,9 @@ def load_gemma_only(model=None, text_encoder=None, device: str | None = None, dt
         raise NewbieError(f"unknown dtype '{dtype}' (choose from auto, {', '.join(dtypes)})")
     folder = locate(model, text_encoder)
     if folder.text_encoder is None:
-        raise NewbieError(f"{folder.name}: no Gemma3 text encoder (text_encoder/); give --text-encoder, "
-                          "or drop --llm for the rule-based expander")
+        raise NewbieError(
+            f"{folder.name}: no Gemma3 text encoder (text_encoder/); give --text-encoder, "
+            "or drop --llm for the rule-based expander"
+        )
     gemma = load_gemma(folder.text_encoder, dtypes[dtype], dev)
     return gemma, load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma"), dev, notice

@@ -3,7 +3,7 @@ branch, combined by classifier-free guidance with truncation and renorm. Sampler
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -27,8 +27,9 @@ def velocity_fn(dit, embeds: TextEmbeds, rope, cache=None) -> Callable[[Tensor, 
     return model
 
 
-def branch_model(dit, embeds: TextEmbeds, grid: tuple[int, int], device: torch.device, dtype: torch.dtype,
-                 cache=None) -> Callable[[Tensor, float], Tensor]:
+def branch_model(
+    dit, embeds: TextEmbeds, grid: tuple[int, int], device: torch.device, dtype: torch.dtype, cache=None
+) -> Callable[[Tensor, float], Tensor]:
     """One CFG branch: its embeddings trimmed to the longest real caption, moved to the compute device and
     dtype, and its RoPE tables built once (not per step). grid: the latent patch grid (rows, cols)."""
     e = embeds.trimmed().to(device, dtype)
@@ -36,9 +37,19 @@ def branch_model(dit, embeds: TextEmbeds, grid: tuple[int, int], device: torch.d
     return velocity_fn(dit, e, rope, cache)
 
 
-def cfg_model(dit, cond: TextEmbeds, uncond: TextEmbeds | None, grid: tuple[int, int], device: torch.device,
-              dtype: torch.dtype, scale: float, cfg_trunc: float = 1.0, renorm: float = 0.0, batching: str = "split",
-              new_cache: Callable[[], object] = lambda: None) -> tuple[Callable[[Tensor, float], Tensor], list]:
+def cfg_model(
+    dit,
+    cond: TextEmbeds,
+    uncond: TextEmbeds | None,
+    grid: tuple[int, int],
+    device: torch.device,
+    dtype: torch.dtype,
+    scale: float,
+    cfg_trunc: float = 1.0,
+    renorm: float = 0.0,
+    batching: str = "split",
+    new_cache: Callable[[], object] = lambda: None,
+) -> tuple[Callable[[Tensor, float], Tensor], list]:
     """The guided model of one device holding both branches -> (model, the branches' step caches).
 
     batching "split": cond and uncond as two unmasked forwards when their captions differ in length;
@@ -66,8 +77,13 @@ def split_pair(model_cond, model_uncond) -> Callable[[Tensor, float], Tensor]:
     return model
 
 
-def guided(model_pair: Callable[[Tensor, float], Tensor], model_cond: Callable[[Tensor, float], Tensor],
-           scale: float, cfg_trunc: float = 1.0, renorm: float = 0.0) -> Callable[[Tensor, float], Tensor]:
+def guided(
+    model_pair: Callable[[Tensor, float], Tensor],
+    model_cond: Callable[[Tensor, float], Tensor],
+    scale: float,
+    cfg_trunc: float = 1.0,
+    renorm: float = 0.0,
+) -> Callable[[Tensor, float], Tensor]:
     """CFG: uncond + scale * (cond - uncond) while t = 1 - sigma < cfg_trunc, the conditional branch alone after.
 
     model_pair(x, sigma) returns [cond; uncond] stacked on the batch (one forward for both branches).

@@ -9,8 +9,8 @@ replaced by the path's own (noise - latent), so every sampler (multistep ones in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import Tensor
 
@@ -37,8 +37,14 @@ def keep_unmasked(model: ModelFn, mask: Tensor, latent: Tensor, noise: Tensor) -
     return masked
 
 
-def sample(sampler: Callable, model: ModelFn, noise: Tensor, sigmas: Tensor, start: Start | None = None,
-           callback: Callback = None) -> Tensor:
+def sample(
+    sampler: Callable,
+    model: ModelFn,
+    noise: Tensor,
+    sigmas: Tensor,
+    start: Start | None = None,
+    callback: Callback = None,
+) -> Tensor:
     """Solve from sigmas[0] to sigmas[-1] with `sampler`. Without `start`: from pure noise (text-to-image);
     with it: from the input latent noised to sigmas[0] (img2img), keeping its unmasked part (inpainting)."""
     if start is None:

@@ -7,7 +7,7 @@ so step-size logic runs on the host without device syncs.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -112,5 +112,9 @@ def res_multistep(model: ModelFn, x: Tensor, sigmas: Tensor, callback: Callback 
     return x
 
 
-SAMPLERS: dict[str, Callable] = {"euler": euler, "midpoint": midpoint, "dpmpp_2m": dpmpp_2m,
-                                 "res_multistep": res_multistep}
+SAMPLERS: dict[str, Callable] = {
+    "euler": euler,
+    "midpoint": midpoint,
+    "dpmpp_2m": dpmpp_2m,
+    "res_multistep": res_multistep,
+}

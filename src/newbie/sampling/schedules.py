@@ -25,7 +25,9 @@ def img2img_sigmas(steps: int, shift: float, strength: float) -> Tensor:
         return flow_sigmas(steps, shift)
     if strength <= 0:
         return torch.zeros(1, dtype=torch.float64)
-    start = strength / (shift - (shift - 1) * strength)  # the unshifted sigma whose shifted value is `strength`
+    start = strength / (
+        shift - (shift - 1) * strength
+    )  # the unshifted sigma whose shifted value is `strength`
     return shift_sigmas(torch.linspace(start, 0.0, steps + 1, dtype=torch.float64), shift)
 
 
@@ -63,7 +65,7 @@ def simple_img2img_sigmas(steps: int, shift: float, strength: float) -> Tensor:
         return simple_sigmas(steps, shift)
     if strength <= 0:
         return torch.zeros(1, dtype=torch.float64)
-    return simple_sigmas(int(steps / strength), shift)[-(steps + 1):]
+    return simple_sigmas(int(steps / strength), shift)[-(steps + 1) :]
 
 
 def schedule_sigmas(schedule: str, steps: int, shift: float, strength: float = 1.0) -> Tensor:
@@ -75,8 +77,13 @@ def schedule_sigmas(schedule: str, steps: int, shift: float, strength: float = 1
     raise ValueError(f"unknown schedule '{schedule}' (choose from {', '.join(SCHEDULES)})")
 
 
-def resolution_shift(image_tokens: int, base_tokens: int = 256, max_tokens: int = 4096,
-                     base_shift: float = 0.5, max_shift: float = 1.15) -> float:
+def resolution_shift(
+    image_tokens: int,
+    base_tokens: int = 256,
+    max_tokens: int = 4096,
+    base_shift: float = 0.5,
+    max_shift: float = 1.15,
+) -> float:
     """Training-time shift exp(mu) with mu linear in the image token count (spec §4.2); for training only."""
     import math
 

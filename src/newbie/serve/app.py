@@ -200,12 +200,21 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         from newbie.prompts import PromptError
 
         if len(body.text) > service.limits.max_prompt_chars:
-            raise ApiError(413, f"text is {len(body.text)} characters; the limit is "
-                           f"{service.limits.max_prompt_chars}", "prompt_too_long", "text")
+            raise ApiError(
+                413,
+                f"text is {len(body.text)} characters; the limit is {service.limits.max_prompt_chars}",
+                "prompt_too_long",
+                "text",
+            )
         t0 = time.perf_counter()
         try:
-            out = service.expand(body.text, body.llm, seed=body.seed, temperature=body.temperature,
-                                 max_new_tokens=body.max_new_tokens)
+            out = service.expand(
+                body.text,
+                body.llm,
+                seed=body.seed,
+                temperature=body.temperature,
+                max_new_tokens=body.max_new_tokens,
+            )
         except PromptError as e:
             raise ApiError(422, f"text is malformed XML: {e}", "invalid_prompt", "text") from None
         except NewbieError as e:
@@ -213,8 +222,12 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         stats = out.stats
         return ExpandResponse(
             xml=out.xml,
-            warnings=[ExpandWarning(code=w.code, message=w.message, character=w.character, line=w.line,
-                                    column=w.column) for w in out.warnings],
+            warnings=[
+                ExpandWarning(
+                    code=w.code, message=w.message, character=w.character, line=w.line, column=w.column
+                )
+                for w in out.warnings
+            ],
             source=out.source,
             note=out.note,
             new_tokens=stats.new_tokens if stats else None,

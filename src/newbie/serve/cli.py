@@ -49,10 +49,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ray-address", help="with --ray: an existing cluster (default: start a local Ray)")
     p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI schema and exit")
     add_model_args(p)
-    p.add_argument("--parallel", help="one image over several devices: sp:N, cfg:2 or cfg:2,sp:N; the "
-                   "--device list is cut into groups of that many (default: one replica per device)")
-    p.epilog = ("--device takes a comma list (cuda:0,cuda:1): one worker per device, or with --parallel one "
-                "worker per group of devices.")
+    p.add_argument(
+        "--parallel",
+        help="one image over several devices: sp:N, cfg:2 or cfg:2,sp:N; the "
+        "--device list is cut into groups of that many (default: one replica per device)",
+    )
+    p.epilog = (
+        "--device takes a comma list (cuda:0,cuda:1): one worker per device, or with --parallel one "
+        "worker per group of devices."
+    )
     p.set_defaults(func=run)
 
 
@@ -105,7 +110,9 @@ def run(args) -> int:
     if args.ray and getattr(args, "comfy_dir", None):
         if args.model:
             raise NewbieError("with --ray give --model or --comfy-dir, not both")
-        args.model = args.comfy_dir  # a ComfyUI models/ folder is also a model path (newbie.loading.folder.locate)
+        args.model = (
+            args.comfy_dir
+        )  # a ComfyUI models/ folder is also a model path (newbie.loading.folder.locate)
     if args.ray:
         from newbie.serve.ray_app import run_ray
 

@@ -202,27 +202,28 @@ def to_request(pipe, params: dict, data_dir: Path | None = None, images: dict | 
     """Queued parameters -> the engine's Request (the same every time: the seed is in the parameters).
     `images`: the job's kept input images; `data_dir`: where its adapters are (both absent in old jobs)."""
     images = images or {}
-    return pipe.request(Settings(
-        prompt=params["prompt"],
-        negative=params["negative"],
-        seed=params["seed"],
-        steps=params["steps"],
-        cfg=params["cfg"],
-        sampler=params["sampler"],
-        shift=params["shift"],
-        width=params["width"],
-        height=params["height"],
-        batch=params["n"],
-        cfg_trunc=params["cfg_trunc"],
-        renorm_cfg=params["renorm_cfg"],
-        loras=lora_arguments(data_dir, params.get("loras") or []) if data_dir else None,
-        fuse_loras=params.get("fuse_loras", False),
-        init_image=images.get("init_image"),
-        mask=images.get("mask"),
-        strength=params.get("strength"),
-        mask_feather=params.get("mask_feather"),
-        hires=params.get("hires"),
-        noise=params.get("noise"),  # absent in jobs queued before it existed: the default
-        schedule=params.get("schedule"),
-    ))
-
+    return pipe.request(
+        Settings(
+            prompt=params["prompt"],
+            negative=params["negative"],
+            seed=params["seed"],
+            steps=params["steps"],
+            cfg=params["cfg"],
+            sampler=params["sampler"],
+            shift=params["shift"],
+            width=params["width"],
+            height=params["height"],
+            batch=params["n"],
+            cfg_trunc=params["cfg_trunc"],
+            renorm_cfg=params["renorm_cfg"],
+            loras=lora_arguments(data_dir, params.get("loras") or []) if data_dir else None,
+            fuse_loras=params.get("fuse_loras", False),
+            init_image=images.get("init_image"),
+            mask=images.get("mask"),
+            strength=params.get("strength"),
+            mask_feather=params.get("mask_feather"),
+            hires=params.get("hires"),
+            noise=params.get("noise"),  # absent in jobs queued before it existed: the default
+            schedule=params.get("schedule"),
+        )
+    )

@@ -24,9 +24,9 @@ class Runner(Protocol):
 
     name: str
 
-    def run(self, params: dict, on_step, images: dict | None = None, data_dir: Path | None = None) -> tuple[
-        list, list
-    ]: ...
+    def run(
+        self, params: dict, on_step, images: dict | None = None, data_dir: Path | None = None
+    ) -> tuple[list, list]: ...
 
 
 class JobHost(Protocol):
@@ -47,8 +47,15 @@ class JobHost(Protocol):
 
     def save_images(self, job: Job, images: list, recipes: list) -> None: ...
 
-    def finish(self, job_id: str, state: str, *, images: int = 0, seconds: float | None = None,
-               error: str | None = None) -> None: ...
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        images: int = 0,
+        seconds: float | None = None,
+        error: str | None = None,
+    ) -> None: ...
 
     def requeue(self, job_id: str) -> None: ...
 

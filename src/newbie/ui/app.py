@@ -107,7 +107,9 @@ def sidebar(pipe, sizes: list[str]) -> None:
         )
         artist_workflows()
         if state.get("advanced"):
-            extra = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in state.advanced.items())
+            extra = ", ".join(
+                f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in state.advanced.items()
+            )
             st.caption(f"From the recipe: {extra}")
             st.button("Back to the model's defaults", on_click=lambda: state.pop("advanced", None))
         st.caption(f"Model: {pipe.folder.name} · {pipe.device.type} · {pipe.dtypes['dit']}")
@@ -137,8 +139,14 @@ def artist_workflows() -> None:
         )
         st.checkbox("Fuse adapters into the weights", key="fuse_loras", help="no per-step cost")
         st.file_uploader("Init image (img2img)", type=workflows.IMAGE_TYPES, key="init_upload")
-        st.slider("Strength", min_value=0.0, max_value=1.0, step=0.05, key="strength",
-                  help="how far the init image is noised: 0 keeps it, 1 ignores it (1.0 suits inpainting)")
+        st.slider(
+            "Strength",
+            min_value=0.0,
+            max_value=1.0,
+            step=0.05,
+            key="strength",
+            help="how far the init image is noised: 0 keeps it, 1 ignores it (1.0 suits inpainting)",
+        )
         st.file_uploader("Mask (white = repaint)", type=workflows.IMAGE_TYPES, key="mask_upload")
         st.number_input("Mask feather (px)", min_value=0, max_value=256, step=1, key="mask_feather")
         recorded = [p for p in (state.get("init_image_path"), state.get("mask_path")) if p]
@@ -161,12 +169,17 @@ def gemma_expander(pipe) -> None:
     job = state.get("job")
     cols = st.columns([3, 2], vertical_alignment="bottom")
     cols[1].text_input("Gemma seed", key="gemma_seed", placeholder="empty: greedy")
-    clicked = cols[0].button("Write with Gemma", disabled=(job is not None and job.active) or not state.describe.strip(),
-                             help="the model's text encoder writes the XML; without it, the rules below do")
+    clicked = cols[0].button(
+        "Write with Gemma",
+        disabled=(job is not None and job.active) or not state.describe.strip(),
+        help="the model's text encoder writes the XML; without it, the rules below do",
+    )
     if clicked:
         try:
             with st.spinner("Gemma is writing the XML ..."):
-                state.gemma_expansion = compose.expand_with_gemma(pipe, state.describe, state.get("gemma_seed", ""))
+                state.gemma_expansion = compose.expand_with_gemma(
+                    pipe, state.describe, state.get("gemma_seed", "")
+                )
         except (NewbieError, ValueError) as e:
             st.error(str(e))
 
@@ -255,10 +268,16 @@ def start_job(cfg: UISettings, gallery: Gallery, prompt: str, check) -> None:
         settings = form.settings(form_values())
         pipe = load_model(cfg.model, cfg.device, settings.dtype)
         kwargs = settings.kwargs()
-        apply_plan(pipe, state.vram_gib, kwargs.get("width") or pipe.spec.sampling.width,
-                   kwargs.get("height") or pipe.spec.sampling.height)
+        apply_plan(
+            pipe,
+            state.vram_gib,
+            kwargs.get("width") or pipe.spec.sampling.width,
+            kwargs.get("height") or pipe.spec.sampling.height,
+        )
         final = apply_style(prompt, state.style_tags)
-        req = pipe.request(Settings(prompt=final, negative=settings.negative, **settings.kwargs()))  # instant errors, before the thread
+        req = pipe.request(
+            Settings(prompt=final, negative=settings.negative, **settings.kwargs())
+        )  # instant errors, before the thread
         previewer = previewer_for(cfg.model, cfg.device, settings.dtype, str(cfg.data_dir))
         state.job = Job(pipe, final, settings.negative, settings.kwargs(), gallery, previewer).start()
         state.notice = ("warning", "; ".join(req.warnings)) if req.warnings else None

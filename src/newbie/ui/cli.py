@@ -23,9 +23,14 @@ def add_parser(subparsers) -> None:
     from newbie.ui.gallery import default_data_dir
 
     p = subparsers.add_parser("ui", help="the web gallery: compose, generate, browse (Streamlit)")
-    p.add_argument("--model", help="model folder or ComfyUI models/ folder (default: the embedded demo model)")
-    p.add_argument("--comfy-dir", help="a ComfyUI models/ folder: the NewBie files in diffusion_models/, "
-                   "text_encoders/ (or clip/) and vae/, found by their usual names")
+    p.add_argument(
+        "--model", help="model folder or ComfyUI models/ folder (default: the embedded demo model)"
+    )
+    p.add_argument(
+        "--comfy-dir",
+        help="a ComfyUI models/ folder: the NewBie files in diffusion_models/, "
+        "text_encoders/ (or clip/) and vae/, found by their usual names",
+    )
     p.add_argument("--port", type=int, default=8501, help="port to listen on (default: 8501)")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 exposes it)"

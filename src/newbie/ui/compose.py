@@ -72,7 +72,9 @@ def expand_with_gemma(pipe, text: str, seed: str = "") -> GemmaExpansion:
     seed = seed.strip()
     if seed and not seed.lstrip("-").isdigit():
         raise ValueError(f"the Gemma seed must be a whole number or empty (greedy), not '{seed}'")
-    out = expand_with_pipeline(pipe, text, seed=int(seed) if seed else None, max_new_tokens=GEMMA_MAX_NEW_TOKENS)
+    out = expand_with_pipeline(
+        pipe, text, seed=int(seed) if seed else None, max_new_tokens=GEMMA_MAX_NEW_TOKENS
+    )
     how = "greedy" if not seed else f"seed {seed}"
     if out.stats is not None:
         line = f"written by Gemma: {out.stats.new_tokens} tokens, {out.stats.tokens_per_s:.0f} tok/s, {how}"

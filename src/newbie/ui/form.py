@@ -52,8 +52,13 @@ def from_recipe(recipe: Recipe) -> dict[str, object]:
         "sampler": recipe.sampler,
         "seed": str(recipe.seed),
         "dtype": recipe.dtype,
-        "advanced": {"shift": recipe.shift, "cfg_trunc": recipe.cfg_trunc, "renorm_cfg": recipe.renorm_cfg,
-                     "noise": recipe.noise, "schedule": recipe.schedule},  # ComfyUI-style recipes stay so
+        "advanced": {
+            "shift": recipe.shift,
+            "cfg_trunc": recipe.cfg_trunc,
+            "renorm_cfg": recipe.renorm_cfg,
+            "noise": recipe.noise,
+            "schedule": recipe.schedule,
+        },  # ComfyUI-style recipes stay so
         **workflows_from_recipe(recipe),
     }
 
