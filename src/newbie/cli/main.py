@@ -13,7 +13,7 @@ from pathlib import Path
 from newbie.adapters.generate_flags import add_generate_args as add_workflow_args
 from newbie.adapters.generate_flags import remake_overrides as workflow_remake_overrides
 from newbie.adapters.generate_flags import request_kwargs as workflow_request_kwargs
-from newbie.cli.model_args import add_model_args, parse_size, read_prompt
+from newbie.cli.model_args import add_model_args, load_from_args, parse_size, read_prompt
 from newbie.cli.registry import register
 from newbie.errors import NewbieError, debug_enabled, describe, failure_context
 from newbie.pipeline.request import Settings
@@ -117,7 +117,6 @@ def cmd_generate(args) -> int:
         from newbie.parallel.cli import cmd_generate_parallel
 
         return cmd_generate_parallel(args)
-    from newbie import load
     from newbie.cli.progress import ProgressBar
     from newbie.pipeline.images import save_png
     from newbie.pipeline.img2img import total_steps
@@ -133,21 +132,14 @@ def cmd_generate(args) -> int:
     size = (recipe.width, recipe.height) if recipe else (args.size or None)
     if comfy is not None and size is None and comfy.settings.width:
         size = (comfy.settings.width, comfy.settings.height)
-    pipe = load(
-        args.model,
-        device=args.device,
+    pipe = load_from_args(
+        args,
         dtype=dtype,
         text_dtype=args.text_dtype or (recipe.text_dtype if recipe else None),
         vae_dtype=recipe.vae_dtype if recipe and args.vae_dtype == "fp32" else args.vae_dtype,
-        text_encoder=args.text_encoder,
-        clip_model=args.clip_model,
-        vae=args.vae,
-        comfy_dir=args.comfy_dir,
-        vram=args.vram,
         plan_size=size,
         quantize=args.quantize or recipe_quant or None,
     )
-    pipe.step_cache = args.step_cache
     if pipe.plan is not None and not args.quiet:
         print(pipe.plan.describe(), file=sys.stderr)
     if args.compile:

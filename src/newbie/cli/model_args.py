@@ -62,3 +62,27 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="first-block cache threshold, e.g. 0.05 (faster, not exact; 0 = off)",
     )
+
+
+def load_from_args(args, **overrides):
+    """`newbie.load()` from the shared model arguments (add_model_args); `overrides` win over the flags
+    (e.g. a recipe's dtypes, another device, the plan's size). Sets the step cache from --step-cache."""
+    from newbie import load
+
+    kwargs = dict(
+        device=getattr(args, "device", None),
+        dtype=getattr(args, "dtype", "auto"),
+        text_dtype=getattr(args, "text_dtype", None),
+        vae_dtype=getattr(args, "vae_dtype", "fp32"),
+        text_encoder=getattr(args, "text_encoder", None),
+        clip_model=getattr(args, "clip_model", None),
+        vae=getattr(args, "vae", None),
+        comfy_dir=getattr(args, "comfy_dir", None),
+        vram=getattr(args, "vram", None),
+        quantize=getattr(args, "quantize", None),
+    )
+    kwargs.update(overrides)
+    pipe = load(getattr(args, "model", None), **kwargs)
+    if getattr(args, "step_cache", 0.0):
+        pipe.step_cache = args.step_cache
+    return pipe

@@ -668,6 +668,10 @@ def load(
     vram: a GPU memory budget ("8GB", 8, or "auto" for the free memory) -> the planner picks residency,
     streaming, quantization and tiling for `plan_size` (default: the model's default size).
     quantize: "int8" / "fp8" weight-only (DiT and Gemma blocks) or "fp8-dynamic" compute (DiT), via torchao.
+    device: "cpu", "cuda" or "cuda:N" (default: cuda when available). dtype: the DiT's, "auto" = bf16 on a GPU,
+    fp32 on the CPU; text_dtype defaults to dtype; vae_dtype defaults to fp32. spec: the model family's
+    defaults (newbie/config.py). Returns a Pipeline; a missing, damaged or mismatched file raises a one-line
+    NewbieError (CheckpointError) naming it.
     """
     notice = ""
     if path is None and comfy_dir is None:

@@ -131,9 +131,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from newbie import load
     from newbie.bench.prompts import default_prompts
-    from newbie.cli.model_args import read_prompt
+    from newbie.cli.model_args import load_from_args, read_prompt
     from newbie.precision.trace import trace_generation
 
     if args.match:
@@ -150,23 +149,7 @@ def run(args: argparse.Namespace) -> int:
             raise NewbieError("--plot needs matplotlib (pip install -r requirements-extras.txt)")
     if getattr(args, "compile", False):
         raise NewbieError("newbie trace runs the model eager, with hooks in every module; drop --compile")
-    # the engine's other model options (memory plan, quantization), where this build has them
-    extra = {k: getattr(args, k) for k in ("vram", "quantize") if getattr(args, k, None)}
-    if "vram" in extra:
-        extra["plan_size"] = args.size
-    pipe = load(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        text_dtype=args.text_dtype,
-        vae_dtype=args.vae_dtype,
-        text_encoder=args.text_encoder,
-        clip_model=args.clip_model,
-        vae=args.vae,
-        comfy_dir=getattr(args, "comfy_dir", None),
-        **extra,
-    )
-    pipe.step_cache = getattr(args, "step_cache", 0.0) or getattr(pipe, "step_cache", 0.0)
+    pipe = load_from_args(args, plan_size=args.size if getattr(args, "vram", None) else None)
     if pipe.notice and not args.quiet:
         print(pipe.notice, file=sys.stderr)
     prompt = read_prompt(args.prompt) if args.prompt else default_prompts(pipe.spec.name)[0]

@@ -22,29 +22,14 @@ def local_service(args, limits):
         from newbie.parallel.serve import parallel_service
 
         return parallel_service(args, limits)
-    import newbie
+    from newbie.cli.model_args import load_from_args
     from newbie.serve.limits import PipelineValidator
     from newbie.serve.service import JobService
     from newbie.serve.worker import PipelineRunner
 
     runners = []
-    # the newer model flags of `newbie generate`, passed on only when given
-    extra = {k: getattr(args, k, None) for k in ("vram", "quantize") if getattr(args, k, None)}
     for device in devices_from(args.device):
-        pipe = newbie.load(
-            args.model,
-            device=device,
-            dtype=args.dtype,
-            text_dtype=args.text_dtype,
-            vae_dtype=args.vae_dtype,
-            text_encoder=args.text_encoder,
-            clip_model=args.clip_model,
-            vae=args.vae,
-            comfy_dir=getattr(args, "comfy_dir", None),
-            **extra,
-        )
-        if getattr(args, "step_cache", 0.0):
-            pipe.step_cache = args.step_cache
+        pipe = load_from_args(args, device=device)
         if getattr(args, "compile", False):
             pipe.compile()
         if pipe.notice and not runners:
