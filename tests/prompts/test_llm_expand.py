@@ -284,3 +284,16 @@ def test_auto_decoder_falls_back_to_the_transformers_forward_when_layers_live_el
     assert isinstance(make_decoder(streamed, 64, cpu), ReferenceDecoder)
     with pytest.raises(NewbieError, match="unknown decoder"):
         make_decoder(gemma, 64, cpu, "fast")
+
+
+def test_an_unindexed_cuda_device_matches_the_weights_device(monkeypatch):
+    # torch.device("cuda") != torch.device("cuda:0"): comparing them made the H200 run skip the static decoder's
+    # CUDA graph (bench/results/llm-speed-h200-2026-12-01.json, cuda_graph false)
+    import torch
+
+    from newbie.prompts.llm import _indexed
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert _indexed(torch.device("cuda")) == torch.device("cuda", 1)
+    assert _indexed("cuda:0") == torch.device("cuda", 0)
+    assert _indexed("cpu") == torch.device("cpu")

@@ -196,6 +196,7 @@ class StaticDecoder:
 
     def __init__(self, gemma, max_len: int, device: torch.device, use_graph: bool = True):
         cfg = gemma.config
+        device = _indexed(device)
         self.gemma, self.device, self.max_len = gemma, device, max_len
         dtype = gemma.norm.weight.dtype
         kv_shape = (1, cfg.num_key_value_heads, max_len, cfg.head_dim)
@@ -320,9 +321,19 @@ def _all_on(module, device: torch.device) -> bool:
     return all(p.device == device for p in module.parameters())
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """ "cuda" -> "cuda:N" (the current device): a tensor's .device always carries the index, and
+    torch.device("cuda:0") != torch.device("cuda"), so unindexed devices would never match a weight's."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def make_decoder(gemma, max_len: int, device: torch.device, kind: str = "auto"):
     """ "static" (own KV cache, CUDA graph on CUDA), "reference" (transformers forward), or "auto": static
     unless some layer weights are elsewhere (streamed by a memory plan)."""
+    device = _indexed(device)
     if kind == "auto":
         kind = (
             "static" if _all_on(gemma.layers, device) and gemma.norm.weight.device == device else "reference"
