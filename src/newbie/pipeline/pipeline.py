@@ -328,9 +328,8 @@ class Pipeline:
 
     def _run(self, req: Request, progress, branches) -> Generation:
         timings, events = {}, list(self.plan_notes)
-        events += self.adapters.activate(
-            self.dit, req.loras, req.fuse_loras
-        )  # none: the base model, bit for bit
+        # the request's adapters, or none: the base model, bit for bit
+        events += self.adapters.activate(self.dit, req.loras, req.fuse_loras)
         if req.hires is not None and progress is not None:
             progress = _renumbered(progress, 0, req.total_steps)
         t0 = time.perf_counter()
@@ -341,14 +340,11 @@ class Pipeline:
         timings["encode_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        latents = self._denoise_guarded(
-            req, cond, uncond, self.schedule(req), start, progress, branches, events
-        )
+        sigmas = self.schedule(req)
+        latents = self._denoise_guarded(req, cond, uncond, sigmas, start, progress, branches, events)
         if req.hires is not None:
-            second, sigmas = (
-                self.hires_request(req),
-                img2img_sigmas(req.hires.steps, req.shift, req.hires.strength),
-            )
+            second = self.hires_request(req)
+            sigmas = self.schedule(second, strength=req.hires.strength)
             with self.stage("vae"):
                 start = Start(self.upscale(latents, req.hires))
             later = None if progress is None else _renumbered(progress, req.steps, req.total_steps)
@@ -435,14 +431,14 @@ class Pipeline:
         ]
         return torch.cat(parts).to(self.device)
 
-    def schedule(self, req: Request) -> torch.Tensor:
-        """The sigma grid: text-to-image from 1 to 0, img2img from the strength down."""
+    def schedule(self, req: Request, strength: float | None = None) -> torch.Tensor:
+        """The sigma grid: text-to-image from 1 to 0, img2img (or a hires pass) from the strength down."""
+        if strength is None:
+            strength = req.image.strength if req.image is not None else 1.0
         if req.schedule != "uniform":  # ComfyUI's `simple`, including its denoise < 1 rule for img2img
-            return schedule_sigmas(
-                req.schedule, req.steps, req.shift, req.image.strength if req.image else 1.0
-            )
-        if req.image is not None:
-            return img2img_sigmas(req.steps, req.shift, req.image.strength)
+            return schedule_sigmas(req.schedule, req.steps, req.shift, strength)
+        if strength < 1.0:
+            return img2img_sigmas(req.steps, req.shift, strength)
         return flow_sigmas(req.steps, req.shift)
 
     def denoise(
