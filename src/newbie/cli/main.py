@@ -12,8 +12,7 @@ from pathlib import Path
 
 from newbie.adapters.generate_flags import add_generate_args as add_workflow_args
 from newbie.adapters.generate_flags import remake_overrides as workflow_remake_overrides
-from newbie.adapters.generate_flags import request_kwargs as workflow_request_kwargs
-from newbie.cli.model_args import add_model_args, load_from_args, parse_size, read_prompt
+from newbie.cli.model_args import add_model_args, load_from_args, parse_size, read_prompt, settings_from_args
 from newbie.cli.registry import register
 from newbie.errors import NewbieError, debug_enabled, describe, failure_context
 from newbie.pipeline.request import Settings
@@ -212,28 +211,6 @@ def comfy_settings(settings: Settings, args) -> Settings:
     if args.batch != 1:
         given["batch"] = args.batch
     return settings.replace(**given)
-
-
-def settings_from_args(args) -> Settings:
-    """The generate flags -> the one request schema (recipes and the API build the same object)."""
-    w, h = args.size if args.size else (None, None)
-    return Settings(
-        prompt=read_prompt(args.prompt),
-        negative=args.negative,
-        seed=args.seed,
-        steps=args.steps,
-        cfg=args.cfg,
-        sampler=args.sampler,
-        shift=args.shift,
-        width=w,
-        height=h,
-        batch=args.batch,
-        cfg_trunc=args.cfg_trunc,
-        renorm_cfg=args.renorm_cfg,
-        noise=args.noise,
-        schedule=args.schedule,
-        **workflow_request_kwargs(args),
-    )
 
 
 def cmd_inspect(args) -> int:

@@ -86,3 +86,28 @@ def load_from_args(args, **overrides):
     if getattr(args, "step_cache", 0.0):
         pipe.step_cache = args.step_cache
     return pipe
+
+
+def settings_from_args(args):
+    """The generate flags -> the one request schema, `Settings` (recipes and the API build the same object)."""
+    from newbie.adapters.generate_flags import request_kwargs
+    from newbie.pipeline.request import Settings
+
+    w, h = args.size if args.size else (None, None)
+    return Settings(
+        prompt=read_prompt(args.prompt),
+        negative=args.negative,
+        seed=args.seed,
+        steps=args.steps,
+        cfg=args.cfg,
+        sampler=args.sampler,
+        shift=args.shift,
+        width=w,
+        height=h,
+        batch=args.batch,
+        cfg_trunc=args.cfg_trunc,
+        renorm_cfg=args.renorm_cfg,
+        noise=args.noise,
+        schedule=args.schedule,
+        **request_kwargs(args),
+    )

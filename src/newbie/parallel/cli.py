@@ -67,8 +67,7 @@ def load_kwargs(args) -> dict:
 
 def cmd_generate_parallel(args) -> int:
     """`newbie generate` with --parallel (called by newbie.cli.main before anything is loaded)."""
-    from newbie.adapters.generate_flags import request_kwargs
-    from newbie.cli.model_args import read_prompt
+    from newbie.cli.model_args import settings_from_args
     from newbie.parallel.runner import generate
     from newbie.pipeline.images import save_png
 
@@ -82,22 +81,8 @@ def cmd_generate_parallel(args) -> int:
     layout, placement = preflight(
         args.parallel, args.model, args.device, compile=args.compile, vram=getattr(args, "vram", None)
     )
-    w, h = args.size if args.size else (None, None)
-    settings = dict(
-        seed=args.seed,
-        steps=args.steps,
-        cfg=args.cfg,
-        sampler=args.sampler,
-        shift=args.shift,
-        width=w,
-        height=h,
-        batch=args.batch,
-        cfg_trunc=args.cfg_trunc,
-        renorm_cfg=args.renorm_cfg,
-        noise=getattr(args, "noise", None),
-        schedule=getattr(args, "schedule", None),
-        **request_kwargs(args),
-    )
+    request = settings_from_args(args)
+    settings = {f: getattr(request, f) for f in request.fields() if f not in ("prompt", "negative")}
     if not args.quiet:
         where = "CPU processes (gloo)" if not placement.cuda else ", ".join(placement.devices) + " (NCCL)"
         print(f"parallel {describe(layout)} on {where}", file=sys.stderr)
@@ -105,8 +90,8 @@ def cmd_generate_parallel(args) -> int:
         layout,
         placement,
         load_kwargs(args),
-        read_prompt(args.prompt),
-        args.negative,
+        request.prompt,
+        request.negative,
         progress=not args.quiet,
         step_cache=args.step_cache,
         **settings,
