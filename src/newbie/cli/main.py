@@ -13,6 +13,7 @@ from pathlib import Path
 from newbie.adapters.generate_flags import add_generate_args as add_workflow_args
 from newbie.adapters.generate_flags import remake_overrides as workflow_remake_overrides
 from newbie.cli.model_args import add_model_args, load_from_args, parse_size, read_prompt, settings_from_args
+from newbie.cli.output import write_generation
 from newbie.cli.registry import register
 from newbie.errors import NewbieError, debug_enabled, describe, failure_context
 from newbie.pipeline.request import Settings
@@ -105,19 +106,12 @@ def _add_debug(parser: argparse.ArgumentParser, default) -> None:
                 _add_debug(subparser, default=argparse.SUPPRESS)
 
 
-def _outputs(out: Path, n: int) -> list[Path]:
-    if n == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}-{k + 1}{out.suffix}") for k in range(n)]
-
-
 def cmd_generate(args) -> int:
     if getattr(args, "parallel", None):
         from newbie.parallel.cli import cmd_generate_parallel
 
         return cmd_generate_parallel(args)
     from newbie.cli.progress import ProgressBar
-    from newbie.pipeline.images import save_png
     from newbie.pipeline.img2img import total_steps
 
     recipe, comfy = from_image(args) if args.from_image else (None, None)
@@ -167,22 +161,7 @@ def cmd_generate(args) -> int:
             gen = pipe.run(
                 req, progress=None if args.quiet else ProgressBar(req.total_steps, stream=sys.stderr)
             )
-    shown = set()
-    for rec in gen.recipes:
-        for msg in rec.warnings:
-            if msg not in shown:
-                shown.add(msg)
-                print(f"warning: {msg}", file=sys.stderr)
-    paths = _outputs(out, len(gen.images))
-    for image, rec, path in zip(gen.images, gen.recipes, paths):
-        save_png(image, rec, path)
-        print(path)
-    if not args.quiet:
-        t = gen.timings
-        print(
-            f"encode {t['encode_s']:.2f}s  denoise {t['denoise_s']:.2f}s  decode {t['decode_s']:.2f}s",
-            file=sys.stderr,
-        )
+    write_generation(gen, out, args.quiet)
     return 0
 
 

@@ -68,8 +68,8 @@ def load_kwargs(args) -> dict:
 def cmd_generate_parallel(args) -> int:
     """`newbie generate` with --parallel (called by newbie.cli.main before anything is loaded)."""
     from newbie.cli.model_args import settings_from_args
+    from newbie.cli.output import write_generation
     from newbie.parallel.runner import generate
-    from newbie.pipeline.images import save_png
 
     if args.from_image:
         raise NewbieError("--from re-makes an image on one device; drop --parallel")
@@ -98,26 +98,7 @@ def cmd_generate_parallel(args) -> int:
     )
     if notice and not args.quiet:
         print(notice, file=sys.stderr)
-    shown = set()
-    for rec in gen.recipes:
-        for msg in rec.warnings:
-            if msg not in shown:
-                shown.add(msg)
-                print(f"warning: {msg}", file=sys.stderr)
-    paths = (
-        [out]
-        if len(gen.images) == 1
-        else [out.with_name(f"{out.stem}-{k + 1}{out.suffix}") for k in range(len(gen.images))]
-    )
-    for image, rec, path in zip(gen.images, gen.recipes, paths):
-        save_png(image, rec, path)
-        print(path)
-    if not args.quiet:
-        t = gen.timings
-        print(
-            f"encode {t['encode_s']:.2f}s  denoise {t['denoise_s']:.2f}s  decode {t['decode_s']:.2f}s",
-            file=sys.stderr,
-        )
+    write_generation(gen, out, args.quiet)
     return 0
 
 
