@@ -43,29 +43,14 @@ def official_to_diffusers(sd: dict, cfg) -> dict:
 
 @torch.no_grad()
 def test_matches_diffusers_lumina2():
-    from diffusers import Lumina2Transformer2DModel
+    from newbie.bench.speed import lumina2_like
 
     cfg = tiny_dit_config(axes_lens=(64, 32, 32))
     torch.manual_seed(0)
     ours = NextDiT(cfg).eval()
     for p in ours.parameters():
         p.add_(0.05 * torch.randn_like(p))
-    theirs = Lumina2Transformer2DModel(
-        sample_size=16,
-        patch_size=2,
-        in_channels=16,
-        hidden_size=cfg.dim,
-        num_layers=cfg.n_layers,
-        num_refiner_layers=cfg.n_refiner_layers,
-        num_attention_heads=cfg.n_heads,
-        num_kv_heads=cfg.n_kv_heads,
-        multiple_of=cfg.multiple_of,
-        ffn_dim_multiplier=None,
-        norm_eps=cfg.norm_eps,
-        axes_dim_rope=cfg.axes_dims,
-        axes_lens=cfg.axes_lens,
-        cap_feat_dim=cfg.cap_feat_dim,
-    ).eval()
+    theirs = lumina2_like(cfg, sample_size=16).eval()
     missing, unexpected = theirs.load_state_dict(official_to_diffusers(ours.state_dict(), cfg), strict=False)
     assert not unexpected and not missing
 

@@ -519,33 +519,34 @@ def run(args) -> int:
     return 0
 
 
-def _lumina2(dit):
-    """diffusers' Lumina2 at our DiT's shapes, random weights, on its device and dtype."""
+def lumina2_like(cfg, sample_size: int = 128):
+    """diffusers' Lumina2 transformer with our DiTConfig's shapes (random weights, fp32, CPU): the peer of
+    the speed bench and the twin of the parity test."""
     from diffusers import Lumina2Transformer2DModel
 
-    cfg = dit.cfg
+    return Lumina2Transformer2DModel(
+        sample_size=sample_size,
+        patch_size=cfg.patch_size,
+        in_channels=cfg.in_channels,
+        hidden_size=cfg.dim,
+        num_layers=cfg.n_layers,
+        num_refiner_layers=cfg.n_refiner_layers,
+        num_attention_heads=cfg.n_heads,
+        num_kv_heads=cfg.n_kv_heads,
+        multiple_of=cfg.multiple_of,
+        ffn_dim_multiplier=None,
+        norm_eps=cfg.norm_eps,
+        axes_dim_rope=cfg.axes_dims,
+        axes_lens=cfg.axes_lens,
+        cap_feat_dim=cfg.cap_feat_dim,
+    )
+
+
+def _lumina2(dit):
+    """diffusers' Lumina2 at our DiT's shapes, random weights, on its device and dtype."""
     p = next(dit.parameters())
     with torch.device(p.device):
-        return (
-            Lumina2Transformer2DModel(
-                sample_size=128,
-                patch_size=2,
-                in_channels=16,
-                hidden_size=cfg.dim,
-                num_layers=cfg.n_layers,
-                num_refiner_layers=cfg.n_refiner_layers,
-                num_attention_heads=cfg.n_heads,
-                num_kv_heads=cfg.n_kv_heads,
-                multiple_of=cfg.multiple_of,
-                ffn_dim_multiplier=None,
-                norm_eps=cfg.norm_eps,
-                axes_dim_rope=cfg.axes_dims,
-                axes_lens=cfg.axes_lens,
-                cap_feat_dim=cfg.cap_feat_dim,
-            )
-            .to(p.dtype)
-            .eval()
-        )
+        return lumina2_like(dit.cfg).to(p.dtype).eval()
 
 
 def _diffusers_inputs(S):
