@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean gpu-baseline
 
 $(STAMP): requirements.txt requirements-extras.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,3 +24,9 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) outputs
+
+# dit.py from before sequence parallelism, for `bench/parallel.py --overhead --baseline-file` on a machine
+# without .git (the GPU machine): a git-ignored folder (.git/info/exclude) that the run carries.
+gpu-baseline:
+	grep -qxF '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+	mkdir -p .gpu && git show b160d09~1:src/newbie/model/dit.py > .gpu/dit.tmp && mv .gpu/dit.tmp .gpu/dit_before_sp.py

@@ -92,3 +92,24 @@ def test_peer_and_cache_sections_run_on_a_tiny_model(tiny_pipeline, tmp_path):
         assert res[f"step_cache_{th}"]["psnr_vs_uncached"] > 0
     dbcache = res["peers"]["cache_dit_dbcache"]
     assert isinstance(dbcache, float) or dbcache.startswith("not run: cache-dit not installed")
+
+
+def test_packed_step_and_first_call_timeline(tiny_pipeline):
+    # the packed CFG step the bench times equals the split one, and the compile child's timeline wrapper
+    # records every block call and puts the blocks back
+    from newbie.bench.compile_child import _summarise, first_calls, make_inputs, make_step
+
+    dit = tiny_pipeline.dit
+    x, cond, unc, grid = make_inputs(dit, size=32, cap_tokens=6, uncond_tokens=3)
+    with torch.no_grad():
+        split = make_step(dit, x, cond, unc, grid)()
+        blocks = list(dit.blocks())
+        rows, undo = first_calls(dit)
+        packed = make_step(dit, x, cond, unc, grid, packed=True)()
+        undo()
+    assert list(dit.blocks()) == blocks
+    torch.testing.assert_close(packed, split, rtol=1e-4, atol=1e-4)
+    assert len(rows) == len(blocks)  # one packed forward: each block called once
+    summary = _summarise(rows)
+    assert {s[0].split()[0] for s in summary} == {"layers", "noise_refiner", "context_refiner"}
+    assert sum(s[1] for s in summary) == len(blocks)

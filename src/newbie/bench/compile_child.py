@@ -43,14 +43,53 @@ def make_inputs(dit, size: int = 1024, cap_tokens: int = 256, uncond_tokens: int
     return x, cond, unc, lat // 2
 
 
-def make_step(dit, x, cond, unc, grid):
-    """One CFG step as the pipeline runs it: two unmasked forwards (RoPE tables built once)."""
-    from newbie.sampling.guidance import split_pair, velocity_fn
+def make_step(dit, x, cond, unc, grid, packed: bool = False):
+    """One CFG step as the pipeline runs it: two unmasked forwards (RoPE tables built once), or with
+    `packed` one forward of both branches side by side (cfg_batching "packed")."""
+    from newbie.sampling.guidance import packed_pair, split_pair, velocity_fn
 
-    rc = dit.rope(cond.cap_mask.sum(1), cond.cap_feats.shape[1], grid, grid)
-    ru = dit.rope(unc.cap_mask.sum(1), unc.cap_feats.shape[1], grid, grid)
-    pair = split_pair(velocity_fn(dit, cond, rc), velocity_fn(dit, unc, ru))
+    if packed:
+        pair = packed_pair(dit, cond, unc, (grid, grid), x.device, x.dtype)
+    else:
+        rc = dit.rope(cond.cap_mask.sum(1), cond.cap_feats.shape[1], grid, grid)
+        ru = dit.rope(unc.cap_mask.sum(1), unc.cap_feats.shape[1], grid, grid)
+        pair = split_pair(velocity_fn(dit, cond, rc), velocity_fn(dit, unc, ru))
     return lambda: pair(x, 0.5)
+
+
+class _Timed(torch.nn.Module):
+    """A block called through a synchronised wall clock (outside its compiled region)."""
+
+    def __init__(self, block, kind: str, rows: list):
+        super().__init__()
+        self.block, self.kind, self.rows = block, kind, rows
+
+    def forward(self, x, *args, **kwargs):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = self.block(x, *args, **kwargs)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        self.rows.append((self.kind, tuple(x.shape[:2]), round(time.perf_counter() - t, 4)))
+        return out
+
+
+def first_calls(dit):
+    """Wrap every block so each call's wall time is recorded: on a first step this shows which (block kind,
+    sequence length) pays what, beside dynamo's own compile_times. Returns (rows, undo)."""
+    rows: list = []
+    groups = {name: getattr(dit, name) for name in ("layers", "noise_refiner", "context_refiner")}
+    for name, group in groups.items():
+        for i, block in enumerate(group):
+            group[i] = _Timed(block, name, rows)
+
+    def undo():
+        for group in groups.values():
+            for i, wrapped in enumerate(group):
+                group[i] = wrapped.block
+
+    return rows, undo
 
 
 def compile_dit(dit, attention: str) -> None:
@@ -66,20 +105,34 @@ def main(argv=None) -> dict:
     ap.add_argument("--attention", default="cudnn")
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--packed", action="store_true", help="both CFG branches in one forward")
+    ap.add_argument("--timeline", action="store_true", help="time each block's first calls (adds syncs)")
     args = ap.parse_args(argv)
     from newbie.model import fused
 
     fused.compile_cache(args.cache_dir)
     dit = make_dit()
     x, cond, unc, grid = make_inputs(dit, args.size)
-    step = make_step(dit, x, cond, unc, grid)
+    step = make_step(dit, x, cond, unc, grid, packed=args.packed)
     t0 = time.perf_counter()
     compile_dit(dit, args.attention)
+    rows, undo = first_calls(dit) if args.timeline else ([], lambda: None)
+    with torch.no_grad():
+        step()
+    torch.cuda.synchronize()
+    first = time.perf_counter() - t0
+    undo()
+    t1 = time.perf_counter()
     with torch.no_grad():
         step()
     torch.cuda.synchronize()
     res = {
-        "compile_warm_s": time.perf_counter() - t0,
+        "compile_warm_s": first,
+        "second_step_s": time.perf_counter() - t1,
+        "packed": args.packed,
+        "attention": args.attention,
+        "compile_times": str(torch._dynamo.utils.compile_times())[:6000],
+        "first_calls": _summarise(rows),
         "dynamo_counters": {
             k: dict(v)
             for k, v in torch._dynamo.utils.counters.items()
@@ -88,6 +141,17 @@ def main(argv=None) -> dict:
     }
     print(json.dumps(res, default=str))
     return res
+
+
+def _summarise(rows: list) -> list:
+    """(kind, shape) -> [calls, first call s, sum of the rest s], in the order first seen."""
+    out: dict = {}
+    for kind, shape, sec in rows:
+        e = out.setdefault(f"{kind} {shape}", [0, sec, 0.0])
+        e[0] += 1
+        if e[0] > 1:
+            e[2] = round(e[2] + sec, 4)
+    return [[k, *v] for k, v in out.items()]
 
 
 if __name__ == "__main__":

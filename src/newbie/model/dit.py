@@ -14,7 +14,15 @@ import torch
 from torch import Tensor, nn
 
 from newbie.config import DiTConfig
-from newbie.model.math import apply_rope, attention, rms_norm, rope_angles, rope_inv_freqs, timestep_embedding
+from newbie.model.math import (
+    apply_rope,
+    attention,
+    rms_norm,
+    rope_angles,
+    rope_inv_freqs,
+    segmented,
+    timestep_embedding,
+)
 from newbie.model.step_cache import StepCache
 
 if TYPE_CHECKING:
@@ -38,9 +46,29 @@ class Rope:
     cos: Tensor  # (B, N, head_dim/2)
     sin: Tensor
     shard: Shard | None = None  # sequence parallelism: how the tokens these tables cover are spread
+    # Packed CFG: token counts of the sequences laid side by side in each row (cond, uncond). Attention stays
+    # inside each; modulation is per sequence. None: one sequence per row.
+    segments: tuple[int, ...] | None = None
 
     def slice(self, start: int, stop: int) -> Rope:
         return Rope(self.cos[:, start:stop], self.sin[:, start:stop])
+
+    @staticmethod
+    def packed(ropes: list[Rope]) -> Rope:
+        """Several sequences' tables laid side by side along the tokens, remembering where each starts."""
+        return Rope(
+            torch.cat([r.cos for r in ropes], dim=1),
+            torch.cat([r.sin for r in ropes], dim=1),
+            segments=tuple(r.cos.shape[1] for r in ropes),
+        )
+
+
+def per_token(mod: Tensor, segments: tuple[int, ...] | None) -> Tensor:
+    """A per-sequence vector broadcast over its tokens: (B, A) -> (B, 1, A); packed (B, S, A) -> (B, L, A),
+    row s on the tokens of segment s (compiled, this fuses into the consumer and is never materialised)."""
+    if segments is None:
+        return mod[:, None]
+    return torch.cat([mod[:, i, None].expand(-1, n, -1) for i, n in enumerate(segments)], dim=1)
 
 
 class Attention(nn.Module):
@@ -62,6 +90,8 @@ class Attention(nn.Module):
         k = apply_rope(self.k_norm(k), rope.cos, rope.sin)
         if rope.shard is not None:  # sequence parallel: all-to-all, attention over every token, all-to-all
             return self.out(rope.shard.attention(q, k, v, key_mask))
+        if rope.segments is not None:  # packed CFG branches: each attends only to itself
+            return self.out(segmented(attention, q, k, v, rope.segments))
         return self.out(attention(q, k, v, key_mask))
 
 
@@ -100,7 +130,8 @@ class Block(nn.Module):
         if not self.modulated:
             x = x + self.attention_norm2(self._fit(self.attention(self.attention_norm1(x), rope, key_mask)))
             return x + self.ffn_norm2(self._fit(self.feed_forward(self.ffn_norm1(x))))
-        scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(adaln)[:, None].chunk(4, dim=-1)
+        mod = per_token(self.adaLN_modulation(adaln), rope.segments)
+        scale_msa, gate_msa, scale_mlp, gate_mlp = mod.chunk(4, dim=-1)
         h = self._fit(self.attention(self.attention_norm1(x) * (1 + scale_msa), rope, key_mask))
         x = x + gate_msa.tanh() * self.attention_norm2(h)
         h = self._fit(self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp)))
@@ -203,6 +234,8 @@ class NextDiT(nn.Module):
             cap_len = cap_mask.sum(1) if cap_mask is not None else torch.full((b,), n_cap, device=x.device)
             rope = self.rope(cap_len, n_cap, h // p, w // p)
 
+        if rope is not None and rope.segments is not None:
+            return self._packed_forward(x, t, cap_feats, pooled, rope)
         t_emb = self.t_embedder(t.to(x.dtype))
         clip_emb = self.clip_text_pooled_proj(pooled.to(x.dtype))
         adaln = self.time_text_embed(torch.cat([t_emb, clip_emb], dim=-1))  # (B, adaln_dim)
@@ -233,6 +266,50 @@ class NextDiT(nn.Module):
 
         out = self.final_layer(joint[:, n_cap:], adaln)
         return self.unpatchify(out, h, w)
+
+    def _packed_forward(self, x: Tensor, t: Tensor, cap_feats: Tensor, pooled: Tensor, rope: Rope) -> Tensor:
+        """Several CFG branches of the same latent in one forward, their tokens side by side in each row:
+        [caption 0 | image 0 | caption 1 | image 1 ...], as `rope.segments` says (Rope.packed). Every linear
+        then runs once over all of them (larger, faster GEMMs, half the launches), while attention stays
+        within each branch and each branch is modulated by its own pooled caption. Equal to one forward per
+        branch (tests/model/test_packed.py).
+
+        cap_feats: (B, sum of caption lengths, F), unpadded; pooled: (B, branches, clip_text_dim).
+        Returns (branches * B, C, H, W): branch 0's batch first, as torch.cat of the separate outputs."""
+        b, _, h, w = x.shape
+        p = self.cfg.patch_size
+        n_img = (h // p) * (w // p)
+        segments = rope.segments
+        branches = len(segments)
+        cap_lens = [n - n_img for n in segments]
+        seg_starts = [sum(segments[:i]) for i in range(branches)]
+
+        t_emb = self.t_embedder(t.to(x.dtype))[:, None].expand(-1, branches, -1)
+        clip_emb = self.clip_text_pooled_proj(pooled.to(x.dtype))
+        adaln = self.time_text_embed(torch.cat([t_emb, clip_emb], dim=-1))  # (B, branches, adaln_dim)
+
+        def tables(pieces: list[tuple[int, int]]) -> Rope:
+            return Rope.packed([rope.slice(a, z) for a, z in pieces])
+
+        cap_rope = tables([(s, s + n) for s, n in zip(seg_starts, cap_lens)])
+        img_rope = tables([(s + n, s + seg) for s, n, seg in zip(seg_starts, cap_lens, segments)])
+        cap = self.cap_embedder(cap_feats.to(x.dtype))
+        for block in self.context_refiner:
+            cap = block(cap, cap_rope, None)
+        img = self.x_embedder(self.patchify(x)).repeat(1, branches, 1)
+        for block in self.noise_refiner:
+            img = block(img, img_rope, None, adaln)
+
+        caps = cap.split(cap_lens, dim=1)
+        imgs = img.split(n_img, dim=1)
+        joint = torch.cat([piece for pair in zip(caps, imgs) for piece in pair], dim=1)
+        for block in self.layers:
+            joint = block(joint, rope, None, adaln)
+        outs = [
+            self.final_layer(joint[:, s + n : s + seg], adaln[:, i])
+            for i, (s, n, seg) in enumerate(zip(seg_starts, cap_lens, segments))
+        ]
+        return self.unpatchify(torch.cat(outs), h, w)
 
     def _sequence_parallel_forward(
         self,

@@ -28,8 +28,10 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from newbie.errors import NewbieError
-from newbie.model.math import apply_rope
+from newbie.model.dit import per_token
+from newbie.model.math import apply_rope, segmented
 from newbie.model.math import attention as masked_attention
+from newbie.precision.fp8 import Float8Linear, concat_rows
 
 BACKENDS = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -116,10 +118,17 @@ def pick_backend(dit: nn.Module, tokens: int = 4096 + 256) -> str:
 
 def fuse_w13(ff: nn.Module) -> bool:
     """Make ff.w1.weight and ff.w3.weight views into one tensor `ff.w13` (not registered: the state dict keeps
-    the official keys). Plain float weights only (quantized ones keep two GEMMs). Returns whether it fused."""
-    w1, w3 = ff.w1.weight, ff.w3.weight
+    the official keys). Plain float weights, or two fp8 Float8Linears: then `ff.w13` is one Float8Linear over
+    both (per-row weight scales and per-token activation scales make it exactly the two products). Other
+    quantized weights keep two GEMMs. Returns whether it fused."""
     if getattr(ff, "w13", None) is not None:
         return True
+    if isinstance(ff.w1, Float8Linear) and isinstance(ff.w3, Float8Linear):
+        if ff.w1.bias is not None or ff.w3.bias is not None or ff.w1.weight.device != ff.w3.weight.device:
+            return False
+        object.__setattr__(ff, "w13", concat_rows([ff.w1, ff.w3]))  # unregistered, like the float w13
+        return True
+    w1, w3 = ff.w1.weight, ff.w3.weight
     # plain tensors only, not a quantized subclass
     plain = all(type(w.data) is Tensor and w.is_floating_point() for w in (w1, w3))
     if not plain or w1.dtype != w3.dtype or w1.device != w3.device or ff.w1.bias is not None:
@@ -143,21 +152,30 @@ def w13_intact(ff: nn.Module) -> bool:
     w13 = getattr(ff, "w13", None)
     if w13 is None:
         return False
+    w = w13.weight if isinstance(w13, Float8Linear) else w13
     h = ff.w1.weight.shape[0]
     return (
-        ff.w1.weight.data_ptr() == w13.data_ptr()
-        and ff.w3.weight.data_ptr() == w13[h:].data_ptr()
-        and ff.w1.weight.dtype == w13.dtype
+        ff.w1.weight.data_ptr() == w.data_ptr()
+        and ff.w3.weight.data_ptr() == w[h:].data_ptr()
+        and ff.w1.weight.dtype == w.dtype
     )
 
 
 def ffn_forward(ff: nn.Module, x: Tensor) -> Tensor:
     w13 = getattr(ff, "w13", None)
-    # dtype/device are static under compile; a dtype change (the fp16 guard's fallback) or a move leaves w13
-    # stale, and then the two reference GEMMs run
-    if w13 is None or w13.dtype != ff.w1.weight.dtype or w13.device != ff.w1.weight.device:
+    # hooks on w1/w3 (unfused adapters) run only through the modules themselves
+    if w13 is None or any(m._forward_hooks or m._forward_pre_hooks for m in (ff.w1, ff.w3)):
         return ff(x)
-    a, b = F.linear(x, w13).chunk(2, dim=-1)
+    # dtype/device are static under compile; a dtype change (the fp16 guard's fallback) or a move leaves w13
+    # stale, and then the two reference GEMMs run (fp8 weights keep their dtype: only moves matter)
+    if isinstance(w13, Float8Linear):
+        if w13.weight.device != ff.w1.weight.device:
+            return ff(x)
+        a, b = w13(x).chunk(2, dim=-1)
+    elif w13.dtype != ff.w1.weight.dtype or w13.device != ff.w1.weight.device:
+        return ff(x)
+    else:
+        a, b = F.linear(x, w13).chunk(2, dim=-1)
     return ff.w2(F.silu(a) * b)
 
 
@@ -171,12 +189,20 @@ def attention_forward(attn: nn.Module, x: Tensor, rope, key_mask: Tensor | None,
     k = apply_rope(attn.k_norm(k.unflatten(-1, (attn.n_kv_heads, attn.head_dim))), rope.cos, rope.sin)
     v = v.unflatten(-1, (attn.n_kv_heads, attn.head_dim))
     order = backend_order(backend)
-    if key_mask is not None or not order:
-        return attn.out(masked_attention(q, k, v, key_mask))
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    with sdpa_kernel(order, set_priority=True):
-        o = F.scaled_dot_product_attention(q, k, v, enable_gqa=q.shape[1] != k.shape[1])
-    return attn.out(o.transpose(1, 2).flatten(2))
+    attend = masked_attention if key_mask is not None or not order else _backend_attention(order)
+    if rope.segments is not None:  # packed CFG branches: each attends only to itself
+        return attn.out(segmented(attend, q, k, v, rope.segments))
+    return attn.out(attend(q, k, v, key_mask))
+
+
+def _backend_attention(order: list[SDPBackend]):
+    def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: None) -> Tensor:
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        with sdpa_kernel(order, set_priority=True):
+            o = F.scaled_dot_product_attention(q, k, v, enable_gqa=q.shape[1] != k.shape[1])
+        return o.transpose(1, 2).flatten(2)
+
+    return attend
 
 
 def block_forward(self, x: Tensor, rope, key_mask: Tensor | None, adaln: Tensor | None = None) -> Tensor:
@@ -187,7 +213,7 @@ def block_forward(self, x: Tensor, rope, key_mask: Tensor | None, adaln: Tensor 
         h = self._fit(attention_forward(self.attention, self.attention_norm1(x), rope, key_mask, backend))
         x = x + self.attention_norm2(h)
         return x + self.ffn_norm2(self._fit(ffn_forward(ff, self.ffn_norm1(x))))
-    scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(adaln)[:, None].chunk(4, dim=-1)
+    scale_msa, gate_msa, scale_mlp, gate_mlp = per_token(self.adaLN_modulation(adaln), rope.segments).chunk(4, -1)
     h = self._fit(
         attention_forward(self.attention, self.attention_norm1(x) * (1 + scale_msa), rope, key_mask, backend)
     )
@@ -257,10 +283,10 @@ class GraphedForward:
         ):
             return self.forward(x, t, cap_feats, cap_mask, pooled, rope, cache)
         inputs = (x, t, cap_feats, pooled, rope.cos, rope.sin)
-        key = (tuple((a.shape, a.dtype) for a in inputs), self._state())
+        key = (tuple((a.shape, a.dtype) for a in inputs), rope.segments, self._state())
         entry = self.graphs.get(key)
         if entry is None:
-            entry = self._capture(key, inputs)
+            entry = self._capture(key, inputs, rope.segments)
         self.graphs.move_to_end(key)
         static_in, graph, out = entry
         for dst, src in zip(static_in, inputs):
@@ -269,14 +295,14 @@ class GraphedForward:
         self.replays += 1
         return out.clone()
 
-    def _capture(self, key, inputs):
+    def _capture(self, key, inputs, segments):
         from newbie.model.dit import Rope
 
         static_in = tuple(a.detach().clone() for a in inputs)
         sx, st, scap, spool, scos, ssin = static_in
 
         def run():
-            return self.forward(sx, st, scap, None, spool, Rope(scos, ssin), None)
+            return self.forward(sx, st, scap, None, spool, Rope(scos, ssin, segments=segments), None)
 
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

@@ -63,3 +63,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tenso
             v = v.repeat_interleave(groups, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
     return out.transpose(1, 2).flatten(2)
+
+
+def segmented(attend, q: Tensor, k: Tensor, v: Tensor, segments: tuple[int, ...]) -> Tensor:
+    """`attend` (unmasked) within each of the sequences packed side by side along the tokens (dim 1)."""
+    parts = zip(q.split(segments, dim=1), k.split(segments, dim=1), v.split(segments, dim=1))
+    return torch.cat([attend(qs, ks, vs, None) for qs, ks, vs in parts], dim=1)

@@ -1,0 +1,193 @@
+"""Issue 15 diagnostics on one GPU, DiT only (random weights, real shapes, no checkpoint, no text encoders):
+what `newbie bench speed` needs decided before its full run.
+
+- packed CFG (both branches in one forward) against split, eager / compiled / CUDA graphs;
+- where a warm compile's time goes: cuDNN attention's first call per sequence length in a fresh process,
+  and second processes on the same on-disk cache with a per-block first-call timeline (cuDNN and flash);
+- the native fp8 linears (precision/fp8.py): step time, error against bf16.
+
+Writes speed-diag-<device>-<date>.json to --out after every section. Usage (device):
+    python bench/speed_diag.py --out $OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from newbie.bench.compile_child import compile_dit, make_dit, make_inputs, make_step
+from newbie.bench.speed import _time, matmul_tflops, step_flops
+from newbie.model import fused
+
+
+def attention_first_calls(cfg, lengths) -> dict:
+    """Seconds of the first and the second cuDNN SDPA call at each sequence length, in this fresh process."""
+    out = {}
+    for n in lengths:
+        q = torch.randn(1, n, cfg.n_heads, cfg.head_dim, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+        k, v = (
+            torch.randn(1, n, cfg.n_kv_heads, cfg.head_dim, device="cuda", dtype=torch.bfloat16).transpose(
+                1, 2
+            )
+            for _ in range(2)
+        )
+        times = []
+        for _ in range(2):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.CUDNN_ATTENTION]):
+                F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+            torch.cuda.synchronize()
+            times.append(round(time.perf_counter() - t, 4))
+        out[n] = times
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--budget-s", type=float, default=330)
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    torch._dynamo.config.cache_size_limit = 64
+    now = datetime.now(timezone.utc)
+    res: dict = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "date": now.date().isoformat(),
+        "started_utc": now.isoformat(timespec="seconds"),
+        "note": "random weights at the real shapes: speed and numerics only, not picture quality",
+    }
+    name = res["device"].replace("NVIDIA ", "").replace(" ", "-").lower()
+    path = Path(args.out) / f"speed-diag-{name}-{res['date']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        res["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+        path.write_text(json.dumps(res, indent=1, default=str))
+
+    def section(name, fn, need_s):
+        if time.perf_counter() - t_start + need_s > args.budget_s:
+            res[name] = f"not run: {need_s} s needed, budget {args.budget_s} s"
+            save()
+            return
+        t = time.perf_counter()
+        try:
+            fn()
+        except Exception as e:  # record and go on: every later number still counts
+            res[name] = f"failed: {type(e).__name__}: {str(e)[:400]}"
+        res.setdefault("section_s", {})[name] = round(time.perf_counter() - t, 1)
+        save()
+        print(name, res["section_s"][name], "s", flush=True)
+
+    cache_dir = fused.compile_cache(f"/tmp/newbie-diag-{int(time.time())}")
+    S: dict = {}
+
+    def setup():
+        S["dit"] = dit = make_dit()
+        res["first_cudnn_calls_s"] = attention_first_calls(dit.cfg, (4352, 4136, 4096, 256, 40))
+        x, cond, unc, grid = make_inputs(dit, 1024)
+        S.update(x=x, cond=cond, unc=unc, grid=grid)
+        res["matmul_tflops"] = matmul_tflops()
+        res["flops_per_step"] = step_flops(dit, [256, 40], grid * grid)
+
+    def eager():
+        dit = S["dit"]
+        split = make_step(dit, S["x"], S["cond"], S["unc"], S["grid"])
+        packed = make_step(dit, S["x"], S["cond"], S["unc"], S["grid"], packed=True)
+        with torch.no_grad():
+            S["ref"] = ref = split()
+            res["eager_split_s"] = _time(split, 1, 3)
+            res["eager_packed_s"] = _time(packed, 1, 3)
+            res["eager_packed_rel_err"] = float((packed() - ref).norm() / ref.norm())
+
+    def compiled():
+        dit = S["dit"]
+        split = make_step(dit, S["x"], S["cond"], S["unc"], S["grid"])
+        packed = make_step(dit, S["x"], S["cond"], S["unc"], S["grid"], packed=True)
+        t0 = time.perf_counter()
+        compile_dit(dit, "auto")
+        with torch.no_grad():
+            split()
+            torch.cuda.synchronize()
+            res["compile_cold_split_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            packed()
+            torch.cuda.synchronize()
+            res["compile_packed_first_s"] = time.perf_counter() - t0
+            out = {}
+            for _ in range(2):  # interleaved, twice: the spread of one version is part of the answer
+                out.setdefault("split", []).append(_time(split))
+                out.setdefault("packed", []).append(_time(packed))
+            fused.use_cuda_graphs(dit)
+            for _ in range(2):
+                out.setdefault("split_graphed", []).append(_time(split))
+                out.setdefault("packed_graphed", []).append(_time(packed))
+            res["packed_graphed_rel_err"] = float((packed() - S["ref"]).norm() / S["ref"].norm())
+            fused.use_cuda_graphs(dit, False)
+        res["compiled_s_per_step"] = out
+        best = min(min(v) for v in out.values())
+        res["best_s_per_step"] = best
+        res["best_pct_of_ceiling"] = res["flops_per_step"] / best / 1e12 / res["matmul_tflops"]
+
+    def warm_children():
+        out = {}
+        for label, extra in (
+            ("cudnn_split", ["--attention", "auto"]),
+            ("cudnn_packed", ["--attention", "auto", "--packed"]),
+            ("flash_split", ["--attention", "flash"]),
+        ):
+            if time.perf_counter() - t_start + 40 > args.budget_s:
+                out[label] = "not run: budget"
+                continue
+            cmd = [sys.executable, "-m", "newbie.bench.compile_child", "--cache-dir", cache_dir, "--timeline"]
+            r = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=120, check=False)
+            lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+            out[label] = json.loads(lines[-1]) if lines else f"exit {r.returncode}: {r.stderr[-600:]}"
+            res["warm_children"] = out
+            save()
+        res["warm_children"] = out
+
+    def fp8():
+        from newbie.precision.fp8 import quantize_linears
+
+        dit8 = make_dit()  # the same seed: the same weights as the bf16 model
+        n = quantize_linears(dit8, ("layers.", "noise_refiner.", "context_refiner."))
+        res["fp8_linears"] = n
+        split = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"])
+        packed = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"], packed=True)
+        with torch.no_grad():
+            res["fp8_eager_rel_err"] = float((split() - S["ref"]).norm() / S["ref"].norm())
+            t0 = time.perf_counter()
+            compile_dit(dit8, "auto")
+            split()
+            torch.cuda.synchronize()
+            res["fp8_compile_s"] = time.perf_counter() - t0
+            packed()
+            out = {"split": _time(split), "packed": _time(packed)}
+            res["fp8_rel_err"] = float((packed() - S["ref"]).norm() / S["ref"].norm())
+            fused.use_cuda_graphs(dit8)
+            out["split_graphed"] = _time(split)
+            out["packed_graphed"] = _time(packed)
+            fused.use_cuda_graphs(dit8, False)
+        res["fp8_s_per_step"] = out
+
+    section("setup", setup, 30)
+    section("eager", eager, 20)
+    section("compiled", compiled, 60)
+    section("fp8", fp8, 60)
+    section("warm_children", warm_children, 40)
+    save()
+    print(json.dumps({k: v for k, v in res.items() if k != "warm_children"}, default=str)[:3000])
+
+
+if __name__ == "__main__":
+    main()
