@@ -157,10 +157,10 @@ def main() -> None:
         res["warm_children"] = out
 
     def fp8():
-        from newbie.precision.fp8 import quantize_linears
+        from newbie.memory.quant import quantize_dit
 
         dit8 = make_dit()  # the same seed: the same weights as the bf16 model
-        n = quantize_linears(dit8, ("layers.", "noise_refiner.", "context_refiner."))
+        n = quantize_dit(dit8, "fp8-dynamic")
         res["fp8_linears"] = n
         split = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"])
         packed = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"], packed=True)

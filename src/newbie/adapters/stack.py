@@ -170,7 +170,10 @@ class AdapterStack:
 
 def _plain(module: nn.Module) -> bool:
     w = getattr(module, "weight", None)
-    return w is not None and type(w.detach()) is torch.Tensor and w.is_floating_point()
+    # fp8 weights (precision/fp8.Float8Linear) are plain tensors but carry a separate scale: not fusable
+    return (
+        w is not None and type(w.detach()) is torch.Tensor and w.is_floating_point() and w.element_size() > 1
+    )
 
 
 def parse_lora(text: str | Path) -> tuple[str, float]:

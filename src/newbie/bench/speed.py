@@ -397,13 +397,18 @@ def run(args) -> int:
     def fp8():
         from newbie.loading.dit import load_dit
         from newbie.memory.quant import quantize_dit
+        from newbie.precision.fp8 import relative_errors
 
         pipe = S["pipe"]
         fused.use_cuda_graphs(pipe.dit, False)
         dit8 = load_dit(pipe.folder.transformer, pipe.spec.dit, torch.bfloat16, torch.device("cuda"))
-        quantize_dit(dit8, "fp8-dynamic")
+        res["fp8_linears"] = quantize_dit(
+            dit8, "fp8-dynamic"
+        )  # newbie's Float8Linear: _scaled_mm, no torchao
+        # per layer type, fp8 vs the same bf16 layer on random normal inputs (not the model's activations)
+        res["fp8_linear_rel_err_random_inputs"] = relative_errors(pipe.dit, dit8)
         t0 = time.perf_counter()
-        compile_dit(dit8, S["backend"])  # w1|w3 stay two GEMMs: the quantized weights are not plain tensors
+        compile_dit(dit8, S["backend"])  # w1|w3 become one fp8 GEMM (fused.fuse_w13)
         step8 = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"])
         with torch.no_grad():
             step8()

@@ -213,7 +213,9 @@ def block_forward(self, x: Tensor, rope, key_mask: Tensor | None, adaln: Tensor 
         h = self._fit(attention_forward(self.attention, self.attention_norm1(x), rope, key_mask, backend))
         x = x + self.attention_norm2(h)
         return x + self.ffn_norm2(self._fit(ffn_forward(ff, self.ffn_norm1(x))))
-    scale_msa, gate_msa, scale_mlp, gate_mlp = per_token(self.adaLN_modulation(adaln), rope.segments).chunk(4, -1)
+    scale_msa, gate_msa, scale_mlp, gate_mlp = per_token(self.adaLN_modulation(adaln), rope.segments).chunk(
+        4, -1
+    )
     h = self._fit(
         attention_forward(self.attention, self.attention_norm1(x) * (1 + scale_msa), rope, key_mask, backend)
     )
@@ -241,6 +243,28 @@ def disable(dit: nn.Module) -> None:
     for block in dit.blocks():
         block.__dict__.pop("forward", None)
         unfuse_w13(block.feed_forward)
+
+
+# -- hooks added after compiling --
+
+
+def honour_hooks(dit: nn.Module) -> int:
+    """Blocks holding a module with forward hooks (unfused adapters, `newbie trace`) run their eager forward;
+    the others keep their compiled one. Dynamo does not guard on hooks added after a block was compiled
+    (torch._dynamo.config.skip_nnmodule_hook_guards), so a compiled block would silently skip them; turning
+    those guards on recompiles every block per hook set. Hooks on a block itself (memory plans' streaming)
+    run outside its compiled region and are left alone. Returns how many blocks run eager."""
+    eager = 0
+    for block in dit.blocks():
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in block.modules() if m is not block)
+        stash = block.__dict__.get("_compiled_stash")
+        if hooked and block._compiled_call_impl is not None:
+            block._compiled_stash, block._compiled_call_impl = block._compiled_call_impl, None
+        elif not hooked and stash is not None:
+            block._compiled_call_impl = stash
+            del block._compiled_stash
+        eager += hooked
+    return eager
 
 
 # -- CUDA graphs over the static-shape forward --

@@ -330,6 +330,11 @@ class Pipeline:
         timings, events = {}, list(self.plan_notes)
         # the request's adapters, or none: the base model, bit for bit
         events += self.adapters.activate(self.dit, req.loras, req.fuse_loras)
+        if self.compiled:
+            from newbie.model import fused
+
+            if fused.honour_hooks(self.dit):  # unfused adapters / trace hooks: those blocks run eager
+                events.append("blocks holding hooks (unfused adapters, a trace) ran uncompiled")
         if req.hires is not None and progress is not None:
             progress = _renumbered(progress, 0, req.total_steps)
         t0 = time.perf_counter()
@@ -663,7 +668,8 @@ def load(
 
     vram: a GPU memory budget ("8GB", 8, or "auto" for the free memory) -> the planner picks residency,
     streaming, quantization and tiling for `plan_size` (default: the model's default size).
-    quantize: "int8" / "fp8" weight-only (DiT and Gemma blocks) or "fp8-dynamic" compute (DiT), via torchao.
+    quantize: "int8" / "fp8" weight-only (DiT and Gemma blocks, torchao) or "fp8-dynamic" compute (DiT,
+    newbie.precision.fp8).
     device: "cpu", "cuda" or "cuda:N" (default: cuda when available). dtype: the DiT's, "auto" = bf16 on a GPU,
     fp32 on the CPU; text_dtype defaults to dtype; vae_dtype defaults to fp32. spec: the model family's
     defaults (newbie/config.py). Returns a Pipeline; a missing, damaged or mismatched file raises a one-line
