@@ -102,7 +102,7 @@ def compile_dit(dit, attention: str) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--attention", default="cudnn")
+    ap.add_argument("--attention", default="auto")
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--packed", action="store_true", help="both CFG branches in one forward")

@@ -335,11 +335,21 @@ def run(args) -> int:
             str(args.size),
             "--timeline",
         ] + (["--packed"] if S.get("packed") else [])
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, R.left() - 5), check=False)
+        # dynamo's reasons for each recompile: which guard (shape, stride, attribute) split the blocks' graphs
+        env = {**os.environ, "TORCH_LOGS": "recompiles"}
+        r = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=max(30, R.left() - 5), check=False, env=env
+        )
         lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
         if r.returncode or not lines:
             raise RuntimeError(f"compile child exited {r.returncode}: {r.stderr.strip()[-300:]}")
         child = json.loads(lines[-1])
+        err = r.stderr.splitlines()
+        child["recompile_reasons"] = [
+            " | ".join(ln.strip()[:300] for ln in err[i : i + 4])
+            for i, ln in enumerate(err)
+            if "Recompiling function" in ln
+        ][:12]
         res["compile_warm_s"] = child["compile_warm_s"]
         res["compile_warm_detail"] = child
         print(f"compile warm (second process) {res['compile_warm_s']:.1f} s", flush=True)
@@ -658,6 +668,8 @@ def _cache_dit_fp8(S, res, R) -> None:
         return model(xx, t, caps, mask, return_dict=False)[0]
 
     res["cache_dit_version"] = getattr(cache_dit, "__version__", "?")
+    # diffusers' ModelMixin declares `_repeated_blocks = []`, which cache-dit reads before its config's list
+    model._repeated_blocks = ["Lumina2TransformerBlock"]
     with torch.no_grad():
         cache_dit.quantize(
             model,
