@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -55,6 +56,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--budget-s", type=float, default=330)
+    ap.add_argument(
+        "--only-warm", action="store_true", help="only the compile children: cold, then warm twice"
+    )
     args = ap.parse_args()
     t_start = time.perf_counter()
     torch._dynamo.config.cache_size_limit = 64
@@ -180,6 +184,30 @@ def main() -> None:
             fused.use_cuda_graphs(dit8, False)
         res["fp8_s_per_step"] = out
 
+    def children_only():
+        out = {}
+        for label in ("cold", "warm", "warm_again"):
+            cmd = [sys.executable, "-m", "newbie.bench.compile_child", "--cache-dir", cache_dir, "--timeline"]
+            r = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=150,
+                check=False,
+                env={**os.environ, "TORCH_LOGS": "recompiles"},
+            )
+            lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+            out[label] = json.loads(lines[-1]) if lines else f"exit {r.returncode}: {r.stderr[-600:]}"
+            if isinstance(out[label], dict):
+                out[label]["recompile_reasons"] = [
+                    ln.strip()[:300] for ln in r.stderr.splitlines() if "guard failure" in ln or "- 0/" in ln
+                ][:16]
+            res["compile_children"] = out
+            save()
+
+    if args.only_warm:
+        section("compile_children", children_only, 60)
+        return
     section("setup", setup, 30)
     section("eager", eager, 20)
     section("compiled", compiled, 60)

@@ -107,7 +107,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--packed", action="store_true", help="both CFG branches in one forward")
     ap.add_argument("--timeline", action="store_true", help="time each block's first calls (adds syncs)")
+    ap.add_argument("--tf32", action="store_true", help="as a parent that allows TF32 matmuls (a cache key)")
     args = ap.parse_args(argv)
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     from newbie.model import fused
 
     fused.compile_cache(args.cache_dir)

@@ -334,7 +334,11 @@ def run(args) -> int:
             "--size",
             str(args.size),
             "--timeline",
-        ] + (["--packed"] if S.get("packed") else [])
+        ]
+        cmd += ["--packed"] if S.get("packed") else []
+        # global state is part of inductor's cache key: the child must match this process, as a restarted
+        # server matches its predecessor (without it every graph missed the cache, H200 2026-12-01)
+        cmd += ["--tf32"] if torch.backends.cuda.matmul.allow_tf32 else []
         # dynamo's reasons for each recompile: which guard (shape, stride, attribute) split the blocks' graphs
         env = {**os.environ, "TORCH_LOGS": "recompiles"}
         r = subprocess.run(

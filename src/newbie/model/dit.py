@@ -51,7 +51,12 @@ class Rope:
     segments: tuple[int, ...] | None = None
 
     def slice(self, start: int, stop: int) -> Rope:
-        return Rope(self.cos[:, start:stop], self.sin[:, start:stop])
+        # copies, not views: a view's storage offset and its batch stride (the parent's length) are guards of
+        # the compiled blocks, so the image part of the tables would otherwise get graphs of its own
+        # (.contiguous() keeps such a view: a size-1 batch dim counts as contiguous whatever its stride)
+        return Rope(
+            *(t[:, start:stop].clone(memory_format=torch.contiguous_format) for t in (self.cos, self.sin))
+        )
 
     @staticmethod
     def packed(ropes: list[Rope]) -> Rope:

@@ -214,17 +214,24 @@ def _backend_attention(order: list[SDPBackend]):
     return attend
 
 
-def block_forward(self, x: Tensor, rope, key_mask: Tensor | None, adaln: Tensor | None = None) -> Tensor:
-    """Block.forward with the fast pieces; the same function (tests/model/test_fused.py)."""
-    backend = self.attn_backend
-    ff = self.feed_forward
-    if not self.modulated:
-        h = self._fit(attention_forward(self.attention, self.attention_norm1(x), rope, key_mask, backend))
-        x = x + self.attention_norm2(h)
-        return x + self.ffn_norm2(self._fit(ffn_forward(ff, self.ffn_norm1(x))))
-    scale_msa, gate_msa, scale_mlp, gate_mlp = per_token(self.adaLN_modulation(adaln), rope.segments).chunk(
-        4, -1
-    )
+# Two functions, not one with a branch: dynamo keeps its compiled graphs and its shape history per function,
+# so the caption refiner's lengths (256, then 40) no longer recompile the modulated blocks, nor theirs it
+# (H200, 2026-12-01: 6 graphs per CFG step with one function, each 2-5 s of a warm compile).
+
+
+def plain_block_forward(
+    self, x: Tensor, rope, key_mask: Tensor | None, adaln: Tensor | None = None
+) -> Tensor:
+    backend, ff = self.attn_backend, self.feed_forward
+    h = self._fit(attention_forward(self.attention, self.attention_norm1(x), rope, key_mask, backend))
+    x = x + self.attention_norm2(h)
+    return x + self.ffn_norm2(self._fit(ffn_forward(ff, self.ffn_norm1(x))))
+
+
+def modulated_block_forward(self, x: Tensor, rope, key_mask: Tensor | None, adaln: Tensor) -> Tensor:
+    backend, ff = self.attn_backend, self.feed_forward
+    mod = per_token(self.adaLN_modulation(adaln), rope.segments)
+    scale_msa, gate_msa, scale_mlp, gate_mlp = mod.chunk(4, -1)
     h = self._fit(
         attention_forward(self.attention, self.attention_norm1(x) * (1 + scale_msa), rope, key_mask, backend)
     )
@@ -239,7 +246,8 @@ def enable(dit: nn.Module, attention: str = "auto", w13: bool = True) -> dict:
     fused = 0
     for block in dit.blocks():
         block.attn_backend = attention
-        block.forward = types.MethodType(block_forward, block)
+        forward = modulated_block_forward if block.modulated else plain_block_forward
+        block.forward = types.MethodType(forward, block)
         if w13:
             fused += fuse_w13(block.feed_forward)
         else:
