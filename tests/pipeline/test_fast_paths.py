@@ -65,3 +65,21 @@ def test_regional_compile_traces_whole_blocks_and_matches_eager(pipe):
     out = _gen(pipe, seed=seed, steps=1)
     torch.testing.assert_close(out.latents, ref.latents, rtol=1e-5, atol=1e-5)
     torch._dynamo.reset()
+
+
+def test_compile_warm_up_leaves_no_recompile_for_the_first_real_prompt(tiny_model_dir):
+    # the empty negative's caption length 1 is specialized by dynamo, so a single warm-up left the first real
+    # prompt (another length) a recompile of every block family; compile() warms up two lengths
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    try:
+        pipe = newbie.load(tiny_model_dir, device="cpu", dtype="fp32")
+        pipe.compile(backend="eager")
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs >= 4  # both block families, each with a length-generic graph
+        _gen(pipe, steps=2, negative="")
+        _gen(pipe, steps=2, negative="a much longer negative prompt with many more words in it than before")
+        assert counters["stats"]["unique_graphs"] == graphs
+    finally:
+        torch._dynamo.reset()
