@@ -18,14 +18,13 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from newbie.bench.compile_child import compile_dit, make_dit, make_inputs, make_step
-from newbie.bench.speed import _time, matmul_tflops, step_flops
+from newbie.bench.speed import _time, matmul_tflops, run_header, step_flops
 from newbie.model import fused
 
 
@@ -62,14 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     t_start = time.perf_counter()
     torch._dynamo.config.cache_size_limit = 64
-    now = datetime.now(timezone.utc)
-    res: dict = {
-        "device": torch.cuda.get_device_name(0),
-        "torch": torch.__version__,
-        "date": now.date().isoformat(),
-        "started_utc": now.isoformat(timespec="seconds"),
-        "note": "random weights at the real shapes: speed and numerics only, not picture quality",
-    }
+    res: dict = run_header("random weights at the real shapes: speed and numerics only, not picture quality")
     name = res["device"].replace("NVIDIA ", "").replace(" ", "-").lower()
     path = Path(args.out) / f"speed-diag-{name}-{res['date']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,19 @@ def add_parser(bench_sub) -> None:
     p.set_defaults(func=run)
 
 
+def run_header(note: str, **fields) -> dict:
+    """The first keys of a GPU result JSON: device, torch, date, start time (UTC), the given fields, a note."""
+    now = datetime.now(timezone.utc)
+    return {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "date": now.date().isoformat(),
+        "started_utc": now.isoformat(timespec="seconds"),
+        **fields,
+        "note": note,
+    }
+
+
 def _time(fn, warm: int = 2, rep: int = 5) -> float:
     """Median seconds of fn: CUDA events on a GPU, the host clock without one (CPU tests of the sections)."""
     cuda = torch.cuda.is_available()
@@ -205,16 +218,11 @@ def run(args) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch._dynamo.config.cache_size_limit = 64  # bf16 + fp8 blocks, modulated or not, static and dynamic
     torch._dynamo.config.accumulated_cache_size_limit = 1024
-    now = datetime.now(timezone.utc)
-    res: dict = {
-        "device": torch.cuda.get_device_name(0),
-        "torch": torch.__version__,
-        "date": now.date().isoformat(),
-        "started_utc": now.isoformat(timespec="seconds"),
-        "size": args.size,
-        "caption_tokens": args.caption_tokens,
-        "note": "random weights at the real shapes: speed only, not picture quality",
-    }
+    res: dict = run_header(
+        "random weights at the real shapes: speed only, not picture quality",
+        size=args.size,
+        caption_tokens=args.caption_tokens,
+    )
     name = res["device"].replace("NVIDIA ", "").replace(" ", "-").lower()
     fname = f"speed-{name}-{res['date']}.json"
     paths = [Path(args.out) / fname] + ([Path(os.environ["OUT"]) / fname] if os.environ.get("OUT") else [])

@@ -52,7 +52,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-dtype", help="text-encoder dtype (default: as --dtype)")
     p.add_argument("--vae-dtype", default="fp32", help="VAE decode dtype")
     p.add_argument("--vram", help="fit a GPU memory budget, e.g. 8GB, or 'auto' (see `newbie plan`)")
-    p.add_argument("--quantize", choices=("int8", "fp8", "fp8-dynamic"), help="quantized DiT/Gemma: int8/fp8 weights (torchao), fp8-dynamic compute (native)")
+    p.add_argument(
+        "--quantize",
+        choices=("int8", "fp8", "fp8-dynamic"),
+        help="quantized DiT/Gemma: int8/fp8 weights (torchao), fp8-dynamic compute (native)",
+    )
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the repeated block (GPU; first run slower)"
     )
