@@ -70,6 +70,35 @@ def test_a_hung_section_is_stopped_and_the_run_goes_on(tmp_path):
     assert run.section("next", 0, lambda: res.update(z=1))
 
 
+def test_a_section_that_swallows_the_first_stop_is_stopped_again(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(speed.signal, "setitimer", _fast_interval(speed.signal.setitimer))
+    swallowed = []
+
+    def stubborn():
+        try:
+            time.sleep(30)
+        except TimeoutError as e:  # as inductor's compile workers do: log and carry on
+            swallowed.append(e)
+        time.sleep(30)
+
+    res = {}
+    run = speed._Run(res, [tmp_path / "a.json"], budget_s=100)
+    t = time.perf_counter()
+    assert not run.section("stubborn", 0, stubborn, limit_s=0.3)
+    assert time.perf_counter() - t < 5 and len(swallowed) == 1
+    assert "TimeoutError" in res["errors"]["stubborn"]
+
+
+def _fast_interval(setitimer):
+    # the repeat interval of the section alarm, shortened so the test takes a second, not 5
+    def patched(which, seconds, interval=0.0):
+        return setitimer(which, seconds, min(interval, 0.3) if interval else interval)
+
+    return patched
+
+
 def test_peer_and_cache_sections_run_on_a_tiny_model(tiny_pipeline, tmp_path):
     # the sections the 2026-12-01 GPU run did not reach, end to end on CPU: diffusers' Lumina2 at our shapes,
     # our step cache on one trajectory, and cache-dit's DBCache where it is installed (a reason where not)
