@@ -620,16 +620,19 @@ def _diffusers_inputs(S):
     return caps, mask, x
 
 
+def _diffusers_step(S, model):
+    """One CFG step of diffusers' model on our step's inputs (one padded, masked batch of two), as fwd()."""
+    caps, mask, x = _diffusers_inputs(S)
+    xx = x.repeat(2, 1, 1, 1).to(caps.dtype)
+    t = torch.full((2,), 0.5, device=x.device, dtype=caps.dtype)
+    return lambda: model(xx, t, caps, mask, return_dict=False)[0]
+
+
 def _diffusers_peers(S, res, R) -> None:
     """diffusers' Lumina2 eager at our shapes; the model stays for DBCache, compile and cache-dit fp8."""
     peers = res["peers"]
     model = S["lumina2"] = _lumina2(S["dit"])
-    caps, mask, x = _diffusers_inputs(S)
-    xx = x.repeat(2, 1, 1, 1).to(caps.dtype)
-    t = torch.full((2,), 0.5, device=x.device, dtype=caps.dtype)
-
-    def fwd():
-        return model(xx, t, caps, mask, return_dict=False)[0]
+    fwd = _diffusers_step(S, model)
 
     with torch.no_grad():
         res["diffusers_eager_s_per_step"] = peers["diffusers_eager"] = _time(fwd, 1, 3)
@@ -642,12 +645,7 @@ def _diffusers_compiled(S, res, R) -> None:
     if model is None:
         peers["diffusers_compiled"] = "not run: the diffusers model did not build"
         return
-    caps, mask, x = _diffusers_inputs(S)
-    xx = x.repeat(2, 1, 1, 1).to(caps.dtype)
-    t = torch.full((2,), 0.5, device=x.device, dtype=caps.dtype)
-
-    def fwd():
-        return model(xx, t, caps, mask, return_dict=False)[0]
+    fwd = _diffusers_step(S, model)
 
     with torch.no_grad():
         # regional compile, as diffusers recommends (its compile_repeated_blocks; Lumina2 in diffusers 0.42
@@ -657,7 +655,7 @@ def _diffusers_compiled(S, res, R) -> None:
             if type(m).__name__ == "Lumina2TransformerBlock":
                 m.compile()
         fwd()
-        _sync(x.device)
+        _sync(S["x"].device)
         res["diffusers_compile_s"] = time.perf_counter() - t0
         res["diffusers_compiled_s_per_step"] = peers["diffusers_compiled"] = _time(fwd, 1, 5)
         print(
@@ -674,12 +672,7 @@ def _cache_dit_fp8(S, res, R) -> None:
         return
     import cache_dit
 
-    caps, mask, x = _diffusers_inputs(S)
-    xx = x.repeat(2, 1, 1, 1).to(caps.dtype)
-    t = torch.full((2,), 0.5, device=x.device, dtype=caps.dtype)
-
-    def fwd():
-        return model(xx, t, caps, mask, return_dict=False)[0]
+    fwd = _diffusers_step(S, model)
 
     res["cache_dit_version"] = getattr(cache_dit, "__version__", "?")
     # diffusers' ModelMixin declares `_repeated_blocks = []`, which cache-dit reads before its config's list
@@ -694,7 +687,7 @@ def _cache_dit_fp8(S, res, R) -> None:
         cache_dit.set_compile_configs()
         t0 = time.perf_counter()
         fwd()
-        _sync(x.device)
+        _sync(S["x"].device)
         res["cache_dit_fp8_compile_s"] = time.perf_counter() - t0
         peers["cache_dit_fp8_compiled"] = _time(fwd, 1, 5)
     print(f"cache-dit fp8 + compile {peers['cache_dit_fp8_compiled']:.4f} s/step", flush=True)
