@@ -52,26 +52,14 @@ def gemma3_4b_text_config():
 
 
 def flux_vae():
+    """The FLUX.1-dev VAE architecture (random weights), from the config newbie ships for ae.safetensors."""
+    import json
+
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=16,
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        norm_num_groups=32,
-        act_fn="silu",
-        mid_block_add_attention=True,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        sample_size=1024,
-        force_upcast=True,
-    )
+    from newbie.loading.comfy import FLUX_VAE_CONFIG
+
+    return AutoencoderKL.from_config(json.loads(FLUX_VAE_CONFIG.read_text()))
 
 
 def write_full_size(root: Path) -> dict:
