@@ -24,30 +24,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def gemma3_4b_text_config():
+    """Spec §3.1: the Gemma3-4B text model's widths, with the structure the ComfyUI loader also uses."""
     from transformers import Gemma3TextConfig
 
-    # spec §3.1: Gemma3-4B text config (5 sliding : 1 global, local theta 1e4, global 1e6 linear x8)
-    layer_types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(34)]
+    from newbie.loading.comfy import gemma3_4b_fields
+
     return Gemma3TextConfig(
-        vocab_size=262208,
-        hidden_size=2560,
-        intermediate_size=10240,
-        num_hidden_layers=34,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        head_dim=256,
-        query_pre_attn_scalar=256,
-        sliding_window=1024,
-        layer_types=layer_types,
-        rope_parameters={
-            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
-            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-        },
-        max_position_embeddings=131072,
-        rms_norm_eps=1e-6,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=1,
+        **gemma3_4b_fields(
+            vocab_size=262208,
+            hidden_size=2560,
+            intermediate_size=10240,
+            num_hidden_layers=34,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+        )
     )
 
 

@@ -29,29 +29,21 @@ TEXT = "two girls under cherry blossoms, one with silver hair holding an umbrell
 
 
 def tiny_text_config():
+    """The 4B structure (5 sliding : 1 global, two RoPE bases, linear x8 on global) at toy width."""
     from transformers import Gemma3TextConfig
 
-    # the 4B structure (5 sliding : 1 global, two RoPE bases, linear x8 on global) at toy width
-    layer_types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(6)]
+    from newbie.loading.comfy import gemma3_4b_fields
+
     return Gemma3TextConfig(
-        vocab_size=4096,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        query_pre_attn_scalar=16,
-        sliding_window=1024,
-        layer_types=layer_types,
-        rope_parameters={
-            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
-            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-        },
-        rms_norm_eps=1e-6,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=1,
+        **gemma3_4b_fields(
+            vocab_size=4096,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=6,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+        )
     )
 
 

@@ -280,15 +280,23 @@ def gemma3_fields(headers: dict, prefix: str, where: str) -> dict:
     q_rows = _shape(headers, prefix + "layers.0.self_attn.q_proj.weight", where, what)[0]
     kv_rows = _shape(headers, prefix + "layers.0.self_attn.k_proj.weight", where, what)[0]
     inter = _shape(headers, prefix + "layers.0.mlp.gate_proj.weight", where, what)[0]
+    return gemma3_4b_fields(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=_layer_count(headers, re.escape(prefix) + r"layers\.(\d+)\."),
+        num_attention_heads=q_rows // head_dim,
+        num_key_value_heads=kv_rows // head_dim,
+        head_dim=head_dim,
+    )
+
+
+def gemma3_4b_fields(**widths) -> dict:
+    """Gemma3TextConfig fields: the given widths (vocab_size, hidden_size, intermediate_size,
+    num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim) with Gemma3-4B-it's structure."""
     return {
-        "vocab_size": vocab,
-        "hidden_size": hidden,
-        "intermediate_size": inter,
-        "num_hidden_layers": _layer_count(headers, re.escape(prefix) + r"layers\.(\d+)\."),
-        "num_attention_heads": q_rows // head_dim,
-        "num_key_value_heads": kv_rows // head_dim,
-        "head_dim": head_dim,
-        "query_pre_attn_scalar": head_dim,
+        **widths,
+        "query_pre_attn_scalar": widths["head_dim"],
         "sliding_window": 1024,
         "max_position_embeddings": 131072,
         "rms_norm_eps": 1e-6,
