@@ -46,14 +46,13 @@ def make_inputs(dit, size: int = 1024, cap_tokens: int = 256, uncond_tokens: int
 def make_step(dit, x, cond, unc, grid, packed: bool = False):
     """One CFG step as the pipeline runs it: two unmasked forwards (RoPE tables built once), or with
     `packed` one forward of both branches side by side (cfg_batching "packed")."""
-    from newbie.sampling.guidance import packed_pair, split_pair, velocity_fn
+    from newbie.sampling.guidance import branch_model, packed_pair, split_pair
 
+    dtype = next(dit.parameters()).dtype
     if packed:
-        pair = packed_pair(dit, cond, unc, (grid, grid), x.device, x.dtype)
+        pair = packed_pair(dit, cond, unc, (grid, grid), x.device, dtype)
     else:
-        rc = dit.rope(cond.cap_mask.sum(1), cond.cap_feats.shape[1], grid, grid)
-        ru = dit.rope(unc.cap_mask.sum(1), unc.cap_feats.shape[1], grid, grid)
-        pair = split_pair(velocity_fn(dit, cond, rc), velocity_fn(dit, unc, ru))
+        pair = split_pair(*(branch_model(dit, e, (grid, grid), x.device, dtype) for e in (cond, unc)))
     return lambda: pair(x, 0.5)
 
 

@@ -87,20 +87,17 @@ def packed_pair(
     dit, cond: TextEmbeds, uncond: TextEmbeds, grid: tuple[int, int], device: torch.device, dtype: torch.dtype
 ) -> Callable[[Tensor, float], Tensor]:
     """[cond; uncond] from one forward of both branches packed side by side along the tokens
-    (NextDiT._packed_forward): the GEMMs run once over 2x the rows, which is faster than two calls."""
+    (NextDiT._packed_forward): the GEMMs run once over 2x the rows; measured on an H200 within 2.3% of two
+    calls, not faster (docs/benchmarks.md, Speed II)."""
     from newbie.model.dit import Rope
 
     c, u = (e.trimmed().to(device, dtype) for e in (cond, uncond))
     rope = Rope.packed([dit.rope(e.cap_mask.sum(1), e.cap_feats.shape[1], *grid) for e in (c, u)])
     feats = torch.cat([c.cap_feats, u.cap_feats], dim=1)
-    pooled = torch.stack([c.pooled, u.pooled], dim=1)
-    dit_dtype = next(dit.parameters()).dtype
-
-    def model(x: Tensor, sigma: float) -> Tensor:
-        t = torch.full((x.shape[0],), 1.0 - sigma, device=x.device, dtype=torch.float32)
-        return -dit(x.to(dit_dtype), t, feats, None, pooled, rope, None).float()
-
-    return model
+    both = TextEmbeds(
+        feats, torch.cat([c.cap_mask, u.cap_mask], dim=1), torch.stack([c.pooled, u.pooled], dim=1)
+    )
+    return velocity_fn(dit, both, rope)
 
 
 def split_pair(model_cond, model_uncond) -> Callable[[Tensor, float], Tensor]:
