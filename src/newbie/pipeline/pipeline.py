@@ -43,7 +43,7 @@ from newbie.precision.guard import NonFinite, all_finite, checked, safe_dtype, s
 from newbie.sampling.guidance import cfg_model
 from newbie.sampling.loop import Start, sample
 from newbie.sampling.samplers import SAMPLERS
-from newbie.sampling.schedules import SCHEDULES, flow_sigmas, img2img_sigmas, schedule_sigmas
+from newbie.sampling.schedules import SCHEDULES, schedule_sigmas
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 NOISES = ("newbie", "comfy")  # initial noise: per-image generators, or ComfyUI's one draw for the batch
@@ -445,11 +445,7 @@ class Pipeline:
         """The sigma grid: text-to-image from 1 to 0, img2img (or a hires pass) from the strength down."""
         if strength is None:
             strength = req.image.strength if req.image is not None else 1.0
-        if req.schedule != "uniform":  # ComfyUI's `simple`, including its denoise < 1 rule for img2img
-            return schedule_sigmas(req.schedule, req.steps, req.shift, strength)
-        if strength < 1.0:
-            return img2img_sigmas(req.steps, req.shift, strength)
-        return flow_sigmas(req.steps, req.shift)
+        return schedule_sigmas(req.schedule, req.steps, req.shift, strength)
 
     def denoise(
         self,
@@ -460,7 +456,6 @@ class Pipeline:
         start: Start | None,
         progress,
         branches,
-        events,
     ) -> torch.Tensor:
         """One sampling pass: noise -> guided model -> sampler, in the denoise stage. The fp16 guard stops
         at the first NaN/Inf and the pass is run again (clamped, then in a safe dtype)."""
@@ -473,11 +468,12 @@ class Pipeline:
                 model = checked(model, "DiT output")
             return sample(SAMPLERS[req.sampler], model, noise, sigmas, start, progress)
 
-    def _denoise_guarded(self, req: Request, *args) -> torch.Tensor:
-        events = args[-1]
+    def _denoise_guarded(
+        self, req: Request, cond, uncond, sigmas, start, progress, branches, events: list[str]
+    ) -> torch.Tensor:
         while True:
             try:
-                return self.denoise(req, *args)
+                return self.denoise(req, cond, uncond, sigmas, start, progress, branches)
             except NonFinite as e:
                 self._fp16_fallback(e, events, req)
 
