@@ -345,8 +345,7 @@ class Pipeline:
         t0 = time.perf_counter()
         with self.stage("text"):
             cond, uncond = self.encode(req, branches.wanted(req), events)
-        with self.stage("vae"):
-            start = self.encode_image(req)  # img2img / inpainting: the input's latent; None for text-to-image
+        start = self.encode_image(req)  # img2img / inpainting: the input's latent; None for text-to-image
         timings["encode_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -355,8 +354,7 @@ class Pipeline:
         if req.hires is not None:
             second = self.hires_request(req)
             sigmas = self.schedule(second, strength=req.hires.strength)
-            with self.stage("vae"):
-                start = Start(self.upscale(latents, req.hires))
+            start = Start(self.upscale(latents, req.hires))
             later = None if progress is None else _renumbered(progress, req.steps, req.total_steps)
             latents = self._denoise_guarded(second, cond, uncond, sigmas, start, later, branches, events)
         _sync(self.device)
@@ -412,11 +410,13 @@ class Pipeline:
         return TextEmbeds.cat([done[p] for p in prompts])
 
     def encode_image(self, req: Request) -> Start | None:
-        """The img2img/inpainting start: the input image VAE-encoded, the mask at latent resolution."""
+        """The img2img/inpainting start: the input image VAE-encoded (in the "vae" stage), the mask at latent
+        resolution. None for text-to-image, which brings no VAE onto the device."""
         image = req.image
         if image is None:
             return None
-        latent = self.codec.encode(image.pixels.to(self.device))
+        with self.stage("vae"):
+            latent = self.codec.encode(image.pixels.to(self.device))
         mask = None if image.mask is None else F.avg_pool2d(image.mask, self.codec.cfg.downscale)
         return Start(latent, mask)
 
@@ -517,12 +517,13 @@ class Pipeline:
 
     def upscale(self, latents: torch.Tensor, h: img2img.HiresSpec) -> torch.Tensor:
         """Finished latents -> the hires pass's starting latents: bicubic in latent space, or Lanczos on the
-        decoded pixels and a VAE encode."""
+        decoded pixels and a VAE encode (only then in the "vae" stage)."""
         f = self.codec.cfg.downscale
         if h.upscaler == "latent":
             return img2img.upscale_latents(latents, h.height // f, h.width // f)
-        pixels = img2img.upscale_pixels(to_pil(self.codec.decode(latents)), h.width, h.height)
-        return self.codec.encode(pixels.to(self.device))
+        with self.stage("vae"):
+            pixels = img2img.upscale_pixels(to_pil(self.codec.decode(latents)), h.width, h.height)
+            return self.codec.encode(pixels.to(self.device))
 
     def _decode_guarded(self, latents: torch.Tensor, events: list[str]) -> torch.Tensor:
         images = self.codec.decode(latents)
