@@ -167,8 +167,8 @@ def cmd_generate(args) -> int:
 
 def from_image(args):
     """--from: (recipe, None) for a newbie PNG, (None, ComfyImport) for a ComfyUI PNG, else a one-line error."""
-    from newbie.pipeline.comfy_png import is_comfy, png_chunks, read_comfy_png
-    from newbie.pipeline.recipe import PNG_KEY, Recipe
+    from newbie.pipeline.comfy_png import is_comfy, read_comfy_png
+    from newbie.pipeline.recipe import PNG_KEY, Recipe, png_chunks
 
     path = Path(args.from_image)
     info = png_chunks(path)

@@ -43,11 +43,14 @@ class TextEmbeds:
         return TextEmbeds(torch.cat(feats), torch.cat(masks), torch.cat([p.pooled for p in parts]))
 
 
+PROMPT_START = "<Prompt Start>"  # ends the system prompt in NewBie's Gemma input (and in ComfyUI's workflows)
+
+
 def gemma_text(prompt: str, cfg: TextConfig) -> str:
     """What Gemma reads: the training system prompt for the prompt's kind, then the prompt.
     An empty prompt (the default negative) stays empty, as in the official sampler. A prompt that already
     carries a system prompt (ComfyUI workflows put one before "<Prompt Start>") is read as written."""
-    if not prompt or "<Prompt Start>" in prompt:
+    if not prompt or PROMPT_START in prompt:
         return prompt
     system = cfg.system_prompt_xml if prompt_kind(prompt) == "xml" else cfg.system_prompt_text
     return system + prompt

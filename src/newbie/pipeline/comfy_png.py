@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newbie.errors import NewbieError
+from newbie.model.text import PROMPT_START
+from newbie.pipeline.recipe import png_chunks
 from newbie.pipeline.request import Settings
 
 # ComfyUI sampler name -> ours, and a note when ours is not the same update rule.
@@ -71,7 +73,6 @@ WIDGETS = {
     "StringConcatenate": ("string_a", "string_b", "delimiter"),
     "UNETLoader": ("unet_name", "weight_dtype"),
 }
-SYSTEM_MARK = "<Prompt Start>"
 
 
 @dataclass
@@ -81,18 +82,6 @@ class ComfyImport:
     settings: Settings
     notes: list[str] = field(default_factory=list)
     source: str = "prompt"  # the chunk read: "prompt" (API graph) or "workflow" (editor graph)
-
-
-def png_chunks(path: Path) -> dict:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return dict(im.info)
-    except FileNotFoundError:
-        raise NewbieError(f"{path}: no such image") from None
-    except (OSError, UnidentifiedImageError) as e:
-        raise NewbieError(f"{path}: not a readable image ({e})") from None
 
 
 def is_comfy(info: dict) -> bool:
@@ -338,7 +327,7 @@ def settings_from_graph(graph: dict) -> tuple[Settings, list[str]]:
     if not prompt.strip():
         raise NewbieError("the positive prompt text is empty")
     for text in (prompt, negative):
-        if SYSTEM_MARK in text:
+        if PROMPT_START in text:
             notes.append(
                 "note: the text carries its own system prompt (up to '<Prompt Start>'); newbie feeds it "
                 "as written, as ComfyUI does"

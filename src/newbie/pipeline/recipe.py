@@ -69,16 +69,21 @@ class Recipe:
         )
 
 
-def read_recipe(path: Path) -> Recipe:
+def png_chunks(path: Path) -> dict:
+    """A PNG's text chunks (newbie's recipe, ComfyUI's graphs, A1111's parameters)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            text = im.info.get(PNG_KEY)
+            return dict(im.info)
     except FileNotFoundError:
         raise NewbieError(f"{path}: no such image") from None
     except (OSError, UnidentifiedImageError) as e:
         raise NewbieError(f"{path}: not a readable image ({e})") from None
+
+
+def read_recipe(path: Path) -> Recipe:
+    text = png_chunks(path).get(PNG_KEY)
     if not text:
         raise NewbieError(f"{path}: this PNG carries no newbie recipe")
     return Recipe.from_json(text)
