@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from newbie.adapters.adapter import Adapter, linear_shapes, load_adapter
 from newbie.adapters.deltas import Delta
 from newbie.errors import NewbieError
+from newbie.precision.fp8 import plain_float_weight
 
 CACHE_SIZE = 8  # parsed adapters kept in memory (CPU), most recently used first
 
@@ -99,7 +100,7 @@ class AdapterStack:
             for name, delta in a.adapter.deltas.items():
                 per_layer.setdefault(name, []).append((delta, a.strength))
         notes = []
-        if fused and not all(_plain(modules[name]) for name in per_layer):
+        if fused and not all(plain_float_weight(modules[name]) for name in per_layer):
             fused = False
             notes.append(
                 "adapters applied unfused: the transformer's weights are quantized, so they cannot be fused"
@@ -166,14 +167,6 @@ class AdapterStack:
             total = total + s * d.to(w.device, torch.float32).weight()
         with torch.no_grad():
             w.copy_(total.to(w.dtype))
-
-
-def _plain(module: nn.Module) -> bool:
-    w = getattr(module, "weight", None)
-    # fp8 weights (precision/fp8.Float8Linear) are plain tensors but carry a separate scale: not fusable
-    return (
-        w is not None and type(w.detach()) is torch.Tensor and w.is_floating_point() and w.element_size() > 1
-    )
 
 
 def parse_lora(text: str | Path) -> tuple[str, float]:

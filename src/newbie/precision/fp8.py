@@ -139,12 +139,15 @@ def concat_rows(parts: list[Float8Linear]) -> Float8Linear:
     return out
 
 
-def _plain_linear(m: nn.Module) -> bool:
-    # a torchao-quantized Linear keeps its class with a tensor-subclass weight: leave those alone
+def plain_float_weight(m: nn.Module) -> bool:
+    """The module's weight is a plain tensor of 16- or 32-bit floats: not a torchao tensor subclass (a
+    quantized Linear keeps its class) and not fp8 (a Float8Linear's weight needs its separate scale)."""
     w = getattr(m, "weight", None)
-    return (
-        type(m) is nn.Linear and type(w.detach()) is Tensor and w.is_floating_point() and w.element_size() > 1
-    )
+    return w is not None and type(w.detach()) is Tensor and w.is_floating_point() and w.element_size() > 1
+
+
+def _plain_linear(m: nn.Module) -> bool:
+    return type(m) is nn.Linear and plain_float_weight(m)
 
 
 def quantize_linears(model: nn.Module, prefixes: tuple[str, ...], exclude: tuple[str, ...] = (), **kw) -> int:
