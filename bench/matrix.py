@@ -23,11 +23,9 @@ import gc
 import json
 import math
 import os
-import signal
 import sys
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -38,6 +36,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
+
+from newbie.bench.time_limit import time_limit  # noqa: E402 - after the path to the package
 
 GIB = 2**30
 LABELS: list[tuple[str, float | None]] = [
@@ -251,7 +251,8 @@ def run_cell(pipe, setup: Setup, workflow: str, plan) -> dict:
     t0 = time.perf_counter()
     try:
         kw = generate_kwargs(setup, "txt2img" if workflow in ("compile", "fp16_overflow") else workflow)
-        with time_limit(setup.compile_limit if workflow == "compile" else 0):
+        limit = setup.compile_limit if workflow == "compile" else 0
+        with time_limit(limit, CellTimeout, f"the cell ran past its {limit:g} s limit"):
             if workflow == "compile":
                 cell["compile_s"] = round(pipe.compile(backend="inductor" if setup.cuda else "eager"), 2)
             gen = pipe.generate(setup.prompt, **kw)
@@ -306,25 +307,6 @@ def per_label(cell: dict, labels: list[tuple[str, float | None]]) -> list[dict]:
 
 class CellTimeout(Exception):
     pass
-
-
-@contextmanager
-def time_limit(seconds: float):
-    """Bound a cell's wall time (compile can recompile for minutes); 0 = no limit. Main thread, POSIX."""
-    if not seconds or not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def expired(signum, frame):
-        raise CellTimeout(f"the cell ran past its {seconds:g} s limit")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(int(seconds))
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def check_images(gen, batch: int, workflow: str) -> list[str]:

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from newbie.bench.compile_child import compile_dit, make_dit, make_inputs, make_step
-from newbie.bench.speed import _time, matmul_tflops, run_header, step_flops
+from newbie.bench.compile_child import compile_dit, make_dit, make_inputs, make_step, run_child
+from newbie.bench.speed import _Run, _time, matmul_tflops, run_header, step_flops
 from newbie.model import fused
 
 
@@ -59,30 +57,17 @@ def main() -> None:
         "--only-warm", action="store_true", help="only the compile children: cold, then warm twice"
     )
     args = ap.parse_args()
-    t_start = time.perf_counter()
     torch._dynamo.config.cache_size_limit = 64
     res: dict = run_header("random weights at the real shapes: speed and numerics only, not picture quality")
     name = res["device"].replace("NVIDIA ", "").replace(" ", "-").lower()
     path = Path(args.out) / f"speed-diag-{name}-{res['date']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    def save():
-        res["elapsed_s"] = round(time.perf_counter() - t_start, 1)
-        path.write_text(json.dumps(res, indent=1, default=str))
+    R = _Run(res, [path], args.budget_s)  # each section within the budget, failures recorded, JSON rewritten
+    save = R.save
 
     def section(name, fn, need_s):
-        if time.perf_counter() - t_start + need_s > args.budget_s:
-            res[name] = f"not run: {need_s} s needed, budget {args.budget_s} s"
-            save()
-            return
-        t = time.perf_counter()
-        try:
-            fn()
-        except Exception as e:  # record and go on: every later number still counts
-            res[name] = f"failed: {type(e).__name__}: {str(e)[:400]}"
-        res.setdefault("section_s", {})[name] = round(time.perf_counter() - t, 1)
-        save()
-        print(name, res["section_s"][name], "s", flush=True)
+        R.section(name, need_s, fn)
 
     cache_dir = fused.compile_cache(f"/tmp/newbie-diag-{int(time.time())}")
     S: dict = {}
@@ -134,6 +119,12 @@ def main() -> None:
         res["best_s_per_step"] = best
         res["best_pct_of_ceiling"] = res["flops_per_step"] / best / 1e12 / res["matmul_tflops"]
 
+    def child(*flags) -> dict | str:
+        try:
+            return run_child(cache_dir, "--timeline", *flags, timeout=150)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            return f"failed: {e}"
+
     def warm_children():
         out = {}
         for label, extra in (
@@ -141,13 +132,10 @@ def main() -> None:
             ("cudnn_packed", ["--attention", "auto", "--packed"]),
             ("flash_split", ["--attention", "flash"]),
         ):
-            if time.perf_counter() - t_start + 40 > args.budget_s:
+            if R.left() < 40:
                 out[label] = "not run: budget"
                 continue
-            cmd = [sys.executable, "-m", "newbie.bench.compile_child", "--cache-dir", cache_dir, "--timeline"]
-            r = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=120, check=False)
-            lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-            out[label] = json.loads(lines[-1]) if lines else f"exit {r.returncode}: {r.stderr[-600:]}"
+            out[label] = child(*extra)
             res["warm_children"] = out
             save()
         res["warm_children"] = out
@@ -179,21 +167,7 @@ def main() -> None:
     def children_only():
         out = {}
         for label in ("cold", "warm", "warm_again"):
-            cmd = [sys.executable, "-m", "newbie.bench.compile_child", "--cache-dir", cache_dir, "--timeline"]
-            r = subprocess.run(
-                cmd,
-                capture_output=True,
-                text=True,
-                timeout=150,
-                check=False,
-                env={**os.environ, "TORCH_LOGS": "recompiles"},
-            )
-            lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-            out[label] = json.loads(lines[-1]) if lines else f"exit {r.returncode}: {r.stderr[-600:]}"
-            if isinstance(out[label], dict):
-                out[label]["recompile_reasons"] = [
-                    ln.strip()[:300] for ln in r.stderr.splitlines() if "guard failure" in ln or "- 0/" in ln
-                ][:16]
+            out[label] = child()
             res["compile_children"] = out
             save()
 

@@ -73,7 +73,9 @@ def test_a_hung_section_is_stopped_and_the_run_goes_on(tmp_path):
 def test_a_section_that_swallows_the_first_stop_is_stopped_again(tmp_path, monkeypatch):
     import time
 
-    monkeypatch.setattr(speed.signal, "setitimer", _fast_interval(speed.signal.setitimer))
+    from newbie.bench import time_limit
+
+    monkeypatch.setattr(time_limit.signal, "setitimer", _fast_interval(time_limit.signal.setitimer))
     swallowed = []
 
     def stubborn():

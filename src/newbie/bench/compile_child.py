@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -142,6 +145,26 @@ def main(argv=None) -> dict:
     }
     print(json.dumps(res, default=str))
     return res
+
+
+def run_child(cache_dir: str, *flags: str, timeout: float = 150.0) -> dict:
+    """This module in a fresh process on `cache_dir` (a restarted server's compile), with dynamo's recompile
+    log on: its JSON line, plus `recompile_reasons` (which guard split the blocks' graphs). A failed child
+    raises RuntimeError with the end of its stderr."""
+    cmd = [sys.executable, "-m", "newbie.bench.compile_child", "--cache-dir", cache_dir, *flags]
+    env = {**os.environ, "TORCH_LOGS": "recompiles"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode or not lines:
+        raise RuntimeError(f"compile child exited {r.returncode}: {r.stderr.strip()[-300:]}")
+    child = json.loads(lines[-1])
+    err = r.stderr.splitlines()
+    child["recompile_reasons"] = [
+        " | ".join(ln.strip()[:300] for ln in err[i : i + 4])
+        for i, ln in enumerate(err)
+        if "Recompiling function" in ln
+    ][:12]
+    return child
 
 
 def _summarise(rows: list) -> list:

@@ -19,15 +19,13 @@ import importlib.util
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from newbie.bench.time_limit import time_limit
 from newbie.errors import NewbieError
 
 
@@ -183,27 +181,17 @@ class _Run:
             self.save()
             return False
         limit = max(1.0, min(limit_s or math.inf, self.left()))
-
-        def stop(signum, frame):
-            raise TimeoutError(f"stopped after {limit:.0f} s (section limit)")
-
         t = time.perf_counter()
         ok = True
-        previous = signal.signal(signal.SIGALRM, stop)
-        # repeated every 5 s: code that swallows the first TimeoutError (inductor's compile workers log and go
-        # on: cache-dit's compile ran 336 s past a 90 s limit, H200 2026-12-01) meets the next one
-        signal.setitimer(signal.ITIMER_REAL, limit, 5.0)
         try:
-            fn()
+            with time_limit(limit, message=f"stopped after {limit:.0f} s (section limit)"):
+                fn()
         except Exception as e:  # noqa: BLE001 - a bench reports why a section failed, and goes on
             import traceback
 
             traceback.print_exc()
             self.res.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:400]
             ok = False
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
         self.res.setdefault("section_s", {})[name] = round(time.perf_counter() - t, 1)
         print(f"[{time.perf_counter() - self.t0:6.1f} s] {name} {'done' if ok else 'FAILED'}", flush=True)
         self.save()
@@ -214,7 +202,7 @@ def run(args) -> int:
     if not torch.cuda.is_available():
         raise NewbieError("newbie bench speed needs a CUDA GPU")
     import newbie
-    from newbie.bench.compile_child import compile_dit, make_inputs, make_step
+    from newbie.bench.compile_child import compile_dit, make_inputs, make_step, run_child
     from newbie.model import fused
 
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -333,37 +321,12 @@ def run(args) -> int:
         )
 
     def warm():
-        cmd = [
-            sys.executable,
-            "-m",
-            "newbie.bench.compile_child",
-            "--attention",
-            S["backend"],
-            "--cache-dir",
-            cache_dir,
-            "--size",
-            str(args.size),
-            "--timeline",
-        ]
-        cmd += ["--packed"] if S.get("packed") else []
+        flags = ["--attention", S["backend"], "--size", str(args.size), "--timeline"]
+        flags += ["--packed"] if S.get("packed") else []
         # global state is part of inductor's cache key: the child must match this process, as a restarted
         # server matches its predecessor (without it every graph missed the cache, H200 2026-12-01)
-        cmd += ["--tf32"] if torch.backends.cuda.matmul.allow_tf32 else []
-        # dynamo's reasons for each recompile: which guard (shape, stride, attribute) split the blocks' graphs
-        env = {**os.environ, "TORCH_LOGS": "recompiles"}
-        r = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=max(30, R.left() - 5), check=False, env=env
-        )
-        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-        if r.returncode or not lines:
-            raise RuntimeError(f"compile child exited {r.returncode}: {r.stderr.strip()[-300:]}")
-        child = json.loads(lines[-1])
-        err = r.stderr.splitlines()
-        child["recompile_reasons"] = [
-            " | ".join(ln.strip()[:300] for ln in err[i : i + 4])
-            for i, ln in enumerate(err)
-            if "Recompiling function" in ln
-        ][:12]
+        flags += ["--tf32"] if torch.backends.cuda.matmul.allow_tf32 else []
+        child = run_child(cache_dir, *flags, timeout=max(30, R.left() - 5))
         res["compile_warm_s"] = child["compile_warm_s"]
         res["compile_warm_detail"] = child
         print(f"compile warm (second process) {res['compile_warm_s']:.1f} s", flush=True)

@@ -1,0 +1,30 @@
+"""A wall-clock limit for one bench section or cell (main thread, POSIX): compile and GPU work can run for
+minutes past what a device call has left."""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+
+
+@contextmanager
+def time_limit(
+    seconds: float, error: type[Exception] = TimeoutError, message: str = "", repeat_s: float = 5.0
+):
+    """Raise `error(message)` in the block once `seconds` have passed, and again every `repeat_s` after: code
+    that swallows the first one (inductor's compile workers log it and go on: cache-dit's compile ran 336 s
+    past a 90 s limit, H200 2026-12-01) meets the next. 0 or no SIGALRM: no limit."""
+    if not seconds or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expired(signum, frame):
+        raise error(message or f"stopped after {seconds:g} s (time limit)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds, repeat_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
