@@ -48,3 +48,30 @@ def test_bad_combinations_are_refused_in_one_line(tiny_model_dir, tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_comfy_dir_reaches_the_preflight_and_every_process(tiny_model_dir, tmp_path, monkeypatch):
+    # --parallel used to drop --comfy-dir: the heads were checked on the demo model and every process loaded
+    # the demo model. The fake folder's transformer carries the tiny model's config (2 KV heads; the demo
+    # model has 3, which sp:2 would not divide).
+    import shutil
+
+    from newbie.parallel import runner
+
+    models = tmp_path / "models"
+    (models / "diffusion_models").mkdir(parents=True)
+    (models / "diffusion_models" / "NewBie-Image-Exp0.1-bf16.safetensors").write_bytes(b"")
+    shutil.copy(
+        tiny_model_dir / "transformer" / "config.json",
+        models / "diffusion_models" / "NewBie-Image-Exp0.1-bf16.config.json",
+    )
+    seen = {}
+
+    def fake_generate(layout, placement, load, *args, **kwargs):
+        seen.update(load)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(runner, "generate", fake_generate)
+    with pytest.raises(SystemExit):
+        main(["generate", *ARGS, "--comfy-dir", str(models), "--parallel", "sp:2", "--device", "cpu"])
+    assert seen["comfy_dir"] == str(models) and seen["path"] is None

@@ -68,13 +68,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_from_args(args, **overrides):
-    """`newbie.load()` from the shared model arguments (add_model_args); `overrides` win over the flags
-    (e.g. a recipe's dtypes, another device, the plan's size). Sets the step cache from --step-cache."""
-    from newbie import load
-
-    kwargs = dict(
-        device=getattr(args, "device", None),
+def load_kwargs(args) -> dict:
+    """`newbie.load()`'s model arguments from the shared flags (add_model_args), the model as `path`: what each
+    process of --parallel loads; load_from_args adds the device and the memory budget."""
+    return dict(
+        path=getattr(args, "model", None),
         dtype=getattr(args, "dtype", "auto"),
         text_dtype=getattr(args, "text_dtype", None),
         vae_dtype=getattr(args, "vae_dtype", "fp32"),
@@ -82,11 +80,21 @@ def load_from_args(args, **overrides):
         clip_model=getattr(args, "clip_model", None),
         vae=getattr(args, "vae", None),
         comfy_dir=getattr(args, "comfy_dir", None),
-        vram=getattr(args, "vram", None),
         quantize=getattr(args, "quantize", None),
     )
-    kwargs.update(overrides)
-    pipe = load(getattr(args, "model", None), **kwargs)
+
+
+def load_from_args(args, **overrides):
+    """`newbie.load()` from the shared model arguments (add_model_args); `overrides` win over the flags
+    (e.g. a recipe's dtypes, another device, the plan's size). Sets the step cache from --step-cache."""
+    from newbie import load
+
+    kwargs = {
+        **load_kwargs(args),
+        "device": getattr(args, "device", None),
+        "vram": getattr(args, "vram", None),
+    }
+    pipe = load(**{**kwargs, **overrides})
     if getattr(args, "step_cache", 0.0):
         pipe.step_cache = args.step_cache
     return pipe

@@ -17,12 +17,19 @@ HELP = (
 )
 
 
-def model_heads(model: str | None) -> tuple[int, int]:
-    """(n_heads, n_kv_heads) of a model folder's transformer, from its config.json (no weights read)."""
+def model_heads(model: str | None, comfy_dir: str | None = None) -> tuple[int, int]:
+    """(n_heads, n_kv_heads) of a model folder's transformer (or --comfy-dir's), from its config (no weights
+    read)."""
     from newbie.config import SPECS
     from newbie.loading.dit import config_from_json, dit_source
 
     base = SPECS["newbie-exp0.1"].dit
+    if model is None and comfy_dir is not None:
+        from newbie.loading.comfy import find_comfy_files
+
+        model = find_comfy_files(comfy_dir)[0]["transformer"]
+        if model is None:
+            raise NewbieError(f"--comfy-dir {comfy_dir}: no transformer file in diffusion_models/ or unet/")
     if model is None:
         from newbie.demo.model import default_model
 
@@ -37,7 +44,13 @@ def model_heads(model: str | None) -> tuple[int, int]:
 
 
 def preflight(
-    text: str, model: str | None, device: str | None, *, compile: bool = False, vram: str | None = None
+    text: str,
+    model: str | None,
+    device: str | None,
+    *,
+    compile: bool = False,
+    vram: str | None = None,
+    comfy_dir: str | None = None,
 ):
     """--parallel and the flags it meets -> (Layout, Placement), or a one-line NewbieError."""
     from newbie.parallel.launch import Placement
@@ -48,26 +61,13 @@ def preflight(
         raise NewbieError("--parallel and --vram cannot be combined (each process holds the whole model)")
     if compile and layout.sp > 1:
         raise NewbieError("--compile and --parallel sp:N cannot be combined yet; drop one")
-    check_heads(*model_heads(model), layout.sp)
+    check_heads(*model_heads(model, comfy_dir), layout.sp)
     return layout, Placement.for_world(layout.world, device)
-
-
-def load_kwargs(args) -> dict:
-    return {
-        "path": args.model,
-        "dtype": args.dtype,
-        "text_dtype": args.text_dtype,
-        "vae_dtype": args.vae_dtype,
-        "text_encoder": args.text_encoder,
-        "clip_model": args.clip_model,
-        "vae": args.vae,
-        "quantize": getattr(args, "quantize", None),
-    }
 
 
 def cmd_generate_parallel(args) -> int:
     """`newbie generate` with --parallel (called by newbie.cli.main before anything is loaded)."""
-    from newbie.cli.model_args import settings_from_args
+    from newbie.cli.model_args import load_kwargs, settings_from_args
     from newbie.cli.output import write_generation
     from newbie.parallel.runner import generate
 
@@ -79,7 +79,12 @@ def cmd_generate_parallel(args) -> int:
     if out.suffix.lower() != ".png":
         raise NewbieError(f"--out must be a .png path, got '{out}'")
     layout, placement = preflight(
-        args.parallel, args.model, args.device, compile=args.compile, vram=getattr(args, "vram", None)
+        args.parallel,
+        args.model,
+        args.device,
+        compile=args.compile,
+        vram=getattr(args, "vram", None),
+        comfy_dir=getattr(args, "comfy_dir", None),
     )
     request = settings_from_args(args)
     settings = {f: getattr(request, f) for f in request.fields() if f not in ("prompt", "negative")}

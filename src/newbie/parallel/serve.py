@@ -173,7 +173,8 @@ def parallel_service(args, limits):
     """The JobService of `newbie serve --parallel`: one GroupRunner per `world` devices."""
     import torch
 
-    from newbie.parallel.cli import load_kwargs, preflight
+    from newbie.cli.model_args import load_kwargs
+    from newbie.parallel.cli import preflight
     from newbie.serve.service import JobService
 
     devices = [d.strip() for d in (args.device or "").split(",") if d.strip()]
@@ -183,6 +184,7 @@ def parallel_service(args, limits):
         "cpu",
         compile=getattr(args, "compile", False),
         vram=getattr(args, "vram", None),
+        comfy_dir=getattr(args, "comfy_dir", None),
     )
     if devices in ([], ["cuda"]) and torch.cuda.is_available():
         devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
