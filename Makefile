@@ -27,6 +27,5 @@ clean:
 
 # dit.py from before sequence parallelism, for `bench/parallel.py --overhead --baseline-file` on a machine
 # without .git (the GPU machine): a git-ignored folder (.git/info/exclude) that the run carries.
-gpu-baseline:
-	grep -qxF '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
-	mkdir -p .gpu && git show b160d09~1:src/newbie/model/dit.py > .gpu/dit.tmp && mv .gpu/dit.tmp .gpu/dit_before_sp.py
+gpu-baseline: $(STAMP)
+	$(BIN)/python bench/parallel.py --write-baseline .gpu/dit_before_sp.py

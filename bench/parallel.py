@@ -100,6 +100,7 @@ def parse_args():
         help="with --overhead: a saved copy of the old dit.py instead of --baseline-rev (no git needed;"
         " `make gpu-baseline` writes .gpu/dit_before_sp.py)",
     )
+    ap.add_argument("--write-baseline", metavar="PATH", help="save dit.py at --baseline-rev to PATH and stop")
     args = ap.parse_args()
     args.sizes = [int(s) for s in (args.sizes or ("128" if args.cpu else "1024,2048")).split(",")]
     args.steps = args.steps or (2 if args.cpu else 8)
@@ -518,6 +519,12 @@ def main() -> None:
     args = parse_args()
     kind = "cpu" if args.cpu else "gpu"
     try:
+        if args.write_baseline:  # for a machine without the repository (--baseline-file there)
+            out = Path(args.write_baseline)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(baseline_source(args.baseline_rev))
+            print(out)
+            return
         if args.overhead:
             res = overhead(args)
             path = _out_path(args, f"parallel-overhead-{kind}-{res['date']}.json")

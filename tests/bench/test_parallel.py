@@ -34,10 +34,12 @@ needs_history = pytest.mark.skipif(not _has_baseline_rev(), reason="no git histo
 
 
 @pytest.fixture
-def saved_baseline(tmp_path):
-    """What `make gpu-baseline` writes, here into tmp."""
-    path = tmp_path / "dit_before_sp.py"
-    path.write_text(_parallel().baseline_source(_parallel().BASELINE_REV))
+def saved_baseline(tmp_path, monkeypatch, capsys):
+    """What `make gpu-baseline` writes (bench/parallel.py --write-baseline), here into tmp."""
+    path = tmp_path / "gpu" / "dit_before_sp.py"
+    _main(monkeypatch, "--write-baseline", str(path))
+    assert capsys.readouterr().out.strip() == str(path)
+    assert path.read_text() == _parallel().baseline_source(_parallel().BASELINE_REV)
     return path
 
 
