@@ -239,7 +239,7 @@ class NextDiT(nn.Module):
             cap_len = cap_mask.sum(1) if cap_mask is not None else torch.full((b,), n_cap, device=x.device)
             rope = self.rope(cap_len, n_cap, h // p, w // p)
 
-        if rope is not None and rope.segments is not None:
+        if rope.segments is not None:
             return self._packed_forward(x, t, cap_feats, pooled, rope)
         t_emb = self.t_embedder(t.to(x.dtype))
         clip_emb = self.clip_text_pooled_proj(pooled.to(x.dtype))
@@ -263,11 +263,7 @@ class NextDiT(nn.Module):
         joint_mask = None
         if cap_mask is not None:
             joint_mask = torch.cat([cap_mask, cap_mask.new_ones(b, img.shape[1])], dim=1)
-        if cache is None:
-            for block in self.layers:
-                joint = block(joint, rope, joint_mask, adaln)
-        else:
-            joint = self._cached_layers(joint, rope, joint_mask, adaln, cache)
+        joint = self._joint_layers(joint, rope, joint_mask, adaln, cache)
 
         out = self.final_layer(joint[:, n_cap:], adaln)
         return self.unpatchify(out, h, w)
@@ -308,8 +304,7 @@ class NextDiT(nn.Module):
         caps = cap.split(cap_lens, dim=1)
         imgs = img.split(n_img, dim=1)
         joint = torch.cat([piece for pair in zip(caps, imgs) for piece in pair], dim=1)
-        for block in self.layers:
-            joint = block(joint, rope, None, adaln)
+        joint = self._joint_layers(joint, rope, None, adaln, None)
         outs = [
             self.final_layer(joint[:, s + n : s + seg], adaln[:, i])
             for i, (s, n, seg) in enumerate(zip(seg_starts, cap_lens, segments))
@@ -349,13 +344,18 @@ class NextDiT(nn.Module):
         cos = torch.cat([cap_rope.cos, img_rope.cos], dim=1)
         joint_rope = Rope(cos, torch.cat([cap_rope.sin, img_rope.sin], dim=1), joint_shard)
         mask = sp.joint_mask(cap_mask, cap_shard, img_shard)
-        if cache is None:
-            for block in self.layers:
-                joint = block(joint, joint_rope, mask, adaln)
-        else:
-            joint = self._cached_layers(joint, joint_rope, mask, adaln, cache)
+        joint = self._joint_layers(joint, joint_rope, mask, adaln, cache)
         out = self.final_layer(joint[:, c1 - c0 :], adaln)
         return self.unpatchify(img_shard.gather(out, list(img_shard.sizes)), h, w)
+
+    def _joint_layers(
+        self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache | None
+    ) -> Tensor:
+        if cache is not None:
+            return self._cached_layers(joint, rope, mask, adaln, cache)
+        for block in self.layers:
+            joint = block(joint, rope, mask, adaln)
+        return joint
 
     def _cached_layers(
         self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache
