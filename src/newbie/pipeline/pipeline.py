@@ -52,6 +52,14 @@ SPEC_FILE = (
 )
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """The compute device: the one asked for (refused when it is CUDA and there is none), else CUDA if any."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NewbieError("device 'cuda' was asked for but no CUDA GPU is available")
+    return dev
+
+
 def parse_dtype(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
@@ -682,9 +690,7 @@ def load(
         from newbie.demo.model import default_model
 
         path, notice = default_model()
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NewbieError("device 'cuda' was asked for but no CUDA GPU is available")
+    dev = resolve_device(device)
     dit_dtype = parse_dtype(dtype, dev)
     names = {
         "dit": dit_dtype,

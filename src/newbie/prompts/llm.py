@@ -620,25 +620,20 @@ def load_gemma_only(model=None, text_encoder=None, device: str | None = None, dt
     Jina or VAE: for `newbie prompt expand --llm`, which needs only the chat model."""
     from newbie.loading.folder import locate
     from newbie.loading.text import load_gemma, load_tokenizer
+    from newbie.pipeline.pipeline import DTYPES, parse_dtype, resolve_device
 
     notice = ""
     if model is None:
         from newbie.demo.model import default_model
 
         model, notice = default_model()
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NewbieError("device 'cuda' was asked for but no CUDA GPU is available")
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    if dtype == "auto":
-        dtype = "bf16" if dev.type == "cuda" else "fp32"
-    if dtype not in dtypes:
-        raise NewbieError(f"unknown dtype '{dtype}' (choose from auto, {', '.join(dtypes)})")
+    dev = resolve_device(device)
+    dtype = parse_dtype(dtype, dev)
     folder = locate(model, text_encoder)
     if folder.text_encoder is None:
         raise NewbieError(
             f"{folder.name}: no Gemma3 text encoder (text_encoder/); give --text-encoder, "
             "or drop --llm for the rule-based expander"
         )
-    gemma = load_gemma(folder.text_encoder, dtypes[dtype], dev)
+    gemma = load_gemma(folder.text_encoder, DTYPES[dtype], dev)
     return gemma, load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma"), dev, notice
