@@ -37,9 +37,13 @@ def _vae_config(folder: Path) -> dict:
         raise CheckpointError(f"{folder / 'config.json'}: unreadable VAE config ({e})") from None
 
 
-def _diffusers_names(headers: dict) -> dict[str, str]:
-    """file key -> diffusers key: BFL/LDM names (ae.safetensors) mapped, diffusers names kept."""
-    return comfy.bfl_vae_names(headers) if comfy.is_bfl_vae(headers) else {k: k for k in headers}
+def _diffusers_names(model, headers: dict, where: str) -> dict[str, str]:
+    """file key -> diffusers key: diffusers names kept; BFL/LDM names (ae.safetensors) mapped, after checking
+    the file against `model` so that problems are named in the file's own (BFL) key names."""
+    if not comfy.is_bfl_vae(headers):
+        return {k: k for k in headers}
+    comfy.check_bfl_vae_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, headers, where)
+    return comfy.bfl_vae_names(headers)
 
 
 def check_vae(folder: Path, headers: dict) -> None:
@@ -47,11 +51,7 @@ def check_vae(folder: Path, headers: dict) -> None:
 
     raw = _vae_config(folder)
     model = build_empty(lambda: AutoencoderKL.from_config(raw), "meta")
-    if comfy.is_bfl_vae(headers):  # problems named in the file's own (BFL) key names
-        comfy.check_bfl_vae_keys(
-            {k: tuple(v.shape) for k, v in model.state_dict().items()}, headers, str(folder)
-        )
-    names = _diffusers_names(headers)
+    names = _diffusers_names(model, headers, str(folder))
     renamed = {names[k]: {"shape": comfy.bfl_attention_shape(k, h["shape"])} for k, h in headers.items()}
     check_keys(model, meta_tensors(renamed), str(folder), "VAE")
 
@@ -68,12 +68,8 @@ def load_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu"):
     )
     files = component_files(folder)
     headers = read_headers(files)  # damaged files fail here with the file named
-    names = _diffusers_names(headers)
     model = build_empty(lambda: AutoencoderKL.from_config(raw), device)
-    if comfy.is_bfl_vae(headers):
-        comfy.check_bfl_vae_keys(
-            {k: tuple(v.shape) for k, v in model.state_dict().items()}, headers, str(folder)
-        )
+    names = _diffusers_names(model, headers, str(folder))
     sd = {
         names[k]: t.reshape(comfy.bfl_attention_shape(k, tuple(t.shape)))
         for k, t in load_tensors(files, dtype=dtype, device=device).items()
