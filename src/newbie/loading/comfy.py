@@ -105,9 +105,9 @@ def check_role(path: Path, component: str) -> None:
         )
 
 
-def describe(path: Path) -> str:
-    """A component's format in words, for `newbie inspect` (a damaged file's header error propagates)."""
-    return FORMATS["folder"] if path.is_dir() else FORMATS[file_format(read_header(path))]
+def describe(path: Path, headers: dict) -> str:
+    """A component's format in words, for `newbie inspect`, from its already read header."""
+    return FORMATS["folder"] if path.is_dir() else FORMATS[file_format(headers)]
 
 
 # -- finding the files in a ComfyUI models/ folder --

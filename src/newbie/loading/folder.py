@@ -169,7 +169,7 @@ def inspect_folder(folder: ModelFolder, dit_base: DiTConfig) -> list[ComponentRe
                     else (dit_source(path)[0] if name == "transformer" else weight_files(path))
                 )
                 headers = read_headers(files)
-                rep.format = describe(path)
+                rep.format = describe(path, headers)
                 # the embedded tokenizer's bytes are not parameters
                 rep.params, rep.dtype = _summary({k: h for k, h in headers.items() if k != "spiece_model"})
                 fn(path, headers)
