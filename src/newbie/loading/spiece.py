@@ -32,14 +32,7 @@ class SentencePieceTokenizer:
         extra_specials: dict[str, int] | None = None,
         where: str = "",
     ):
-        import sentencepiece
-
-        try:
-            self.sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
-        except (RuntimeError, OSError, TypeError) as e:  # sentencepiece's own errors, with its own text
-            raise CheckpointError(
-                f"{where}: '{SPIECE_KEY}' is not a SentencePiece model ({_first_line(e)})"
-            ) from None
+        self.sp = _processor(proto, where)
         self.bos, self.eos, self.pad, self.unk, self.offset = bos, eos, pad, unk, offset
         self.bos_token_id, self.eos_token_id, self.pad_token_id = bos, eos, pad
         self.padding_side = "right"
@@ -175,10 +168,21 @@ def spiece_bytes(path: Path) -> bytes:
     return t.to(torch.uint8).numpy().tobytes()
 
 
+def _processor(proto: bytes, where: str):
+    import sentencepiece
+
+    try:
+        return sentencepiece.SentencePieceProcessor(model_proto=proto)
+    except (RuntimeError, OSError, TypeError) as e:  # sentencepiece's own errors, with its own text
+        raise CheckpointError(
+            f"{where}: '{SPIECE_KEY}' is not a SentencePiece model ({_first_line(e)})"
+        ) from None
+
+
 def gemma_tokenizer(proto: bytes, where: str) -> SentencePieceTokenizer:
     """Gemma: the model's own ids, `<bos>` first, no end token (HF GemmaTokenizer's add_bos/no add_eos)."""
-    probe = SentencePieceTokenizer(proto, bos=None, eos=None, pad=0, unk=0, where=where)
-    bos, pad, unk = probe.sp.bos_id(), probe.sp.pad_id(), probe.sp.unk_id()
+    sp = _processor(proto, where)  # its special ids first (the tokenizer's vocabulary pass comes once, after)
+    bos, pad, unk = sp.bos_id(), sp.pad_id(), sp.unk_id()
     if bos < 0:
         raise CheckpointError(f"{where}: '{SPIECE_KEY}' defines no <bos> piece (a Gemma tokenizer needs one)")
     return SentencePieceTokenizer(proto, bos=bos, eos=None, pad=max(pad, 0), unk=unk, where=where)
@@ -190,8 +194,7 @@ def jina_tokenizer(proto: bytes, where: str) -> SentencePieceTokenizer:
     Two numberings are accepted. A model already in HF numbering (<s> 0, <pad> 1, </s> 2, <unk> 3), which is
     what ComfyUI's own use of the raw ids implies; or the original XLM-R sentencepiece.bpe.model (<unk> 0,
     <s> 1, </s> 2), which HF shifts by one (fairseq offset) and closes with <mask> after the last piece."""
-    probe = SentencePieceTokenizer(proto, bos=None, eos=None, pad=0, unk=0, where=where)
-    sp = probe.sp
+    sp = _processor(proto, where)
     ids = (sp.bos_id(), sp.pad_id(), sp.eos_id(), sp.unk_id())
     if ids == (0, 1, 2, 3):
         return SentencePieceTokenizer(proto, bos=0, eos=2, pad=1, unk=3, where=where)
