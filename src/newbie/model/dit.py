@@ -346,7 +346,7 @@ class NextDiT(nn.Module):
         mask = sp.joint_mask(cap_mask, cap_shard, img_shard)
         joint = self._joint_layers(joint, joint_rope, mask, adaln, cache)
         out = self.final_layer(joint[:, c1 - c0 :], adaln)
-        return self.unpatchify(img_shard.gather(out, list(img_shard.sizes)), h, w)
+        return self.unpatchify(img_shard.gather(out), h, w)
 
     def _joint_layers(
         self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache | None

@@ -33,6 +33,19 @@ def shard_sizes(n: int, world: int) -> list[int]:
     return [base + (1 if r < extra else 0) for r in range(world)]
 
 
+def all_gather_uneven(x: Tensor, sizes: list[int], dim: int, group) -> Tensor:
+    """Concatenate along `dim` every rank's x, rank r's holding sizes[r] entries there: all_gather needs equal
+    shapes, so each part is padded to the largest and trimmed after."""
+    pad = max(sizes) - x.shape[dim]
+    if pad:
+        shape = list(x.shape)
+        shape[dim] = pad
+        x = torch.cat([x, x.new_zeros(shape)], dim=dim)
+    parts = [torch.empty_like(x) for _ in sizes]
+    dist.all_gather(parts, x.contiguous(), group=group)
+    return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim)
+
+
 def check_heads(n_heads: int, n_kv_heads: int, sp: int) -> None:
     """sp must split both head counts evenly (each rank attends with whole query groups)."""
     if sp < 1 or n_kv_heads % sp or n_heads % sp:
@@ -120,16 +133,9 @@ class Shard:
 
     # -- the end of the forward --
 
-    def gather(self, x: Tensor, sizes: list[int]) -> Tensor:
-        """Concatenate along dim 1 every rank's x (rank r's has sizes[r] tokens): all_gather needs equal
-        sizes, so each part is padded to the largest and trimmed after."""
-        longest = max(sizes)
-        padded = x
-        if x.shape[1] < longest:
-            padded = torch.cat([x, x.new_zeros(x.shape[0], longest - x.shape[1], *x.shape[2:])], dim=1)
-        parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded.contiguous(), group=self.sp.group)
-        return torch.cat([p[:, :n] for p, n in zip(parts, sizes)], dim=1)
+    def gather(self, x: Tensor) -> Tensor:
+        """Every rank's x (this shard's tokens, dim 1) concatenated in rank order: the whole sequence."""
+        return all_gather_uneven(x, list(self.sizes), 1, self.sp.group)
 
     def cache_usable(self, cache, first_residual: Tensor) -> bool:
         """StepCache.usable over the whole sequence: every rank must take the same branch (the skipped layers

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from newbie.parallel.sequence import SequenceGroup, shard_sizes
+from newbie.parallel.sequence import SequenceGroup, all_gather_uneven, shard_sizes
 
 
 class Band:
@@ -54,14 +54,7 @@ class Band:
     def gather_rows(self, x: Tensor, dim: int, scale: int) -> Tensor:
         """Concatenate every band's x along `dim`, where band r has rows[r] * scale entries there (all_gather
         wants equal shapes: pad to the longest band, trim after)."""
-        sizes = [n * scale for n in self.rows]
-        pad = max(sizes) - x.shape[dim]
-        if pad:
-            shape = list(x.shape)
-            shape[dim] = pad
-            x = torch.cat([x, x.new_zeros(shape)], dim=dim)
-        parts = self._all_gather(x)
-        return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim=dim)
+        return all_gather_uneven(x, [n * scale for n in self.rows], dim, self.sp.group)
 
 
 class HaloConv(nn.Module):
