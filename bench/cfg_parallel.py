@@ -36,13 +36,6 @@ TINY_PROMPT = (
 )
 
 
-def caption_tokens(pipe, prompt: str) -> int:
-    """Gemma tokens of a prompt as the pipeline encodes it (system prompt included)."""
-    from newbie.model.text import gemma_text
-
-    return len(pipe.text.gemma_tokenizer(gemma_text(prompt, pipe.text.cfg))["input_ids"])
-
-
 def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", action="store_true", help="CPU dry run with gloo and the tiny test checkpoint")
@@ -138,8 +131,8 @@ def main() -> None:
         sampler=pipe.spec.sampling.sampler,
         dtype=dtype,
         repeats=args.repeats,
-        caption_tokens=caption_tokens(pipe, prompt),
-        negative_tokens=caption_tokens(pipe, ""),
+        caption_tokens=pipe.text.count_tokens(prompt),
+        negative_tokens=pipe.text.count_tokens(""),
         cfg_batching_1gpu=getattr(pipe, "cfg_batching", "batched"),
     )
     branches = cfg_parallel.Branches.from_dist()

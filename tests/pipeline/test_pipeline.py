@@ -29,6 +29,8 @@ def test_text_embeds_shapes_and_padding(tiny_pipeline):
     n = len(text.gemma_tokenizer(gemma_text(XML, text.cfg))["input_ids"])  # the prompt's real tokens
     assert e.cap_mask[0, :n].all() and not e.cap_mask[0, n:].any()  # right padding only, after the tokens
     assert e.cap_feats.shape[1] == -(-n // 8) * 8  # the longest caption, rounded up to a multiple of 8
+    # what the GPU scripts report as caption_tokens: the encoded caption's real tokens
+    assert text.count_tokens(XML) == int(e.cap_mask[0].sum()) == n and text.count_tokens("") == 1
 
 
 def test_generate_returns_images_and_full_recipes(tiny_pipeline):

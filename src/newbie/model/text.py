@@ -70,6 +70,10 @@ class TextEncoders:
             self.gemma.norm.weight.device
         )  # not the embedding table, which a memory plan may keep on the CPU
 
+    def count_tokens(self, prompt: str) -> int:
+        """Gemma tokens of a prompt as encoded (system prompt included): the GPU scripts report it."""
+        return len(self.gemma_tokenizer(gemma_text(prompt, self.cfg))["input_ids"])
+
     @torch.no_grad()
     def encode(self, prompts: list[str], clip_prompts: list[str] | None = None) -> TextEmbeds:
         """clip_prompts: what Jina reads when it differs from Gemma's text (training-time caption dropout
