@@ -52,7 +52,7 @@ sys.path.insert(0, str(BENCH))
 
 from newbie.errors import NewbieError  # noqa: E402 - after the sys.path lines
 from newbie.parallel.launch import Placement, run_group  # noqa: E402
-from newbie.parallel.mesh import Layout, build_mesh  # noqa: E402
+from newbie.parallel.mesh import Layout  # noqa: E402
 
 MODES = {  # name -> layout, in the order they run
     "sp2": Layout(1, 2),
@@ -133,12 +133,9 @@ def _rank(rank, world, device, layout, load, prompt, sizes, steps, repeats):
     and the last image)."""
     import torch.distributed as dist
 
-    import newbie
-    from newbie.parallel.runner import configure, run
+    from newbie.parallel.runner import run, setup_rank
 
-    mesh = build_mesh(layout)
-    pipe = newbie.load(**load, device=device)
-    configure(pipe, mesh)
+    mesh, pipe = setup_rank(layout, load, device)
     out = {"caption_tokens": pipe.text.count_tokens(prompt)}
     for size in sizes:
         settings = {"seed": 42, "steps": steps, "cfg": 5.0, "cfg_trunc": 1.0, "width": size, "height": size}

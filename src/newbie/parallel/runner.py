@@ -98,14 +98,21 @@ class Job:
     step_cache: float = 0.0
 
 
-def _rank_main(rank: int, world: int, device: str, job: Job):
+def setup_rank(layout: Layout, load: dict, device: str, step_cache: float = 0.0):
+    """One rank's start: its place in the mesh, the model loaded on its device and set for the group.
+    Returns (mesh, pipe)."""
     import newbie
 
-    mesh = build_mesh(job.layout)
-    pipe = newbie.load(**job.load, device=device)
-    if job.step_cache:
-        pipe.step_cache = job.step_cache
+    mesh = build_mesh(layout)
+    pipe = newbie.load(**load, device=device)
+    if step_cache:
+        pipe.step_cache = step_cache
     configure(pipe, mesh)
+    return mesh, pipe
+
+
+def _rank_main(rank: int, world: int, device: str, job: Job):
+    mesh, pipe = setup_rank(job.layout, job.load, device, job.step_cache)
     req = pipe.request(job.prompt, job.negative, **job.settings)
     bar = None
     if job.progress and rank == 0:

@@ -30,16 +30,10 @@ RESOLVE_TIMEOUT_S = 60.0
 def _rank_loop(rank, world, device, layout, load, step_cache, commands, replies, resolves, resolved):
     import torch.distributed as dist
 
-    import newbie
-    from newbie.parallel.mesh import build_mesh
-    from newbie.parallel.runner import configure, run
+    from newbie.parallel.runner import run, setup_rank
     from newbie.serve.limits import PipelineValidator, to_request
 
-    mesh = build_mesh(layout)
-    pipe = newbie.load(**load, device=device)
-    if step_cache:
-        pipe.step_cache = step_cache
-    configure(pipe, mesh)
+    mesh, pipe = setup_rank(layout, load, device, step_cache)
     dist.barrier()  # every rank loaded before the group says it is ready
     if rank == 0:
         threading.Thread(
