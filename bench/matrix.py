@@ -203,8 +203,8 @@ def uncompile(pipe) -> None:
 
     fused.disable(pipe.dit)
     fused.use_cuda_graphs(pipe.dit, False)
-    for m in (*pipe.dit.blocks(), pipe.codec.vae.decoder):
-        m._compiled_call_impl = None
+    fused.uncompile_blocks(pipe.dit)
+    pipe.codec.vae.decoder._compiled_call_impl = None
     pipe.compiled, pipe.graphs = False, None
     torch._dynamo.reset()
     gc.collect()  # the CUDA graphs' memory pool goes with its last reference

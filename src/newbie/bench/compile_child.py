@@ -98,8 +98,7 @@ def compile_dit(dit, attention: str) -> None:
     from newbie.model import fused
 
     fused.enable(dit, attention)
-    for block in dit.blocks():
-        block.compile(fullgraph=True)
+    fused.compile_blocks(dit)
 
 
 def main(argv=None) -> dict:

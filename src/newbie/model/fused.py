@@ -262,6 +262,22 @@ def disable(dit: nn.Module) -> None:
         unfuse_w13(block.feed_forward)
 
 
+# -- regional compile --
+
+
+def compile_blocks(dit: nn.Module, **compile_kwargs) -> None:
+    """torch.compile each repeated block as one full graph (one compiled graph serves every layer of a kind)."""
+    for block in dit.blocks():
+        block.compile(fullgraph=True, **compile_kwargs)
+
+
+def uncompile_blocks(dit: nn.Module) -> None:
+    """Every block back on its uncompiled forward (also those honour_hooks had set aside)."""
+    for block in dit.blocks():
+        block._compiled_call_impl = None
+        block.__dict__.pop("_compiled_stash", None)
+
+
 # -- hooks added after compiling --
 
 

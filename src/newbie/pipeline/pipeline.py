@@ -191,8 +191,7 @@ class Pipeline:
             if attention is None:
                 attention = fused.pick_backend(self.dit) if cuda else "auto"
             self.fast_paths = fused.enable(self.dit, attention, w13=resident)
-        for block in self.dit.blocks():
-            block.compile(backend=backend, mode=mode, dynamic=dynamic, fullgraph=True)
+        fused.compile_blocks(self.dit, backend=backend, mode=mode, dynamic=dynamic)
         if vae and cuda and backend == "inductor":
             self.codec.vae.to(memory_format=torch.channels_last)
             self.codec.vae.decoder.compile()
