@@ -68,10 +68,9 @@ def _target_shapes(model: str | None) -> tuple[dict[str, tuple[int, int]], str]:
     cfg = SPECS["newbie-exp0.1"].dit
     against = "NewBie Exp0.1"
     if model:
-        if model == "demo":
-            from newbie.demo.model import default_model
+        from newbie.demo.model import resolve_model
 
-            model = default_model()[0]
+        model = resolve_model(model)[0]
         folder = Path(model)
         files, cfg_path = dit_source(folder)
         cfg = config_from_json(cfg_path, cfg) if cfg_path else infer_layer_counts(read_headers(files), cfg)

@@ -10,6 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from newbie.adapters.generate_flags import OWN
 from newbie.adapters.generate_flags import add_generate_args as add_workflow_args
 from newbie.adapters.generate_flags import remake_overrides as workflow_remake_overrides
 from newbie.cli.model_args import add_model_args, load_from_args, parse_size, read_prompt, settings_from_args
@@ -31,8 +32,11 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from newbie import __version__
+
     parser = argparse.ArgumentParser(prog="newbie", description="NewBie image Exp0.1 inference engine")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"newbie {__version__}")
+    sub = parser.add_subparsers(dest="command")
 
     g = sub.add_parser(
         "generate", help="text or XML prompt -> PNG", formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -66,7 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="sigma grid: uniform (default) or simple (ComfyUI's 'simple' scheduler)",
     )
     g.add_argument("--batch", type=int, default=1)
-    g.add_argument("--out", default="outputs/newbie.png", help="output PNG (a batch adds -1, -2, ...)")
+    g.add_argument(
+        "--out",
+        help="output PNG (a batch adds -1, -2, ...), or a folder for numbered names; by default each image "
+        "gets the next free number: outputs/newbie_00001.png, outputs/newbie_00002.png, ..." + OWN,
+    )
+    g.add_argument(
+        "--allow-other-model",
+        action="store_true",
+        help="with --from: re-make even when the loaded model's components differ from the recipe's",
+    )
     g.add_argument("--quiet", action="store_true")
     add_model_args(g)
     add_workflow_args(g)  # --lora, --init-image, --strength, --mask, --hires (newbie.adapters.generate_flags)
@@ -107,22 +120,21 @@ def _add_debug(parser: argparse.ArgumentParser, default) -> None:
 
 
 def cmd_generate(args) -> int:
+    out = preflight(args)  # everything that can be wrong without the weights, before loading them
     if getattr(args, "parallel", None):
         from newbie.parallel.cli import cmd_generate_parallel
 
         return cmd_generate_parallel(args)
     from newbie.cli.progress import ProgressBar
-    from newbie.pipeline.img2img import total_steps
 
     recipe, comfy = from_image(args) if args.from_image else (None, None)
     if recipe is None and comfy is None and not args.prompt:
         raise NewbieError("give a prompt (or @file, or --from IMAGE.png)")
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise NewbieError(f"--out must be a .png path, got '{out}'")
+    if recipe is not None:
+        check_recipe_model(recipe, args)
     dtype = recipe.dtype if recipe and args.dtype == "auto" else args.dtype
     dtype, _, recipe_quant = dtype.partition("+")  # a quantized recipe records e.g. "bf16+int8"
-    size = (recipe.width, recipe.height) if recipe else (args.size or None)
+    size = args.size or ((recipe.width, recipe.height) if recipe else None)
     if comfy is not None and size is None and comfy.settings.width:
         size = (comfy.settings.width, comfy.settings.height)
     pipe = load_from_args(
@@ -139,30 +151,79 @@ def cmd_generate(args) -> int:
         pipe.compile()
     if pipe.notice and not args.quiet:
         print(pipe.notice, file=sys.stderr)
-    if recipe is not None:
-        if recipe.model_hash != pipe.model_hash:
-            print(
-                f"warning: the recipe was made with model {recipe.model_hash[:10]}, this is {pipe.model_hash[:10]}",
-                file=sys.stderr,
-            )
-    elif comfy is not None:
+    if comfy is not None:
         for note in comfy.notes:
             print(note, file=sys.stderr)
-        req = pipe.request(comfy_settings(comfy.settings, args))
-    else:
-        req = pipe.request(settings_from_args(args))
-    # the stream is passed at call time: ProgressBar's default is whatever sys.stderr was at its first import
-    made = recipe if recipe is not None else req
+    req = (
+        None
+        if recipe is not None and not given_settings(args)
+        else pipe.request(request_settings(args, recipe, comfy))
+    )
+    made = recipe if req is None else req
     with failure_context(size=(made.width, made.height), plan=pipe.plan.name if pipe.plan else None):
-        if recipe is not None:
-            bar = ProgressBar(total_steps(recipe), stream=sys.stderr)
-            gen = pipe.remake(recipe, progress=None if args.quiet else bar, **workflow_remake_overrides(args))
+        # the stream is passed at call time: ProgressBar's default is whatever sys.stderr was at its first import
+        if req is None:  # --from alone: the recipe's own batch, re-made bit for bit
+            from newbie.pipeline.img2img import total_steps
+
+            bar = None if args.quiet else ProgressBar(total_steps(recipe), stream=sys.stderr)
+            gen = pipe.remake(recipe, progress=bar, **workflow_remake_overrides(args))
         else:
-            gen = pipe.run(
-                req, progress=None if args.quiet else ProgressBar(req.total_steps, stream=sys.stderr)
-            )
+            bar = None if args.quiet else ProgressBar(req.total_steps, stream=sys.stderr)
+            gen = pipe.run(req, progress=bar)
     write_generation(gen, out, args.quiet)
     return 0
+
+
+def preflight(args):
+    """Check the prompt, its XML, the output folder, the device and the input files before any weights load;
+    returns where the images go (cli.output.OutputSpec)."""
+    from newbie.cli import preflight as checks
+    from newbie.cli.output import output_spec
+
+    spec = output_spec(args.out)
+    checks.check_device(args.device)
+    checks.check_prompt(args.prompt, args.negative)
+    checks.check_files(args)
+    return spec
+
+
+def request_settings(args, recipe, comfy) -> Settings:
+    """What to make: the flags alone; a ComfyUI graph's settings or (--from) the image's own recipe, each changed
+    by the flags given (a recipe changed so is one image, at its own seed unless --seed is given)."""
+    if comfy is not None:
+        return comfy.settings.replace(**given_settings(args))
+    if recipe is not None:
+        base = Settings.from_recipe(recipe, **workflow_remake_overrides(args))
+        return base.replace(**{"seed": recipe.seed, "batch": 1, **given_settings(args)})
+    return settings_from_args(args)
+
+
+def check_recipe_model(recipe, args) -> None:
+    """--from: refuse, before loading, a model whose components differ from those that made the image (by the
+    hashes the recipe records), unless --allow-other-model."""
+    from newbie.demo.model import resolve_model
+    from newbie.loading.folder import locate
+    from newbie.loading.hashing import component_hashes
+
+    path, _ = resolve_model(args.model, args.comfy_dir)
+    folder = locate(path, args.text_encoder, args.clip_model, args.vae, comfy_dir=args.comfy_dir)
+    here = component_hashes(folder)
+    recorded = recipe.components or {"transformer": recipe.model_hash}  # a recipe older than component hashes
+    differ = [name for name, digest in recorded.items() if here.get(name) != digest]
+    if not differ:
+        return
+    what = f"{recipe.model}" if "transformer" in differ else "these weights"
+    message = (
+        f"--from: the image was made with another {', '.join(differ)} than this model's ({folder.name}); "
+        f"give the model that made it (recipe: '{what}') with --model, or --allow-other-model to use this one"
+    )
+    if not args.allow_other_model:
+        raise NewbieError(message)
+    if not args.quiet:
+        print(
+            f"warning: the image was made with another {', '.join(differ)}; re-making with this model",
+            file=sys.stderr,
+        )
 
 
 def from_image(args):
@@ -179,17 +240,19 @@ def from_image(args):
     raise NewbieError(f"{path}: this PNG carries neither a newbie recipe nor a ComfyUI graph")
 
 
-def comfy_settings(settings: Settings, args) -> Settings:
-    """A ComfyUI graph's settings, with the generate flags given on the command line taking precedence."""
+def given_settings(args) -> dict:
+    """The Settings fields given on the command line (with --from or a ComfyUI PNG: what to change). The
+    --lora/--init-image/--mask files of --from only say where the recipe's inputs moved, so are left out."""
     flags = settings_from_args(argparse.Namespace(**{**vars(args), "prompt": ""}))
-    given = {
-        k: v for k, v in vars(flags).items() if k not in ("prompt", "batch", "fuse_loras") and v is not None
-    }
+    skip = ("prompt", "batch", "fuse_loras") + (("loras", "init_image", "mask") if args.from_image else ())
+    given = {k: v for k, v in vars(flags).items() if k not in skip and v is not None and v != []}
     if args.prompt:
         given["prompt"] = read_prompt(args.prompt)
     if args.batch != 1:
         given["batch"] = args.batch
-    return settings.replace(**given)
+    if args.fuse_lora:
+        given["fuse_loras"] = True
+    return given
 
 
 def cmd_inspect(args) -> int:
@@ -222,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # its CUDA-only kernels fail to load on CPU, harmlessly
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # bare `newbie`: what it can do, rather than an error
+        parser.print_help()
+        return 0
     if args.debug:
         os.environ["NEWBIE_DEBUG"] = "1"  # and to what this command starts: the Streamlit page, Ray replicas
     try:

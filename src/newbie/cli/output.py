@@ -1,19 +1,63 @@
-"""What `newbie generate` writes: each distinct warning once, the PNGs (recipe embedded), their paths, timings."""
+"""What `newbie generate` writes: each distinct warning once, the PNGs (recipe embedded), their paths and seeds,
+timings. Images are never overwritten unless --out names the file: by default each one gets the next free
+number, ComfyUI-style (outputs/newbie_00001.png, outputs/newbie_00002.png, ...)."""
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from newbie.errors import NewbieError
 
-def output_paths(out: Path, n: int) -> list[Path]:
-    """out.png for one image; out-1.png, out-2.png, ... for a batch."""
+DEFAULT_FOLDER, PREFIX = Path("outputs"), "newbie"
+
+
+@dataclass
+class OutputSpec:
+    """Where images go: `file` (the name the user gave) or the next free numbers in `folder`."""
+
+    folder: Path
+    file: Path | None = None
+
+
+def output_spec(out: str | None) -> OutputSpec:
+    """--out: None or a folder (existing, or written with a trailing '/') -> numbered names in it; a .png path
+    -> that file (a batch adds -1, -2, ...). Checked before any weights load: a .png name, a writable folder."""
+    from newbie.cli.preflight import check_writable_folder
+
+    if out is None:
+        spec = OutputSpec(DEFAULT_FOLDER)
+    elif out.endswith(("/", "\\")) or Path(out).is_dir():
+        spec = OutputSpec(Path(out))
+    elif Path(out).suffix.lower() != ".png":
+        raise NewbieError(f"--out must be a .png path or a folder, got '{out}'")
+    else:
+        spec = OutputSpec(Path(out).parent, Path(out))
+    check_writable_folder(spec.folder)
+    return spec
+
+
+def numbered_paths(folder: Path, n: int, prefix: str = PREFIX) -> list[Path]:
+    """The next n free names PREFIX_00001.png ... after the highest number already in `folder`."""
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d+)\.png$")
+    taken = [int(m.group(1)) for p in folder.glob(f"{prefix}_*.png") if (m := pattern.match(p.name))]
+    start = max(taken, default=0) + 1
+    return [folder / f"{prefix}_{k:05d}.png" for k in range(start, start + n)]
+
+
+def output_paths(spec: OutputSpec, n: int) -> list[Path]:
+    """The named file for one image, FILE-1.png, FILE-2.png ... for a batch; else the next free numbers."""
+    if spec.file is None:
+        return numbered_paths(spec.folder, n)
     if n == 1:
-        return [out]
+        return [spec.file]
+    out = spec.file
     return [out.with_name(f"{out.stem}-{k + 1}{out.suffix}") for k in range(n)]
 
 
-def write_generation(gen, out: Path, quiet: bool) -> None:
+def write_generation(gen, spec: OutputSpec, quiet: bool) -> None:
     from newbie.pipeline.images import save_png
 
     shown = set()
@@ -22,8 +66,13 @@ def write_generation(gen, out: Path, quiet: bool) -> None:
             if msg not in shown:
                 shown.add(msg)
                 print(f"warning: {msg}", file=sys.stderr)
-    for image, rec, path in zip(gen.images, gen.recipes, output_paths(out, len(gen.images))):
-        save_png(image, rec, path)
+    for image, rec, path in zip(gen.images, gen.recipes, output_paths(spec, len(gen.images))):
+        try:
+            save_png(image, rec, path)
+        except OSError as e:  # a full disk, a folder removed meanwhile: the user's to fix, not a bug
+            raise NewbieError(f"{path}: cannot write the image ({e.strerror or e})") from None
+        if not quiet:
+            print(f"seed {rec.seed} -> {path}", file=sys.stderr)
         print(path)
     if not quiet:
         t = gen.timings

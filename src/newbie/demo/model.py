@@ -12,6 +12,14 @@ PACKAGED = Path(__file__).resolve().parent.parent / "demo_model"
 REAL_HINT = "point --model at a NewBie-image-Exp0.1 folder (transformer/, text_encoder/, clip_model/, vae/) for real images"
 
 
+def resolve_model(path, comfy_dir=None) -> tuple[Path | None, str]:
+    """(model path, notice): no model (and no ComfyUI folder) or the word "demo" (when no such file or folder
+    exists here) mean the demo model, with its notice; any other path is returned as given."""
+    if (path is None and comfy_dir is None) or (str(path) == "demo" and not Path("demo").exists()):
+        return default_model()
+    return path, ""
+
+
 def default_model() -> tuple[Path, str]:
     """(folder, one-line notice). The trained toy model shipped in the package, else a random-weight one."""
     if (PACKAGED / "transformer").is_dir():

@@ -47,3 +47,27 @@ def files_sha256(paths: list[Path]) -> str:
     for p in paths:
         h.update(file_sha256(p).encode())
     return h.hexdigest()
+
+
+COMPONENTS = ("transformer", "text_encoder", "clip_model", "vae")
+
+
+def component_hashes(folder) -> dict[str, str]:
+    """sha256 of each component's weights (a ModelFolder's transformer, text_encoder, clip_model, vae): what a
+    recipe records so that `--from` can tell when the loaded model is not the one that made the image.
+    A component given as a folder hashes its .safetensors files in order; one file hashes that file."""
+    from newbie.loading.dit import dit_source
+    from newbie.loading.safetensors_io import weight_files
+
+    out = {}
+    for name in COMPONENTS:
+        path = getattr(folder, name)
+        if path is None:
+            continue
+        path = Path(path)
+        if name == "transformer":
+            files = dit_source(path)[0]
+        else:
+            files = [path] if path.is_file() else weight_files(path)
+        out[name] = files_sha256(files)
+    return out

@@ -68,16 +68,14 @@ def preflight(
 def cmd_generate_parallel(args) -> int:
     """`newbie generate` with --parallel (called by newbie.cli.main before anything is loaded)."""
     from newbie.cli.model_args import load_kwargs, settings_from_args
-    from newbie.cli.output import write_generation
+    from newbie.cli.output import output_spec, write_generation
     from newbie.parallel.runner import generate
 
     if args.from_image:
         raise NewbieError("--from re-makes an image on one device; drop --parallel")
     if not args.prompt:
         raise NewbieError("give a prompt (or @file)")
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise NewbieError(f"--out must be a .png path, got '{out}'")
+    out = output_spec(args.out)
     layout, placement = preflight(
         args.parallel,
         args.model,

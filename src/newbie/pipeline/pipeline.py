@@ -28,7 +28,7 @@ from newbie.config import SPECS, ModelSpec
 from newbie.errors import NewbieError
 from newbie.loading.dit import load_dit
 from newbie.loading.folder import ModelFolder, locate, require
-from newbie.loading.hashing import files_sha256
+from newbie.loading.hashing import component_hashes, files_sha256
 from newbie.loading.text import load_gemma, load_jina, load_tokenizer
 from newbie.loading.vae import load_vae
 from newbie.model.embed_cache import EmbeddingCache
@@ -40,6 +40,7 @@ from newbie.pipeline.images import to_pil
 from newbie.pipeline.recipe import Recipe
 from newbie.pipeline.request import Request, Settings
 from newbie.precision.guard import NonFinite, all_finite, checked, safe_dtype, set_clamp
+from newbie.prompts import check_xml
 from newbie.sampling.guidance import cfg_model
 from newbie.sampling.loop import Start, sample
 from newbie.sampling.samplers import SAMPLERS
@@ -144,6 +145,7 @@ class Pipeline:
         self.device, self.dtypes = device, dtypes
         self.notice = notice  # e.g. "this is the toy demo model"
         self._hash: str | None = None
+        self._component_hashes: dict[str, str] | None = None
         # "split": cond and uncond as two unmasked forwards when their captions differ in length;
         # "batched": one padded batch with a key mask (fewer, larger kernels; slower attention).
         self.cfg_batching = "split"
@@ -226,6 +228,13 @@ class Pipeline:
             self._hash = files_sha256(dit_source(self.folder.transformer)[0])
         return self._hash
 
+    @property
+    def component_hashes(self) -> dict[str, str]:
+        """sha256 of each component's weights (transformer, text_encoder, clip_model, vae), cached."""
+        if self._component_hashes is None:
+            self._component_hashes = component_hashes(self.folder)
+        return self._component_hashes
+
     # -- requests --
 
     def request(self, settings: Settings | str | list[str], negative: str | None = None, **kwargs) -> Request:
@@ -240,6 +249,9 @@ class Pipeline:
         prompts = [s.prompt] if isinstance(s.prompt, str) else list(s.prompt)
         if not prompts:
             raise NewbieError("no prompt given")
+        for text, name in [(p, "prompt") for p in prompts] + [(s.negative, "negative prompt")]:
+            if isinstance(text, str):  # the one XML rule of every door (prompts.check_xml)
+                check_xml(text, name)
         if s.batch < 1:
             raise NewbieError(f"batch must be >= 1, got {s.batch}")
         prompts = [p for p in prompts for _ in range(s.batch)]
@@ -620,6 +632,7 @@ class Pipeline:
             device=self.device.type,
             model=self.folder.name,
             model_hash=self.model_hash,
+            components=self.component_hashes,
             version=__version__,
             batch_size=len(req.prompts),
             batch_index=i,
@@ -684,11 +697,9 @@ def load(
     defaults (newbie/config.py). Returns a Pipeline; a missing, damaged or mismatched file raises a one-line
     NewbieError (CheckpointError) naming it.
     """
-    notice = ""
-    if path is None and comfy_dir is None:
-        from newbie.demo.model import default_model
+    from newbie.demo.model import resolve_model
 
-        path, notice = default_model()
+    path, notice = resolve_model(path, comfy_dir)  # None or "demo": the embedded demo model
     dev = resolve_device(device)
     dit_dtype = parse_dtype(dtype, dev)
     names = {

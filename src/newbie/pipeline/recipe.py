@@ -47,6 +47,8 @@ class Recipe:
     hires: dict | None = None  # {width, height, upscaler, strength, steps}; width/height above = first pass
     noise: str = "newbie"  # initial noise: "newbie" (per-image generators) or "comfy" (ComfyUI's batch draw)
     schedule: str = "uniform"  # sigma grid: "uniform" or "simple" (ComfyUI's scheduler)
+    # sha256 of each component's weights (loading.hashing.component_hashes); {} in recipes older than it
+    components: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)

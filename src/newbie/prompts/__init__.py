@@ -9,7 +9,7 @@ from .build import from_dict, from_json, from_tags, from_yaml
 from .expand import expand
 from .lint import CODES, LintWarning, lint
 from .model import CHARACTER_FIELDS, GENERAL_FIELDS, Block, Character, GeneralTags, Prompt
-from .parse import parse, prompt_kind
+from .parse import check_xml, parse, prompt_kind
 from .render import canonical, to_xml
 from .xml_parser import MAX_CHARS, PromptError
 
@@ -25,6 +25,7 @@ __all__ = [
     "Prompt",
     "PromptError",
     "canonical",
+    "check_xml",
     "expand",
     "from_dict",
     "from_json",

@@ -152,4 +152,17 @@ def _top_level(src: Source, prompt: Prompt, el: Element) -> None:
         prompt.unknown.append(block)
 
 
-__all__ = ["PromptError", "looks_like_tags", "parse", "prompt_kind"]
+def check_xml(text: str, name: str = "prompt") -> None:
+    """The one XML rule of every door (CLI, Python API, UI, HTTP API): a prompt that is XML must parse.
+    Raises NewbieError 'NAME is not valid XML: line L, column C: what' (the server's 422 wording)."""
+    from newbie.errors import NewbieError
+
+    if prompt_kind(text) == "text":
+        return
+    try:
+        parse(text)
+    except PromptError as e:
+        raise NewbieError(f"{name} is not valid XML: line {e.line}, column {e.column}: {e.message}") from None
+
+
+__all__ = ["PromptError", "check_xml", "looks_like_tags", "parse", "prompt_kind"]
