@@ -276,13 +276,6 @@ def cmd_inspect(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
-
-    # torchao (pulled in by diffusers when installed) registers pytree types noisily at import
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-    logging.getLogger("torchao").setLevel(
-        logging.ERROR
-    )  # its CUDA-only kernels fail to load on CPU, harmlessly
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # bare `newbie`: what it can do, rather than an error

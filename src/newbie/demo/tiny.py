@@ -80,6 +80,9 @@ def tiny_dit_config(sizes: TinySizes = TinySizes(), **changes) -> DiTConfig:
 
 
 def tiny_gemma(vocab_size: int, sizes: TinySizes, seed: int):
+    from newbie.quiet_imports import import_model_libraries
+
+    import_model_libraries()
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
     torch.manual_seed(seed)
@@ -119,7 +122,9 @@ def tiny_jina(vocab_size: int, sizes: TinySizes, seed: int):
 
 
 def tiny_vae(sizes: TinySizes, seed: int):
-    from diffusers import AutoencoderKL
+    from newbie.loading.vae import autoencoder_class
+
+    AutoencoderKL = autoencoder_class()  # without torchao's import noise
 
     torch.manual_seed(seed)
     n = len(sizes.vae_channels)

@@ -16,7 +16,11 @@ from newbie.loading.strict import build_empty, check_keys, load_strict
 
 
 def autoencoder_class():
-    """diffusers' AutoencoderKL, imported without its notice about optional torchao serialization types."""
+    """diffusers' AutoencoderKL, imported without its notice about optional torchao serialization types
+    and without torchao (newbie.quiet_imports)."""
+    from newbie.quiet_imports import import_model_libraries
+
+    import_model_libraries()
     from diffusers.utils import logging as diffusers_logging
 
     level = diffusers_logging.get_verbosity()

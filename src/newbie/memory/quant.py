@@ -23,10 +23,15 @@ _BLOCK_PREFIXES = ("layers.", "noise_refiner.", "context_refiner.")
 
 def _torchao():
     logging.getLogger("torchao").setLevel(logging.ERROR)  # CUDA-only kernel libraries fail to load on CPU
+    pytree = logging.getLogger("torch.utils._pytree")  # torchao registers Enum constants, deprecated in torch
+    level = pytree.level
+    pytree.setLevel(logging.ERROR)
     try:
         from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
     except ImportError:
         raise NewbieError("quantized weights need torchao: pip install 'torchao==0.18.0'") from None
+    finally:
+        pytree.setLevel(level)
     return quantize_, Int8WeightOnlyConfig, Float8WeightOnlyConfig
 
 

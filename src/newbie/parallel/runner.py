@@ -128,6 +128,9 @@ def _rank_main(rank: int, world: int, device: str, job: Job):
 
 def _import_for_fork() -> None:
     """CPU ranks are forked: import the model libraries once here, not in every child (seconds each)."""
+    from newbie.quiet_imports import import_model_libraries
+
+    import_model_libraries()  # without torchao's import noise
     import diffusers  # noqa: F401
     import transformers  # noqa: F401
     from diffusers import AutoencoderKL  # noqa: F401

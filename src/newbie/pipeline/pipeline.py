@@ -698,6 +698,9 @@ def load(
     NewbieError (CheckpointError) naming it.
     """
     from newbie.demo.model import resolve_model
+    from newbie.quiet_imports import import_model_libraries
+
+    import_model_libraries()  # transformers and diffusers without torchao's import noise
 
     path, notice = resolve_model(path, comfy_dir)  # None or "demo": the embedded demo model
     dev = resolve_device(device)
