@@ -259,12 +259,16 @@ def cmd_inspect(args) -> int:
     from newbie.config import SPECS
     from newbie.loading.folder import inspect_folder, locate
 
+    from newbie.demo.model import resolve_model
+
     if args.model is None and args.comfy_dir is None:
-        raise NewbieError("give a model folder or file, or --comfy-dir")
-    folder = locate(args.model, args.text_encoder, args.clip_model, args.vae, comfy_dir=args.comfy_dir)
+        raise NewbieError("give a model folder or file ('demo' for the embedded demo model), or --comfy-dir")
+    path, _ = resolve_model(args.model, args.comfy_dir)
+    folder = locate(path, args.text_encoder, args.clip_model, args.vae, comfy_dir=args.comfy_dir)
     for note in folder.notes:
         print(note, file=sys.stderr)
-    reports = inspect_folder(folder, SPECS["newbie-exp0.1"].dit)
+    base = SPECS["newbie-exp0.1"]
+    reports = inspect_folder(folder, base.dit)
     for r in reports:
         print(r.line())
     damaged = [r for r in reports if r.found and not r.ok]
@@ -272,7 +276,20 @@ def cmd_inspect(args) -> int:
         for r in damaged:
             print(f"error: {r.name}: {r.problem}", file=sys.stderr)
         return 2
+    print(model_defaults_line(folder, base))
     return 0
+
+
+def model_defaults_line(folder, base) -> str:
+    """`newbie inspect`'s last line: the sampling defaults this model runs at, and where they come from."""
+    from newbie.loading.dit import dit_config
+    from newbie.pipeline.model_spec import describe_defaults, model_spec, spec_path
+
+    spec, note = model_spec(folder, base, dit_config(folder.transformer, base.dit))
+    where = spec_path(folder) or (
+        "the demo model's (from the shapes)" if note and spec is not base else spec.name
+    )
+    return f"{'defaults':<13} {describe_defaults(spec)}, largest side {spec.max_side}  [{where}]"
 
 
 def main(argv: list[str] | None = None) -> int:

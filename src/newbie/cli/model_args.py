@@ -8,9 +8,20 @@ from pathlib import Path
 from newbie.errors import NewbieError
 
 
+def names_file(text: str) -> bool:
+    """A bare FILE prompt: one line, no markup, naming an existing file (the rule of `generate` and `prompt`)."""
+    if "\n" in text or "<" in text:
+        return False
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # longer than a file name can be, or a NUL byte: prompt text
+        return False
+
+
 def read_prompt(text: str) -> str:
-    if text.startswith("@"):
-        path = Path(text[1:])
+    """PROMPT, @FILE, or FILE (names_file) -> the prompt text."""
+    if text.startswith("@") or names_file(text):
+        path = Path(text.removeprefix("@"))
         try:
             return path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as e:

@@ -168,6 +168,13 @@ def infer_layer_counts(headers: dict[str, dict], cfg: DiTConfig) -> DiTConfig:
     return cfg.replace(**changes)
 
 
+def dit_config(path: Path, base: DiTConfig) -> DiTConfig:
+    """The transformer's config without reading its weights: its config.json (or sidecar), else `base` with the
+    layer counts of its keys."""
+    files, cfg_path = dit_source(path)
+    return config_from_json(cfg_path, base) if cfg_path else infer_layer_counts(read_headers(files), base)
+
+
 def load_dit(
     path: Path, base: DiTConfig, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu"
 ) -> NextDiT:
@@ -175,7 +182,18 @@ def load_dit(
     files, cfg_path = dit_source(path)
     headers = read_headers(files)
     cfg = config_from_json(cfg_path, base) if cfg_path else infer_layer_counts(headers, base)
-    names = check_dit_keys(headers, cfg, str(files[0] if len(files) == 1 else files[0].parent))
+    try:
+        names = check_dit_keys(headers, cfg, str(files[0] if len(files) == 1 else files[0].parent))
+    except CheckpointError as e:
+        if cfg_path is not None or not path.is_file():
+            raise
+        from newbie.loading.comfy import SIDECAR_SUFFIX
+
+        side = path.name.removesuffix(".safetensors") + SIDECAR_SUFFIX
+        raise CheckpointError(
+            f"{e}; a transformer of another size than NewBie Exp0.1 needs its config.json beside it as "
+            f"{side} (`newbie convert MODEL --to comfy OUT` writes one)"
+        ) from None
     raw = load_tensors(files, dtype=dtype, device=device)
     sd: dict[str, torch.Tensor] = {}
     qkv_parts: dict[str, dict[str, torch.Tensor]] = {}

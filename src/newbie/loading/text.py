@@ -77,6 +77,9 @@ def _gemma_plan(folder: Path, headers: dict) -> tuple[str, set[str]]:
 
 
 def _empty_gemma(path: Path, headers: dict, prefix: str, device="cpu"):
+    from newbie.quiet_imports import import_model_libraries
+
+    import_model_libraries()  # without torchao's import noise
     from transformers import Gemma3TextModel
 
     cfg = gemma_text_config(path, headers, prefix)
@@ -175,6 +178,9 @@ def _jina_plan(folder: Path, headers: dict) -> tuple[str, set[str]]:
 
 
 def _empty_jina(path: Path, headers: dict, prefix: str, device="cpu"):
+    from newbie.quiet_imports import import_model_libraries
+
+    import_model_libraries()  # without torchao's import noise
     from transformers import JinaEmbeddingsV3Model
 
     cfg = jina_config(path, headers, prefix)

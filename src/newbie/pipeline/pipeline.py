@@ -8,7 +8,6 @@ Read `Pipeline._run` top-down: encode (text, and the init image through the VAE)
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import secrets
 import sys
@@ -37,6 +36,7 @@ from newbie.model.text import TextEmbeds, TextEncoders
 from newbie.model.vae import LatentCodec
 from newbie.pipeline import img2img
 from newbie.pipeline.images import to_pil
+from newbie.pipeline.model_spec import SPEC_FILE, model_spec  # noqa: F401 (SPEC_FILE: diffusers_api)
 from newbie.pipeline.recipe import Recipe
 from newbie.pipeline.request import Request, Settings
 from newbie.precision.guard import NonFinite, all_finite, checked, safe_dtype, set_clamp
@@ -48,9 +48,6 @@ from newbie.sampling.schedules import SCHEDULES, schedule_sigmas
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 NOISES = ("newbie", "comfy")  # initial noise: per-image generators, or ComfyUI's one draw for the batch
-SPEC_FILE = (
-    "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
-)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -67,19 +64,6 @@ def parse_dtype(name: str, device: torch.device) -> str:
     if name not in DTYPES:
         raise NewbieError(f"unknown dtype '{name}' (choose from auto, {', '.join(DTYPES)})")
     return name
-
-
-def model_spec(folder: ModelFolder, base: ModelSpec) -> ModelSpec:
-    spec_path = folder.root / SPEC_FILE if folder.root else None
-    if not spec_path or not spec_path.is_file():
-        return base
-    try:
-        raw = json.loads(spec_path.read_text())
-        sampling = dataclasses.replace(base.sampling, **raw.get("sampling", {}))
-        top = {k: v for k, v in raw.items() if k in ("name", "trained_pixels", "max_aspect", "max_side")}
-        return dataclasses.replace(base, sampling=sampling, **top)
-    except (OSError, ValueError, TypeError) as e:
-        raise NewbieError(f"{spec_path}: unreadable model spec ({e})") from None
 
 
 @dataclass
@@ -698,9 +682,6 @@ def load(
     NewbieError (CheckpointError) naming it.
     """
     from newbie.demo.model import resolve_model
-    from newbie.quiet_imports import import_model_libraries
-
-    import_model_libraries()  # transformers and diffusers without torchao's import noise
 
     path, notice = resolve_model(path, comfy_dir)  # None or "demo": the embedded demo model
     dev = resolve_device(device)
@@ -713,14 +694,15 @@ def load(
     folder = locate(path, text_encoder, clip_model, vae, comfy_dir=comfy_dir)
     notice = "; ".join(filter(None, [notice, *folder.notes]))  # which files a ComfyUI folder gave
     base = SPECS[spec]
-    mspec = model_spec(folder, base)
     hint = "give --text-encoder/--clip-model/--vae or a full model folder"
     te = require(folder.text_encoder, "Gemma3 text encoder (text_encoder/)", hint)
     cm = require(folder.clip_model, "Jina CLIP model (clip_model/)", hint)
     va = require(folder.vae, "VAE (vae/)", hint)
     # with a budget, weights are read into CPU memory first and the plan decides what goes to the GPU
     load_dev = torch.device("cpu") if vram is not None and dev.type == "cuda" else dev
-    dit = load_dit(folder.transformer, mspec.dit, DTYPES[names["dit"]], load_dev)
+    dit = load_dit(folder.transformer, base.dit, DTYPES[names["dit"]], load_dev)
+    mspec, spec_note = model_spec(folder, base, dit.cfg)  # without a spec: defaults from the shapes
+    notice = "; ".join(filter(None, [notice, spec_note]))
     gemma = load_gemma(te, DTYPES[names["text"]], load_dev)
     jina = load_jina(cm, DTYPES[names["text"]], load_dev)
     if gemma.config.hidden_size != dit.cfg.cap_feat_dim:
