@@ -105,6 +105,10 @@ def run(args) -> int:
             "NEWBIE_API_KEY), or keep the default --host 127.0.0.1"
         )
     limits = limits_from(args)
+    if not args.ray:  # before the model loads and before the URL is printed
+        from newbie.cli.ports import check_port_free
+
+        check_port_free(args.host, args.port)
     if args.ray and getattr(args, "parallel", None):
         raise NewbieError("--parallel groups devices on one machine; it cannot be combined with --ray")
     if args.ray and getattr(args, "comfy_dir", None):
