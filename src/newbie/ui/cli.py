@@ -58,6 +58,8 @@ def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
 
         find_comfy_files(comfy_dir)  # not a ComfyUI folder: fail here, not in the page
         args.model = comfy_dir  # the page loads a ComfyUI models/ folder given as its model path
+    if args.model == "demo" and not Path("demo").exists():
+        args.model = None  # --model demo: the embedded demo model, as everywhere
     if args.model and not Path(args.model).exists():
         raise NewbieError(f"--model {args.model}: no such file or folder")
     data_dir = Path(args.data_dir).expanduser().resolve()
@@ -100,6 +102,9 @@ def run(args) -> int:
     except ImportError:
         raise NewbieError("newbie ui needs Streamlit: pip install -r requirements-extras.txt") from None
     cmd, env = streamlit_command(args)
+    from newbie.cli.ports import check_port_free
+
+    check_port_free(args.host, args.port)  # before the URL: Streamlit would print it, then fail
     print(
         f"newbie ui: http://{args.host}:{args.port}  (gallery in {env['NEWBIE_UI_DATA_DIR']})",
         file=sys.stderr,
