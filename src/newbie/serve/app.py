@@ -35,9 +35,16 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 422)}
 SYNC_TIMEOUT_S = 600.0  # how long POST /v1/images/generations waits for its job before answering 504
 
 
-def _validation_error(exc: RequestValidationError) -> ApiError:
+def _validation_error(exc: RequestValidationError, content_type: str | None = None) -> ApiError:
     errors = exc.errors()
     first = errors[0] if errors else {}
+    if first.get("loc", ())[:1] == ("body",) and "json" not in (content_type or "").lower():
+        # FastAPI reads a body as JSON only when it says so; anything else arrives as raw bytes
+        return ApiError(
+            415,
+            f"send the body as JSON with 'Content-Type: application/json' (got {content_type or 'none'})",
+            "invalid_content_type",
+        )
     if first.get("type") == "json_invalid":
         detail = first.get("ctx", {}).get("error", "")
         return ApiError(400, f"malformed JSON body: {detail}".rstrip(": "), "invalid_json")
@@ -88,8 +95,8 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         title="newbie",
         version=__version__,
         lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
+        docs_url="/docs",  # Swagger UI; its page loads the swagger-ui script from a CDN
+        redoc_url="/redoc",
         description="NewBie image Exp0.1 over HTTP: OpenAI-compatible image generation and a durable "
         "job queue. See docs/api.md.",
     )
@@ -100,7 +107,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
-        return await api_error(request, _validation_error(exc))
+        return await api_error(request, _validation_error(exc, request.headers.get("content-type")))
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):

@@ -8,7 +8,9 @@ import json
 
 from newbie.serve.errors import error_body
 
-OPEN_PATHS = ("/healthz", "/openapi.json")  # load balancers and client generators call these without a key
+# load balancers and client generators call these without a key; /docs and /redoc are static pages (a browser
+# cannot send the key), the API calls made from them still need it
+OPEN_PATHS = ("/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
 
 async def send_error(send, status: int, message: str, code: str, headers: list | None = None) -> None:

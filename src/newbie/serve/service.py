@@ -126,8 +126,9 @@ class JobService:
             raise ApiError(409, f"job {job_id} is already {job.state}; nothing to cancel", "job_finished")
         self._cancels.add(job_id)  # before the store: the worker may check between the two
         state = self.store.cancel(job_id)
-        if state in FINAL:
+        if state in FINAL:  # cancelled while queued: it finishes here, not on a worker
             self._cancels.discard(job_id)
+            self.metrics.job_finished(state)
             self.waiters.notify(job_id)
         return self.get(job_id)
 
