@@ -257,9 +257,8 @@ def given_settings(args) -> dict:
 
 def cmd_inspect(args) -> int:
     from newbie.config import SPECS
-    from newbie.loading.folder import inspect_folder, locate
-
     from newbie.demo.model import resolve_model
+    from newbie.loading.folder import inspect_folder, locate
 
     if args.model is None and args.comfy_dir is None:
         raise NewbieError("give a model folder or file ('demo' for the embedded demo model), or --comfy-dir")
