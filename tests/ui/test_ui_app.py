@@ -1,5 +1,6 @@
 """The page under Streamlit's AppTest (no browser), with the embedded demo model and a temporary gallery."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,13 @@ def test_first_view(app):
     assert "No images yet." in labels(app.caption)
     assert not app.error
     assert app.session_state["size"].startswith("128x128")  # the demo model's one trained size
+    # a CPU: no GPU plan for the real model's 15.7 GiB, but what the demo's weights take (fp32 on a CPU)
+    [memory] = [c for c in labels(app.caption) if c.startswith("Memory")]
+    assert re.fullmatch(
+        r"Memory: demo_model on the CPU, \d\d MB of weights in RAM \(GPU memory plans apply on a GPU\)",
+        memory,
+    )
+    assert app.session_state["style_preset"] == "none" and app.session_state["style_tags"] == ""
 
 
 def test_generate_keep_reuse_and_delete(app, data_dir):
@@ -67,10 +75,7 @@ def test_generate_keep_reuse_and_delete(app, data_dir):
     assert labels(app.success)[0].startswith("done in")
     gallery = Gallery(data_dir)
     [entry] = gallery.list()
-    assert (
-        entry.recipe.prompt
-        == "1girl, red_hair, blue_eyes, anime_style, digital_art, high_resolution, detailed"
-    )
+    assert entry.recipe.prompt == "1girl, red_hair, blue_eyes"  # no style preset unless one is picked
     assert entry.recipe.steps == 2
     assert len(app.get("image")) == 2  # the hero and its thumbnail
     assert any(m.startswith("### Gallery · 1") for m in labels(app.markdown))

@@ -21,7 +21,7 @@ from newbie.ui import compose, form, theme, workflows
 from newbie.ui import gallery_view as views
 from newbie.ui.gallery import Gallery
 from newbie.ui.job import Job
-from newbie.ui.memory import apply_plan, gpu_total_gib, plan_view
+from newbie.ui.memory import apply_plan, cpu_memory_line, gpu_total_gib, plan_view
 from newbie.ui.preview import Previewer
 from newbie.ui.settings import UISettings
 from newbie.ui.sizes import parse_size, size_label, trained_sizes
@@ -98,13 +98,16 @@ def sidebar(pipe, sizes: list[str]) -> None:
             key="dtype",
             help="DiT compute dtype; auto = bf16 on a GPU, fp32 on a CPU",
         )
-        st.number_input("GPU memory (GiB)", min_value=1.0, max_value=1024.0, step=1.0, key="vram_gib")
-        width, height = parse_size(state.size)
-        # The planner models the real NewBie Exp0.1 weights, whatever model is loaded.
-        view = plan_view(state.vram_gib, width, height)
-        st.caption(
-            f"Memory plan for NewBie Exp0.1 at {width}x{height}: **{view.text}**", help=view.detail or None
-        )
+        if pipe.device.type == "cuda":
+            st.number_input("GPU memory (GiB)", min_value=1.0, max_value=1024.0, step=1.0, key="vram_gib")
+            width, height = parse_size(state.size)
+            view = plan_view(state.vram_gib, width, height, pipe.component_sizes)  # the loaded weights'
+            st.caption(
+                f"Memory plan for {pipe.folder.name} at {width}x{height}: **{view.text}**",
+                help=view.detail or None,
+            )
+        else:
+            st.caption(cpu_memory_line(pipe))
         artist_workflows()
         if state.get("advanced"):
             extra = ", ".join(

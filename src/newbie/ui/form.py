@@ -15,7 +15,7 @@ from newbie.ui.styles import NO_STYLE, preset_tags
 from newbie.ui.workflows import workflow_defaults, workflow_kwargs, workflows_from_recipe
 
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
-DEFAULT_STYLE = "anime default"
+DEFAULT_STYLE = NO_STYLE  # the prompt as written: the same picture as the CLI and the API make from it
 
 
 def defaults(spec: ModelSpec) -> dict[str, object]:

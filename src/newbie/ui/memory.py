@@ -34,19 +34,30 @@ def _planner():
     return getattr(module, "plan", None) or getattr(module, "plan_for", None)
 
 
-def plan_view(vram_gib: float, width: int, height: int) -> PlanView:
-    """What the memory planner picks for this GPU size and image size (imported lazily: it is optional)."""
+def plan_view(vram_gib: float, width: int, height: int, sizes=None) -> PlanView:
+    """What the memory planner picks for this GPU size and image size (imported lazily: it is optional).
+    sizes: the loaded model's ComponentSizes (default: the real NewBie Exp0.1's)."""
     from newbie.errors import NewbieError
 
     plan = _planner()
     if plan is None:
         return PlanView(PLANNER_MISSING)
     try:
-        p = plan(vram_gib, width, height)
+        p = plan(vram_gib, width, height, *([] if sizes is None else [sizes]))
     except NewbieError as e:
         return PlanView(f"no plan fits: {e}")
     return PlanView(
         f"{p.name}, predicted peak {p.predicted_peak_gib:.1f} GiB", float(p.predicted_peak_gib), p.describe()
+    )
+
+
+def cpu_memory_line(pipe) -> str:
+    """On a CPU there is no GPU plan to pick: the page says what the loaded weights take instead."""
+    modules = (pipe.dit, pipe.text.gemma, pipe.text.jina, pipe.codec.vae)
+    nbytes = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+    size = f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MB"
+    return (
+        f"Memory: {pipe.folder.name} on the CPU, {size} of weights in RAM (GPU memory plans apply on a GPU)"
     )
 
 
