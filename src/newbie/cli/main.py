@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "newbie.ui.cli",
     "newbie.serve.cli",
     "newbie.adapters.cli",
+    "newbie.cli.convert",
 )
 
 

@@ -64,16 +64,20 @@ def save_gemma(folder: Path, gemma, tokenizer, prefix: str = GEMMA_SAVE_PREFIX, 
     folder.mkdir(parents=True, exist_ok=True)
     sd = {prefix + k: (v.to(dtype) if dtype else v) for k, v in gemma.state_dict().items()}
     save_file(_contiguous(sd), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(gemma_config_json(gemma), indent=2))
+    tokenizer.save_pretrained(str(folder))
+
+
+def gemma_config_json(gemma) -> dict:
+    """A Gemma3TextModel's config as the text part of a Gemma3ForConditionalGeneration config.json."""
     text_cfg = gemma.config.to_dict()
     for k in ("architectures", "transformers_version", "_name_or_path"):
         text_cfg.pop(k, None)
-    cfg = {
+    return {
         "architectures": ["Gemma3ForConditionalGeneration"],
         "model_type": "gemma3",
         "text_config": text_cfg,
     }
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
-    tokenizer.save_pretrained(str(folder))
 
 
 # native JinaEmbeddingsV3Model names -> original XLM-RoBERTa flash names (inverse of loading/text.py)
@@ -111,8 +115,14 @@ def save_jina(folder: Path, jina, tokenizer, lora_rank: int = 0, dtype=None) -> 
     save_file(
         _contiguous({JINA_SAVE_PREFIX + k: v for k, v in sd.items()}), str(folder / "model.safetensors")
     )
+    (folder / "config.json").write_text(json.dumps(jina_config_json(jina), indent=2))
+    tokenizer.save_pretrained(str(folder))
+
+
+def jina_config_json(jina) -> dict:
+    """A JinaEmbeddingsV3Model's config as jina-clip-v2's config.json spells it."""
     c = jina.config
-    cfg = {
+    return {
         "architectures": ["JinaCLIPModel"],
         "model_type": "jina_clip",
         "text_config": {
@@ -133,8 +143,6 @@ def save_jina(folder: Path, jina, tokenizer, lora_rank: int = 0, dtype=None) -> 
             },
         },
     }
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
-    tokenizer.save_pretrained(str(folder))
 
 
 def save_vae(folder: Path, vae) -> None:
