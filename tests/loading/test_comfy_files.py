@@ -101,7 +101,12 @@ def test_load_api_single_files_and_comfy_dir_match_the_folder_bit_for_bit(layout
         device="cpu",
         dtype="fp32",
     )
-    assert pipe2.notice == ""
+    # no spec beside the file: the defaults come from its shapes, and the notice says which (issue 24)
+    assert pipe2.notice == (
+        "NewBie-Image-Exp0.1-bf16.safetensors: no newbie_spec.json; a 192-wide transformer (NewBie Exp0.1's "
+        "is 2304) gets the demo model's defaults: 128x128, 20 steps, cfg 4, euler, shift 3, cfg-trunc 1, "
+        "renorm-cfg 0"
+    )
     for a, b in (
         (pipe.dit, pipe2.dit),
         (pipe.text.gemma, pipe2.text.gemma),
@@ -149,10 +154,11 @@ def test_inspect_names_each_format(layouts, capsys):
     out = capsys.readouterr().out
     for line, fmt in zip(out.strip().splitlines(), ("nextdit", "comfy-gemma3", "comfy-jina", "bfl-vae")):
         assert "keys ok" in line and f"[{comfy.FORMATS[fmt]}]" in line, line
+    assert out.strip().splitlines()[-1].startswith("defaults ")  # the model's own, last (issue 24)
     assert main(["inspect", str(folder)]) == 0
-    assert all(
-        f"[{comfy.FORMATS['folder']}]" in line for line in capsys.readouterr().out.strip().splitlines()
-    )
+    *components, defaults = capsys.readouterr().out.strip().splitlines()
+    assert all(f"[{comfy.FORMATS['folder']}]" in line for line in components) and len(components) == 4
+    assert defaults.startswith("defaults ")
 
 
 def test_prefixed_dit_and_file_search(layouts, tmp_path):
