@@ -182,7 +182,8 @@ def preflight(args):
     from newbie.cli.output import output_spec
 
     spec = output_spec(args.out)
-    checks.check_device(args.device)
+    if not getattr(args, "parallel", None):  # --parallel takes device lists, checked by its own preflight
+        checks.check_device(args.device)
     checks.check_prompt(args.prompt, args.negative)
     checks.check_files(args)
     return spec
