@@ -131,8 +131,15 @@ def test_inspect_ok_and_damaged(tiny_model_dir, tmp_path, capsys):
     code, out, err = run(capsys, "inspect", str(tiny_model_dir))
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["transformer", "text_encoder", "clip_model", "vae"]
-    assert all("keys ok" in line for line in lines)
+    assert [line.split()[0] for line in lines] == [
+        "transformer",
+        "text_encoder",
+        "clip_model",
+        "vae",
+        "defaults",
+    ]
+    assert all("keys ok" in line for line in lines[:4])
+    assert lines[4].endswith("[newbie-exp0.1]")  # a folder without newbie_spec.json: NewBie's defaults
     bad = tmp_path / "bad"
     shutil.copytree(tiny_model_dir, bad)
     from safetensors.torch import load_file, save_file

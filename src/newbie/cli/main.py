@@ -186,6 +186,7 @@ def preflight(args):
         checks.check_device(args.device)
     checks.check_prompt(args.prompt, args.negative)
     checks.check_files(args)
+    checks.check_flag_values(args)
     return spec
 
 

@@ -64,3 +64,22 @@ def check_files(args) -> None:
         value = getattr(args, flag, None)
         if value and not Path(value).expanduser().is_file():
             raise NewbieError(f"--{flag.replace('_', '-')} {value}: no such image")
+
+
+def check_flag_values(args) -> None:
+    """The sampling values given on the command line, by the engine's own rules (pipeline.checks); the ones that
+    depend on the model (the largest side) wait for it."""
+    from newbie.pipeline.checks import check_values
+
+    w, h = args.size if args.size else (None, None)
+    check_values(
+        batch=args.batch,
+        width=w,
+        height=h,
+        steps=args.steps,
+        sampler=args.sampler,
+        cfg=args.cfg,
+        seed=args.seed,
+        noise=args.noise,
+        schedule=args.schedule,
+    )

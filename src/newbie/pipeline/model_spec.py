@@ -54,12 +54,14 @@ def model_spec(folder, base: ModelSpec, dit: DiTConfig | None = None) -> tuple[M
     path = spec_path(folder)
     if path is not None:
         return read_spec(path, base), ""
+    if (
+        folder.root is not None
+    ):  # a model folder without a spec: the official layout, whose defaults are base's
+        return base, ""
     if dit is not None and dit.dim != base.dit.dim:
         spec = read_spec(DEMO_SPEC, base)
         return spec, (
             f"{folder.name}: no {SPEC_FILE}; a {dit.dim}-wide transformer (NewBie Exp0.1's is {base.dit.dim}) "
             f"gets the demo model's defaults: {describe_defaults(spec)}"
         )
-    if folder.root is None:
-        return base, f"{folder.name}: no {SPEC_FILE}; NewBie Exp0.1's defaults: {describe_defaults(base)}"
-    return base, ""
+    return base, f"{folder.name}: no {SPEC_FILE}; NewBie Exp0.1's defaults: {describe_defaults(base)}"

@@ -8,7 +8,6 @@ Read `Pipeline._run` top-down: encode (text, and the init image through the VAE)
 from __future__ import annotations
 
 import dataclasses
-import math
 import secrets
 import sys
 import time
@@ -35,6 +34,7 @@ from newbie.model.step_cache import StepCache
 from newbie.model.text import TextEmbeds, TextEncoders
 from newbie.model.vae import LatentCodec
 from newbie.pipeline import img2img
+from newbie.pipeline.checks import check_values
 from newbie.pipeline.images import to_pil
 from newbie.pipeline.model_spec import SPEC_FILE, model_spec  # noqa: F401 (SPEC_FILE: diffusers_api)
 from newbie.pipeline.recipe import Recipe
@@ -44,10 +44,9 @@ from newbie.prompts import check_xml
 from newbie.sampling.guidance import cfg_model
 from newbie.sampling.loop import Start, sample
 from newbie.sampling.samplers import SAMPLERS
-from newbie.sampling.schedules import SCHEDULES, schedule_sigmas
+from newbie.sampling.schedules import schedule_sigmas
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-NOISES = ("newbie", "comfy")  # initial noise: per-image generators, or ComfyUI's one draw for the batch
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -236,8 +235,7 @@ class Pipeline:
         for text, name in [(p, "prompt") for p in prompts] + [(s.negative, "negative prompt")]:
             if isinstance(text, str):  # the one XML rule of every door (prompts.check_xml)
                 check_xml(text, name)
-        if s.batch < 1:
-            raise NewbieError(f"batch must be >= 1, got {s.batch}")
+        check_values(batch=s.batch)
         prompts = [p for p in prompts for _ in range(s.batch)]
         image = img2img.image_input(s.init_image, s.mask, s.strength, s.mask_feather)  # None: text-to-image
         width, height = img2img.request_size(
@@ -246,17 +244,10 @@ class Pipeline:
         steps = d.steps if s.steps is None else s.steps
         sampler = s.sampler or d.sampler
         cfg = d.cfg if s.cfg is None else s.cfg
+        check_values(width=width, height=height, steps=steps, sampler=sampler, cfg=cfg, seed=s.seed)
         for side, name in ((width, "width"), (height, "height")):
-            if side % 16 or side < 16:
-                raise NewbieError(f"{name} {side} is not a positive multiple of 16")
             if side > self.spec.max_side:
                 raise NewbieError(f"{name} {side} is larger than {self.spec.max_side}")
-        if steps < 1:
-            raise NewbieError(f"steps must be >= 1, got {steps}")
-        if sampler not in SAMPLERS:
-            raise NewbieError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
-        if not math.isfinite(cfg) or cfg < 0:
-            raise NewbieError(f"cfg must be a finite number >= 0, got {cfg}")
         warns = []
         if (
             width * height > self.spec.trained_pixels
@@ -267,8 +258,6 @@ class Pipeline:
                 f"aspect <= {self.spec.max_aspect:g}); expect repeated or broken composition"
             )
         base_seed = secrets.randbelow(2**32) if s.seed is None else int(s.seed)
-        if not 0 <= base_seed < 2**63:
-            raise NewbieError(f"seed must be between 0 and 2^63-1, got {s.seed}")
         req = Request(
             prompts=prompts,
             negative=d.negative if s.negative is None else s.negative,
@@ -285,10 +274,7 @@ class Pipeline:
             noise=s.noise or "newbie",
             schedule=s.schedule or "uniform",
         )
-        if req.noise not in NOISES:
-            raise NewbieError(f"unknown noise '{req.noise}' (choose from {', '.join(NOISES)})")
-        if req.schedule not in SCHEDULES:
-            raise NewbieError(f"unknown schedule '{req.schedule}' (choose from {', '.join(SCHEDULES)})")
+        check_values(noise=req.noise, schedule=req.schedule)
         req.loras, req.fuse_loras = self.adapters.resolve(self.dit, s.loras), bool(s.fuse_loras)
         req.warnings += [note for a in req.loras for note in a.adapter.notes]
         return img2img.attach(req, image, s.hires, self.spec.max_side)
