@@ -70,3 +70,22 @@ def test_refusals_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: the ComfyUI layout embeds each text encoder's SentencePiece model")
     assert not (tmp_path / "c").exists()
+
+
+def test_demo_to_diffusers_uses_diffusers_names_and_makes_the_same_image(tmp_path, capsys):
+    from newbie.loading.dit import is_diffusers_layout
+    from newbie.loading.safetensors_io import read_header
+
+    out = tmp_path / "diffusers"
+    assert main(["convert", "demo", "--to", "diffusers", str(out)]) == 0
+    keys = read_header(out / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert (
+        is_diffusers_layout(keys)
+        and "layers.0.attn.to_k.weight" in keys
+        and "layers.0.norm1.norm.weight" in keys
+    )
+    assert "context_refiner.0.norm1.weight" in keys and not any(".attention." in k for k in keys)
+    assert (out / "text_encoder_2").is_dir() and (out / "tokenizer_2" / "tokenizer.json").is_file()
+    again = newbie.load(out, device="cpu")
+    assert again.spec == newbie.load(device="cpu").spec
+    assert _image(again) == _image(newbie.load(device="cpu"))

@@ -1,4 +1,4 @@
-"""`newbie convert MODEL --to folder|comfy OUT`: write a model in another layout we read, each component in
+"""`newbie convert MODEL --to folder|comfy|diffusers OUT`: write a model in another layout we read, each component in
 the dtype its source file holds, the model's sampling defaults travelling with it (newbie_spec.json), so the
 converted model makes the same images. MODEL is anything `--model` takes ('demo' included), with
 --text-encoder/--clip-model/--vae/--comfy-dir for the parts."""
@@ -12,18 +12,20 @@ import sys
 from pathlib import Path
 
 from newbie.errors import NewbieError
+from newbie.pipeline.model_spec import SPEC_FILE
 
-LAYOUTS = ("folder", "comfy")
+LAYOUTS = ("folder", "comfy", "diffusers")
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "convert",
-        help="write a model in another layout: a NewBie model folder, or ComfyUI's single files",
+        help="write a model in another layout: a NewBie model folder, ComfyUI's single files, or diffusers'",
         description="Write MODEL in another layout we read: 'folder' (the official NewBie layout: "
         "transformer/, text_encoder/, clip_model/, vae/) or 'comfy' (a ComfyUI models/ folder: "
-        "diffusion_models/, text_encoders/, vae/, each file with its <name>.config.json). Each component keeps "
+        "diffusion_models/, text_encoders/, vae/, each file with its <name>.config.json) or 'diffusers' (the "
+        "Disty0 conversion's layout: diffusers key names, text_encoder_2/). Each component keeps "
         "its dtype; the sampling defaults travel as newbie_spec.json.",
     )
     p.add_argument("model", help="model folder, transformer file, ComfyUI models/ folder, or 'demo'")
@@ -93,27 +95,36 @@ def run(args: argparse.Namespace) -> int:
 
         save_comfy(out, pipe, dtypes, spec_json(pipe.spec))
     else:
-        save_folder(out, pipe, dtypes, spec_json(pipe.spec))
+        check_tokenizers(pipe)
+        if args.to == "diffusers":
+            from newbie.loading.diffusers_writer import save_diffusers
+
+            save_diffusers(out, pipe, dtypes)
+        else:
+            save_folder(out, pipe, dtypes)
+        (out / SPEC_FILE).write_text(json.dumps(spec_json(pipe.spec), indent=2))
     print(out)
     print(f"{folder.name} -> {args.to} layout in {out}", file=sys.stderr)
     return 0
 
 
-def save_folder(root: Path, pipe, dtypes: dict, spec: dict) -> None:
-    """The official layout, with the spec beside model_index.json."""
-    from newbie.loading.writer import save_dit, save_gemma, save_jina, save_vae, write_model_index
-    from newbie.pipeline.model_spec import SPEC_FILE
-
-    t = pipe.text
-    for tok, what in ((t.gemma_tokenizer, "Gemma"), (t.jina_tokenizer, "Jina")):
+def check_tokenizers(pipe) -> None:
+    """Folder layouts hold Hugging Face tokenizer files; a ComfyUI file's embedded model is not one."""
+    for tok, what in ((pipe.text.gemma_tokenizer, "Gemma"), (pipe.text.jina_tokenizer, "Jina")):
         if not hasattr(tok, "save_pretrained"):
             raise NewbieError(
                 f"the {what} tokenizer is a ComfyUI file's embedded SentencePiece model; writing it as a "
                 "tokenizer folder is not supported"
             )
+
+
+def save_folder(root: Path, pipe, dtypes: dict) -> None:
+    """The official layout (the spec is written beside it by run)."""
+    from newbie.loading.writer import save_dit, save_gemma, save_jina, save_vae, write_model_index
+
+    t = pipe.text
     write_model_index(root)
     save_dit(root / "transformer", pipe.dit, dtypes["transformer"])
     save_gemma(root / "text_encoder", t.gemma, t.gemma_tokenizer, dtype=dtypes["text_encoder"])
     save_jina(root / "clip_model", t.jina, t.jina_tokenizer, dtype=dtypes["clip_model"])
     save_vae(root / "vae", pipe.codec.vae)  # loaded in its stored dtype already
-    (root / SPEC_FILE).write_text(json.dumps(spec, indent=2))
