@@ -13,6 +13,7 @@ DEFAULT_PORT = 8000
 
 
 def add_parser(subparsers) -> None:
+    from newbie.adapters.generate_flags import OWN  # a help text that states its own default
     from newbie.cli.model_args import add_model_args
 
     p = subparsers.add_parser(
@@ -23,22 +24,25 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind; anything but loopback needs --api-key"
     )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     p.add_argument(
         "--data-dir",
         default="newbie-serve-data",
         help="job database and images; nothing is read or written outside it",
     )
     p.add_argument(
-        "--api-key", help="require 'Authorization: Bearer KEY' (default: $NEWBIE_API_KEY, else none)"
+        "--api-key",
+        help="require 'Authorization: Bearer KEY' (default: $NEWBIE_API_KEY, else none)" + OWN,
     )
-    p.add_argument("--max-side", type=int, default=2048)
-    p.add_argument("--max-pixels", type=int, default=2048 * 2048)
-    p.add_argument("--max-steps", type=int, default=100)
-    p.add_argument("--max-n", type=int, default=4)
-    p.add_argument("--max-prompt-chars", type=int, default=16_384)
-    p.add_argument("--max-body-bytes", type=int, default=32 * 1024 * 1024)  # base64 input images
-    p.add_argument("--max-queue", type=int, default=1000)
+    p.add_argument("--max-side", type=int, default=2048, help="largest width or height a request may ask for")
+    p.add_argument("--max-pixels", type=int, default=2048 * 2048, help="largest width x height per image")
+    p.add_argument("--max-steps", type=int, default=100, help="most sampler steps per request")
+    p.add_argument("--max-n", type=int, default=4, help="most images per request")
+    p.add_argument("--max-prompt-chars", type=int, default=16_384, help="longest prompt, in characters")
+    p.add_argument(
+        "--max-body-bytes", type=int, default=32 * 1024 * 1024, help="largest request body (base64 images)"
+    )
+    p.add_argument("--max-queue", type=int, default=1000, help="most jobs waiting; more get 503")
     p.add_argument(
         "--sync-timeout", type=float, default=600.0, help="seconds POST /v1/images/generations waits"
     )
@@ -46,13 +50,13 @@ def add_parser(subparsers) -> None:
         "--ray", action="store_true", help="run on Ray Serve: one replica per GPU behind the same API"
     )
     p.add_argument("--replicas", type=int, default=1, help="with --ray: model replicas (one GPU each)")
-    p.add_argument("--ray-address", help="with --ray: an existing cluster (default: start a local Ray)")
+    p.add_argument("--ray-address", help="with --ray: an existing cluster (default: start a local Ray)" + OWN)
     p.add_argument("--print-openapi", action="store_true", help="print the OpenAPI schema and exit")
     add_model_args(p)
     p.add_argument(
         "--parallel",
         help="one image over several devices: sp:N, cfg:2 or cfg:2,sp:N; the "
-        "--device list is cut into groups of that many (default: one replica per device)",
+        "--device list is cut into groups of that many (default: one replica per device)" + OWN,
     )
     p.epilog = (
         "--device takes a comma list (cuda:0,cuda:1): one worker per device, or with --parallel one "
