@@ -73,3 +73,16 @@ def test_a_busy_port_is_reported_before_the_url(busy_port, command, capsys, tmp_
         == f"error: port {busy_port} on 127.0.0.1 is already in use (another server?); choose another with --port\n"
     )
     assert "http://" not in out + err
+
+
+def test_serve_help_explains_its_flags_and_shows_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, words in {
+        "--port PORT": "port to listen on (default: 8000)",
+        "--max-steps MAX_STEPS": "most sampler steps per request (default: 100)",
+        "--max-queue MAX_QUEUE": "most jobs waiting; more get 503 (default: 1000)",
+        "--api-key API_KEY": "(default: $NEWBIE_API_KEY, else none) --max-side",
+    }.items():
+        assert f"{flag} {words}" in text
