@@ -60,7 +60,7 @@ def _status(service, job, request: Request) -> JobStatus:
         id=job.id,
         state=job.state,
         step=service.step(job),
-        steps=job.params.get("total_steps", job.params["steps"]),
+        steps=job.params.get("total_steps", job.params.get("steps", 0)),
         n=job.n,
         created=job.created,
         started=job.started,

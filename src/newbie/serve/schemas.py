@@ -122,6 +122,7 @@ class Health(BaseModel):
     workers_alive: int
     queued: int
     running: int
+    reason: str | None = Field(None, description="why the server is degraded (absent when ok)")
 
 
 class ExpandRequest(BaseModel):

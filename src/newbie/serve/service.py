@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 import threading
 import uuid
 from pathlib import Path
@@ -74,6 +75,7 @@ class JobService:
         self.waiters = Waiters()
         self._progress: dict[str, tuple[int, int]] = {}  # running job -> (step, steps), kept by its worker
         self._cancels: set[str] = set()  # running jobs whose cancel was asked for in this process
+        self._store_error: str | None = None  # the last store failure a worker met, until one succeeds
         self._stopping = threading.Event()
         self._wake = threading.Condition()
         self.workers = [Worker(self, r) for r in runners]
@@ -100,22 +102,41 @@ class JobService:
 
     # -- jobs --
 
+    def unavailable(self) -> str | None:
+        """Why no job can run now (no worker alive, the store failing), or None."""
+        if not any(w.is_alive() for w in self.workers):
+            return "no worker is running"
+        if self._store_error:
+            return f"the job store fails: {self._store_error}"
+        return None
+
     def submit(self, params: dict, images: dict | None = None) -> Job:
-        """Queue a job; its input images go to its folder first, so a queued job always has them."""
-        if self.store.counts()["queued"] >= self.limits.max_queue:
-            raise ApiError(
-                503, f"the queue is full ({self.limits.max_queue} jobs); try again later", "queue_full"
-            )
+        """Queue a job; its input images go to its folder first, so a queued job always has them. Refused
+        (503) while no job could run: a 202 then would be a promise nobody keeps."""
+        reason = self.unavailable()
+        if reason:
+            raise ApiError(503, f"the server cannot run jobs now ({reason}); try again later", "unavailable")
         job_id = uuid.uuid4().hex
-        if images:
-            save_inputs(self.images_dir / job_id, images)
-        job = self.store.add(params, params["n"], job_id)
+        try:
+            if self.store.counts()["queued"] >= self.limits.max_queue:
+                raise ApiError(
+                    503, f"the queue is full ({self.limits.max_queue} jobs); try again later", "queue_full"
+                )
+            if images:
+                save_inputs(self.images_dir / job_id, images)
+            job = self.store.add(params, params["n"], job_id)
+        except (sqlite3.Error, OSError) as e:
+            self.store_trouble(e)
+            raise ApiError(503, f"the job store fails ({e}); try again later", "store_unavailable") from None
         with self._wake:
             self._wake.notify()
         return job
 
     def get(self, job_id: str) -> Job:
-        job = self.store.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        try:
+            job = self.store.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        except sqlite3.Error as e:
+            raise ApiError(503, f"the job store fails ({e}); try again later", "store_unavailable") from None
         if job is None:
             raise ApiError(404, f"no job '{job_id[:64]}'", "job_not_found")
         return job
@@ -153,7 +174,7 @@ class JobService:
 
     def step(self, job: Job) -> int:
         if job.state == "done":
-            return job.params.get("total_steps", job.params["steps"])
+            return job.params.get("total_steps", job.params.get("steps", 0))
         return self._progress.get(job.id, (0, 0))[0] if job.state == "running" else 0
 
     def cancel_asked(self, job_id: str) -> bool:
@@ -182,23 +203,39 @@ class JobService:
         return runner.expand(text, **kwargs)
 
     def health(self) -> dict:
-        counts = self.store.counts()
+        """Liveness: every worker alive and the store readable and writable (as far as the workers saw)."""
         alive = sum(w.is_alive() for w in self.workers)
-        return {
-            "status": "ok" if alive == len(self.workers) else "degraded",
+        reason = None
+        try:
+            counts = self.store.counts()
+        except sqlite3.Error as e:
+            counts, reason = {"queued": 0, "running": 0}, f"the job store cannot be read: {e}"
+        if alive < len(self.workers):
+            reason = f"{len(self.workers) - alive} of {len(self.workers)} workers stopped"
+        reason = reason or (f"the job store fails: {self._store_error}" if self._store_error else None)
+        health = {
+            "status": "degraded" if reason else "ok",
             "model": self.model_name,
             "workers": len(self.workers),
             "workers_alive": alive,
             "queued": counts["queued"],
             "running": counts["running"],
         }
+        if reason:
+            health["reason"] = reason
+        return health
 
     def metrics_text(self) -> str:
-        return self.metrics.render(
-            self.store.counts(), len(self.workers), sum(w.is_alive() for w in self.workers)
-        )
+        try:
+            counts = self.store.counts()
+        except sqlite3.Error:
+            counts = {}  # /metrics still answers; /healthz says why
+        return self.metrics.render(counts, len(self.workers), sum(w.is_alive() for w in self.workers))
 
     # -- workers (newbie.serve.worker.JobHost) --
+
+    def store_trouble(self, error: Exception | None) -> None:
+        self._store_error = None if error is None else (str(error).splitlines() or [type(error).__name__])[0]
 
     def is_stopping(self) -> bool:
         return self._stopping.is_set()
