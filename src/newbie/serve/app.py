@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Query, Request
@@ -33,6 +35,7 @@ from newbie.serve.store import CANCELLED, DONE, FAILED
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 422)}
 SYNC_TIMEOUT_S = 600.0  # how long POST /v1/images/generations waits for its job before answering 504
+PROBE_TIMEOUT_S = 2.0  # /healthz and /metrics answer within this even while the store is locked
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
@@ -76,6 +79,18 @@ def _status(service, job, request: Request) -> JobStatus:
 def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_TIMEOUT_S) -> FastAPI:
     """`service` may be None only to read the schema (app.openapi()); no route runs then."""
 
+    # Work that can wait long runs off the request pool, in its own bounded executors: an expansion waits
+    # for the running job (it shares the pipeline's Gemma), and a probe must answer while everything else
+    # is busy. The starlette pool then only runs short calls.
+    max_expands = service.limits.max_expands if service is not None else 1
+    expand_pool = ThreadPoolExecutor(max_expands, thread_name_prefix="newbie-expand")
+    probe_pool = ThreadPoolExecutor(2, thread_name_prefix="newbie-probe")
+    expanding = 0  # expansions running or waiting (one event loop: no lock needed)
+
+    async def probe(call):
+        future = asyncio.get_running_loop().run_in_executor(probe_pool, call)
+        return await asyncio.wait_for(future, PROBE_TIMEOUT_S)
+
     @asynccontextmanager
     async def lifespan(app):
         service.start()
@@ -83,6 +98,8 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
             yield
         finally:
             await run_in_threadpool(service.stop)
+            expand_pool.shutdown(wait=False, cancel_futures=True)
+            probe_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="newbie",
@@ -195,7 +212,8 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         responses=ERRORS,
         summary="Sentence or tags -> XML prompt, written by the model's own Gemma (or the rules)",
     )
-    def expand_prompt(body: ExpandRequest) -> ExpandResponse:
+    async def expand_prompt(body: ExpandRequest) -> ExpandResponse:
+        nonlocal expanding
         from newbie.errors import NewbieError
         from newbie.prompts import PromptError
 
@@ -206,19 +224,31 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
                 "prompt_too_long",
                 "text",
             )
+        if body.seed is not None and not 0 <= body.seed < 2**64:
+            raise ApiError(422, f"seed must be between 0 and 2^64-1, got {body.seed}", "invalid_seed", "seed")
+        if expanding >= max_expands:
+            raise ApiError(
+                503, f"{max_expands} prompt expansions are already waiting; try again later", "busy"
+            )
         t0 = time.perf_counter()
+        expanding += 1
         try:
-            out = service.expand(
-                body.text,
-                body.llm,
-                seed=body.seed,
-                temperature=body.temperature,
-                max_new_tokens=body.max_new_tokens,
+            out = await asyncio.get_running_loop().run_in_executor(
+                expand_pool,
+                lambda: service.expand(
+                    body.text,
+                    body.llm,
+                    seed=body.seed,
+                    temperature=body.temperature,
+                    max_new_tokens=body.max_new_tokens,
+                ),
             )
         except PromptError as e:
             raise ApiError(422, f"text is malformed XML: {e}", "invalid_prompt", "text") from None
         except NewbieError as e:
             raise ApiError(422, str(e), "invalid_prompt", "text") from None
+        finally:
+            expanding -= 1
         stats = out.stats
         return ExpandResponse(
             xml=out.xml,
@@ -236,13 +266,30 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         )
 
     @app.get("/healthz", response_model=Health, summary="Liveness: workers alive and queue size")
-    def healthz():
-        health = service.health()
+    async def healthz():
+        try:
+            health = await probe(service.health)
+        except asyncio.TimeoutError:
+            health = {
+                "status": "degraded",
+                "model": service.model_name,
+                "workers": len(service.workers),
+                "workers_alive": sum(w.is_alive() for w in service.workers),
+                "queued": 0,
+                "running": 0,
+                "reason": f"the job store did not answer within {PROBE_TIMEOUT_S:g} s",
+            }
         return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format")
-    def metrics():
-        return PlainTextResponse(service.metrics_text(), media_type="text/plain; version=0.0.4")
+    async def metrics():
+        try:
+            text = await probe(service.metrics_text)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                503, f"the job store did not answer within {PROBE_TIMEOUT_S:g} s", "busy"
+            ) from None
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     plain_openapi = app.openapi
 
@@ -259,7 +306,13 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
 
     # outermost last: count every error, check the key before reading a body, then cap the body
     if service is not None:
-        app.add_middleware(BodyLimitMiddleware, max_bytes=service.limits.max_body_bytes)
+        limits = service.limits
+        app.add_middleware(
+            BodyLimitMiddleware,
+            max_bytes=limits.max_body_bytes,
+            buffer_bytes=limits.max_body_buffer,
+            timeout_s=limits.body_timeout_s,
+        )
         if api_key:
             app.add_middleware(ApiKeyMiddleware, api_key=api_key)
         app.add_middleware(ErrorCountMiddleware, metrics=service.metrics)

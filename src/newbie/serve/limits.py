@@ -25,6 +25,12 @@ class ApiLimits:
     # img2img/inpainting images come in the body as base64: room for two 2048x2048 PNGs
     max_body_bytes: int = 32 * 1024 * 1024
     max_queue: int = 1000  # queued jobs; past this a new job gets 503 instead of waiting for hours
+    # -- server limits (the transport, not the request's values) --
+    # request bodies held in memory at once, all connections together: 200 slow clients cannot hold 200
+    # bodies; past this a new body gets 503 at once (and a slow one 408 after body_timeout_s)
+    max_body_buffer: int = 256 * 1024 * 1024
+    body_timeout_s: float = 60.0  # the whole body must arrive within this
+    max_expands: int = 4  # /v1/prompts/expand calls running or waiting; past this 503
 
 
 class PipelineValidator:

@@ -3,8 +3,10 @@ Plain ASGI (not BaseHTTPMiddleware) so a rejected body is never read past the li
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import time
 
 from newbie.serve.errors import error_body
 
@@ -56,15 +58,21 @@ class ApiKeyMiddleware:
 
 class BodyLimitMiddleware:
     """Reads the whole body (it is small JSON) and stops at `max_bytes`: 413 before the route sees it,
-    whether the client sent a Content-Length or a chunked body."""
+    whether the client sent a Content-Length or a chunked body. Memory stays bounded however many clients
+    send at once: all bodies being read or handled share `buffer_bytes` (a declared Content-Length is
+    reserved up front; past the budget: 503 at once), and a body that does not arrive within `timeout_s`
+    gets 408 and its connection closed (a client trickling bytes holds nothing for long)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, buffer_bytes: int | None = None, timeout_s: float = 60.0):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+        self.buffer_bytes = buffer_bytes if buffer_bytes is not None else 8 * max_bytes
+        self.held = 0  # bytes reserved by bodies in flight (one event loop: no lock needed)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         too_big = f"request body is larger than {self.max_bytes} bytes"
+        declared = 0
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -73,29 +81,57 @@ class BodyLimitMiddleware:
                     return await send_error(send, 400, "bad Content-Length header", "bad_request")
                 if declared > self.max_bytes:
                     return await send_error(send, 413, too_big, "body_too_large")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                return await send_error(send, 413, too_big, "body_too_large")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
+        reserved = 0
+        try:
+            body = b""
+            if declared and not self._reserve(declared):
+                return await self._busy(send)
+            reserved = declared
+            chunks, size, deadline = [], 0, time.monotonic() + self.timeout_s
+            while True:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    message = f"the request body did not arrive within {self.timeout_s:g} s"
+                    return await send_error(send, 408, message, "body_timeout", [(b"connection", b"close")])
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    return await send_error(send, 413, too_big, "body_too_large")
+                if size > reserved:  # chunked, or more than declared: reserve as it comes
+                    if not self._reserve(size - reserved):
+                        return await self._busy(send)
+                    reserved = size
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            del chunks
+            replayed = False
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: wait for the disconnect, as the server would
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()  # after the body: wait for the disconnect, as the server would
 
-        return await self.app(scope, replay, send)
+            return await self.app(scope, replay, send)
+        finally:
+            self.held -= reserved
+
+    def _reserve(self, n: int) -> bool:
+        if self.held + n > self.buffer_bytes:
+            return False
+        self.held += n
+        return True
+
+    @staticmethod
+    async def _busy(send) -> None:
+        message = "the server is receiving too many request bodies at once; try again shortly"
+        await send_error(send, 503, message, "busy", [(b"retry-after", b"1"), (b"connection", b"close")])
 
 
 class ErrorCountMiddleware:
