@@ -40,6 +40,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-body-bytes", type=int, default=32 * 1024 * 1024)  # base64 input images
     p.add_argument("--max-queue", type=int, default=1000)
     p.add_argument(
+        "--max-body-buffer",
+        type=int,
+        default=256 * 1024 * 1024,
+        help="bytes of request bodies held at once, all clients together (past it: 503)",
+    )
+    p.add_argument(
+        "--body-timeout", type=float, default=60.0, help="seconds a request body may take to arrive (408)"
+    )
+    p.add_argument("--max-expands", type=int, default=4, help="prompt expansions running or waiting")
+    p.add_argument(
         "--sync-timeout", type=float, default=600.0, help="seconds POST /v1/images/generations waits"
     )
     p.add_argument(
@@ -72,11 +82,15 @@ def limits_from(args):
         max_prompt_chars=args.max_prompt_chars,
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
+        max_body_buffer=args.max_body_buffer,
+        max_expands=args.max_expands,
     )
     for name, value in values.items():
         if value < 1:
             raise NewbieError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    return ApiLimits(**values)
+    if not args.body_timeout > 0:
+        raise NewbieError(f"--body-timeout must be > 0, got {args.body_timeout}")
+    return ApiLimits(**values, body_timeout_s=args.body_timeout)
 
 
 def is_loopback(host: str) -> bool:
