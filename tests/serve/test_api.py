@@ -208,3 +208,28 @@ def test_committed_openapi_schema_matches_the_app():
         "/healthz",
         "/metrics",
     } <= set(paths)
+
+
+def test_a_lone_surrogate_is_a_422_and_commits_nothing(make_client):
+    client, service = make_client()
+    raw = b'{"prompt": "1girl \\ud800", "size": "32x32", "steps": 2}'
+    for path in ("/v1/jobs", "/v1/images/generations"):
+        r = client.post(path, content=raw, headers={"content-type": "application/json"})
+        assert _error(r, 422)["code"] == "invalid_text"
+    assert sum(service.store.counts().values()) == 0  # no ghost job
+
+
+def test_a_deleted_image_is_410_and_a_crash_is_a_counted_json_500(make_client, monkeypatch, caplog):
+    monkeypatch.setenv("NEWBIE_DEBUG", "0")
+    client, service = make_client()
+    job = _wait(client, client.post("/v1/jobs", json={"prompt": "1girl", **FAST}).json()["id"])
+    (service.images_dir / job["id"] / "0.png").unlink()
+    assert _error(client.get(job["images"][0]), 410)["code"] == "image_gone"
+
+    def crash(job_id):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service, "get", crash)
+    assert _error(client.get(f"/v1/jobs/{job['id']}"), 500)["code"] == "internal_error"
+    assert 'newbie_errors_total{kind="http_500"} 1' in client.get("/metrics").text
+    assert "a bug" in caplog.text and "Traceback" not in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from newbie import __version__
 from newbie.serve.errors import ApiError, error_body
+from newbie.serve.inputs import check_unicode
 from newbie.serve.limits import validate
 from newbie.serve.schemas import (
     ErrorBody,
@@ -52,6 +54,13 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
         parts.append(f"{where}: {e.get('msg', 'invalid')}")
     param = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or None
     return ApiError(422, "; ".join(parts), "invalid_field", param)
+
+
+def _scrub(message: str, service) -> str:
+    """No server path or object repr in a reply: the engine's messages name files by their full path."""
+    if service is not None:
+        message = message.replace(str(service.data_dir) + "/", "").replace(str(service.data_dir), "DATA")
+    return re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>", "the uploaded image", message)
 
 
 def _status(service, job, request: Request) -> JobStatus:
@@ -113,7 +122,8 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
-        return JSONResponse(error_body(exc.status, exc.message, exc.code, exc.param), status_code=exc.status)
+        message = _scrub(exc.message, service)
+        return JSONResponse(error_body(exc.status, message, exc.code, exc.param), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
@@ -137,6 +147,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         summary="OpenAI-compatible: generate and wait for the images",
     )
     async def images_generations(body: ImageGenerationRequest, request: Request) -> ImagesResponse:
+        check_unicode(body.model_dump())
         # in a thread: validation may ask a Ray replica, and the commit waits for the disk
         job = await run_in_threadpool(
             lambda: service.submit(*validate(body, service.validator, service.limits, service.data_dir))
@@ -155,7 +166,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
             if body.response_format == "url":
                 data.append(ImageData(url=f"{base}?index={i}", seed=seed))
             else:
-                png = await run_in_threadpool(service.image_path(job.id, i).read_bytes)
+                png = await run_in_threadpool(service.existing_image(job.id, i).read_bytes)
                 data.append(ImageData(b64_json=base64.b64encode(png).decode(), seed=seed))
         return ImagesResponse(created=int(time.time()), data=data, job_id=job.id)
 
@@ -167,6 +178,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         summary="Queue a generation; poll GET /v1/jobs/{id}",
     )
     def create_job(body: GenerationParams, request: Request):
+        check_unicode(body.model_dump())
         job = service.submit(*validate(body, service.validator, service.limits, service.data_dir))
         status = _status(service, job, request)
         location = str(request.url_for("get_job", job_id=job.id))
@@ -195,7 +207,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
             raise ApiError(
                 404, f"job {job_id} has {job.n} image(s); index {index} does not exist", "image_not_found"
             )
-        return FileResponse(service.image_path(job_id, index), media_type="image/png")
+        return FileResponse(service.existing_image(job_id, index), media_type="image/png")
 
     @app.delete(
         "/v1/jobs/{job_id}",
@@ -224,6 +236,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
                 "prompt_too_long",
                 "text",
             )
+        check_unicode(body.text, "text")
         if body.seed is not None and not 0 <= body.seed < 2**64:
             raise ApiError(422, f"seed must be between 0 and 2^64-1, got {body.seed}", "invalid_seed", "seed")
         if expanding >= max_expands:

@@ -189,6 +189,13 @@ class JobService:
         assert path.resolve().is_relative_to(self.data_dir)
         return path
 
+    def existing_image(self, job_id: str, index: int) -> Path:
+        """image_path(), or 410 when the file of a done job was deleted (by an operator, a retention sweep)."""
+        path = self.image_path(job_id, index)
+        if not path.is_file():
+            raise ApiError(410, f"image {index} of job {job_id} is no longer on the server", "image_gone")
+        return path
+
     def expand(self, text: str, llm: bool = True, **kwargs):
         """A prompt expansion on the first runner that holds a pipeline's Gemma in this process; the
         rule-based expander when asked for, or when there is none (Ray replicas keep theirs remote)."""

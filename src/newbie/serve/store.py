@@ -70,7 +70,8 @@ def _params(text) -> dict | None:
     claim(), and shown with empty parameters by get()."""
     try:
         params = json.loads(text)
-    except (TypeError, ValueError):
+        json.dumps(params, ensure_ascii=False).encode()  # a lone surrogate would fail every reply
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return None
     return params if isinstance(params, dict) else None
 
