@@ -76,3 +76,24 @@ def test_bodies_in_flight_share_one_budget():
         assert app.held == 0
 
     asyncio.run(asyncio.wait_for(go(), 10))
+
+
+def test_only_allowed_host_names_are_answered(make_client, tmp_path):
+    """DNS rebinding: a page at evil.example resolved to 127.0.0.1 sends Host: evil.example (issue 27)."""
+    from fastapi.testclient import TestClient
+
+    from newbie.serve.app import create_app
+    from newbie.serve.security import allowed_hosts
+
+    _, service = make_client()
+    assert allowed_hosts("0.0.0.0") is None and allowed_hosts("127.0.0.1", ["*"]) is None
+    hosts = allowed_hosts("127.0.0.1", ["gpu-box.lan"])
+    client = TestClient(create_app(service, None, hosts=hosts), base_url="http://127.0.0.1:8000")
+    for good in ("127.0.0.1:8000", "localhost", "[::1]:8000", "GPU-box.lan:8000"):
+        assert client.get("/healthz", headers={"host": good}).status_code == 200, good
+    for bad in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "[::2]"):
+        r = client.get("/healthz", headers={"host": bad})
+        assert r.status_code == 421 and r.json()["error"]["code"] == "bad_host", bad
+    r = client.post("/v1/jobs", json={"prompt": "1girl"}, headers={"host": "evil.example"})
+    assert r.status_code == 421 and "location" not in r.headers
+    assert sum(service.store.counts().values()) == 0

@@ -32,7 +32,12 @@ from newbie.serve.schemas import (
     ImagesResponse,
     JobStatus,
 )
-from newbie.serve.security import ApiKeyMiddleware, BodyLimitMiddleware, ErrorCountMiddleware
+from newbie.serve.security import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    ErrorCountMiddleware,
+    HostCheckMiddleware,
+)
 from newbie.serve.store import CANCELLED, DONE, FAILED
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 422)}
@@ -85,8 +90,14 @@ def _status(service, job, request: Request) -> JobStatus:
     )
 
 
-def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_TIMEOUT_S) -> FastAPI:
-    """`service` may be None only to read the schema (app.openapi()); no route runs then."""
+def create_app(
+    service,
+    api_key: str | None = None,
+    sync_timeout: float = SYNC_TIMEOUT_S,
+    hosts: set[str] | None = None,
+) -> FastAPI:
+    """`service` may be None only to read the schema (app.openapi()); no route runs then. `hosts`: the
+    Host names answered (security.allowed_hosts); None answers any."""
 
     # Work that can wait long runs off the request pool, in its own bounded executors: an expansion waits
     # for the running job (it shares the pipeline's Gemma), and a probe must answer while everything else
@@ -317,7 +328,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
 
     app.openapi = openapi_with_auth
 
-    # outermost last: count every error, check the key before reading a body, then cap the body
+    # outermost last: count every error, check the Host and the key before reading a body, then cap it
     if service is not None:
         limits = service.limits
         app.add_middleware(
@@ -328,5 +339,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         )
         if api_key:
             app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+        if hosts is not None:
+            app.add_middleware(HostCheckMiddleware, hosts=hosts)
         app.add_middleware(ErrorCountMiddleware, metrics=service.metrics)
     return app

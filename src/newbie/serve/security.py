@@ -31,6 +31,49 @@ async def send_error(send, status: int, message: str, code: str, headers: list |
     await send({"type": "http.response.body", "body": body})
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def allowed_hosts(bound: str, extra: list[str] | None = None) -> set[str] | None:
+    """The names a request's Host header may carry: the bound address, loopback's names, and `extra`.
+    None (no check) for a wildcard bind without an explicit list, or when the list holds '*'."""
+    extra = [h.strip().lower() for h in extra or [] if h.strip()]
+    if "*" in extra or (bound in WILDCARDS and not extra):
+        return None
+    names = set(LOOPBACK_NAMES) | set(extra)
+    if bound not in WILDCARDS:
+        names.add(bound.lower().strip("[]"))
+    return names
+
+
+def host_name(value: bytes) -> str:
+    """'example.com:8000' -> 'example.com'; '[::1]:8000' -> '::1'."""
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1 : text.find("]")] if "]" in text else text
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+class HostCheckMiddleware:
+    """Answers only to the names it is reached by: a page on another site that makes a browser resolve its
+    own name to 127.0.0.1 (DNS rebinding) sends that name in Host and is refused here, before any route,
+    and Location headers and image URLs are only ever built from an allowed name."""
+
+    def __init__(self, app, hosts: set[str]):
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = next((v for n, v in scope["headers"] if n == b"host"), None)
+        if given is not None and host_name(given) not in self.hosts:
+            shown = repr(given.decode("latin-1")[:100])
+            message = f"Host {shown} is not a name this server answers to (see --allowed-host)"
+            return await send_error(send, 421, message, "bad_host")
+        return await self.app(scope, receive, send)
+
+
 class ApiKeyMiddleware:
     """`Authorization: Bearer KEY` on every path but OPEN_PATHS, compared in constant time."""
 
