@@ -25,6 +25,12 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        help="a Host name the API answers to besides the bound address and loopback (repeatable; '*': any)",
+    )
+    p.add_argument(
         "--data-dir",
         default="newbie-serve-data",
         help="job database and images; nothing is read or written outside it",
@@ -148,6 +154,8 @@ def run(args) -> int:
         file=sys.stderr,
         flush=True,
     )
-    app = create_app(service, api_key, args.sync_timeout)
+    from newbie.serve.security import allowed_hosts
+
+    app = create_app(service, api_key, args.sync_timeout, allowed_hosts(args.host, args.allowed_host))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     return 0
