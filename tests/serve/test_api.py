@@ -233,3 +233,17 @@ def test_a_deleted_image_is_410_and_a_crash_is_a_counted_json_500(make_client, m
     assert _error(client.get(f"/v1/jobs/{job['id']}"), 500)["code"] == "internal_error"
     assert 'newbie_errors_total{kind="http_500"} 1' in client.get("/metrics").text
     assert "a bug" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_retention_deletes_finished_jobs_and_their_images(make_client):
+    import dataclasses
+
+    from tests.serve.conftest import LIMITS
+
+    client, service = make_client(limits=dataclasses.replace(LIMITS, retention_s=0.5))
+    job = _wait(client, client.post("/v1/jobs", json={"prompt": "1girl", **FAST}).json()["id"])
+    assert job["state"] == "done" and service.sweep() == 0  # not old enough yet
+    time.sleep(0.6)
+    assert service.sweep() == 1
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert not (service.images_dir / job["id"]).exists()

@@ -189,3 +189,37 @@ def test_image_bombs_are_refused_on_their_header(make_client):
     text = chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * (2 << 20)))
     assert _error(post(png(8, 8, text)), 400)["code"] == "invalid_image"
     assert service.store.counts()["queued"] == 0
+
+
+def test_a_nan_lora_is_a_failed_job_with_the_reason_not_a_black_done(make_client, tiny_pipeline):
+    from safetensors.torch import load_file, save_file
+
+    client, service = make_client()
+    folder = service.data_dir / "adapters" / "nan"
+    write_peft(folder, linear_shapes(tiny_pipeline.dit))
+    weights = folder / "adapter_model.safetensors"
+    save_file({k: v.fill_(float("nan")) for k, v in load_file(weights).items()}, weights)
+    job = client.post("/v1/jobs", json={"prompt": "1girl", **FAST, "loras": [{"name": "nan", "strength": 1}]})
+    status = _wait(client, job.json()["id"])
+    tiny_pipeline.adapters.clear()
+    assert status["state"] == "failed" and "NaN" in status["error"], status
+    assert not (service.images_dir / status["id"] / "0.png").exists()
+    ok = _wait(client, client.post("/v1/jobs", json={"prompt": "1girl", **FAST}).json()["id"])
+    assert ok["state"] == "done"
+
+
+def test_the_png_is_fsynced_before_the_job_is_marked_done(make_client, monkeypatch):
+    import newbie.pipeline.images as images
+
+    client, service = make_client()
+    synced, at_finish = [], []
+    real_fsync, real_finish = os.fsync, service.store.finish
+    monkeypatch.setattr(images.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+
+    def finish(job_id, state, **kw):
+        at_finish.append(len(synced))
+        return real_finish(job_id, state, **kw)
+
+    monkeypatch.setattr(service.store, "finish", finish)
+    status = _wait(client, client.post("/v1/jobs", json={"prompt": "1girl", **FAST}).json()["id"])
+    assert status["state"] == "done" and at_finish == [2]  # the file, then its folder

@@ -138,3 +138,15 @@ def test_a_lock_held_by_another_process_is_waited_for(tmp_path):
     t0 = time.monotonic()
     store.add({"steps": 1}, 1)  # without a busy timeout: "database is locked" at once
     assert 0.3 < time.monotonic() - t0 < BUSY_TIMEOUT_S
+
+
+def test_purge_deletes_only_finished_jobs_past_the_time(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    old, queued, running = store.add({}, 1), store.add({}, 1), store.add({}, 1)
+    for _ in (old, queued, running):
+        assert store.claim() is not None
+    store.finish(old.id, DONE)
+    store.requeue(queued.id)
+    assert store.purge(time.time() - 60) == []
+    assert store.purge(time.time() + 1) == [old.id]
+    assert store.get(old.id) is None and store.get(queued.id) and store.get(running.id)

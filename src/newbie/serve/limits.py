@@ -31,6 +31,7 @@ class ApiLimits:
     max_body_buffer: int = 256 * 1024 * 1024
     body_timeout_s: float = 60.0  # the whole body must arrive within this
     max_expands: int = 4  # /v1/prompts/expand calls running or waiting; past this 503
+    retention_s: float = 0.0  # finished jobs and their images are deleted this long after; 0: kept
 
 
 class PipelineValidator:

@@ -119,6 +119,7 @@ class RayRunner:
 
     def run(self, params: dict, on_step, images=None, data_dir=None) -> tuple[list, list]:
         from newbie.pipeline.recipe import Recipe
+        from newbie.serve.worker import refuse_bad_output
 
         # the replicas share the ingress' data folder (one machine): adapters are read from its adapters/
         stream = self.handle.options(stream=True).generate.remote(params, images, str(data_dir or ""))
@@ -127,7 +128,9 @@ class RayRunner:
                 if "error" in msg:  # already one line from errors.describe(): passed on as it is
                     raise NewbieError(msg["error"])
                 if "images" in msg:
-                    return msg["images"], [Recipe.from_json(r) for r in msg["recipes"]]
+                    recipes = [Recipe.from_json(r) for r in msg["recipes"]]
+                    refuse_bad_output(recipes)
+                    return msg["images"], recipes
                 on_step(msg["step"], msg["steps"])
         except BaseException:
             stream.cancel()

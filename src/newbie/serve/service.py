@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
 import sqlite3
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from newbie.serve.worker import Runner, Worker
 
 log = logging.getLogger("newbie.serve")
 JOB_ID = re.compile(r"[0-9a-f]{32}")
+SWEEP_EVERY_S = 600.0  # how often an idle worker deletes finished jobs past the retention
 
 
 class Waiters:
@@ -75,6 +78,7 @@ class JobService:
         self.waiters = Waiters()
         self._progress: dict[str, tuple[int, int]] = {}  # running job -> (step, steps), kept by its worker
         self._cancels: set[str] = set()  # running jobs whose cancel was asked for in this process
+        self._last_sweep = 0.0
         self._store_error: str | None = None  # the last store failure a worker met, until one succeeds
         self._stopping = threading.Event()
         self._wake = threading.Condition()
@@ -87,6 +91,7 @@ class JobService:
             log.warning("recovered job %s", note)
         for tmp in self.images_dir.glob("*/.newbie-*"):  # save_png's temporary file, orphaned by a kill
             tmp.unlink(missing_ok=True)
+        self.sweep()
         for w in self.workers:
             w.start()
 
@@ -247,8 +252,24 @@ class JobService:
     def is_stopping(self) -> bool:
         return self._stopping.is_set()
 
+    def sweep(self) -> int:
+        """With a retention: delete finished jobs older than it, rows first (a GET then says 404, never
+        points at a missing file), then their folders. Returns how many."""
+        self._last_sweep = time.monotonic()
+        if not self.limits.retention_s:
+            return 0
+        ids = self.store.purge(time.time() - self.limits.retention_s)
+        for job_id in ids:
+            if JOB_ID.fullmatch(job_id):
+                shutil.rmtree(self.images_dir / job_id, ignore_errors=True)
+        if ids:
+            log.info("retention: deleted %d finished job(s)", len(ids))
+        return len(ids)
+
     def next_job(self, timeout: float) -> Job | None:
         job = self.store.claim()
+        if job is None and time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
+            self.sweep()
         if job is None:
             with self._wake:
                 self._wake.wait(timeout)  # a submit wakes us; the timeout covers a notify sent earlier
@@ -262,7 +283,7 @@ class JobService:
 
     def save_images(self, job: Job, images: list, recipes: list) -> None:
         for i, (image, recipe) in enumerate(zip(images, recipes)):
-            save_png(image, recipe, self.image_path(job.id, i))
+            save_png(image, recipe, self.image_path(job.id, i), durable=True)
 
     def finish(
         self,

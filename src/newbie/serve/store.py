@@ -229,6 +229,16 @@ class JobStore:
         out.update({r["state"]: r["c"] for r in rows})
         return out
 
+    def purge(self, finished_before: float) -> list[str]:
+        """Delete the rows of jobs that finished before this time; returns their ids (their files are the
+        service's to remove)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"DELETE FROM jobs WHERE state IN ({','.join('?' * len(FINAL))}) AND finished < ? RETURNING id",
+                (*FINAL, finished_before),
+            ).fetchall()
+        return [r["id"] for r in rows]
+
     def recover(self) -> list[str]:
         """At startup: jobs left 'running' by a crash go back to the queue, or fail with a reason after
         MAX_ATTEMPTS; a cancel asked for before the crash is honoured. Returns one line per changed job."""

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from newbie.errors import debug_enabled, describe, failure_context
+from newbie.errors import NewbieError, debug_enabled, describe, failure_context
 from newbie.serve.store import CANCELLED, DONE, FAILED, Job
 
 log = logging.getLogger("newbie.serve")
@@ -160,6 +160,21 @@ class Worker(threading.Thread):
             self._store(lambda: host.finish(job.id, DONE, images=len(images), seconds=seconds))
 
 
+# The engine's own checks of a finished image (pipeline._problems), which no request rule can foresee (a
+# LoRA or a weights file holding NaN): such an image is a failed job with the reason, never "done".
+BAD_OUTPUT = ("latent has NaN/Inf values", "image has NaN/Inf values", "image is all black")
+
+
+def refuse_bad_output(recipes: list) -> None:
+    for i, recipe in enumerate(recipes):
+        found = [w for w in recipe.warnings if w in BAD_OUTPUT]
+        if found:
+            raise NewbieError(
+                f"image {i} is garbage ({'; '.join(found)}): check the LoRA and model weights, or lower "
+                "cfg and shift; nothing was saved"
+            )
+
+
 class PipelineRunner:
     """Runs jobs on a loaded Pipeline in this process (`newbie serve`)."""
 
@@ -175,6 +190,7 @@ class PipelineRunner:
         plan = self.pipe.plan.name if self.pipe.plan else None
         with failure_context(size=(req.width, req.height), plan=plan), self.lock:
             gen = self.pipe.run(req, progress=lambda d: on_step(d["step"], d["steps"]))
+        refuse_bad_output(gen.recipes)
         return gen.images, gen.recipes
 
     def expand(self, text: str, **kwargs):
