@@ -56,6 +56,12 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--max-expands", type=int, default=4, help="prompt expansions running or waiting")
     p.add_argument(
+        "--retention-hours",
+        type=float,
+        default=0.0,
+        help="delete finished jobs and their images this long after they finish (0: keep them)",
+    )
+    p.add_argument(
         "--sync-timeout", type=float, default=600.0, help="seconds POST /v1/images/generations waits"
     )
     p.add_argument(
@@ -96,7 +102,9 @@ def limits_from(args):
             raise NewbieError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not args.body_timeout > 0:
         raise NewbieError(f"--body-timeout must be > 0, got {args.body_timeout}")
-    return ApiLimits(**values, body_timeout_s=args.body_timeout)
+    if not 0 <= args.retention_hours < float("inf"):
+        raise NewbieError(f"--retention-hours must be >= 0, got {args.retention_hours}")
+    return ApiLimits(**values, body_timeout_s=args.body_timeout, retention_s=args.retention_hours * 3600)
 
 
 def is_loopback(host: str) -> bool:
