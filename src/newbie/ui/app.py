@@ -7,6 +7,7 @@ gallery grid below. Run it through `newbie ui`, which sets the theme and the set
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 from pathlib import Path
@@ -155,13 +156,30 @@ def artist_workflows() -> None:
             st.button("Drop the recipe's images", on_click=forget_recipe_inputs)
 
 
-def form_values() -> dict:
-    """The session state plus the uploads opened as in-memory PIL images."""
-    return {
+def form_values(cfg: UISettings | None = None) -> dict:
+    """The session state plus the uploads opened as in-memory PIL images (LoRA lines confined to
+    DATA/adapters/ when the page is served beyond this machine)."""
+    values = {
         **state.to_dict(),
         "init_image": workflows.open_upload(state.get("init_upload"), "init image"),
         "mask": workflows.open_upload(state.get("mask_upload"), "mask"),
     }
+    if cfg is not None and cfg.remote:
+        values["loras"] = workflows.confine_loras(values.get("loras") or "", cfg.data_dir)
+        values["init_image_path"] = values["mask_path"] = ""  # server paths: only uploads come in
+    return values
+
+
+def access_granted(cfg: UISettings) -> bool:
+    """With an access key: the page shows nothing until the link carries ?key=KEY (kept for the session)."""
+    if not cfg.access_key or state.get("access_ok"):
+        return True
+    given = str(st.query_params.get("key", ""))
+    if hmac.compare_digest(given.encode(), cfg.access_key.encode()):
+        state.access_ok = True
+        return True
+    st.error("This page needs its access key: open the link `newbie ui` printed (…/?key=...).")
+    return False
 
 
 def gemma_expander(pipe) -> None:
@@ -265,7 +283,7 @@ def start_job(cfg: UISettings, gallery: Gallery, prompt: str, check) -> None:
     try:
         if check is None or check.error:
             raise NewbieError(check.error if check else "the prompt is empty")
-        settings = form.settings(form_values())
+        settings = form.settings(form_values(cfg))
         pipe = load_model(cfg.model, cfg.device, settings.dtype)
         kwargs = settings.kwargs()
         apply_plan(
@@ -290,6 +308,8 @@ def main() -> None:
     st.html(theme.page_css())
     st.html(theme.LIVE_TYPING_JS, unsafe_allow_javascript=True)
     cfg = UISettings.from_env()
+    if not access_granted(cfg):
+        return
     gallery = Gallery(cfg.data_dir)
     pipe = load_model(cfg.model, cfg.device, state.get("dtype", "auto"))
     sizes = [size_label(w, h) for w, h in trained_sizes(pipe.spec)]
