@@ -91,14 +91,14 @@ def test_fifty_concurrent_requests_and_malformed_input(server):
     assert post(None, json={"prompt": "<character_1><n>a</n>"}).status_code == 422
     status, body = _raw(
         s.port,
-        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: 50000000\r\n\r\n" + b"{" * 1000,
     )
     assert status == 413 and body["error"]["code"] == "body_too_large"
     chunked = b"".join(b"%x\r\n%s\r\n" % (4096, b" " * 4096) for _ in range(80)) + b"0\r\n\r\n"
     status, body = _raw(
         s.port,
-        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n" + chunked,
     )
     assert status == 413
