@@ -146,3 +146,15 @@ def test_no_worker_alive_means_503_not_202(make_client, monkeypatch):
     r = client.post("/v1/jobs", json={"prompt": "1girl", **FAST})
     assert r.status_code == 503 and "no worker" in r.json()["error"]["message"]
     assert client.get("/healthz").status_code == 503
+
+
+def test_a_store_error_seen_by_a_submit_clears_once_the_store_answers(make_client, monkeypatch):
+    client, service = make_client()
+    monkeypatch.setattr(service.store, "add", _flaky(service.store.add, 1))
+    r = client.post("/v1/jobs", json={"prompt": "1girl", **FAST})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+    deadline = time.monotonic() + 10
+    while client.get("/healthz").status_code != 200:  # the worker's next claim clears it
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.post("/v1/jobs", json={"prompt": "1girl", **FAST}).status_code == 202

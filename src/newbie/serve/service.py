@@ -268,6 +268,7 @@ class JobService:
 
     def next_job(self, timeout: float) -> Job | None:
         job = self.store.claim()
+        self._store_error = None  # the store answered (whoever saw it fail before)
         if job is None and time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
             self.sweep()
         if job is None:
