@@ -44,6 +44,7 @@ class RayConfig:
     api_key_env: str = "NEWBIE_API_KEY"  # read in the ingress: no secret in the config file
     sync_timeout: float = 600.0
     ingress_on_head: bool = True
+    hosts: list | None = None  # Host names answered (security.allowed_hosts); None: any
 
     @classmethod
     def from_dict(cls, raw: dict) -> RayConfig:
@@ -171,11 +172,12 @@ class Ingress:
         )
         self.api_key = os.environ.get(cfg.api_key_env) or None
         self.sync_timeout = cfg.sync_timeout
+        self.hosts = set(cfg.hosts) if cfg.hosts is not None else None
 
     def __serve_build_asgi_app__(self):
         from newbie.serve.app import create_app
 
-        return create_app(self.service, self.api_key, self.sync_timeout)
+        return create_app(self.service, self.api_key, self.sync_timeout, self.hosts)
 
 
 def build_app(args: dict):
@@ -202,6 +204,9 @@ def run_ray(args, limits: ApiLimits, api_key: str | None) -> int:
 
     import ray
 
+    from newbie.serve.security import allowed_hosts
+
+    hosts = allowed_hosts(args.host, getattr(args, "allowed_host", None))
     ray.init(
         address=args.ray_address,
         include_dashboard=False,
@@ -219,6 +224,7 @@ def run_ray(args, limits: ApiLimits, api_key: str | None) -> int:
             "data_dir": str(Path(args.data_dir).resolve()),
             "limits": asdict(limits),
             "sync_timeout": args.sync_timeout,
+            "hosts": sorted(hosts) if hosts is not None else None,
         }
     )
     serve.run(app, name="newbie", route_prefix="/")
