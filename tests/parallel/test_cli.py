@@ -38,7 +38,6 @@ def test_generate_sp2_on_cpu_processes(tiny_model_dir, tmp_path):
     [
         (["--parallel", "sp:3"], "degree 3 must divide the model's 2 key-value heads"),
         (["--parallel", "sp:2,cfg:3"], "cfg is 1 or 2"),
-        (["--parallel", "sp:2", "--compile"], "--compile and --parallel sp:N cannot be combined"),
         (["--parallel", "cfg:2,sp:2", "--device", "cuda"], "no CUDA GPU"),
         (["--parallel", "cfg:2", "--device", "cpu,cpu"], "give cpu, cuda, or a list of cuda:N"),
     ],
