@@ -260,7 +260,7 @@ def test_fp8_block_compiles_as_one_graph_on_the_fast_path():
 
 
 @torch.no_grad()
-def test_adapters_on_fp8_layers_run_as_hooks_and_leave_the_weights(tmp_path):
+def test_adapters_on_fp8_layers_run_wrapped_and_leave_the_weights(tmp_path):
     m = _model()
     quantize_linears(m, BLOCKS)
     inputs = _inputs(m)
@@ -269,7 +269,7 @@ def test_adapters_on_fp8_layers_run_as_hooks_and_leave_the_weights(tmp_path):
     stack = AdapterStack()
     active = stack.resolve(m, [write_peft(tmp_path / "l", linear_shapes(m))])
     notes = stack.activate(m, active, fused=True)
-    assert "applied unfused" in notes[0] and stack._hooks and not stack._originals
+    assert "applied unfused" in notes[0] and stack._wrapped and not stack._originals
     assert _rel(m(*inputs[:3], None, inputs[3]), base) > 1e-3
     stack.clear()
     assert all(torch.equal(v.float(), weights[k].float()) for k, v in m.state_dict().items())

@@ -345,8 +345,8 @@ class Pipeline:
         if self.compiled:
             from newbie.model import fused
 
-            if fused.honour_hooks(self.dit):  # unfused adapters / trace hooks: those blocks run eager
-                events.append("blocks holding hooks (unfused adapters, a trace) ran uncompiled")
+            if fused.honour_hooks(self.dit):  # a trace's hooks: those blocks run eager
+                events.append("blocks holding hooks (a trace) ran uncompiled")
         if req.hires is not None and progress is not None:
             progress = _renumbered(progress, 0, req.total_steps)
         t0 = time.perf_counter()
