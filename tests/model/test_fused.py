@@ -81,9 +81,9 @@ def test_stale_w13_after_a_dtype_change_falls_back_to_two_gemms():
     ff = m.layers[0].feed_forward
     assert not w13_intact(ff) and ff._w13() is None
     x = torch.randn(2, 4, m.cfg.dim, dtype=torch.float64)
-    assert ff(x).dtype == torch.float64
+    stale = ff(x)  # two GEMMs over the float64 weights, not the float32 w13
     ff.unfuse()
-    assert torch.equal(ff(x), ff(x))
+    assert stale.dtype == torch.float64 and torch.equal(stale, ff(x))
 
 
 def test_fast_block_traces_as_one_graph():
