@@ -286,43 +286,22 @@ def run(args) -> int:
                 res.setdefault("errors", {})["cuda_graphs"] = f"{type(e).__name__}: {e}"[:300]
             fused.use_cuda_graphs(dit, False)
             b = _time(step)  # the compiled step again: the spread between two timings of one version
-            # both branches in one forward (cfg_batching "packed"): its first call compiles the packed lengths
-            packed = make_step(dit, S["x"], S["cond"], S["unc"], S["grid"], packed=True)
-            t0 = time.perf_counter()
-            packed()
-            torch.cuda.synchronize()
-            res["compile_packed_first_s"] = time.perf_counter() - t0
-            pa = _time(packed)
-            res["newbie_packed_rel_err_vs_split"] = float((packed() - out).norm() / out.norm())
-            pg = math.inf
-            if g < math.inf:
-                fused.use_cuda_graphs(dit)
-                pg = _time(packed)
-                fused.use_cuda_graphs(dit, False)
         res["newbie_compiled_s_per_step_runs"] = [a, b]
         res["newbie_graphed_s_per_step"] = None if g == math.inf else g
-        res["newbie_packed_s_per_step"] = pa
-        res["newbie_packed_graphed_s_per_step"] = None if pg == math.inf else pg
-        # chosen by measurement for the rest of the run: CUDA graphs, and packed or split CFG branches
-        S["packed"] = min(pa, pg) < min(a, b, g)
-        S["graphs"] = (pg if S["packed"] else g) < (pa if S["packed"] else min(a, b))
-        if S["packed"]:
-            S["step"] = packed
-            S["pipe"].cfg_batching = "packed"
+        # chosen by measurement for the rest of the run: CUDA graphs or not
+        S["graphs"] = g < min(a, b)
         res["cfg_batching_used"] = S["pipe"].cfg_batching
         res["cuda_graphs_used"] = S["graphs"]
-        res["newbie_s_per_step"] = min(a, b, g, pa, pg)
+        res["newbie_s_per_step"] = min(a, b, g)
         res["newbie_tflops"] = res["flops_per_step"] / res["newbie_s_per_step"] / 1e12
         res["newbie_pct_of_ceiling"] = res["newbie_tflops"] / res["matmul_tflops"]
         print(
-            f"newbie compiled {a:.4f}/{b:.4f}, graphed {g:.4f}, packed {pa:.4f}, packed graphed {pg:.4f} s/step,"
-            f" compile {res['compile_cold_s']:.1f} s",
+            f"newbie compiled {a:.4f}/{b:.4f}, graphed {g:.4f} s/step, compile {res['compile_cold_s']:.1f} s",
             flush=True,
         )
 
     def warm():
         flags = ["--attention", S["backend"], "--size", str(args.size), "--timeline"]
-        flags += ["--packed"] if S.get("packed") else []
         # global state is part of inductor's cache key: the child must match this process, as a restarted
         # server matches its predecessor (without it every graph missed the cache, H200 2026-12-01)
         flags += ["--tf32"] if torch.backends.cuda.matmul.allow_tf32 else []
@@ -396,8 +375,8 @@ def run(args) -> int:
         # per layer type, fp8 vs the same bf16 layer on random normal inputs (not the model's activations)
         res["fp8_linear_rel_err_random_inputs"] = relative_errors(pipe.dit, dit8)
         t0 = time.perf_counter()
-        compile_dit(dit8, S["backend"])  # w1|w3 become one fp8 GEMM (fused.fuse_w13)
-        step8 = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"], packed=S.get("packed", False))
+        compile_dit(dit8, S["backend"])  # w1|w3 become one fp8 GEMM (FeedForward.fuse)
+        step8 = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"])
         with torch.no_grad():
             step8()
             torch.cuda.synchronize()
@@ -448,7 +427,7 @@ def run(args) -> int:
                 table[str(size)] = "not run: device budget"
                 continue
             x, cond, unc, grid = make_inputs(dit, size, L, L_uncond)
-            step = make_step(dit, x, cond, unc, grid, packed=S.get("packed", False))
+            step = make_step(dit, x, cond, unc, grid)
             flops = step_flops(dit, [L, L_uncond], grid * grid)
             with torch.no_grad():
                 fused.use_cuda_graphs(dit, False)

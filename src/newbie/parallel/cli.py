@@ -59,8 +59,6 @@ def preflight(
     layout = parse_layout(text)
     if vram:
         raise NewbieError("--parallel and --vram cannot be combined (each process holds the whole model)")
-    if compile and layout.sp > 1:
-        raise NewbieError("--compile and --parallel sp:N cannot be combined yet; drop one")
     check_heads(*model_heads(model, comfy_dir), layout.sp)
     return layout, Placement.for_world(layout.world, device)
 
@@ -99,6 +97,7 @@ def cmd_generate_parallel(args) -> int:
         request.negative,
         progress=not args.quiet,
         step_cache=args.step_cache,
+        compile=args.compile,
         **settings,
     )
     if notice and not args.quiet:

@@ -171,9 +171,9 @@ class Pipeline:
     ) -> float:
         """Regional torch.compile of the repeated block: one compiled graph reused by every layer.
 
-        fast: the block's fast forward (model/fused.py: one GEMM for w1|w3, the attention backend `attention`,
-        or on CUDA the fastest one measured here on this model's attention shape). cuda_graphs: each DiT
-        forward replays a captured CUDA graph (off by default: no gain measured on an H200 at 1024², where the
+        fast: the fast paths (model/fused.py: one GEMM for w1|w3, the attention backend `attention`, or on
+        CUDA the fastest one measured here on this model's attention shape). cuda_graphs: each DiT
+        forward replays a captured CUDA graph (off by default: no clear gain measured at full size, where the
         step is GPU-bound; docs/benchmarks.md). vae: channels-last + compiled VAE decoder on CUDA (off by
         default: its compile time is not measured yet). Compiled kernels go to an on-disk cache (cache_dir, $TORCHINDUCTOR_CACHE_DIR or
         ~/.cache/newbie/inductor), so a second process on this machine (a restarted `newbie serve` or `ui`)
@@ -202,7 +202,8 @@ class Pipeline:
         d = self.spec.sampling
         # Two requests with different caption lengths, so each block family also gets its length-generic graph
         # now instead of in the first user request (dynamo specializes a length of 1, the empty negative's,
-        # so one request alone leaves the first real prompt a recompile: 11.5 s instead of 4.3 s, H200)
+        # so one request alone leaves the first real prompt a recompile, several times a warm request's time:
+        # docs/benchmarks.md)
         warm = dict(seed=0, steps=1, width=d.width, height=d.height, sampler="euler", cfg_trunc=1.0)
         self.generate("warm-up", **warm)
         self.generate("a longer warm-up prompt, " * 6, negative="low quality, blurry", **warm)
@@ -345,8 +346,8 @@ class Pipeline:
         if self.compiled:
             from newbie.model import fused
 
-            if fused.honour_hooks(self.dit):  # unfused adapters / trace hooks: those blocks run eager
-                events.append("blocks holding hooks (unfused adapters, a trace) ran uncompiled")
+            if fused.honour_hooks(self.dit):  # a trace's hooks: those blocks run eager
+                events.append("blocks holding hooks (a trace) ran uncompiled")
         if req.hires is not None and progress is not None:
             progress = _renumbered(progress, 0, req.total_steps)
         t0 = time.perf_counter()
