@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from newbie.device import DTYPES
 from newbie.errors import NewbieError
 from newbie.model.step_cache import StepCache
-from newbie.pipeline.pipeline import DTYPES, LOCAL, Generation, Pipeline
+from newbie.pipeline.pipeline import LOCAL, Generation, Pipeline
 from newbie.pipeline.request import Request
 from newbie.sampling.guidance import branch_model, guided
 

@@ -25,6 +25,7 @@ from newbie import __version__
 from newbie.adapters import recipe as adapter_recipe
 from newbie.adapters.stack import AdapterStack
 from newbie.config import SPECS, ModelSpec
+from newbie.device import DTYPES, parse_dtype, resolve_device
 from newbie.errors import NewbieError
 from newbie.loading.dit import load_dit
 from newbie.loading.folder import ModelFolder, locate, require
@@ -45,27 +46,10 @@ from newbie.sampling.loop import Start, sample
 from newbie.sampling.samplers import SAMPLERS
 from newbie.sampling.schedules import SCHEDULES, schedule_sigmas
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 NOISES = ("newbie", "comfy")  # initial noise: per-image generators, or ComfyUI's one draw for the batch
 SPEC_FILE = (
     "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
 )
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """The compute device: the one asked for (refused when it is CUDA and there is none), else CUDA if any."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NewbieError("device 'cuda' was asked for but no CUDA GPU is available")
-    return dev
-
-
-def parse_dtype(name: str, device: torch.device) -> str:
-    if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if name not in DTYPES:
-        raise NewbieError(f"unknown dtype '{name}' (choose from auto, {', '.join(DTYPES)})")
-    return name
 
 
 def model_spec(folder: ModelFolder, base: ModelSpec) -> ModelSpec:
