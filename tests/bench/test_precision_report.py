@@ -197,7 +197,7 @@ def test_bench_bad_input_is_one_line(argv, message, capsys):
 
 
 def test_bench_subcommand_modules_that_are_missing_are_skipped(monkeypatch):
-    from newbie.bench import cli as bench_cli
+    from newbie.cli import bench as bench_cli
     from newbie.cli.main import build_parser
 
     monkeypatch.setattr(bench_cli, "BENCH_MODULES", ("newbie.bench.precision", "newbie.bench.not_built_here"))

@@ -20,13 +20,13 @@ from newbie.pipeline.request import Settings
 
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
 COMMAND_MODULES = (
-    "newbie.prompts.cli",
-    "newbie.precision.cli",
-    "newbie.memory.plan_cli",
-    "newbie.bench.cli",
-    "newbie.ui.cli",
-    "newbie.serve.cli",
-    "newbie.adapters.cli",
+    "newbie.cli.prompts",
+    "newbie.cli.precision",
+    "newbie.cli.plan",
+    "newbie.cli.bench",
+    "newbie.cli.ui",
+    "newbie.cli.serve",
+    "newbie.cli.adapters",
 )
 
 
@@ -108,7 +108,7 @@ def _add_debug(parser: argparse.ArgumentParser, default) -> None:
 
 def cmd_generate(args) -> int:
     if getattr(args, "parallel", None):
-        from newbie.parallel.cli import cmd_generate_parallel
+        from newbie.cli.parallel import cmd_generate_parallel
 
         return cmd_generate_parallel(args)
     from newbie.cli.progress import ProgressBar

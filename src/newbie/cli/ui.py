@@ -8,7 +8,7 @@ from pathlib import Path
 
 from newbie.errors import NewbieError
 
-APP = Path(__file__).resolve().parent / "app.py"
+APP = Path(__file__).resolve().parent.parent / "ui" / "app.py"
 # The star-field palette; the page's CSS draws the stars, these colour Streamlit's own widgets.
 THEME = {
     "theme.base": "dark",

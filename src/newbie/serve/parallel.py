@@ -163,12 +163,12 @@ class GroupRunner:
         self.group = None
 
 
-def parallel_service(args, limits):
-    """The JobService of `newbie serve --parallel`: one GroupRunner per `world` devices."""
+def parallel_service(args, limits, load: dict):
+    """The JobService of `newbie serve --parallel`: one GroupRunner per `world` devices. load: newbie.load()'s
+    model keywords without the device (newbie.cli.model_args.load_kwargs)."""
     import torch
 
-    from newbie.cli.model_args import load_kwargs
-    from newbie.parallel.cli import preflight
+    from newbie.parallel.preflight import preflight
     from newbie.serve.service import JobService
 
     devices = [d.strip() for d in (args.device or "").split(",") if d.strip()]
@@ -197,7 +197,7 @@ def parallel_service(args, limits):
         from newbie.parallel.runner import _import_for_fork
 
         _import_for_fork()
-    runners = [GroupRunner(layout, p, load_kwargs(args), getattr(args, "step_cache", 0.0)) for p in groups]
+    runners = [GroupRunner(layout, p, load, getattr(args, "step_cache", 0.0)) for p in groups]
     if runners[0].notice:
         print(runners[0].notice, file=sys.stderr)
     return JobService(Path(args.data_dir), runners[0], runners, limits, model_name=runners[0].model_name)
