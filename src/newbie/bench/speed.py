@@ -201,9 +201,9 @@ class _Run:
 def run(args) -> int:
     if not torch.cuda.is_available():
         raise NewbieError("newbie bench speed needs a CUDA GPU")
-    import newbie
     from newbie.bench.compile_child import compile_dit, make_inputs, make_step, run_child
     from newbie.model import fused
+    from newbie.pipeline.pipeline import load as load_pipeline
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch._dynamo.config.cache_size_limit = 64  # bf16 + fp8 blocks, modulated or not, static and dynamic
@@ -235,7 +235,7 @@ def run(args) -> int:
 
     def load():
         t0 = time.perf_counter()
-        S["pipe"] = newbie.load(args.model, device="cuda", dtype="bf16")
+        S["pipe"] = load_pipeline(args.model, device="cuda", dtype="bf16")
         torch.cuda.synchronize()
         res["load_s"] = time.perf_counter() - t0
         dit = S["dit"] = S["pipe"].dit

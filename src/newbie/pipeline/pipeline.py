@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from newbie import __version__
 from newbie.adapters import recipe as adapter_recipe
 from newbie.adapters.stack import AdapterStack
 from newbie.config import SPECS, ModelSpec
@@ -45,6 +44,7 @@ from newbie.sampling.guidance import cfg_model
 from newbie.sampling.loop import Start, sample
 from newbie.sampling.samplers import SAMPLERS
 from newbie.sampling.schedules import SCHEDULES, schedule_sigmas
+from newbie.version import __version__
 
 NOISES = ("newbie", "comfy")  # initial noise: per-image generators, or ComfyUI's one draw for the batch
 SPEC_FILE = (
