@@ -90,7 +90,7 @@ class LocalBranches:
 
     def model(self, pipe: Pipeline, req: Request, cond: TextEmbeds, uncond: TextEmbeds | None, grid):
         new_cache = (lambda: StepCache(pipe.step_cache)) if pipe.step_cache else (lambda: None)
-        model, pipe.last_caches = cfg_model(
+        model, _ = cfg_model(
             pipe.dit,
             cond,
             uncond,
@@ -132,7 +132,6 @@ class Pipeline:
         # "batched": one padded batch with a key mask (fewer, larger kernels; slower attention).
         self.cfg_batching = "split"
         self.step_cache = 0.0  # first-block-cache threshold; 0 = off (exact)
-        self.last_caches: list = []
         self.compiled = False
         self.embed_cache: EmbeddingCache | None = EmbeddingCache(f"{id(text)}:{dtypes['text']}")
         self.plan = None  # a newbie.memory.planner.Plan once one is applied
