@@ -156,8 +156,8 @@ class Pipeline:
 
         fast: the block's fast forward (model/fused.py: one GEMM for w1|w3, the attention backend `attention`,
         or on CUDA the fastest one measured here on this model's attention shape). cuda_graphs: each DiT
-        forward replays a captured CUDA graph (off by default: no gain measured on an H200 at 1024², where the
-        step is GPU-bound; docs/benchmarks.md). vae: channels-last + compiled VAE decoder on CUDA (off by
+        forward replays a captured CUDA graph (off by default: no gain at 1024², where the step is GPU-bound;
+        docs/benchmarks.md). vae: channels-last + compiled VAE decoder on CUDA (off by
         default: its compile time is not measured yet). Compiled kernels go to an on-disk cache (cache_dir, $TORCHINDUCTOR_CACHE_DIR or
         ~/.cache/newbie/inductor), so a second process on this machine (a restarted `newbie serve` or `ui`)
         reuses them. Returns the seconds spent compiling on a small warm-up image."""
@@ -185,7 +185,8 @@ class Pipeline:
         d = self.spec.sampling
         # Two requests with different caption lengths, so each block family also gets its length-generic graph
         # now instead of in the first user request (dynamo specializes a length of 1, the empty negative's,
-        # so one request alone leaves the first real prompt a recompile: 11.5 s instead of 4.3 s, H200)
+        # so one request alone leaves the first real prompt a recompile, more than twice the image's time;
+        # docs/benchmarks.md, "Figures behind the code")
         warm = dict(seed=0, steps=1, width=d.width, height=d.height, sampler="euler", cfg_trunc=1.0)
         self.generate("warm-up", **warm)
         self.generate("a longer warm-up prompt, " * 6, negative="low quality, blurry", **warm)

@@ -87,8 +87,8 @@ def packed_pair(
     dit, cond: TextEmbeds, uncond: TextEmbeds, grid: tuple[int, int], device: torch.device, dtype: torch.dtype
 ) -> Callable[[Tensor, float], Tensor]:
     """[cond; uncond] from one forward of both branches packed side by side along the tokens
-    (NextDiT._packed_forward): the GEMMs run once over 2x the rows; measured on an H200 within 2.3% of two
-    calls, not faster (docs/benchmarks.md, Speed II)."""
+    (NextDiT._packed_forward): the GEMMs run once over 2x the rows; on a GPU about as fast as two calls, not
+    faster (docs/benchmarks.md, Speed II)."""
     from newbie.model.dit import Rope
 
     c, u = (e.trimmed().to(device, dtype) for e in (cond, uncond))
