@@ -75,3 +75,16 @@ def test_comfy_dir_reaches_the_preflight_and_every_process(tiny_model_dir, tmp_p
     with pytest.raises(SystemExit):
         main(["generate", *ARGS, "--comfy-dir", str(models), "--parallel", "sp:2", "--device", "cpu"])
     assert seen["comfy_dir"] == str(models) and seen["path"] is None
+
+
+def test_the_progress_factory_travels_to_the_ranks_and_draws_on_their_stderr(capsys):
+    import pickle
+
+    from newbie.cli.parallel import progress_bar
+
+    factory = pickle.loads(pickle.dumps(progress_bar))  # the Job carries it to spawned ranks
+    bar = factory(2)
+    bar({"step": 1})
+    bar({"step": 2})
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("denoise   2/2")

@@ -12,7 +12,7 @@ from newbie.cli.model_args import load_kwargs
 from newbie.cli.serve import add_parser
 from newbie.serve.parallel import parallel_service
 
-from ..serve.conftest import FAST, LIMITS
+from .conftest import FAST, LIMITS
 
 
 def _args(model_dir, tmp_path, *extra):
