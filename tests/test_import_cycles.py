@@ -166,3 +166,32 @@ def test_an_upward_import_inside_a_function_is_found(tmp_path):
     assert edges["pipeline"] == {"errors": {"newbie.pipeline.x -> newbie.errors"}}
     assert set(_upward(edges)) == {("errors", "pipeline")}
     assert _cycles({a: set(out) for a, out in edges.items()}) == [["errors", "pipeline"]]
+
+
+def _missing(src: Path = SRC) -> list[str]:
+    """`from newbie.x.y import z` and `import newbie.x.y` whose module newbie.x.y does not exist (e.g. a
+    module that moved): the walk above would count them as imports of the nearest package that does."""
+    mods = _modules(src)
+    out = []
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and not node.level
+                and (node.module or "").startswith("newbie")
+            ):
+                wanted = [node.module]
+            elif isinstance(node, ast.Import):
+                wanted = [a.name for a in node.names if a.name.startswith("newbie")]
+            else:
+                continue
+            out += [f"{name}: {w}" for w in wanted if w not in mods]
+    return out
+
+
+def test_every_import_names_an_existing_module(tmp_path):
+    assert _missing() == []
+    (tmp_path / "serve").mkdir()
+    (tmp_path / "serve" / "__init__.py").write_text("")
+    (tmp_path / "ui.py").write_text("def f():\n    from newbie.serve.cli import is_loopback  # noqa\n")
+    assert _missing(tmp_path) == ["newbie.ui: newbie.serve.cli"]
