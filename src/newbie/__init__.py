@@ -1,6 +1,6 @@
 """newbie: an open inference engine for NewBie image Exp0.1."""
 
-__version__ = "0.1.0"
+from newbie.version import __version__
 
 
 def load(*args, **kwargs):

@@ -158,9 +158,9 @@ class NewbiePipeline:
             device = None  # newbie.load's choice: the GPU when there is one
         else:
             device = str(_device("cpu" if device_map is None else device_map))
-        import newbie
+        from newbie.pipeline.pipeline import load
 
-        return cls(newbie.load(path, device=device, dtype=_dtype_name(torch_dtype), **kwargs))
+        return cls(load(path, device=device, dtype=_dtype_name(torch_dtype), **kwargs))
 
     @property
     def device(self) -> torch.device:

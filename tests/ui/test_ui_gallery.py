@@ -2,7 +2,7 @@ import pytest
 from PIL import Image
 
 from newbie.errors import NewbieError
-from newbie.pipeline.recipe import read_recipe
+from newbie.pipeline.recipe import PNG_KEY, Recipe, png_chunks
 from newbie.ui.gallery import Gallery
 
 
@@ -18,7 +18,9 @@ def test_entries_keep_image_recipe_and_measurements(tmp_path, recipe_factory):
     g = Gallery(tmp_path / "data")
     entry = _add(g, recipe_factory(seed=11))
     assert entry.image_path.is_file() and entry.thumb_path.is_file()
-    assert read_recipe(entry.image_path) == recipe_factory(seed=11)  # the download carries the recipe
+    assert Recipe.from_json(png_chunks(entry.image_path)[PNG_KEY]) == recipe_factory(
+        seed=11
+    )  # the download carries the recipe
     assert Image.open(entry.image_path).getpixel((0, 0)) == (200, 30, 30)
     got = g.get(entry.id)
     assert got.recipe == recipe_factory(seed=11)

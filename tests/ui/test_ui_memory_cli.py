@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from newbie.cli.main import build_parser, main
+from newbie.cli.ui import streamlit_command
 from newbie.errors import NewbieError
 from newbie.ui import memory
-from newbie.ui.cli import streamlit_command
 from newbie.ui.settings import UISettings
 
 

@@ -86,8 +86,8 @@ def _sync(cuda) -> None:
 def matmul_tflops(n: int = 8192) -> float:
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    # 3 warm-ups and the median of 10, as in issue 6's run: the rate at boost clocks. After one second of
-    # back-to-back products the same card read 596 TFLOP/s (power-limited on random data, 2026-12-01)
+    # 3 warm-ups and the median of 10, as in issue 6's run: the rate at boost clocks. After a second of
+    # back-to-back products the card reads lower (power-limited on random data; docs/benchmarks.md)
     return 2 * n**3 / _time(lambda: a @ b, 3, 10) / 1e12
 
 
@@ -201,9 +201,9 @@ class _Run:
 def run(args) -> int:
     if not torch.cuda.is_available():
         raise NewbieError("newbie bench speed needs a CUDA GPU")
-    import newbie
     from newbie.bench.compile_child import compile_dit, make_inputs, make_step, run_child
     from newbie.model import fused
+    from newbie.pipeline.pipeline import load as load_pipeline
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch._dynamo.config.cache_size_limit = 64  # bf16 + fp8 blocks, modulated or not, static and dynamic
@@ -235,7 +235,7 @@ def run(args) -> int:
 
     def load():
         t0 = time.perf_counter()
-        S["pipe"] = newbie.load(args.model, device="cuda", dtype="bf16")
+        S["pipe"] = load_pipeline(args.model, device="cuda", dtype="bf16")
         torch.cuda.synchronize()
         res["load_s"] = time.perf_counter() - t0
         dit = S["dit"] = S["pipe"].dit
@@ -303,7 +303,7 @@ def run(args) -> int:
     def warm():
         flags = ["--attention", S["backend"], "--size", str(args.size), "--timeline"]
         # global state is part of inductor's cache key: the child must match this process, as a restarted
-        # server matches its predecessor (without it every graph missed the cache, H200 2026-12-01)
+        # server matches its predecessor (without it every graph missed the cache)
         flags += ["--tf32"] if torch.backends.cuda.matmul.allow_tf32 else []
         child = run_child(cache_dir, *flags, timeout=max(30, R.left() - 5))
         res["compile_warm_s"] = child["compile_warm_s"]
@@ -479,8 +479,8 @@ def run(args) -> int:
     R.section("compile_warm", 40, warm)
     R.section("vae", 10, vae)
     R.section("images", 20, images)
-    # fp8 right after the bf16 images (native Float8Linear: compiled in ~20 s on an H200, 2026-12-01), with its
-    # own limit all the same
+    # fp8 right after the bf16 images (native Float8Linear compiles in a fraction of the limit), with its own
+    # limit all the same
     if args.no_fp8:
         res["newbie_fp8_s_per_step"] = res["image_official_fp8_s"] = "not run: --no-fp8"
     elif not R.section("fp8", 45, fp8, limit_s=150):

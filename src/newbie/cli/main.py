@@ -10,8 +10,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from newbie.adapters.generate_flags import add_generate_args as add_workflow_args
-from newbie.adapters.generate_flags import remake_overrides as workflow_remake_overrides
+from newbie.cli.generate_flags import add_generate_args as add_workflow_args
+from newbie.cli.generate_flags import remake_overrides as workflow_remake_overrides
 from newbie.cli.model_args import add_model_args, load_from_args, parse_size, read_prompt, settings_from_args
 from newbie.cli.output import write_generation
 from newbie.cli.registry import register
@@ -20,13 +20,13 @@ from newbie.pipeline.request import Settings
 
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
 COMMAND_MODULES = (
-    "newbie.prompts.cli",
-    "newbie.precision.cli",
-    "newbie.memory.plan_cli",
-    "newbie.bench.cli",
-    "newbie.ui.cli",
-    "newbie.serve.cli",
-    "newbie.adapters.cli",
+    "newbie.cli.prompts",
+    "newbie.cli.precision",
+    "newbie.cli.plan",
+    "newbie.cli.bench",
+    "newbie.cli.ui",
+    "newbie.cli.serve",
+    "newbie.cli.adapters",
 )
 
 
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="outputs/newbie.png", help="output PNG (a batch adds -1, -2, ...)")
     g.add_argument("--quiet", action="store_true")
     add_model_args(g)
-    add_workflow_args(g)  # --lora, --init-image, --strength, --mask, --hires (newbie.adapters.generate_flags)
+    add_workflow_args(g)  # --lora, --init-image, --strength, --mask, --hires (newbie.cli.generate_flags)
     g.add_argument(
         "--parallel",
         help="sp:N, cfg:2 or cfg:2,sp:N: one image on several GPUs (or CPU processes "
@@ -108,7 +108,7 @@ def _add_debug(parser: argparse.ArgumentParser, default) -> None:
 
 def cmd_generate(args) -> int:
     if getattr(args, "parallel", None):
-        from newbie.parallel.cli import cmd_generate_parallel
+        from newbie.cli.parallel import cmd_generate_parallel
 
         return cmd_generate_parallel(args)
     from newbie.cli.progress import ProgressBar

@@ -102,7 +102,7 @@ def load_from_args(args, **overrides):
 
 def settings_from_args(args):
     """The generate flags -> the one request schema, `Settings` (recipes and the API build the same object)."""
-    from newbie.adapters.generate_flags import request_kwargs
+    from newbie.cli.generate_flags import request_kwargs
     from newbie.pipeline.request import Settings
 
     w, h = args.size if args.size else (None, None)

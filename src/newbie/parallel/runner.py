@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -84,7 +84,7 @@ class Job:
     prompt: str | list[str]
     negative: str | None
     settings: dict
-    progress: bool = False
+    progress: Callable[[int], Callable] | None = None  # total steps -> rank 0's step callback
     step_cache: float = 0.0
     compile: bool = False
 
@@ -92,10 +92,10 @@ class Job:
 def setup_rank(layout: Layout, load: dict, device: str, step_cache: float = 0.0, compile: bool = False):
     """One rank's start: its place in the mesh, the model loaded on its device and set for the group, then
     compiled if asked (every rank together: the warm-up generations are collective). Returns (mesh, pipe)."""
-    import newbie
+    from newbie.pipeline.pipeline import load as load_pipeline
 
     mesh = build_mesh(layout)
-    pipe = newbie.load(**load, device=device)
+    pipe = load_pipeline(**load, device=device)
     if step_cache:
         pipe.step_cache = step_cache
     configure(pipe, mesh)
@@ -109,9 +109,7 @@ def _rank_main(rank: int, world: int, device: str, job: Job):
     req = pipe.request(job.prompt, job.negative, **job.settings)
     bar = None
     if job.progress and rank == 0:
-        from newbie.cli.progress import ProgressBar
-
-        bar = ProgressBar(getattr(req, "total_steps", req.steps), stream=sys.stderr)
+        bar = job.progress(getattr(req, "total_steps", req.steps))
     gen = run(pipe, req, mesh, bar)
     if gen is None:
         return None
@@ -134,14 +132,15 @@ def generate(
     prompt,
     negative=None,
     *,
-    progress: bool = False,
+    progress: Callable[[int], Callable] | None = None,
     step_cache: float = 0.0,
     compile: bool = False,
     timeout_s: float = 1800.0,
     **settings,
 ):
     """One request on layout.world new processes (placement: their devices) -> (Generation, model notice).
-    settings: Pipeline.request keyword arguments; a missing seed is drawn here, once."""
+    settings: Pipeline.request keyword arguments; a missing seed is drawn here, once. progress: a picklable
+    factory, total steps -> rank 0's step callback (the CLI's progress bar)."""
     if placement.world != layout.world:
         raise NewbieError(
             f"--parallel {layout} needs {layout.world} processes, the placement has {placement.world}"

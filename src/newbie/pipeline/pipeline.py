@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from newbie import __version__
 from newbie.adapters import recipe as adapter_recipe
 from newbie.adapters.stack import AdapterStack
 from newbie.config import SPECS, ModelSpec
+from newbie.device import DTYPES, parse_dtype, resolve_device
 from newbie.errors import NewbieError
 from newbie.loading.dit import load_dit
 from newbie.loading.folder import ModelFolder, locate, require
@@ -44,28 +44,12 @@ from newbie.sampling.guidance import cfg_model
 from newbie.sampling.loop import Start, sample
 from newbie.sampling.samplers import SAMPLERS
 from newbie.sampling.schedules import SCHEDULES, schedule_sigmas
+from newbie.version import __version__
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 NOISES = ("newbie", "comfy")  # initial noise: per-image generators, or ComfyUI's one draw for the batch
 SPEC_FILE = (
     "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
 )
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """The compute device: the one asked for (refused when it is CUDA and there is none), else CUDA if any."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NewbieError("device 'cuda' was asked for but no CUDA GPU is available")
-    return dev
-
-
-def parse_dtype(name: str, device: torch.device) -> str:
-    if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if name not in DTYPES:
-        raise NewbieError(f"unknown dtype '{name}' (choose from auto, {', '.join(DTYPES)})")
-    return name
 
 
 def model_spec(folder: ModelFolder, base: ModelSpec) -> ModelSpec:
@@ -106,7 +90,7 @@ class LocalBranches:
 
     def model(self, pipe: Pipeline, req: Request, cond: TextEmbeds, uncond: TextEmbeds | None, grid):
         new_cache = (lambda: StepCache(pipe.step_cache)) if pipe.step_cache else (lambda: None)
-        model, pipe.last_caches = cfg_model(
+        model, _ = cfg_model(
             pipe.dit,
             cond,
             uncond,
@@ -148,7 +132,6 @@ class Pipeline:
         # "batched": one padded batch with a key mask (fewer, larger kernels; slower attention).
         self.cfg_batching = "split"
         self.step_cache = 0.0  # first-block-cache threshold; 0 = off (exact)
-        self.last_caches: list = []
         self.compiled = False
         self.embed_cache: EmbeddingCache | None = EmbeddingCache(f"{id(text)}:{dtypes['text']}")
         self.plan = None  # a newbie.memory.planner.Plan once one is applied
@@ -202,8 +185,8 @@ class Pipeline:
         d = self.spec.sampling
         # Two requests with different caption lengths, so each block family also gets its length-generic graph
         # now instead of in the first user request (dynamo specializes a length of 1, the empty negative's,
-        # so one request alone leaves the first real prompt a recompile, several times a warm request's time:
-        # docs/benchmarks.md)
+        # so one request alone leaves the first real prompt a recompile, more than twice the image's time;
+        # docs/benchmarks.md, "Figures behind the code")
         warm = dict(seed=0, steps=1, width=d.width, height=d.height, sampler="euler", cfg_trunc=1.0)
         self.generate("warm-up", **warm)
         self.generate("a longer warm-up prompt, " * 6, negative="low quality, blurry", **warm)

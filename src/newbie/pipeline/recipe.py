@@ -80,10 +80,3 @@ def png_chunks(path: Path) -> dict:
         raise NewbieError(f"{path}: no such image") from None
     except (OSError, UnidentifiedImageError) as e:
         raise NewbieError(f"{path}: not a readable image ({e})") from None
-
-
-def read_recipe(path: Path) -> Recipe:
-    text = png_chunks(path).get(PNG_KEY)
-    if not text:
-        raise NewbieError(f"{path}: this PNG carries no newbie recipe")
-    return Recipe.from_json(text)

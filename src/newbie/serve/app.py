@@ -16,7 +16,6 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from newbie import __version__
 from newbie.serve.errors import ApiError, error_body
 from newbie.serve.inputs import check_unicode
 from newbie.serve.limits import validate
@@ -39,6 +38,7 @@ from newbie.serve.security import (
     HostCheckMiddleware,
 )
 from newbie.serve.store import CANCELLED, DONE, FAILED
+from newbie.version import __version__
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 422)}
 SYNC_TIMEOUT_S = 600.0  # how long POST /v1/images/generations waits for its job before answering 504

@@ -21,8 +21,8 @@ def cpu_threads() -> int:
     """Torch threads for generating on the CPU beside the web server: every core but one.
 
     OpenMP's worker threads wait for each other at every parallel region; when the server's own threads take
-    one of their cores, the whole team stalls. Measured on 2 busy cores: 8 demo steps took 118 s with
-    2 threads inside Streamlit and 11 s with 1.
+    one of their cores, the whole team stalls: on a 2-core machine, 2 threads inside Streamlit ran ten times
+    slower than 1 (docs/benchmarks.md, "Figures behind the code").
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores - 1)

@@ -177,12 +177,12 @@ class GroupRunner:
         self.group = None
 
 
-def parallel_service(args, limits):
-    """The JobService of `newbie serve --parallel`: one GroupRunner per `world` devices."""
+def parallel_service(args, limits, load: dict):
+    """The JobService of `newbie serve --parallel`: one GroupRunner per `world` devices. load: newbie.load()'s
+    model keywords without the device (newbie.cli.model_args.load_kwargs)."""
     import torch
 
-    from newbie.cli.model_args import load_kwargs
-    from newbie.parallel.cli import preflight
+    from newbie.parallel.preflight import preflight
     from newbie.serve.service import JobService
 
     devices = [d.strip() for d in (args.device or "").split(",") if d.strip()]
@@ -213,11 +213,7 @@ def parallel_service(args, limits):
         _import_for_fork()
     runners = [
         GroupRunner(
-            layout,
-            p,
-            load_kwargs(args),
-            getattr(args, "step_cache", 0.0),
-            compile=getattr(args, "compile", False),
+            layout, p, load, getattr(args, "step_cache", 0.0), compile=getattr(args, "compile", False)
         )
         for p in groups
     ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from newbie.errors import NewbieError
 
-APP = Path(__file__).resolve().parent / "app.py"
+APP = Path(__file__).resolve().parent.parent / "ui" / "app.py"
 # The star-field palette; the page's CSS draws the stars, these colour Streamlit's own widgets.
 THEME = {
     "theme.base": "dark",
@@ -70,7 +70,7 @@ def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
         args.model = comfy_dir  # the page loads a ComfyUI models/ folder given as its model path
     if args.model and not Path(args.model).exists():
         raise NewbieError(f"--model {args.model}: no such file or folder")
-    from newbie.serve.cli import is_loopback
+    from newbie.cli.serve import is_loopback
     from newbie.ui.gallery import Gallery
 
     access_key = getattr(args, "access_key", None) or os.environ.get("NEWBIE_UI_ACCESS_KEY") or None

@@ -8,65 +8,14 @@ import sys
 from pathlib import Path
 
 from newbie.errors import NewbieError
-from newbie.parallel.mesh import Layout, parse_layout
-
-HELP = (
-    "one image on several processes: sp:N (sequence parallel, N divides the model's key-value heads), "
-    "cfg:2 (one process per CFG branch) or cfg:2,sp:N; one process per GPU, or with --device cpu per CPU "
-    "process (gloo)"
-)
-
-
-def model_heads(model: str | None, comfy_dir: str | None = None) -> tuple[int, int]:
-    """(n_heads, n_kv_heads) of a model folder's transformer (or --comfy-dir's), from its config (no weights
-    read)."""
-    from newbie.config import SPECS
-    from newbie.loading.dit import config_from_json, dit_source
-
-    base = SPECS["newbie-exp0.1"].dit
-    if model is None and comfy_dir is not None:
-        from newbie.loading.comfy import find_comfy_files
-
-        model = find_comfy_files(comfy_dir)[0]["transformer"]
-        if model is None:
-            raise NewbieError(f"--comfy-dir {comfy_dir}: no transformer file in diffusion_models/ or unet/")
-    if model is None:
-        from newbie.demo.model import default_model
-
-        path = default_model()[0]
-    else:
-        path = Path(model)
-    if not path.exists():
-        raise NewbieError(f"{path}: no such model folder or file")
-    cfg_path = dit_source(path)[1]
-    cfg = config_from_json(cfg_path, base) if cfg_path else base
-    return cfg.n_heads, cfg.n_kv_heads
-
-
-def preflight(
-    text: str,
-    model: str | None,
-    device: str | None,
-    *,
-    compile: bool = False,
-    vram: str | None = None,
-    comfy_dir: str | None = None,
-):
-    """--parallel and the flags it meets -> (Layout, Placement), or a one-line NewbieError."""
-    from newbie.parallel.launch import Placement
-    from newbie.parallel.sequence import check_heads
-
-    layout = parse_layout(text)
-    if vram:
-        raise NewbieError("--parallel and --vram cannot be combined (each process holds the whole model)")
-    check_heads(*model_heads(model, comfy_dir), layout.sp)
-    return layout, Placement.for_world(layout.world, device)
+from newbie.parallel.mesh import Layout
 
 
 def cmd_generate_parallel(args) -> int:
     """`newbie generate` with --parallel (called by newbie.cli.main before anything is loaded)."""
     from newbie.cli.model_args import load_kwargs, settings_from_args
     from newbie.cli.output import write_generation
+    from newbie.parallel.preflight import preflight
     from newbie.parallel.runner import generate
 
     if args.from_image:
@@ -95,7 +44,7 @@ def cmd_generate_parallel(args) -> int:
         load_kwargs(args),
         request.prompt,
         request.negative,
-        progress=not args.quiet,
+        progress=None if args.quiet else progress_bar,
         step_cache=args.step_cache,
         compile=args.compile,
         **settings,
@@ -109,3 +58,11 @@ def cmd_generate_parallel(args) -> int:
 def describe(layout: Layout) -> str:
     parts = [f"cfg {layout.cfg}"] * (layout.cfg > 1) + [f"sp {layout.sp}"] * (layout.sp > 1)
     return f"{' x '.join(parts) or 'sp 1'} ({layout.world} process{'es' * (layout.world > 1)})"
+
+
+def progress_bar(total: int):
+    """Rank 0's progress bar (a module-level function: the job carries it to the spawned ranks by name)."""
+    from newbie.cli.progress import ProgressBar
+
+    # stderr as the rank sees it, not as it was when ProgressBar was first imported
+    return ProgressBar(total, stream=sys.stderr)

@@ -151,10 +151,11 @@ def run(args) -> int:
         raise NewbieError(
             "`newbie serve` needs fastapi and uvicorn: pip install -r requirements-extras.txt"
         ) from None
+    from newbie.cli.model_args import load_kwargs
     from newbie.serve.app import create_app
     from newbie.serve.local import local_service
 
-    service = local_service(args, limits)
+    service = local_service(args, limits, load_kwargs(args))
     where = f"http://{args.host}:{args.port}"
     workers = len(service.workers)
     print(

@@ -103,3 +103,16 @@ def test_generate_compile_with_sp3_equals_one_eager_process(tmp_path, monkeypatc
     for log in logs:  # every graph is a whole block, its attention's two all-to-alls inside it
         counts = [int(n) for n in log.read_text().split()]
         assert counts and all(n == 2 for n in counts), counts
+
+
+def test_the_progress_factory_travels_to_the_ranks_and_draws_on_their_stderr(capsys):
+    import pickle
+
+    from newbie.cli.parallel import progress_bar
+
+    factory = pickle.loads(pickle.dumps(progress_bar))  # the Job carries it to spawned ranks
+    bar = factory(2)
+    bar({"step": 1})
+    bar({"step": 2})
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("denoise   2/2")
