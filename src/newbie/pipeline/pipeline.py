@@ -26,11 +26,9 @@ from newbie.adapters import recipe as adapter_recipe
 from newbie.adapters.stack import AdapterStack
 from newbie.config import SPECS, ModelSpec
 from newbie.errors import NewbieError
-from newbie.loading.dit import load_dit
+from newbie.loading.components import load_components
 from newbie.loading.folder import ModelFolder, locate, require
 from newbie.loading.hashing import files_sha256
-from newbie.loading.text import load_gemma, load_jina, load_tokenizer
-from newbie.loading.vae import load_vae
 from newbie.model.embed_cache import EmbeddingCache
 from newbie.model.step_cache import StepCache
 from newbie.model.text import TextEmbeds, TextEncoders
@@ -706,25 +704,11 @@ def load(
     va = require(folder.vae, "VAE (vae/)", hint)
     # with a budget, weights are read into CPU memory first and the plan decides what goes to the GPU
     load_dev = torch.device("cpu") if vram is not None and dev.type == "cuda" else dev
-    dit = load_dit(folder.transformer, mspec.dit, DTYPES[names["dit"]], load_dev)
-    gemma = load_gemma(te, DTYPES[names["text"]], load_dev)
-    jina = load_jina(cm, DTYPES[names["text"]], load_dev)
-    if gemma.config.hidden_size != dit.cfg.cap_feat_dim:
-        raise NewbieError(
-            f"text encoder width {gemma.config.hidden_size} != transformer cap_feat_dim {dit.cfg.cap_feat_dim}"
-        )
-    if jina.config.hidden_size != dit.cfg.clip_text_dim:
-        raise NewbieError(
-            f"Jina width {jina.config.hidden_size} != transformer clip_text_dim {dit.cfg.clip_text_dim}"
-        )
-    text = TextEncoders(
-        gemma,
-        load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma"),
-        jina,
-        load_tokenizer(folder.clip_tokenizer_dirs, "Jina"),
-        mspec.text,
-    )
-    vae_model, vae_cfg = load_vae(va, DTYPES[names["vae"]], load_dev)
+    # the four components are read in parallel threads straight onto load_dev (newbie.loading.components)
+    dtypes = {k: DTYPES[v] for k, v in names.items()}
+    c = load_components(folder, (te, cm, va), mspec.dit, dtypes, load_dev)
+    dit, gemma, vae_model, vae_cfg = c.dit, c.gemma, c.vae, c.vae_cfg
+    text = TextEncoders(gemma, c.gemma_tokenizer, c.jina, c.jina_tokenizer, mspec.text)
     pipe = Pipeline(mspec, folder, dit, text, LatentCodec(vae_model, vae_cfg), dev, names, notice)
     if quantize:
         from newbie.memory.quant import quantize_dit, quantize_gemma
