@@ -177,6 +177,7 @@ class Pipeline:
         ~/.cache/newbie/inductor), so a second process on this machine (a restarted `newbie serve` or `ui`)
         reuses them. Returns the seconds spent compiling on a small warm-up image."""
         from newbie.model import fused
+        from newbie.precision import compile_cache
 
         if self.compiled:
             return 0.0
@@ -202,8 +203,11 @@ class Pipeline:
         # now instead of in the first user request (dynamo specializes a length of 1, the empty negative's,
         # so one request alone leaves the first real prompt a recompile: 11.5 s instead of 4.3 s, H200)
         warm = dict(seed=0, steps=1, width=d.width, height=d.height, sampler="euler", cfg_trunc=1.0)
+        opts = dict(backend=backend, mode=mode, dynamic=dynamic, vae=vae, **self.fast_paths)
+        bundle = compile_cache.open_bundle(self.dit, self.device, opts) if backend == "inductor" else None
         self.generate("warm-up", **warm)
         self.generate("a longer warm-up prompt, " * 6, negative="low quality, blurry", **warm)
+        compile_cache.close_bundle(bundle)  # torch's mega-cache, opt-in (newbie.precision.compile_cache)
         _sync(self.device)
         return time.perf_counter() - t0
 
