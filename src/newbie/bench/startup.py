@@ -26,7 +26,8 @@ from pathlib import Path
 
 from newbie.errors import NewbieError
 
-SECTIONS = ("read", "import", "load", "cold", "cli", "compile", "vram", "serve", "peers")
+# in the order they run: the headline figures first, in case the budget runs out
+SECTIONS = ("read", "import", "load", "cli", "compile", "vram", "serve", "cold", "peers")
 PROMPT = "1girl, red hair, blue eyes, yellow shirt, green background, looking at viewer, upper body"
 
 
@@ -40,6 +41,7 @@ def add_parser(bench_sub) -> None:
     p.add_argument("--steps", type=int, help="steps of the CLI images (default: the model's recipe)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     p.add_argument("--timeout-s", type=float, default=300.0, help="limit for each fresh process")
+    p.add_argument("--budget-s", type=float, default=1e9, help="start no section after this many seconds")
     p.add_argument("--out", default="bench/results")
     p.set_defaults(func=run)
 
@@ -301,8 +303,12 @@ def run(args) -> int:
     size = args.size or _default_size(model)
     r = Run(args, model, device, size)
     try:
+        start = time.perf_counter()
         for name in sections:
             t0 = time.perf_counter()
+            if t0 - start > args.budget_s:
+                r.res.setdefault("skipped", []).append(name)
+                continue
             RUNNERS[name](r)
             r.res.setdefault("section_s", {})[name] = time.perf_counter() - t0
             r.save()
