@@ -50,6 +50,7 @@ def test_bench_startup_runs_end_to_end_on_cpu(tiny_model_dir, tmp_path):
     assert res["import_heavy_modules"] == [] and 0 < res["import_s"] < res["load_s"]
     assert res["first_encode_s"] > 0 and res["first_step_s"] > 0 and res["later_step_s"] > 0
     assert len(res["load_detail"]["step_s"]) == 4 and res["load_detail"]["second_load_s"] > 0
+    assert res["warm_s"] > 0 and res["first_encode_warmed_s"] > 0 and res["first_step_warmed_s"] > 0
     for key in ("cli_compiled_cold_s", "cli_compiled_warm_s", "cli_vram8_s"):
         assert "CUDA" in res[key]  # the reason it could not run here, not a number
     assert set(res["section_s"]) == set(sections.split(","))

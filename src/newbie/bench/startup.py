@@ -146,6 +146,14 @@ def section_load(r: Run) -> None:
     r.res["later_step_s"] = data.get("later_step_s")
     if r.res.get("weights_gb") and data.get("load_s"):
         r.res["load_gb_per_s"] = r.res["weights_gb"] / data["load_s"]
+    r.save()
+    # the same after newbie.pipeline.pipeline.warm_up (load(..., warm=True)): what a server's first request gets
+    data = r.probe("load", model=str(r.model), device=r.device, size=r.size, prompt=PROMPT, warm=True)
+    r.res["load_warmed_detail"] = data
+    r.res["warm_s"] = data.get("warm_s")
+    r.res["first_encode_warmed_s"] = data.get("first_encode_s")
+    r.res["first_step_warmed_s"] = data.get("first_step_s")
+    r.res["later_step_warmed_s"] = data.get("later_step_s")
 
 
 def section_cold(r: Run) -> None:

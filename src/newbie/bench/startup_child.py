@@ -35,9 +35,12 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def probe_load(model: str, device: str, size: int, prompt: str, second: bool = False) -> dict:
-    """newbie.load() after `import torch` and CUDA init; then the first text encode and the first denoise
-    steps (time between progress callbacks), the encode being served from the embedding cache."""
+def probe_load(
+    model: str, device: str, size: int, prompt: str, second: bool = False, warm: bool = False
+) -> dict:
+    """newbie.load() after `import torch` and CUDA init; then (after warm_up when `warm`) the first text
+    encode and the first denoise steps (time between progress callbacks), the encode being served from the
+    embedding cache."""
     import torch
 
     out: dict = {"torch_import_s": time.perf_counter() - T_START}
@@ -60,6 +63,10 @@ def probe_load(model: str, device: str, size: int, prompt: str, second: bool = F
         pipe = newbie.load(model, device=device)
         _sync(device)
         out["second_load_s"] = time.perf_counter() - t0
+    if warm:
+        from newbie.pipeline.pipeline import warm_up
+
+        out["warm_s"] = warm_up(pipe)
     negative = pipe.spec.sampling.negative
     t0 = time.perf_counter()
     pipe.embed([prompt], [])

@@ -671,6 +671,7 @@ def load(
     plan_size: tuple[int, int] | None = None,
     quantize: str | None = None,
     comfy_dir: str | Path | None = None,
+    warm: bool = False,
 ) -> Pipeline:
     """Load a NewBie model folder (or the embedded demo model when path is None).
 
@@ -684,7 +685,7 @@ def load(
     device: "cpu", "cuda" or "cuda:N" (default: cuda when available). dtype: the DiT's, "auto" = bf16 on a GPU,
     fp32 on the CPU; text_dtype defaults to dtype; vae_dtype defaults to fp32. spec: the model family's
     defaults (newbie/config.py). Returns a Pipeline; a missing, damaged or mismatched file raises a one-line
-    NewbieError (CheckpointError) naming it.
+    NewbieError (CheckpointError) naming it. warm: pay the first request's one-time costs now (warm_up).
     """
     notice = ""
     if path is None and comfy_dir is None:
@@ -735,4 +736,19 @@ def load(
         if quantize and plan.quantize:
             raise NewbieError("--quantize and a plan that quantizes cannot be combined; drop one")
         pipe.apply_plan(plan)
+    if warm:
+        warm_up(pipe)
     return pipe
+
+
+def warm_up(pipe: Pipeline) -> float:
+    """The first text encode and the first DiT step of a process pay one-time costs (CUDA library handles,
+    kernel selection, lazy allocations). A server pays them here instead of in its first request: the model's
+    default negative prompt goes into the embedding cache (requests with CFG need it anyway) and one tiny
+    image runs every stage once. Results of later requests are unchanged. Returns the seconds spent."""
+    t0 = time.perf_counter()
+    pipe.embed([pipe.spec.sampling.negative], [])
+    side = 8 * pipe.codec.cfg.downscale  # the smallest size the DiT's patches allow, 128 px for FLUX's VAE
+    pipe.generate("warm-up", seed=0, steps=1, width=side, height=side, sampler="euler", cfg_trunc=1.0)
+    _sync(pipe.device)
+    return time.perf_counter() - t0
