@@ -78,3 +78,20 @@ def test_stream_save_writes_what_safetensors_reads(tmp_path):
     assert got.keys() == sd.keys()
     for k, v in sd.items():
         assert got[k].dtype == v.dtype and torch.equal(got[k], v), k
+
+
+def test_the_streamed_checkpoint_loads_as_save_models_does(tmp_path):
+    import newbie
+    from newbie.bench.random_checkpoint import save_components
+    from newbie.demo.tiny import tiny_components
+    from newbie.loading.writer import save_model
+
+    parts = tiny_components(seed=1)
+    save_model(tmp_path / "ref", *parts)
+    save_components(tmp_path / "fast", *parts)
+    ref = newbie.load(tmp_path / "ref", device="cpu", dtype="fp32")
+    fast = newbie.load(tmp_path / "fast", device="cpu", dtype="fp32")
+    for a, b in ((ref.dit, fast.dit), (ref.text.gemma, fast.text.gemma), (ref.text.jina, fast.text.jina)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert (tmp_path / "fast" / "clip_model" / "tokenizer.json").is_file()

@@ -19,6 +19,8 @@ from unittest import mock
 
 import torch
 
+from newbie.loading import writer
+
 # torch dtype -> safetensors dtype name
 ST_DTYPES = {
     torch.bfloat16: "BF16",
@@ -78,42 +80,50 @@ def gemma3_4b_text_config():
     return Gemma3TextConfig(**fields)
 
 
-def write_random_full(root: Path, device: str = "cuda") -> dict:
+def _detached(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in sd.items()}  # left on their device: stream_save copies them one by one
+
+
+def save_components(root: Path, dit, gemma, gemma_tok, jina, jina_tok, vae) -> None:
+    """newbie.loading.writer's layout and names (as save_model, with jina-clip-v2's LoRA adapter tensors), each
+    safetensors file streamed."""
+    with (
+        mock.patch.object(writer, "save_file", stream_save),
+        mock.patch.object(writer, "_contiguous", _detached),
+    ):
+        writer.write_model_index(root)
+        writer.save_dit(root / "transformer", dit)
+        writer.save_gemma(root / "text_encoder", gemma, gemma_tok)
+        writer.save_jina(root / "clip_model", jina, jina_tok, lora_rank=4)
+    writer.save_vae(root / "vae", vae)
+
+
+def full_size_components(device: str):
+    """Every model at the real shapes with random weights, the big ones built on `device` in bf16."""
     from diffusers import AutoencoderKL
     from transformers import Gemma3TextModel, JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
 
     from newbie.config import DiTConfig
     from newbie.demo.tiny import word_tokenizer
     from newbie.demo.vocab import toy_words
-    from newbie.loading import writer
     from newbie.loading.comfy import FLUX_VAE_CONFIG
     from newbie.model.dit import NextDiT
 
-    t0 = time.perf_counter()
     torch.manual_seed(0)
     words = toy_words() + [f"tag{i}" for i in range(2000)]
-    keep_on_device = lambda sd: {k: v.detach() for k, v in sd.items()}  # noqa: E731
-    with (
-        mock.patch.object(writer, "save_file", stream_save),
-        mock.patch.object(writer, "_contiguous", keep_on_device),
-    ):
-        writer.write_model_index(root)
-        with torch.device(device):
-            dit = NextDiT(DiTConfig()).to(torch.bfloat16)
-        writer.save_dit(root / "transformer", dit)
-        del dit
-        cfg = gemma3_4b_text_config()
-        cfg._attn_implementation = "sdpa"
-        with torch.device(device):
-            gemma = Gemma3TextModel(cfg).to(torch.bfloat16)
-        writer.save_gemma(root / "text_encoder", gemma, word_tokenizer(words, "gemma"))
-        del gemma
-        with torch.device(device):
-            jina = JinaEmbeddingsV3Model(JinaEmbeddingsV3Config(), add_pooling_layer=False).to(torch.bfloat16)
-        writer.save_jina(root / "clip_model", jina, word_tokenizer(words, "jina"), lora_rank=4)
-        del jina
+    cfg = gemma3_4b_text_config()
+    cfg._attn_implementation = "sdpa"
+    with torch.device(device):
+        dit = NextDiT(DiTConfig()).to(torch.bfloat16)
+        gemma = Gemma3TextModel(cfg).to(torch.bfloat16)
+        jina = JinaEmbeddingsV3Model(JinaEmbeddingsV3Config(), add_pooling_layer=False).to(torch.bfloat16)
     vae = AutoencoderKL.from_config(json.loads(FLUX_VAE_CONFIG.read_text()))
-    writer.save_vae(root / "vae", vae)
+    return dit, gemma, word_tokenizer(words, "gemma"), jina, word_tokenizer(words, "jina"), vae
+
+
+def write_random_full(root: Path, device: str = "cuda") -> dict:
+    t0 = time.perf_counter()
+    save_components(root, *full_size_components(device))
     gb = sum(f.stat().st_size for f in root.rglob("*.safetensors")) / 1e9
     return {"write_s": time.perf_counter() - t0, "weights_gb": gb}
 
