@@ -182,6 +182,9 @@ def _generate(r: Run, *extra: str, env: dict | None = None):
 
 def section_cli(r: Run) -> None:
     r.res["cli_eager_s"] = _generate(r)
+    r.save()
+    # a model this machine has never hashed (a new download): the hash every PNG records is computed too
+    r.res["cli_eager_unhashed_model_s"] = _generate(r, env={"NEWBIE_CACHE": str(r.work / "fresh-cache")})
 
 
 def section_compile(r: Run) -> None:

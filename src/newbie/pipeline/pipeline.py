@@ -12,6 +12,7 @@ import json
 import math
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -715,6 +716,7 @@ def load(
     dit, gemma, vae_model, vae_cfg = c.dit, c.gemma, c.vae, c.vae_cfg
     text = TextEncoders(gemma, c.gemma_tokenizer, c.jina, c.jina_tokenizer, mspec.text)
     pipe = Pipeline(mspec, folder, dit, text, LatentCodec(vae_model, vae_cfg), dev, names, notice)
+    _hash_in_background(folder)
     if quantize:
         from newbie.memory.quant import quantize_dit, quantize_gemma
 
@@ -739,6 +741,17 @@ def load(
     if warm:
         warm_up(pipe)
     return pipe
+
+
+def _hash_in_background(folder: ModelFolder) -> None:
+    """The model hash every PNG records: hashing a new 7 GB transformer file takes seconds, so it runs while
+    the first image is made (hashlib releases the GIL) rather than after it; model_hash then finds it in the
+    on-disk hash cache, resolved here so that the thread writes where this process was told to."""
+    from newbie.loading.dit import dit_source
+    from newbie.loading.hashing import cache_file
+
+    files, cache = dit_source(folder.transformer)[0], cache_file()
+    threading.Thread(target=files_sha256, args=(files, cache), name="newbie-hash", daemon=True).start()
 
 
 def warm_up(pipe: Pipeline) -> float:
