@@ -138,8 +138,6 @@ def section_import(r: Run) -> None:
 def section_load(r: Run) -> None:
     data = r.probe("load", model=str(r.model), device=r.device, size=r.size, prompt=PROMPT, second=True)
     r.res["load_detail"] = data
-    if "device" in data:
-        r.res["device"] = data["device"]
     r.res["load_s"] = data.get("load_s")
     r.res["first_encode_s"] = data.get("first_encode_s")
     r.res["first_step_s"] = data.get("first_step_s")
@@ -313,6 +311,8 @@ def run(args) -> int:
         raise NewbieError(f"--size must be a multiple of 16, got {args.size}")
     size = args.size or _default_size(model)
     r = Run(args, model, device, size)
+    info = r.probe("device", device=device)  # named by a child: this process keeps off the GPU
+    r.res.update(device=info.get("device", device), torch=info.get("torch"))
     try:
         start = time.perf_counter()
         for name in sections:

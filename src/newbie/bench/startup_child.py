@@ -143,7 +143,14 @@ def write_peer(model: str, peer_dir: str, device: str) -> dict:
     return {"write_s": time.perf_counter() - t0}
 
 
-PROBES = {"load": probe_load, "peer": probe_peer, "write_peer": write_peer}
+def device_name(device: str) -> dict:
+    import torch
+
+    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
+    return {"device": name, "torch": torch.__version__}
+
+
+PROBES = {"load": probe_load, "peer": probe_peer, "write_peer": write_peer, "device": device_name}
 
 
 def main(argv: list[str]) -> int:
