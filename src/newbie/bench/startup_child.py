@@ -57,6 +57,7 @@ def probe_load(
     pipe = newbie.load(model, device=device)
     _sync(device)
     out["load_s"] = time.perf_counter() - t0
+    out["load_parts_s"] = getattr(pipe, "load_timings", None)
     if second:
         del pipe
         t0 = time.perf_counter()

@@ -10,8 +10,9 @@ then built and assigned the tensors. The result is the same tensors as reading o
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,6 +35,8 @@ class Components:
     jina_tokenizer: object
     vae: torch.nn.Module
     vae_cfg: object
+    # seconds from the start of the load to the end of each part (newbie bench startup reports them)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def import_model_classes() -> None:
@@ -66,21 +69,29 @@ def load_components(
     """paths: the text encoder, CLIP model and VAE (checked present); dtypes: "dit", "text", "vae".
     Errors come in the order of a one-by-one load: DiT, Gemma, Jina, widths, tokenizers, VAE."""
     te, cm, va = paths
+    t0 = time.perf_counter()
+    marks: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        out = fn(*args)
+        marks[name] = time.perf_counter() - t0
+        return out
+
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="newbie-read")
     try:
-        dit_f = pool.submit(load_dit, folder.transformer, dit_cfg, dtypes["dit"], device)
-        gemma_f = pool.submit(read_gemma, te, dtypes["text"], device)
-        jina_f = pool.submit(read_jina, cm, dtypes["text"], device)
-        vae_f = pool.submit(read_vae, va, dtypes["vae"], device)
-        import_model_classes()
+        dit_f = pool.submit(timed, "dit_read", load_dit, folder.transformer, dit_cfg, dtypes["dit"], device)
+        gemma_f = pool.submit(timed, "gemma_read", read_gemma, te, dtypes["text"], device)
+        jina_f = pool.submit(timed, "jina_read", read_jina, cm, dtypes["text"], device)
+        vae_f = pool.submit(timed, "vae_read", read_vae, va, dtypes["vae"], device)
+        timed("imports", import_model_classes)
         dit = dit_f.result()
         gemma = build_gemma(te, gemma_f.result(), device)
         jina = build_jina(cm, jina_f.result(), device)
         _check_widths(gemma, jina, dit)
         gemma_tok = load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma")
-        jina_tok = load_tokenizer(folder.clip_tokenizer_dirs, "Jina")
-        vae, vae_cfg = build_vae(va, vae_f.result(), device)
+        jina_tok = timed("tokenizers", load_tokenizer, folder.clip_tokenizer_dirs, "Jina")
+        vae, vae_cfg = timed("built", build_vae, va, vae_f.result(), device)
     finally:
         # on an error the reads still running finish (a read cannot be interrupted), the queued ones never start
         pool.shutdown(wait=True, cancel_futures=True)
-    return Components(dit, gemma, gemma_tok, jina, jina_tok, vae, vae_cfg)
+    return Components(dit, gemma, gemma_tok, jina, jina_tok, vae, vae_cfg, dict(marks))

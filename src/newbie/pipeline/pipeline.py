@@ -716,6 +716,7 @@ def load(
     dit, gemma, vae_model, vae_cfg = c.dit, c.gemma, c.vae, c.vae_cfg
     text = TextEncoders(gemma, c.gemma_tokenizer, c.jina, c.jina_tokenizer, mspec.text)
     pipe = Pipeline(mspec, folder, dit, text, LatentCodec(vae_model, vae_cfg), dev, names, notice)
+    pipe.load_timings = c.timings  # where a load's time went (newbie bench startup)
     _hash_in_background(folder)
     if quantize:
         from newbie.memory.quant import quantize_dit, quantize_gemma
