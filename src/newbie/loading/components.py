@@ -6,6 +6,10 @@ pure Python). So the DiT, Gemma, Jina and VAE weights are read in four threads s
 in their target dtype, while this thread imports the model classes and the tokenizers; the empty models are
 then built and assigned the tensors. The result is the same tensors as reading one component after the other
 (tests/loading/test_components.py), with the same strict key checks and the same first error.
+
+Only this thread builds the transformers and diffusers models: their empty-weight construction
+(strict.build_empty, accelerate's init_empty_weights) patches nn.Module for every thread while it runs, so the
+reader threads construct no module then (the DiT's meta-device build is finished before build_gemma starts).
 """
 
 from __future__ import annotations
