@@ -59,3 +59,17 @@ def test_a_broken_vae_is_named_after_the_other_components_load(tiny_model_dir, t
     with pytest.raises(CheckpointError) as err:
         newbie.load(root, device="cpu", dtype="fp32")
     assert str(root / "vae") in str(err.value)
+
+
+def test_a_missing_tokenizer_is_named_after_a_damaged_transformer(tiny_model_dir, tmp_path):
+    root = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, root)
+    for f in (root / "text_encoder").glob("tokenizer*"):
+        f.unlink()
+    with pytest.raises(CheckpointError, match="no Gemma tokenizer"):
+        newbie.load(root, device="cpu", dtype="fp32")
+    f = next((root / "transformer").glob("*.safetensors"))
+    f.write_bytes(f.read_bytes()[:-64])
+    with pytest.raises(CheckpointError) as err:
+        newbie.load(root, device="cpu", dtype="fp32")
+    assert str(root / "transformer") in str(err.value)

@@ -63,6 +63,24 @@ def _check_widths(gemma, jina, dit: NextDiT) -> None:
         )
 
 
+def _tokenizers(gemma_dirs: list[Path], clip_dirs: list[Path]) -> tuple:
+    return load_tokenizer(gemma_dirs, "Gemma"), load_tokenizer(clip_dirs, "Jina")
+
+
+def _attempt(fn):
+    """Run fn now; the returned callable gives its result, or raises its error, when called."""
+    try:
+        value = fn()
+    except Exception as e:
+        error = e
+
+        def fail():
+            raise error
+
+        return fail
+    return lambda: value
+
+
 def load_components(
     folder: ModelFolder,
     paths: tuple[Path, Path, Path],
@@ -88,12 +106,15 @@ def load_components(
         jina_f = pool.submit(timed, "jina_read", read_jina, cm, dtypes["text"], device)
         vae_f = pool.submit(timed, "vae_read", read_vae, va, dtypes["vae"], device)
         timed("imports", import_model_classes)
+        # the tokenizers while the weights are still coming (a cold disk); a failure waits for its turn
+        tokenizers = _attempt(
+            lambda: timed("tokenizers", _tokenizers, folder.gemma_tokenizer_dirs, folder.clip_tokenizer_dirs)
+        )
         dit = dit_f.result()
         gemma = build_gemma(te, gemma_f.result(), device)
         jina = build_jina(cm, jina_f.result(), device)
         _check_widths(gemma, jina, dit)
-        gemma_tok = load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma")
-        jina_tok = timed("tokenizers", load_tokenizer, folder.clip_tokenizer_dirs, "Jina")
+        gemma_tok, jina_tok = tokenizers()
         vae, vae_cfg = timed("built", build_vae, va, vae_f.result(), device)
     finally:
         # on an error the reads still running finish (a read cannot be interrupted), the queued ones never start
