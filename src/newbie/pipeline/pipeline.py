@@ -762,7 +762,7 @@ def warm_up(pipe: Pipeline) -> float:
     image runs every stage once. Results of later requests are unchanged. Returns the seconds spent."""
     t0 = time.perf_counter()
     pipe.embed([pipe.spec.sampling.negative], [])
-    side = 8 * pipe.codec.cfg.downscale  # the smallest size the DiT's patches allow, 128 px for FLUX's VAE
+    side = 8 * pipe.codec.cfg.downscale  # a tiny image: 64 px with FLUX's VAE (an 8x8 latent)
     pipe.generate("warm-up", seed=0, steps=1, width=side, height=side, sampler="euler", cfg_trunc=1.0)
     _sync(pipe.device)
     return time.perf_counter() - t0
