@@ -38,7 +38,7 @@ def test_cli_parsing_up_to_the_load_stays_light(tiny_model_dir):
 
 
 def test_bench_startup_runs_end_to_end_on_cpu(tiny_model_dir, tmp_path):
-    sections = "read,import,load,compile,vram"
+    sections = "read,import,load,compile,vram,megacache"
     p = _python(
         "-m", "newbie", "bench", "startup", "--model", str(tiny_model_dir), "--device", "cpu",
         "--size", "64", "--sections", sections, "--out", str(tmp_path),
@@ -51,7 +51,7 @@ def test_bench_startup_runs_end_to_end_on_cpu(tiny_model_dir, tmp_path):
     assert res["first_encode_s"] > 0 and res["first_step_s"] > 0 and res["later_step_s"] > 0
     assert len(res["load_detail"]["step_s"]) == 4 and res["load_detail"]["second_load_s"] > 0
     assert res["warm_s"] > 0 and res["first_encode_warmed_s"] > 0 and res["first_step_warmed_s"] > 0
-    for key in ("cli_compiled_cold_s", "cli_compiled_warm_s", "cli_vram8_s"):
+    for key in ("cli_compiled_cold_s", "cli_compiled_warm_s", "cli_compiled_warm_megacache_s", "cli_vram8_s"):
         assert "CUDA" in res[key]  # the reason it could not run here, not a number
     assert set(res["section_s"]) == set(sections.split(","))
 

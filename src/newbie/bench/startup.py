@@ -27,7 +27,7 @@ from pathlib import Path
 from newbie.errors import NewbieError
 
 # in the order they run: the issue's headline figures first, in case the budget runs out
-SECTIONS = ("read", "import", "load", "cli", "compile", "vram", "serve", "cold", "peers")
+SECTIONS = ("read", "import", "load", "cli", "compile", "vram", "serve", "cold", "peers", "megacache")
 PROMPT = "1girl, red hair, blue eyes, yellow shirt, green background, looking at viewer, upper body"
 
 
@@ -185,23 +185,26 @@ def section_cli(r: Run) -> None:
     r.res["cli_eager_unhashed_model_s"] = _generate(r, env={"NEWBIE_CACHE": str(r.work / "fresh-cache")})
 
 
-def section_compile(r: Run) -> None:
+def _compiled_pair(r: Run, keys: tuple[str, str], env: dict) -> None:
+    """`--compile` with an empty cache folder, then again with the folder the first run filled."""
     if not r.device.startswith("cuda"):
-        reason = "compile sections run on CUDA only"
-        for key in ("cli_compiled_cold_s", "cli_compiled_warm_s", "cli_compiled_warm_megacache_s"):
-            r.res[key] = reason
+        r.res.update(dict.fromkeys(keys, "compile sections run on CUDA only"))
         return
-    # inductor's own on-disk caches (FX graphs, autotuning, Triton kernels), empty then warm
+    r.res[keys[0]] = _generate(r, "--compile", env=env)
+    r.save()
+    r.res[keys[1]] = _generate(r, "--compile", env=env)
+
+
+def section_compile(r: Run) -> None:
+    # inductor's own on-disk caches (FX graphs, autotuning, Triton kernels)
     env = {"TORCHINDUCTOR_CACHE_DIR": str(r.work / "inductor")}
-    r.res["cli_compiled_cold_s"] = _generate(r, "--compile", env=env)
-    r.save()
-    r.res["cli_compiled_warm_s"] = _generate(r, "--compile", env=env)
-    r.save()
-    # and with torch's mega-cache on top (newbie.precision.compile_cache): saved by one run, loaded by the next
+    _compiled_pair(r, ("cli_compiled_cold_s", "cli_compiled_warm_s"), env)
+
+
+def section_megacache(r: Run) -> None:
+    # and torch's mega-cache on top (newbie.precision.compile_cache): saved by one run, loaded by the next
     env = {"TORCHINDUCTOR_CACHE_DIR": str(r.work / "inductor-mega"), "NEWBIE_COMPILE_MEGACACHE": "1"}
-    r.res["cli_compiled_cold_megacache_s"] = _generate(r, "--compile", env=env)
-    r.save()
-    r.res["cli_compiled_warm_megacache_s"] = _generate(r, "--compile", env=env)
+    _compiled_pair(r, ("cli_compiled_cold_megacache_s", "cli_compiled_warm_megacache_s"), env)
 
 
 def section_vram(r: Run) -> None:
@@ -284,6 +287,7 @@ RUNNERS = {
     "vram": section_vram,
     "serve": section_serve,
     "peers": section_peers,
+    "megacache": section_megacache,
 }
 
 
