@@ -12,6 +12,7 @@ import json
 import math
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -26,11 +27,9 @@ from newbie.adapters.stack import AdapterStack
 from newbie.config import SPECS, ModelSpec
 from newbie.device import DTYPES, parse_dtype, resolve_device
 from newbie.errors import NewbieError
-from newbie.loading.dit import load_dit
+from newbie.loading.components import load_components
 from newbie.loading.folder import ModelFolder, locate, require
 from newbie.loading.hashing import files_sha256
-from newbie.loading.text import load_gemma, load_jina, load_tokenizer
-from newbie.loading.vae import load_vae
 from newbie.model.embed_cache import EmbeddingCache
 from newbie.model.step_cache import StepCache
 from newbie.model.text import TextEmbeds, TextEncoders
@@ -162,6 +161,7 @@ class Pipeline:
         ~/.cache/newbie/inductor), so a second process on this machine (a restarted `newbie serve` or `ui`)
         reuses them. Returns the seconds spent compiling on a small warm-up image."""
         from newbie.model import fused
+        from newbie.precision import compile_cache
 
         if self.compiled:
             return 0.0
@@ -188,8 +188,11 @@ class Pipeline:
         # so one request alone leaves the first real prompt a recompile, more than twice the image's time;
         # docs/benchmarks.md, "Figures behind the code")
         warm = dict(seed=0, steps=1, width=d.width, height=d.height, sampler="euler", cfg_trunc=1.0)
+        opts = dict(backend=backend, mode=mode, dynamic=dynamic, vae=vae, **self.fast_paths)
+        bundle = compile_cache.open_bundle(self.dit, self.device, opts) if backend == "inductor" else None
         self.generate("warm-up", **warm)
         self.generate("a longer warm-up prompt, " * 6, negative="low quality, blurry", **warm)
+        compile_cache.close_bundle(bundle)  # torch's mega-cache, opt-in (newbie.precision.compile_cache)
         _sync(self.device)
         return time.perf_counter() - t0
 
@@ -653,6 +656,7 @@ def load(
     plan_size: tuple[int, int] | None = None,
     quantize: str | None = None,
     comfy_dir: str | Path | None = None,
+    warm: bool = False,
 ) -> Pipeline:
     """Load a NewBie model folder (or the embedded demo model when path is None).
 
@@ -666,7 +670,7 @@ def load(
     device: "cpu", "cuda" or "cuda:N" (default: cuda when available). dtype: the DiT's, "auto" = bf16 on a GPU,
     fp32 on the CPU; text_dtype defaults to dtype; vae_dtype defaults to fp32. spec: the model family's
     defaults (newbie/config.py). Returns a Pipeline; a missing, damaged or mismatched file raises a one-line
-    NewbieError (CheckpointError) naming it.
+    NewbieError (CheckpointError) naming it. warm: pay the first request's one-time costs now (warm_up).
     """
     notice = ""
     if path is None and comfy_dir is None:
@@ -690,26 +694,14 @@ def load(
     va = require(folder.vae, "VAE (vae/)", hint)
     # with a budget, weights are read into CPU memory first and the plan decides what goes to the GPU
     load_dev = torch.device("cpu") if vram is not None and dev.type == "cuda" else dev
-    dit = load_dit(folder.transformer, mspec.dit, DTYPES[names["dit"]], load_dev)
-    gemma = load_gemma(te, DTYPES[names["text"]], load_dev)
-    jina = load_jina(cm, DTYPES[names["text"]], load_dev)
-    if gemma.config.hidden_size != dit.cfg.cap_feat_dim:
-        raise NewbieError(
-            f"text encoder width {gemma.config.hidden_size} != transformer cap_feat_dim {dit.cfg.cap_feat_dim}"
-        )
-    if jina.config.hidden_size != dit.cfg.clip_text_dim:
-        raise NewbieError(
-            f"Jina width {jina.config.hidden_size} != transformer clip_text_dim {dit.cfg.clip_text_dim}"
-        )
-    text = TextEncoders(
-        gemma,
-        load_tokenizer(folder.gemma_tokenizer_dirs, "Gemma"),
-        jina,
-        load_tokenizer(folder.clip_tokenizer_dirs, "Jina"),
-        mspec.text,
-    )
-    vae_model, vae_cfg = load_vae(va, DTYPES[names["vae"]], load_dev)
+    # the four components are read in parallel threads straight onto load_dev (newbie.loading.components)
+    dtypes = {k: DTYPES[v] for k, v in names.items()}
+    c = load_components(folder, (te, cm, va), mspec.dit, dtypes, load_dev)
+    dit, gemma, vae_model, vae_cfg = c.dit, c.gemma, c.vae, c.vae_cfg
+    text = TextEncoders(gemma, c.gemma_tokenizer, c.jina, c.jina_tokenizer, mspec.text)
     pipe = Pipeline(mspec, folder, dit, text, LatentCodec(vae_model, vae_cfg), dev, names, notice)
+    pipe.load_timings = c.timings  # where a load's time went (newbie bench startup)
+    _hash_in_background(folder)
     if quantize:
         from newbie.memory.quant import quantize_dit, quantize_gemma
 
@@ -731,4 +723,30 @@ def load(
         if quantize and plan.quantize:
             raise NewbieError("--quantize and a plan that quantizes cannot be combined; drop one")
         pipe.apply_plan(plan)
+    if warm:
+        warm_up(pipe)
     return pipe
+
+
+def _hash_in_background(folder: ModelFolder) -> None:
+    """The model hash every PNG records: hashing a new 7 GB transformer file takes seconds, so it runs while
+    the first image is made (hashlib releases the GIL) rather than after it; model_hash then finds it in the
+    on-disk hash cache, resolved here so that the thread writes where this process was told to."""
+    from newbie.loading.dit import dit_source
+    from newbie.loading.hashing import cache_file
+
+    files, cache = dit_source(folder.transformer)[0], cache_file()
+    threading.Thread(target=files_sha256, args=(files, cache), name="newbie-hash", daemon=True).start()
+
+
+def warm_up(pipe: Pipeline) -> float:
+    """The first text encode and the first DiT step of a process pay one-time costs (CUDA library handles,
+    kernel selection, lazy allocations). A server pays them here instead of in its first request: the model's
+    default negative prompt goes into the embedding cache (requests with CFG need it anyway) and one tiny
+    image runs every stage once. Results of later requests are unchanged. Returns the seconds spent."""
+    t0 = time.perf_counter()
+    pipe.embed([pipe.spec.sampling.negative], [])
+    side = 8 * pipe.codec.cfg.downscale  # a tiny image: 64 px with FLUX's VAE (an 8x8 latent)
+    pipe.generate("warm-up", seed=0, steps=1, width=side, height=side, sampler="euler", cfg_trunc=1.0)
+    _sync(pipe.device)
+    return time.perf_counter() - t0
