@@ -285,7 +285,7 @@ class NewbiePipeline:
         in the weights' current dtypes, plus our newbie_spec.json when the model has one (its sampling
         defaults), so `from_pretrained(save_directory)` makes the same images."""
         from newbie.loading.writer import save_model
-        from newbie.pipeline.pipeline import SPEC_FILE
+        from newbie.config import SPEC_FILE
 
         e = self.engine
         if e.dtypes.get("quant"):

@@ -84,10 +84,10 @@ def test_cfg_truncation_changes_only_the_early_steps(tiny_pipeline):
     [
         (dict(width=100), "width 100 is not a positive multiple of 16"),
         (dict(height=4096), "height 4096 is larger than 2048"),
-        (dict(steps=0), "steps must be >= 1"),
+        (dict(steps=0), "steps must be between 1 and 1000, got 0"),
         (dict(sampler="ddim"), "unknown sampler 'ddim'"),
         (dict(cfg=float("nan")), "cfg must be a finite number"),
-        (dict(batch=0), "batch must be >= 1"),
+        (dict(batch=0), "batch must be between 1 and 64"),
     ],
 )
 def test_bad_requests_are_one_line_errors(tiny_pipeline, kwargs, message):
