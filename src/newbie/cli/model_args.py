@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from newbie.cli.request_args import size_arg as parse_size  # noqa: F401 (the --size type of trace and bench)
 from newbie.errors import NewbieError
 
 
@@ -18,16 +19,6 @@ def read_prompt(text: str) -> str:
                 f"{path}: cannot read prompt file ({e.strerror if isinstance(e, OSError) else e})"
             ) from None
     return text
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = text.lower().split("x")
-        return int(w), int(h)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"size must look like WIDTHxHEIGHT, e.g. 1024x1024, got '{text}'"
-        ) from None
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -100,26 +91,16 @@ def load_from_args(args, **overrides):
     return pipe
 
 
-def settings_from_args(args):
-    """The generate flags -> the one request schema, `Settings` (recipes and the API build the same object)."""
-    from newbie.adapters.generate_flags import request_kwargs
-    from newbie.pipeline.request import Settings
+def spec_from_args(args):
+    """The model's spec (sizes, sampling defaults) from the model flags, reading no weights: what a request is
+    checked against before the model loads."""
+    from newbie.config import SPECS, folder_spec
+    from newbie.loading.folder import locate
 
-    w, h = args.size if args.size else (None, None)
-    return Settings(
-        prompt=read_prompt(args.prompt),
-        negative=args.negative,
-        seed=args.seed,
-        steps=args.steps,
-        cfg=args.cfg,
-        sampler=args.sampler,
-        shift=args.shift,
-        width=w,
-        height=h,
-        batch=args.batch,
-        cfg_trunc=args.cfg_trunc,
-        renorm_cfg=args.renorm_cfg,
-        noise=args.noise,
-        schedule=args.schedule,
-        **request_kwargs(args),
-    )
+    path, comfy_dir = getattr(args, "model", None), getattr(args, "comfy_dir", None)
+    if path is None and comfy_dir is None:
+        from newbie.demo.model import default_model
+
+        path = default_model()[0]
+    folder = locate(path, args.text_encoder, args.clip_model, args.vae, comfy_dir=comfy_dir)
+    return folder_spec(folder.root, SPECS["newbie-exp0.1"])

@@ -67,8 +67,9 @@ def preflight(
 
 def cmd_generate_parallel(args) -> int:
     """`newbie generate` with --parallel (called by newbie.cli.main before anything is loaded)."""
-    from newbie.cli.model_args import load_kwargs, settings_from_args
+    from newbie.cli.model_args import load_kwargs
     from newbie.cli.output import write_generation
+    from newbie.cli.request_args import settings_from_args
     from newbie.parallel.runner import generate
 
     if args.from_image:

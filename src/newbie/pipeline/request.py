@@ -62,8 +62,13 @@ class Rule:
         if self.kind == "list":
             return f"at most {int(self.hi)} entries"
         if self.lo is not None and self.hi is not None:
-            return f"between {self.lo:g} and {self.hi:g}"
-        return f">= {self.lo:g}" if self.lo is not None else f"<= {self.hi:g}"
+            return f"between {_num(self.lo)} and {_num(self.hi)}"
+        return f">= {_num(self.lo)}" if self.lo is not None else f"<= {_num(self.hi)}"
+
+
+def _num(x) -> str:
+    """A bound or value as a person writes it: 18446744073709551615, 0.25, 1e+308."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e21 else f"{x:g}"
 
 
 def _f(rule: Rule, default=None):
@@ -80,7 +85,7 @@ class Settings:
     Each field's rule (type, bounds, help): `Settings.rule(name)`; `resolve()` applies them."""
 
     prompt: str | list[str] = _f(
-        Rule("prompt", "text, danbooru tags or an XML prompt; a list makes one image each"), MISSING
+        Rule("prompt", "text, danbooru tags or an XML prompt (in Python also a list: one image each)"), MISSING
     )
     negative: str | None = _sampling("str", "negative prompt", name="negative")
     seed: int | None = _f(
@@ -267,7 +272,7 @@ def check_value(name: str, value, rule: Rule | None = None) -> None:
         raise SettingError(name, f"unknown {name} '{value}' (choose from {', '.join(rule.choices)})")
     if kind in ("int", "float"):
         if (rule.lo is not None and value < rule.lo) or (rule.hi is not None and value > rule.hi):
-            raise SettingError(name, f"{name} must be {rule.bounds_text()}, got {value:g}")
+            raise SettingError(name, f"{name} must be {rule.bounds_text()}, got {_num(value)}")
 
 
 def check_size(name: str, side: int, spec: ModelSpec) -> None:
