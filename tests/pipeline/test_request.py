@@ -83,7 +83,9 @@ def test_resolve_fills_the_models_defaults():
 
 def test_numbers_of_other_numeric_types_are_taken_as_python_numbers():
     np = pytest.importorskip("numpy")
-    req = resolve(Settings(prompt="a", steps=np.int64(4), cfg=np.float32(2.0), seed=np.uint64(MAX_SEED)), SPEC)
+    req = resolve(
+        Settings(prompt="a", steps=np.int64(4), cfg=np.float32(2.0), seed=np.uint64(MAX_SEED)), SPEC
+    )
     assert type(req.steps) is int and req.steps == 4 and type(req.cfg) is float
     assert req.seeds == [MAX_SEED] and type(req.seeds[0]) is int
 

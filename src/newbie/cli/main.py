@@ -108,9 +108,8 @@ def cmd_generate(args) -> int:
         check(settings, spec_from_args(args))  # a bad setting fails before any weight loads
     dtype = recipe.dtype if recipe and args.dtype == "auto" else args.dtype
     dtype, _, recipe_quant = dtype.partition("+")  # a quantized recipe records e.g. "bf16+int8"
-    size = (recipe.width, recipe.height) if recipe else (args.size or None)
-    if comfy is not None and size is None and comfy.settings.width:
-        size = (comfy.settings.width, comfy.settings.height)
+    size = (recipe.width, recipe.height) if recipe else (settings.width, settings.height)
+    size = size if all(size) else None  # the plan's size; None: the model's default
     pipe = load_from_args(
         args,
         dtype=dtype,

@@ -18,7 +18,23 @@ BUILT_HERE = ("prompt", "width", "height", "hires")
 METAVARS = {"loras": "PATH[:STRENGTH]", "init_image": "PNG", "mask": "PNG", "mask_feather": "PX", "seed": "N"}
 WORKFLOW = ("loras", "fuse_loras", "init_image", "strength", "mask", "mask_feather")
 HIRES_FLAGS = ("hires_upscaler", "hires_strength", "hires_steps")
-TYPES = {"int": int, "float": float, "str": str, "any": str}
+
+
+def _lenient(kind: type):
+    """A flag type that converts what it can and leaves the rest as text, so that the request's own rule
+    refuses it with the message every other door gives ('steps must be a whole number, got '5.5' (str)')."""
+
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            return text
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+TYPES = {"int": _lenient(int), "float": _lenient(float), "str": str, "any": str}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -75,15 +91,14 @@ def add_request_args(g: argparse.ArgumentParser) -> None:
             kwargs["action"] = "append"
         else:
             kwargs["type"] = TYPES[rule.kind]
-        if rule.choices:
-            kwargs["choices"] = rule.choices
+        if rule.choices:  # shown, not enforced by argparse: the rule's message is the same through every door
+            kwargs["metavar"] = "{" + ",".join(rule.choices) + "}"
         if name in METAVARS:
             kwargs["metavar"] = METAVARS[name]
         (workflow if name in WORKFLOW else g).add_argument(flag(name), **kwargs)
     d = SPECS["newbie-exp0.1"].sampling
     g.add_argument(
         "--size",
-        type=size_arg,
         metavar="WxH",
         help=f"image size, multiples of 16, or auto (default: {d.width}x{d.height})",
     )
@@ -104,8 +119,7 @@ def add_request_args(g: argparse.ArgumentParser) -> None:
 def given_settings(args) -> dict:
     """The Settings fields the command line sets (unset flags are left out: the model's defaults apply)."""
     values = {name: getattr(args, name, None) for name in Settings.fields() if name not in BUILT_HERE}
-    if getattr(args, "size", None):
-        values["width"], values["height"] = args.size
+    values["width"], values["height"] = parse_size(getattr(args, "size", None))
     values["hires"] = _hires(args)
     return {k: v for k, v in values.items() if v is not None and v is not False}
 

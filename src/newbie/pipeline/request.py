@@ -85,7 +85,8 @@ class Settings:
     Each field's rule (type, bounds, help): `Settings.rule(name)`; `resolve()` applies them."""
 
     prompt: str | list[str] = _f(
-        Rule("prompt", "text, danbooru tags or an XML prompt (in Python also a list: one image each)"), MISSING
+        Rule("prompt", "text, danbooru tags or an XML prompt (in Python also a list: one image each)"),
+        MISSING,
     )
     negative: str | None = _sampling("str", "negative prompt", name="negative")
     seed: int | None = _f(
