@@ -283,15 +283,15 @@ def check_size(name: str, side: int, spec: ModelSpec) -> None:
         raise SettingError(name, f"{name} {side} is larger than {spec.max_side}")
 
 
-def check(settings: Settings, spec: ModelSpec) -> None:
-    """Every field's rule and the model's size limits, without reading any input file: what the CLI runs
-    before the model loads. resolve() runs it too."""
+def check(settings: Settings, spec: ModelSpec | None = None) -> None:
+    """Every field's rule and (with a spec) the model's size limits, without reading any input file: what
+    the CLI runs before the model loads and the server before it decodes an image. resolve() runs it too."""
     if not isinstance(settings, Settings):
         raise NewbieError(f"expected Settings, got {_type_name(settings)}")
     for name in Settings.fields():
         check_value(name, getattr(settings, name))
     for name in ("width", "height"):
-        if getattr(settings, name) is not None:
+        if spec is not None and getattr(settings, name) is not None:
             check_size(name, getattr(settings, name), spec)
 
 
