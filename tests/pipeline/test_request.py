@@ -107,7 +107,7 @@ def test_every_field_declares_a_rule_with_help_and_a_known_model_default():
         rule = Settings.rule(name)
         assert rule.help, name
         assert rule.model is None or rule.model in defaults, name
-        assert not rule.carried or rule.model, name  # a carried field is filled from the model's defaults
+        assert (rule.model is not None) == (name in carried_fields()), name  # filled from the model
 
 
 def test_carried_fields_are_held_by_request_and_recipe_under_the_same_name():

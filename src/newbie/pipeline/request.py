@@ -45,8 +45,8 @@ class Rule:
 
     kind: int, float, str, bool, prompt (a string or a list of them), list (with at most `hi` entries) or
     any (checked where it is used: images and hires, by img2img). lo/hi: inclusive bounds, None = open.
-    model: the SamplingDefaults attribute that None stands for. carried: the Request and the Recipe hold the
-    resolved value under the same name. default_text: what None means when it is not a model default.
+    model: the SamplingDefaults attribute that None stands for (the Request and the Recipe hold the resolved
+    value under the same name: Sampled). default_text: what None means when it is not a model default.
     """
 
     kind: str
@@ -55,7 +55,6 @@ class Rule:
     hi: float | None = None
     choices: tuple[str, ...] = ()
     model: str | None = None
-    carried: bool = False
     default_text: str = ""
 
     def bounds_text(self) -> str:
@@ -76,7 +75,7 @@ def _f(rule: Rule, default=None):
 
 
 def _sampling(kind: str, help: str, lo=None, hi=None, choices=(), *, name: str) -> object:
-    return _f(Rule(kind, help, lo, hi, choices, model=name, carried=True))
+    return _f(Rule(kind, help, lo, hi, choices, model=name))
 
 
 @dataclass(kw_only=True)
@@ -181,7 +180,7 @@ class Settings:
 
 def carried_fields() -> tuple[str, ...]:
     """The sampling fields a Request and a Recipe hold under the Settings name (negative, steps, cfg, ...)."""
-    return tuple(name for name in Settings.fields() if Settings.rule(name).carried)
+    return tuple(f.name for f in dataclasses.fields(Sampled))
 
 
 def model_default(name: str, spec: ModelSpec):
@@ -190,17 +189,12 @@ def model_default(name: str, spec: ModelSpec):
     return getattr(spec.sampling, attr) if attr else Settings.__dataclass_fields__[name].default
 
 
-@dataclass
-class Request:
-    """A validated request with every default filled: what `Pipeline.run` executes.
+@dataclass(kw_only=True)
+class Sampled:
+    """The resolved sampling values of an image: what a Request runs and a Recipe records, under the names
+    of the Settings fields that ask for them (carried_fields(); their rules name the model default)."""
 
-    prompts/seeds: one entry per image (a batch repeats the prompt with consecutive seeds). image: the
-    img2img/inpainting input, fitted to width x height; hires: the second pass, or None.
-    """
-
-    prompts: list[str]
     negative: str
-    seeds: list[int]
     steps: int
     cfg: float
     sampler: str
@@ -209,13 +203,25 @@ class Request:
     height: int
     cfg_trunc: float
     renorm_cfg: float
+    noise: str = "newbie"  # config.NOISE_NAMES
+    schedule: str = "uniform"  # config.SCHEDULE_NAMES
+
+
+@dataclass
+class Request(Sampled):
+    """A validated request with every default filled: what `Pipeline.run` executes.
+
+    prompts/seeds: one entry per image (a batch repeats the prompt with consecutive seeds). image: the
+    img2img/inpainting input, fitted to width x height; hires: the second pass, or None.
+    """
+
+    prompts: list[str]
+    seeds: list[int]
     warnings: list[str] = field(default_factory=list)
     loras: list = field(default_factory=list)  # newbie.adapters.ActiveLora
     fuse_loras: bool = False
     image: ImageInput | None = None
     hires: HiresSpec | None = None
-    noise: str = "newbie"  # config.NOISE_NAMES
-    schedule: str = "uniform"  # config.SCHEDULE_NAMES
     # Python API only (newbie.diffusers_api), never in a recipe: the starting noise (B, C, H/8, W/8) instead
     # of the seeds' draw; (cond, uncond) TextEmbeds (either None: encoded as usual) instead of encoding.
     initial_latents: torch.Tensor | None = None
