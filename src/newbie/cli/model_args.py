@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from newbie.cli.request_args import size_arg as parse_size  # noqa: F401 (the --size type of trace and bench)
 from newbie.errors import NewbieError
 
 
@@ -19,6 +18,18 @@ def read_prompt(text: str) -> str:
                 f"{path}: cannot read prompt file ({e.strerror if isinstance(e, OSError) else e})"
             ) from None
     return text
+
+
+def parse_size(text: str) -> tuple[int, int] | None:
+    """The argparse type of --size for trace and bench: the request's own parse_size, its error as argparse's."""
+    from newbie.pipeline.request import SettingError
+    from newbie.pipeline.request import parse_size as parse
+
+    try:
+        w, h = parse(text)
+    except SettingError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return None if w is None else (w, h)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 
+from newbie.cli.model_args import read_prompt
 from newbie.config import SPECS
 from newbie.errors import NewbieError
-from newbie.pipeline.request import SettingError, Settings, model_default, parse_size
+from newbie.pipeline.request import Settings, model_default, parse_size
 
 # Fields whose flag is not `--field-name`, and those built here by hand: the prompt is positional, width and
 # height come from --size, hires from --hires and its three companion flags.
@@ -68,14 +69,6 @@ def _help(name: str) -> str:
     return Settings.rule(name).help + (f" (default: {shown})" if shown else "")
 
 
-def size_arg(text: str) -> tuple[int, int] | None:
-    try:
-        w, h = parse_size(text)
-    except SettingError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return None if w is None else (w, h)
-
-
 def add_request_args(g: argparse.ArgumentParser) -> None:
     """The prompt and one flag per Settings field (newbie.pipeline.request)."""
     g.add_argument("prompt", nargs="?", help=Settings.rule("prompt").help + "; @file reads it from a file")
@@ -126,8 +119,6 @@ def given_settings(args) -> dict:
 
 def settings_from_args(args) -> Settings:
     """The generate flags -> the one request schema, `Settings` (recipes and the API build the same object)."""
-    from newbie.cli.model_args import read_prompt
-
     return Settings(prompt=read_prompt(args.prompt) if args.prompt else "", **given_settings(args))
 
 

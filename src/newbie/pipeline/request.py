@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     import torch
 
     from newbie.pipeline.img2img import HiresSpec, ImageInput
-    from newbie.pipeline.recipe import Recipe
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 SIZE_MULTIPLE = 16  # VAE downscale 8 x patch size 2
@@ -158,8 +157,8 @@ class Settings:
         return cls(prompt=prompt, negative=negative, **kwargs)
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, *, loras=None, init_image=None, mask=None) -> Settings:
-        """The settings that re-make a recipe: its whole batch (so every kernel sees the same shapes), with
+    def from_recipe(cls, recipe, *, loras=None, init_image=None, mask=None) -> Settings:
+        """The settings that re-make a recipe (pipeline/recipe.py, a Sampled): its whole batch (so every kernel sees the same shapes), with
         the first seed of that batch. loras/init_image/mask: the recipe's input files where they moved
         (checked against the recorded hashes)."""
         from newbie.adapters import recipe as adapter_recipe
