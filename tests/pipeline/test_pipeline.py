@@ -99,3 +99,18 @@ def test_outside_trained_area_warns_in_the_recipe(tiny_pipeline):
     req = tiny_pipeline.request("1girl", width=2048, height=1024)
     assert any("outside the trained area" in w for w in req.warnings)
     assert not tiny_pipeline.request("1girl", width=1024, height=1024).warnings
+
+
+def test_generation_save_writes_pngs_that_remake_bit_for_bit(tiny_pipeline, tmp_path):
+    from newbie.pipeline.recipe import read_recipe
+
+    gen = tiny_pipeline.generate("1girl", seed=3, steps=2, width=32, height=32, batch=2, sampler="euler")
+    paths = gen.save(tmp_path / "g.png")
+    assert [p.name for p in paths] == ["g-1.png", "g-2.png"]
+    recipe = read_recipe(paths[1])
+    assert recipe == gen.recipes[1]
+    again = tiny_pipeline.remake(recipe)
+    assert again.images[0].tobytes() == gen.images[1].tobytes()
+    with pytest.raises(NewbieError, match="give a .png path"):
+        gen.save(tmp_path / "g.jpg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g-1.png", "g-2.png"]
