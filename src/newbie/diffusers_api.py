@@ -29,7 +29,7 @@ Meanings, where they are not the obvious ones:
 - generator: a torch.Generator seeds exactly like `--seed`: its initial_seed() is the first image's seed and
   image i uses seed + i (each image's noise is drawn on the CPU from its own seed). Its current state is not
   used, so passing one generator twice makes the same image twice. A list gives one generator per image.
-  Seeds of 2^63 and above are taken modulo 2^63 (torch allows 64-bit seeds, our recipes 63-bit ones).
+  Seeds of 2^63 and above are taken modulo 2^63, as they always were here (so those images stay the same).
 - system_prompt: Gemma reads system_prompt + " <Prompt Start> " + prompt (the PR's format; with NewBie's
   own sentence this is exactly our default). As in our engine, an empty prompt stays empty, the negative
   prompt gets the same system prompt, and Jina reads the bare prompt.

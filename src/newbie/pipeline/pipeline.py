@@ -241,10 +241,9 @@ class Pipeline:
         progress: Callable[[dict], None] | None = None,
         **kwargs,
     ) -> Generation:
-        """Prompt (text or XML) -> Generation. Keywords are `Settings` fields (seed, steps, cfg, sampler,
-        shift, width, height, batch, cfg_trunc, renorm_cfg, loras, fuse_loras, init_image, strength, mask,
-        mask_feather, hires); None/absent = the model's defaults. progress(info) is called after every
-        sampler step with {step, steps, x, sigma, denoised}."""
+        """Prompt (text or XML) -> Generation. Keywords are `Settings` fields (pipeline/request.py, each with
+        its rule); None/absent = the model's defaults; a bad value is a one-line NewbieError before anything
+        runs. progress(info) is called after every sampler step with {step, steps, x, sigma, denoised}."""
         return self.run(self.request(prompt, negative, **kwargs), progress)
 
     def remake(self, recipe: Recipe, progress=None, loras=None, init_image=None, mask=None) -> Generation:
