@@ -153,3 +153,10 @@ def test_settings_build_refuses_unknown_names():
         Settings.build("a", stepz=3)
     s = Settings(prompt="a")
     assert Settings.build(s) is s
+
+
+def test_default_texts_agree_with_the_img2img_defaults():
+    from newbie.pipeline.img2img import DEFAULTS
+
+    assert Settings.rule("strength").default_text.startswith(f"{DEFAULTS.strength:g};")
+    assert Settings.rule("mask_feather").default_text == str(DEFAULTS.mask_feather)
