@@ -103,15 +103,20 @@ def load_from_args(args, **overrides):
 
 
 def spec_from_args(args):
-    """The model's spec (sizes, sampling defaults) from the model flags, reading no weights: what a request is
-    checked against before the model loads."""
+    """The model's spec (sizes, sampling defaults) from the model flags, reading no weights and checking no
+    file: what a request is checked against before the model loads (which then reports a missing file).
+    Only a model folder can carry its own spec (config.SPEC_FILE); single files and ComfyUI folders have
+    the family's."""
     from newbie.config import SPECS, folder_spec
-    from newbie.loading.folder import locate
+    from newbie.loading.comfy import is_comfy_dir
 
-    path, comfy_dir = getattr(args, "model", None), getattr(args, "comfy_dir", None)
-    if path is None and comfy_dir is None:
+    base = SPECS["newbie-exp0.1"]
+    path = getattr(args, "model", None)
+    if getattr(args, "comfy_dir", None) is not None:
+        return base
+    if path is None:
         from newbie.demo.model import default_model
 
         path = default_model()[0]
-    folder = locate(path, args.text_encoder, args.clip_model, args.vae, comfy_dir=comfy_dir)
-    return folder_spec(folder.root, SPECS["newbie-exp0.1"])
+    folder = Path(path).expanduser()
+    return folder_spec(folder, base) if folder.is_dir() and not is_comfy_dir(folder) else base
