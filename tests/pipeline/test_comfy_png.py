@@ -300,6 +300,16 @@ def test_template_prompt_graph_maps_to_settings():
     assert not [n for n in notes if n.startswith("could not map")]
 
 
+def test_a_bad_graph_value_is_refused_by_the_requests_rule():
+    from newbie.pipeline.request import SettingError
+
+    g = api_graph()
+    node = next(n for n in g.values() if n["class_type"].startswith("ModelSampling"))
+    node["inputs"]["shift"] = 0.0
+    with pytest.raises(SettingError, match=r"the ComfyUI graph's shift must be between 0.01 and 100, got 0"):
+        settings_from_graph(g)
+
+
 def test_unmapped_settings_become_notes():
     g = api_graph(sampler="dpmpp_2m_sde", scheduler="karras")
     g["41:3"]["inputs"]["denoise"] = 0.5

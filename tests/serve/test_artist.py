@@ -69,7 +69,7 @@ def test_bad_images_get_400(make_client):
     init, small = _b64_png(_gradient()), _b64_png(Image.new("L", (16, 16), 255))
     assert "must match" in _error(post({"init_image": init, "mask": small}), 400)["message"]
     assert "input image" in _error(post({"strength": 0.5}), 400)["message"]
-    assert _error(post({"init_image": init, "strength": 2}), 400)["code"] == "invalid_request"
+    assert _error(post({"init_image": init, "strength": 2}), 422)["code"] == "invalid_strength"
     assert service.store.counts()["queued"] == 0 and not list(service.images_dir.iterdir())
 
 

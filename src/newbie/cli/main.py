@@ -10,13 +10,18 @@ import sys
 import traceback
 from pathlib import Path
 
-from newbie.cli.generate_flags import add_generate_args as add_workflow_args
-from newbie.cli.generate_flags import remake_overrides as workflow_remake_overrides
-from newbie.cli.model_args import add_model_args, load_from_args, parse_size, read_prompt, settings_from_args
+from newbie.cli.model_args import add_model_args, load_from_args, read_prompt, spec_from_args
 from newbie.cli.output import write_generation
 from newbie.cli.registry import register
+from newbie.cli.request_args import (
+    HelpFormatter,
+    add_request_args,
+    given_settings,
+    remake_overrides,
+    settings_from_args,
+)
 from newbie.errors import NewbieError, debug_enabled, describe, failure_context
-from newbie.pipeline.request import Settings
+from newbie.pipeline.request import Settings, check
 
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
 COMMAND_MODULES = (
@@ -34,42 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="newbie", description="NewBie image Exp0.1 inference engine")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser(
-        "generate", help="text or XML prompt -> PNG", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    g.add_argument("prompt", nargs="?", help="the prompt, or @file to read it from a file")
+    g = sub.add_parser("generate", help="text or XML prompt -> PNG", formatter_class=HelpFormatter)
+    add_request_args(g)  # the prompt and one flag per request setting (newbie.cli.request_args)
     g.add_argument(
         "--from",
         dest="from_image",
         help="re-make an image from the recipe in its PNG, or the NewBie "
         "workflow in a ComfyUI PNG (docs/comfyui.md)",
     )
-    g.add_argument("--negative", help="negative prompt (default: the model's, empty for NewBie)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--steps", type=int)
-    g.add_argument("--cfg", type=float)
-    g.add_argument("--sampler", help="euler, midpoint, dpmpp_2m, res_multistep")
-    g.add_argument("--shift", type=float)
-    g.add_argument("--cfg-trunc", type=float, help="apply CFG only while t < this (0 = noise, 1 = data)")
-    g.add_argument(
-        "--renorm-cfg", type=float, help="cap the guided norm at this multiple of the conditional norm"
-    )
-    g.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, multiples of 16")
-    g.add_argument(
-        "--noise",
-        choices=("newbie", "comfy"),
-        help="initial noise: newbie (per-image, default) or comfy (ComfyUI's draw for the same seed)",
-    )
-    g.add_argument(
-        "--schedule",
-        choices=("uniform", "simple"),
-        help="sigma grid: uniform (default) or simple (ComfyUI's 'simple' scheduler)",
-    )
-    g.add_argument("--batch", type=int, default=1)
     g.add_argument("--out", default="outputs/newbie.png", help="output PNG (a batch adds -1, -2, ...)")
     g.add_argument("--quiet", action="store_true")
     add_model_args(g)
-    add_workflow_args(g)  # --lora, --init-image, --strength, --mask, --hires (newbie.cli.generate_flags)
     g.add_argument(
         "--parallel",
         help="sp:N, cfg:2 or cfg:2,sp:N: one image on several GPUs (or CPU processes "
@@ -110,6 +90,8 @@ def cmd_generate(args) -> int:
     if getattr(args, "parallel", None):
         from newbie.cli.parallel import cmd_generate_parallel
 
+        if not args.from_image:
+            check(settings_from_args(args), spec_from_args(args))
         return cmd_generate_parallel(args)
     from newbie.cli.progress import ProgressBar
     from newbie.pipeline.img2img import total_steps
@@ -120,11 +102,14 @@ def cmd_generate(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise NewbieError(f"--out must be a .png path, got '{out}'")
+    settings = None
+    if recipe is None:
+        settings = comfy_settings(comfy.settings, args) if comfy is not None else settings_from_args(args)
+        check(settings, spec_from_args(args))  # a bad setting fails before any weight loads
     dtype = recipe.dtype if recipe and args.dtype == "auto" else args.dtype
     dtype, _, recipe_quant = dtype.partition("+")  # a quantized recipe records e.g. "bf16+int8"
-    size = (recipe.width, recipe.height) if recipe else (args.size or None)
-    if comfy is not None and size is None and comfy.settings.width:
-        size = (comfy.settings.width, comfy.settings.height)
+    size = (recipe.width, recipe.height) if recipe else (settings.width, settings.height)
+    size = size if all(size) else None  # the plan's size; None: the model's default
     pipe = load_from_args(
         args,
         dtype=dtype,
@@ -145,18 +130,16 @@ def cmd_generate(args) -> int:
                 f"warning: the recipe was made with model {recipe.model_hash[:10]}, this is {pipe.model_hash[:10]}",
                 file=sys.stderr,
             )
-    elif comfy is not None:
-        for note in comfy.notes:
-            print(note, file=sys.stderr)
-        req = pipe.request(comfy_settings(comfy.settings, args))
     else:
-        req = pipe.request(settings_from_args(args))
+        for note in comfy.notes if comfy is not None else ():
+            print(note, file=sys.stderr)
+        req = pipe.request(settings)
     # the stream is passed at call time: ProgressBar's default is whatever sys.stderr was at its first import
     made = recipe if recipe is not None else req
     with failure_context(size=(made.width, made.height), plan=pipe.plan.name if pipe.plan else None):
         if recipe is not None:
             bar = ProgressBar(total_steps(recipe), stream=sys.stderr)
-            gen = pipe.remake(recipe, progress=None if args.quiet else bar, **workflow_remake_overrides(args))
+            gen = pipe.remake(recipe, progress=None if args.quiet else bar, **remake_overrides(args))
         else:
             gen = pipe.run(
                 req, progress=None if args.quiet else ProgressBar(req.total_steps, stream=sys.stderr)
@@ -181,14 +164,9 @@ def from_image(args):
 
 def comfy_settings(settings: Settings, args) -> Settings:
     """A ComfyUI graph's settings, with the generate flags given on the command line taking precedence."""
-    flags = settings_from_args(argparse.Namespace(**{**vars(args), "prompt": ""}))
-    given = {
-        k: v for k, v in vars(flags).items() if k not in ("prompt", "batch", "fuse_loras") and v is not None
-    }
+    given = given_settings(args)
     if args.prompt:
         given["prompt"] = read_prompt(args.prompt)
-    if args.batch != 1:
-        given["batch"] = args.batch
     return settings.replace(**given)
 
 

@@ -20,14 +20,16 @@ def read_prompt(text: str) -> str:
     return text
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int] | None:
+    """The argparse type of --size for trace and bench: the request's own parse_size, its error as argparse's."""
+    from newbie.pipeline.request import SettingError
+    from newbie.pipeline.request import parse_size as parse
+
     try:
-        w, h = text.lower().split("x")
-        return int(w), int(h)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"size must look like WIDTHxHEIGHT, e.g. 1024x1024, got '{text}'"
-        ) from None
+        w, h = parse(text)
+    except SettingError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return None if w is None else (w, h)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -100,26 +102,21 @@ def load_from_args(args, **overrides):
     return pipe
 
 
-def settings_from_args(args):
-    """The generate flags -> the one request schema, `Settings` (recipes and the API build the same object)."""
-    from newbie.cli.generate_flags import request_kwargs
-    from newbie.pipeline.request import Settings
+def spec_from_args(args):
+    """The model's spec (sizes, sampling defaults) from the model flags, reading no weights and checking no
+    file: what a request is checked against before the model loads (which then reports a missing file).
+    Only a model folder can carry its own spec (config.SPEC_FILE); single files and ComfyUI folders have
+    the family's."""
+    from newbie.config import SPECS, folder_spec
+    from newbie.loading.comfy import is_comfy_dir
 
-    w, h = args.size if args.size else (None, None)
-    return Settings(
-        prompt=read_prompt(args.prompt),
-        negative=args.negative,
-        seed=args.seed,
-        steps=args.steps,
-        cfg=args.cfg,
-        sampler=args.sampler,
-        shift=args.shift,
-        width=w,
-        height=h,
-        batch=args.batch,
-        cfg_trunc=args.cfg_trunc,
-        renorm_cfg=args.renorm_cfg,
-        noise=args.noise,
-        schedule=args.schedule,
-        **request_kwargs(args),
-    )
+    base = SPECS["newbie-exp0.1"]
+    path = getattr(args, "model", None)
+    if getattr(args, "comfy_dir", None) is not None:
+        return base
+    if path is None:
+        from newbie.demo.model import default_model
+
+        path = default_model()[0]
+    folder = Path(path).expanduser()
+    return folder_spec(folder, base) if folder.is_dir() and not is_comfy_dir(folder) else base

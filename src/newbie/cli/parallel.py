@@ -13,8 +13,9 @@ from newbie.parallel.mesh import Layout
 
 def cmd_generate_parallel(args) -> int:
     """`newbie generate` with --parallel (called by newbie.cli.main before anything is loaded)."""
-    from newbie.cli.model_args import load_kwargs, settings_from_args
+    from newbie.cli.model_args import load_kwargs
     from newbie.cli.output import write_generation
+    from newbie.cli.request_args import settings_from_args
     from newbie.parallel.preflight import preflight
     from newbie.parallel.runner import generate
 

@@ -24,7 +24,7 @@ from newbie.errors import NewbieError
 from newbie.model.text import PROMPT_START
 from newbie.pipeline.comfy_bounds import Budget, text_bound
 from newbie.pipeline.recipe import png_chunks
-from newbie.pipeline.request import Settings
+from newbie.pipeline.request import SettingError, Settings, check
 
 # ComfyUI sampler name -> ours, and a note when ours is not the same update rule.
 SAMPLER_MAP = {
@@ -352,7 +352,12 @@ def settings_from_graph(graph: dict) -> tuple[Settings, list[str]]:
     )
     for other in others:
         notes.append(f"could not map: node type {other}")
-    return Settings(prompt=prompt, negative=negative, cfg_trunc=1.0, renorm_cfg=0.0, **settings), notes
+    out = Settings(prompt=prompt, negative=negative, cfg_trunc=1.0, renorm_cfg=0.0, **settings)
+    try:
+        check(out)  # the request's own rules, before anything loads: a graph's value gets the same words
+    except SettingError as e:
+        raise SettingError(e.field, f"the ComfyUI graph's {e}") from None
+    return out, notes
 
 
 # -- the editor graph (workflow chunk) -> the API form --

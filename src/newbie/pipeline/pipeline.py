@@ -8,9 +8,6 @@ Read `Pipeline._run` top-down: encode (text, and the init image through the VAE)
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import secrets
 import sys
 import threading
 import time
@@ -24,7 +21,7 @@ from torch.nn import functional as F
 
 from newbie.adapters import recipe as adapter_recipe
 from newbie.adapters.stack import AdapterStack
-from newbie.config import SPECS, ModelSpec
+from newbie.config import SPECS, ModelSpec, folder_spec
 from newbie.device import DTYPES, parse_dtype, resolve_device
 from newbie.errors import NewbieError
 from newbie.loading.components import load_components
@@ -37,31 +34,17 @@ from newbie.model.vae import LatentCodec
 from newbie.pipeline import img2img
 from newbie.pipeline.images import to_pil
 from newbie.pipeline.recipe import Recipe
-from newbie.pipeline.request import Request, Settings
+from newbie.pipeline.request import Request, Settings, carried_fields, resolve
 from newbie.precision.guard import NonFinite, all_finite, checked, safe_dtype, set_clamp
 from newbie.sampling.guidance import cfg_model
 from newbie.sampling.loop import Start, sample
 from newbie.sampling.samplers import SAMPLERS
-from newbie.sampling.schedules import SCHEDULES, schedule_sigmas
+from newbie.sampling.schedules import schedule_sigmas
 from newbie.version import __version__
-
-NOISES = ("newbie", "comfy")  # initial noise: per-image generators, or ComfyUI's one draw for the batch
-SPEC_FILE = (
-    "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
-)
 
 
 def model_spec(folder: ModelFolder, base: ModelSpec) -> ModelSpec:
-    spec_path = folder.root / SPEC_FILE if folder.root else None
-    if not spec_path or not spec_path.is_file():
-        return base
-    try:
-        raw = json.loads(spec_path.read_text())
-        sampling = dataclasses.replace(base.sampling, **raw.get("sampling", {}))
-        top = {k: v for k, v in raw.items() if k in ("name", "trained_pixels", "max_aspect", "max_side")}
-        return dataclasses.replace(base, sampling=sampling, **top)
-    except (OSError, ValueError, TypeError) as e:
-        raise NewbieError(f"{spec_path}: unreadable model spec ({e})") from None
+    return folder_spec(folder.root, base)
 
 
 @dataclass
@@ -75,6 +58,18 @@ class Generation:
     latents: torch.Tensor
     timings: dict[str, float]
     guard_events: list[str] = field(default_factory=list)
+
+    def save(self, path: str | Path) -> list[Path]:
+        """Write the PNGs, each with its recipe (so `newbie generate --from` re-makes it): `path` for one
+        image, path-1.png, path-2.png, ... for a batch. Returns the paths written."""
+        from newbie.pipeline.images import save_png
+
+        path = Path(path)
+        if path.suffix.lower() != ".png":
+            raise NewbieError(f"images are saved as PNG: give a .png path, got '{path}'")
+        n = len(self.images)
+        paths = [path] if n == 1 else [path.with_name(f"{path.stem}-{k + 1}{path.suffix}") for k in range(n)]
+        return [save_png(im, rec, p) for im, rec, p in zip(self.images, self.recipes, paths)]
 
 
 class LocalBranches:
@@ -217,72 +212,12 @@ class Pipeline:
 
     def request(self, settings: Settings | str | list[str], negative: str | None = None, **kwargs) -> Request:
         """Settings (or a prompt and Settings' fields as keywords) -> a validated Request with the model's
-        defaults filled in; every problem is a one-line NewbieError. See `Settings` for the fields."""
-        if not isinstance(settings, Settings):
-            unknown = set(kwargs) - set(Settings.fields())
-            if unknown:
-                raise NewbieError(f"unknown request setting(s): {', '.join(sorted(unknown))}")
-            settings = Settings(prompt=settings, negative=negative, **kwargs)
-        s, d = settings, self.spec.sampling
-        prompts = [s.prompt] if isinstance(s.prompt, str) else list(s.prompt)
-        if not prompts:
-            raise NewbieError("no prompt given")
-        if s.batch < 1:
-            raise NewbieError(f"batch must be >= 1, got {s.batch}")
-        prompts = [p for p in prompts for _ in range(s.batch)]
-        image = img2img.image_input(s.init_image, s.mask, s.strength, s.mask_feather)  # None: text-to-image
-        width, height = img2img.request_size(
-            image, s.width, s.height, (d.width, d.height), self.spec.max_side
+        defaults filled in (pipeline.request.resolve); every problem is a one-line NewbieError."""
+        return resolve(
+            Settings.build(settings, negative, **kwargs),
+            self.spec,
+            adapters=lambda loras: self.adapters.resolve(self.dit, loras),
         )
-        steps = d.steps if s.steps is None else s.steps
-        sampler = s.sampler or d.sampler
-        cfg = d.cfg if s.cfg is None else s.cfg
-        for side, name in ((width, "width"), (height, "height")):
-            if side % 16 or side < 16:
-                raise NewbieError(f"{name} {side} is not a positive multiple of 16")
-            if side > self.spec.max_side:
-                raise NewbieError(f"{name} {side} is larger than {self.spec.max_side}")
-        if steps < 1:
-            raise NewbieError(f"steps must be >= 1, got {steps}")
-        if sampler not in SAMPLERS:
-            raise NewbieError(f"unknown sampler '{sampler}' (choose from {', '.join(SAMPLERS)})")
-        if not math.isfinite(cfg) or cfg < 0:
-            raise NewbieError(f"cfg must be a finite number >= 0, got {cfg}")
-        warns = []
-        if (
-            width * height > self.spec.trained_pixels
-            or max(width, height) / min(width, height) > self.spec.max_aspect
-        ):
-            warns.append(
-                f"{width}x{height} is outside the trained area (W*H <= {self.spec.trained_pixels}, "
-                f"aspect <= {self.spec.max_aspect:g}); expect repeated or broken composition"
-            )
-        base_seed = secrets.randbelow(2**32) if s.seed is None else int(s.seed)
-        if not 0 <= base_seed < 2**63:
-            raise NewbieError(f"seed must be between 0 and 2^63-1, got {s.seed}")
-        req = Request(
-            prompts=prompts,
-            negative=d.negative if s.negative is None else s.negative,
-            seeds=[base_seed + i for i in range(len(prompts))],
-            steps=steps,
-            cfg=float(cfg),
-            sampler=sampler,
-            shift=float(d.shift if s.shift is None else s.shift),
-            width=width,
-            height=height,
-            cfg_trunc=float(d.cfg_trunc if s.cfg_trunc is None else s.cfg_trunc),
-            renorm_cfg=float(d.renorm_cfg if s.renorm_cfg is None else s.renorm_cfg),
-            warnings=warns,
-            noise=s.noise or "newbie",
-            schedule=s.schedule or "uniform",
-        )
-        if req.noise not in NOISES:
-            raise NewbieError(f"unknown noise '{req.noise}' (choose from {', '.join(NOISES)})")
-        if req.schedule not in SCHEDULES:
-            raise NewbieError(f"unknown schedule '{req.schedule}' (choose from {', '.join(SCHEDULES)})")
-        req.loras, req.fuse_loras = self.adapters.resolve(self.dit, s.loras), bool(s.fuse_loras)
-        req.warnings += [note for a in req.loras for note in a.adapter.notes]
-        return img2img.attach(req, image, s.hires, self.spec.max_side)
 
     def generate(
         self,
@@ -292,10 +227,9 @@ class Pipeline:
         progress: Callable[[dict], None] | None = None,
         **kwargs,
     ) -> Generation:
-        """Prompt (text or XML) -> Generation. Keywords are `Settings` fields (seed, steps, cfg, sampler,
-        shift, width, height, batch, cfg_trunc, renorm_cfg, loras, fuse_loras, init_image, strength, mask,
-        mask_feather, hires); None/absent = the model's defaults. progress(info) is called after every
-        sampler step with {step, steps, x, sigma, denoised}."""
+        """Prompt (text or XML) -> Generation. Keywords are `Settings` fields (pipeline/request.py, each with
+        its rule); None/absent = the model's defaults; a bad value is a one-line NewbieError before anything
+        runs. progress(info) is called after every sampler step with {step, steps, x, sigma, denoised}."""
         return self.run(self.request(prompt, negative, **kwargs), progress)
 
     def remake(self, recipe: Recipe, progress=None, loras=None, init_image=None, mask=None) -> Generation:
@@ -591,16 +525,8 @@ class Pipeline:
     def recipe(self, req: Request, i: int, warns: list[str]) -> Recipe:
         return Recipe(
             prompt=req.prompts[i],
-            negative=req.negative,
             seed=req.seeds[i],
-            steps=req.steps,
-            cfg=req.cfg,
-            sampler=req.sampler,
-            shift=req.shift,
-            width=req.width,
-            height=req.height,
-            cfg_trunc=req.cfg_trunc,
-            renorm_cfg=req.renorm_cfg,
+            **{name: getattr(req, name) for name in carried_fields()},
             text_dtype=self.dtypes["text"],
             dtype=self.dtypes["dit"] + (f"+{self.dtypes['quant']}" if self.dtypes.get("quant") else ""),
             vae_dtype=self.dtypes["vae"],
@@ -611,8 +537,6 @@ class Pipeline:
             batch_size=len(req.prompts),
             batch_index=i,
             warnings=warns,
-            noise=req.noise,
-            schedule=req.schedule,
             **adapter_recipe.recipe_fields(req),
             **img2img.recipe_fields(req),
         )

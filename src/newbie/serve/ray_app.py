@@ -71,8 +71,8 @@ class Generator:
 
         try:
             return {"params": PipelineValidator(self.pipe).resolve(settings)}
-        except NewbieError as e:
-            return {"error": str(e)}
+        except NewbieError as e:  # a bad setting keeps its field: the API names it in a 422
+            return {"error": str(e), "field": getattr(e, "field", None)}
 
     async def generate(self, params: dict, images: dict | None = None, data_dir: str | None = None):
         """Streams {"step", "steps"} dicts, then {"images", "recipes"} or {"error"}."""
@@ -151,7 +151,9 @@ class RemoteValidator:
             handle = next(self.handles)
         out = handle.check.remote(settings).result(timeout_s=60)
         if "error" in out:
-            raise NewbieError(out["error"])
+            from newbie.pipeline.request import SettingError
+
+            raise SettingError(out["field"], out["error"]) if out.get("field") else NewbieError(out["error"])
         return out["params"]
 
 
