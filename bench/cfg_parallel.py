@@ -135,7 +135,7 @@ def main() -> None:
         negative_tokens=pipe.text.count_tokens(""),
         cfg_batching_1gpu=getattr(pipe, "cfg_batching", "batched"),
     )
-    branches = cfg_parallel.Branches.from_dist()
+    branches = cfg_parallel.Branches(dist.get_rank())  # torchrun's default group of two
 
     # warm-up at a small size (kernel selection), one GPU then both
     small = {**settings, "steps": 2, "width": 256, "height": 256}

@@ -201,9 +201,12 @@ def uncompile(pipe) -> None:
     path again: reference block forwards, no CUDA graphs, no compiled VAE decoder, empty dynamo caches."""
     from newbie.model import fused
 
-    fused.disable(pipe.dit)
+    for block in pipe.dit.blocks():  # reference attention, two FFN GEMMs, uncompiled forward
+        block.attention.backend = "auto"
+        block.feed_forward.unfuse()
+        block._compiled_call_impl = None
+        block.__dict__.pop("_compiled_stash", None)  # a block fused.honour_hooks had set aside
     fused.use_cuda_graphs(pipe.dit, False)
-    fused.uncompile_blocks(pipe.dit)
     pipe.codec.vae.decoder._compiled_call_impl = None
     pipe.compiled, pipe.graphs = False, None
     torch._dynamo.reset()

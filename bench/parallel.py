@@ -16,7 +16,7 @@ steps, caption_tokens and `runs`: [{gpus, mode, size, seconds, speedup, psnr_vs_
 max_pixel_diff}]. An --out ending in .json is the file itself.
 
 --overhead compares the sp=1 step (a split CFG step: two batch-1 DiT forwards, 1024², 459 caption tokens,
-bf16) of this tree (sequence_parallel None: today's path plus its attribute tests per layer) with dit.py from
+bf16) of this tree (no shard: today's path plus its `rope.shard` test per attention) with dit.py from
 before SP, the same weights: --baseline-rev (b160d09~1, read with git) or --baseline-file (a saved copy, for
 a machine without .git: `make gpu-baseline` writes .gpu/dit_before_sp.py). The two alternate in pairs, the
 order swapped every pair (old,new / new,old: clock drift hits both alike); each pair gives new/old - 1, and
@@ -275,7 +275,9 @@ def load_baseline(path) -> ModuleType:
     text = path.read_text()
     if "class NextDiT" not in text:
         raise NewbieError(f"--baseline-file {path}: no NextDiT in it, not a dit.py")
-    if "sequence_parallel" in text:  # today's file would compare the code with itself
+    # today's file (sharded attention: `shard`; before issue 22 also `sequence_parallel`) would compare the
+    # code with itself
+    if "sequence_parallel" in text or "shard" in text:
         raise NewbieError(f"--baseline-file {path}: already has sequence parallelism, not the code before it")
     spec = importlib.util.spec_from_file_location("dit_before_sp", path)
     module = importlib.util.module_from_spec(spec)

@@ -1,7 +1,7 @@
 """Issue 15 diagnostics on one GPU, DiT only (random weights, real shapes, no checkpoint, no text encoders):
 what `newbie bench speed` needs decided before its full run.
 
-- packed CFG (both branches in one forward) against split, eager / compiled / CUDA graphs;
+- the split CFG step eager / compiled / CUDA graphs (packed CFG was measured here too, and dropped);
 - where a warm compile's time goes: cuDNN attention's first call per sequence length in a fresh process,
   and second processes on the same on-disk cache with a per-block first-call timeline (cuDNN and flash);
 - the native fp8 linears (precision/fp8.py): step time, error against bf16.
@@ -83,36 +83,26 @@ def main() -> None:
     def eager():
         dit = S["dit"]
         split = make_step(dit, S["x"], S["cond"], S["unc"], S["grid"])
-        packed = make_step(dit, S["x"], S["cond"], S["unc"], S["grid"], packed=True)
         with torch.no_grad():
-            S["ref"] = ref = split()
+            S["ref"] = split()
             res["eager_split_s"] = _time(split, 1, 3)
-            res["eager_packed_s"] = _time(packed, 1, 3)
-            res["eager_packed_rel_err"] = float((packed() - ref).norm() / ref.norm())
 
     def compiled():
         dit = S["dit"]
         split = make_step(dit, S["x"], S["cond"], S["unc"], S["grid"])
-        packed = make_step(dit, S["x"], S["cond"], S["unc"], S["grid"], packed=True)
         t0 = time.perf_counter()
         compile_dit(dit, "auto")
         with torch.no_grad():
             split()
             torch.cuda.synchronize()
             res["compile_cold_split_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            packed()
-            torch.cuda.synchronize()
-            res["compile_packed_first_s"] = time.perf_counter() - t0
             out = {}
             for _ in range(2):  # interleaved, twice: the spread of one version is part of the answer
                 out.setdefault("split", []).append(_time(split))
-                out.setdefault("packed", []).append(_time(packed))
             fused.use_cuda_graphs(dit)
             for _ in range(2):
                 out.setdefault("split_graphed", []).append(_time(split))
-                out.setdefault("packed_graphed", []).append(_time(packed))
-            res["packed_graphed_rel_err"] = float((packed() - S["ref"]).norm() / S["ref"].norm())
+            res["split_graphed_rel_err"] = float((split() - S["ref"]).norm() / S["ref"].norm())
             fused.use_cuda_graphs(dit, False)
         res["compiled_s_per_step"] = out
         best = min(min(v) for v in out.values())
@@ -129,7 +119,6 @@ def main() -> None:
         out = {}
         for label, extra in (
             ("cudnn_split", ["--attention", "auto"]),
-            ("cudnn_packed", ["--attention", "auto", "--packed"]),
             ("flash_split", ["--attention", "flash"]),
         ):
             if R.left() < 40:
@@ -147,7 +136,6 @@ def main() -> None:
         n = quantize_dit(dit8, "fp8-dynamic")
         res["fp8_linears"] = n
         split = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"])
-        packed = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"], packed=True)
         with torch.no_grad():
             res["fp8_eager_rel_err"] = float((split() - S["ref"]).norm() / S["ref"].norm())
             t0 = time.perf_counter()
@@ -155,12 +143,10 @@ def main() -> None:
             split()
             torch.cuda.synchronize()
             res["fp8_compile_s"] = time.perf_counter() - t0
-            packed()
-            out = {"split": _time(split), "packed": _time(packed)}
-            res["fp8_rel_err"] = float((packed() - S["ref"]).norm() / S["ref"].norm())
+            out = {"split": _time(split)}
+            res["fp8_rel_err"] = float((split() - S["ref"]).norm() / S["ref"].norm())
             fused.use_cuda_graphs(dit8)
             out["split_graphed"] = _time(split)
-            out["packed_graphed"] = _time(packed)
             fused.use_cuda_graphs(dit8, False)
         res["fp8_s_per_step"] = out
 

@@ -227,6 +227,48 @@ def test_bad_arguments_are_one_line_errors(pipe):
         NewbiePipeline.from_pretrained(None, text_encoder_2=object())
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(shift=-1), "shift must be between 0.01 and 100, got -1"),
+        (dict(shift=float("inf")), "shift must be a finite number"),
+        (dict(num_inference_steps=0), "num_inference_steps: steps must be between 1 and 1000, got 0"),
+        (dict(num_inference_steps=True), "num_inference_steps: steps must be a whole number, got True"),
+        (dict(guidance_scale=1e308), "guidance_scale: cfg must be between 0 and 100, got 1e+308"),
+        (dict(guidance_scale="high"), "guidance_scale: cfg must be a number, got 'high'"),
+        (dict(cfg_trunc_ratio=7), "cfg_trunc_ratio: cfg_trunc must be between 0 and 1, got 7"),
+        (dict(cfg_normalization=-3.0), "cfg_normalization: renorm_cfg must be between 0 and 100, got -3"),
+        (dict(num_images_per_prompt=0), "num_images_per_prompt: batch must be between 1 and 64, got 0"),
+        (dict(noise="white"), "unknown noise 'white'"),
+        (dict(width="128"), "width must be a whole number, got '128'"),
+    ],
+)
+def test_bad_settings_get_the_engines_message_under_the_diffusers_name(pipe, kwargs, message):
+    from newbie.pipeline.request import SettingError
+
+    with pytest.raises(SettingError, match=re.escape(message)):
+        pipe("a cat", **{**SMALL, **kwargs})
+
+
+def test_every_setting_has_a_diffusers_argument_and_extra_settings_pass_through(pipe, tmp_path):
+    import inspect
+
+    from newbie.diffusers_api import DIFFUSERS_NAMES
+    from newbie.pipeline.recipe import read_recipe
+    from newbie.pipeline.request import Settings
+
+    params = inspect.signature(NewbiePipeline.__call__).parameters
+    for name in Settings.fields():
+        given = DIFFUSERS_NAMES.get(name, name)
+        assert given in params or name not in DIFFUSERS_NAMES, name  # a diffusers name is a real argument
+    assert set(DIFFUSERS_NAMES) <= set(Settings.fields())
+    out = pipe("a cat", generator=gen(4), noise="comfy", schedule="simple", **SMALL)
+    assert_same(out, pipe.engine.generate("a cat", seed=4, noise="comfy", schedule="simple", **SAME))
+    assert json.loads(out.images[0].info["newbie"])["schedule"] == "simple"  # the recipe rides on the image
+    (path,) = out.save(tmp_path / "cat.png")
+    assert read_recipe(path) == out.recipes[0]
+
+
 def test_memory_methods_are_bit_identical(tiny_model_dir, pipe):
     reference = pipe.engine.generate("a cat", seed=12, cfg=3.0, **SAME)
     staged = NewbiePipeline.from_pretrained(tiny_model_dir)

@@ -1,6 +1,6 @@
 """newbie: an open inference engine for NewBie image Exp0.1."""
 
-__version__ = "0.1.0"
+from newbie.version import __version__
 
 
 def load(*args, **kwargs):
@@ -9,7 +9,8 @@ def load(*args, **kwargs):
     newbie.load() loads the embedded demo model; newbie.load("/path/to/NewBie-image-Exp0.1") a model folder
     (or a transformer file with text_encoder=, clip_model=, vae=; or comfy_dir= for a ComfyUI models/ folder).
     Keywords: device ("cuda" when available, else "cpu"), dtype ("auto" = bf16 on a GPU and fp32 on a CPU,
-    or "bf16", "fp16", "fp32"), vram (a GPU memory budget such as "8GB"), quantize ("int8", "fp8").
+    or "bf16", "fp16", "fp32"), vram (a GPU memory budget such as "8GB"), quantize ("int8", "fp8"), warm
+    (True: the first request's one-time costs paid at load, for servers).
     A missing or damaged model raises NewbieError with a one-line reason. Every keyword is documented at
     newbie.pipeline.pipeline.load, which this calls (imported on first use, so `import newbie` stays light).
     """

@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from newbie.errors import NewbieError
+
+# The names a request may choose from. Plain tuples here, so that building the CLI, the API schema or the UI
+# form imports no torch; tests assert they match the engine's tables (sampling.samplers, sampling.schedules).
+SAMPLER_NAMES = ("euler", "midpoint", "dpmpp_2m", "res_multistep")
+SCHEDULE_NAMES = ("uniform", "simple")  # flow_sigmas, ComfyUI's "simple" scheduler
+NOISE_NAMES = ("newbie", "comfy")  # per-image generators, or ComfyUI's one draw for the batch
+SPEC_FILE = (
+    "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,8 @@ class SamplingDefaults:
     width: int = 1024
     height: int = 1024
     negative: str = ""
+    noise: str = "newbie"
+    schedule: str = "uniform"
 
 
 @dataclass(frozen=True)
@@ -115,3 +130,23 @@ class ModelSpec:
 SPECS: dict[str, ModelSpec] = {
     "newbie-exp0.1": ModelSpec(name="newbie-exp0.1", dit=DiTConfig()),
 }
+
+
+def folder_spec(root: Path | None, base: ModelSpec) -> ModelSpec:
+    """`base` with the overrides of the folder's SPEC_FILE, if it has one. Reads no weights, so a request can
+    be checked against the model's limits before anything loads."""
+    spec_path = Path(root) / SPEC_FILE if root else None
+    if not spec_path or not spec_path.is_file():
+        return base
+    return read_spec(spec_path, base)
+
+
+def read_spec(path: Path, base: ModelSpec) -> ModelSpec:
+    """`base` with the overrides of a SPEC_FILE (its sampling defaults, name, trained area, largest side)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        sampling = dataclasses.replace(base.sampling, **raw.get("sampling", {}))
+        top = {k: v for k, v in raw.items() if k in ("name", "trained_pixels", "max_aspect", "max_side")}
+        return dataclasses.replace(base, sampling=sampling, **top)
+    except (OSError, ValueError, TypeError) as e:
+        raise NewbieError(f"{path}: unreadable model spec ({e})") from None

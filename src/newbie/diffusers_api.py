@@ -29,7 +29,7 @@ Meanings, where they are not the obvious ones:
 - generator: a torch.Generator seeds exactly like `--seed`: its initial_seed() is the first image's seed and
   image i uses seed + i (each image's noise is drawn on the CPU from its own seed). Its current state is not
   used, so passing one generator twice makes the same image twice. A list gives one generator per image.
-  Seeds of 2^63 and above are taken modulo 2^63 (torch allows 64-bit seeds, our recipes 63-bit ones).
+  Seeds of 2^63 and above are taken modulo 2^63, as they always were here (so those images stay the same).
 - system_prompt: Gemma reads system_prompt + " <Prompt Start> " + prompt (the PR's format; with NewBie's
   own sentence this is exactly our default). As in our engine, an empty prompt stays empty, the negative
   prompt gets the same system prompt, and Jina reads the bare prompt.
@@ -64,8 +64,26 @@ import numpy as np
 import torch
 
 from newbie.errors import NewbieError
+from newbie.pipeline.recipe import PNG_KEY
 
 _DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+# Each request setting (newbie.pipeline.request.Settings) -> the call's argument that gives it. The diffusers
+# names keep their own meaning where the module docstring says so (guidance_scale <= 1 is cfg 1,
+# cfg_trunc_ratio is a step fraction, generator carries the seed); every other setting is taken under its
+# own name as an extra keyword (sampler, shift, noise, schedule, loras, init_image, ...). A test checks
+# this covers every field, and a bad value is refused by the field's rule under the diffusers name.
+DIFFUSERS_NAMES = {
+    "prompt": "prompt",
+    "negative": "negative_prompt",
+    "seed": "generator",
+    "steps": "num_inference_steps",
+    "cfg": "guidance_scale",
+    "cfg_trunc": "cfg_trunc_ratio",
+    "renorm_cfg": "cfg_normalization",
+    "batch": "num_images_per_prompt",
+    "width": "width",
+    "height": "height",
+}
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 _CALLBACK_TENSORS = ("latents",)
 # arguments of the PR that this engine does not take, with what to do instead
@@ -85,6 +103,17 @@ def _reject(unknown: dict, known, where: str) -> None:
         near = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
         hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(known)})"
         raise NewbieError(f"{where}: unknown argument '{name}'{hint}")
+
+
+def _checked(name: str, value):
+    """A Settings field's rule applied to the diffusers argument that gives it, the error naming both."""
+    from newbie.pipeline.request import SettingError, check_value
+
+    try:
+        check_value(name, value)
+    except SettingError as e:
+        raise SettingError(name, f"{DIFFUSERS_NAMES[name]}: {e}") from None
+    return value
 
 
 def _dtype_name(dtype) -> str:
@@ -126,6 +155,11 @@ class NewbiePipelineOutput:
     def recipes(self) -> list:
         return self.generation.recipes
 
+    def save(self, path) -> list:
+        """Write the images as PNGs with their recipes (`newbie generate --from` re-makes them): `path` for
+        one image, path-1.png, path-2.png, ... for several. Returns the paths."""
+        return self.generation.save(path)
+
 
 class NewbiePipeline:
     """The diffusers calling convention over a `newbie.pipeline.pipeline.Pipeline` (`.engine`)."""
@@ -158,9 +192,9 @@ class NewbiePipeline:
             device = None  # newbie.load's choice: the GPU when there is one
         else:
             device = str(_device("cpu" if device_map is None else device_map))
-        import newbie
+        from newbie.pipeline.pipeline import load
 
-        return cls(newbie.load(path, device=device, dtype=_dtype_name(torch_dtype), **kwargs))
+        return cls(load(path, device=device, dtype=_dtype_name(torch_dtype), **kwargs))
 
     @property
     def device(self) -> torch.device:
@@ -284,8 +318,8 @@ class NewbiePipeline:
         """Write the official NewBie layout (transformer/, text_encoder/, clip_model/, vae/, model_index.json)
         in the weights' current dtypes, plus our newbie_spec.json when the model has one (its sampling
         defaults), so `from_pretrained(save_directory)` makes the same images."""
+        from newbie.config import SPEC_FILE
         from newbie.loading.writer import save_model
-        from newbie.pipeline.pipeline import SPEC_FILE
 
         e = self.engine
         if e.dtypes.get("quant"):
@@ -423,8 +457,7 @@ class NewbiePipeline:
             or not all(isinstance(p, str) for p in prompts)
         ):
             raise NewbieError("prompt must be a string or a non-empty list of strings")
-        if not isinstance(per_prompt, int) or per_prompt < 1:
-            raise NewbieError(f"num_images_per_prompt must be a positive integer, got {per_prompt!r}")
+        _checked("batch", per_prompt)
         return [p for p in prompts for _ in range(per_prompt)]
 
     def _negative(self, negative) -> str:
@@ -472,11 +505,14 @@ class NewbiePipeline:
         **kwargs,
     ):
         """Generate -> NewbiePipelineOutput (.images), or (images,) with return_dict=False. The module
-        docstring
-        gives each argument's meaning and default; sampler and shift are ours (Settings' fields)."""
-        from newbie.pipeline.request import Settings
+        docstring gives each argument's meaning and default; sampler and shift, and any other request
+        setting under its own name (noise, schedule, loras, init_image, strength, mask, hires, ...), are
+        ours (Settings' fields, DIFFUSERS_NAMES)."""
+        from newbie.pipeline.request import SettingError, Settings
 
-        _reject(kwargs, [p for p in inspect.signature(self.__call__).parameters if p != "kwargs"], "pipe()")
+        own = [p for p in inspect.signature(self.__call__).parameters if p != "kwargs"]
+        extra = [f for f in Settings.fields() if f not in DIFFUSERS_NAMES and f not in own]
+        _reject({k: v for k, v in kwargs.items() if k not in extra}, own + extra, "pipe()")
         e = self.engine
         if output_type not in _OUTPUT_TYPES:
             raise NewbieError(f"output_type must be one of {', '.join(_OUTPUT_TYPES)}, got {output_type!r}")
@@ -519,13 +555,15 @@ class NewbiePipeline:
                 raise NewbieError("latents must be a (batch, channels, height/8, width/8) tensor")
             height = latents.shape[-2] * f if height is None else height
             width = latents.shape[-1] * f if width is None else width
-        cfg = None if guidance_scale is None else (1.0 if guidance_scale <= 1 else float(guidance_scale))
+        _checked("steps", num_inference_steps)
+        cfg = _checked("cfg", guidance_scale)
+        cfg = None if cfg is None else (1.0 if cfg <= 1 else float(cfg))
         if cfg_normalization is None or isinstance(cfg_normalization, bool):
             renorm = None if cfg_normalization is None else (1.0 if cfg_normalization else 0.0)
         else:
-            renorm = float(cfg_normalization)
-            if renorm < 0:
-                raise NewbieError(f"cfg_normalization as a number is renorm_cfg, >= 0; got {renorm}")
+            renorm = float(_checked("renorm_cfg", cfg_normalization))
+        if cfg_trunc_ratio is not None:
+            _checked("cfg_trunc", cfg_trunc_ratio)
         settings = Settings(
             prompt=prompts,
             negative=negative,
@@ -538,8 +576,14 @@ class NewbiePipeline:
             sampler=sampler,
             shift=shift,
             seed=seeds[0] if seeds else (None if generator is None else _seed(generator)),
+            **kwargs,
         )
-        req = e.request(settings)
+        try:
+            req = e.request(settings)
+        except SettingError as err:
+            if DIFFUSERS_NAMES.get(err.field, err.field) == err.field:
+                raise
+            raise SettingError(err.field, f"{DIFFUSERS_NAMES[err.field]}: {err}") from None
         if seeds:
             req.seeds = seeds
         if cfg_trunc_ratio is not None:
@@ -627,6 +671,8 @@ class NewbiePipeline:
     @staticmethod
     def _output(gen, output_type: str):
         if output_type == "pil":
+            for image, recipe in zip(gen.images, gen.recipes):  # what save_png writes: the PNG's text chunks
+                image.info.update({PNG_KEY: recipe.to_json(), "parameters": recipe.summary()})
             return gen.images
         if output_type == "latent":
             return gen.latents

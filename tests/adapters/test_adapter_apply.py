@@ -1,4 +1,4 @@
-"""Applying adapters to the transformer: unfused hooks, fused weights, strengths, removal."""
+"""Applying adapters to the transformer: unfused wrapping modules, fused weights, strengths, removal."""
 
 import copy
 
@@ -6,6 +6,7 @@ import torch
 from torch.func import functional_call
 
 from newbie.adapters import AdapterStack, load_adapter
+from newbie.adapters.adapter import AdaptedLinear
 from tests.adapters.makers import forward, write_lokr, write_peft
 
 
@@ -91,12 +92,13 @@ def test_removal_restores_the_base_weights_bit_for_bit(tmp_path, shapes, dit):
     assert not torch.equal(
         dit.state_dict()["layers.0.attention.qkv.weight"], before["layers.0.attention.qkv.weight"]
     )
-    stack.activate(dit, active, fused=False)  # switching modes: weights back, hooks on
+    stack.activate(dit, active, fused=False)  # switching modes: weights back, layers wrapped
     assert all(torch.equal(v, before[k]) for k, v in dit.state_dict().items())
     assert not torch.equal(forward(dit), base)
     stack.activate(dit, [])  # the next request has no adapters
     assert all(torch.equal(v, before[k]) for k, v in dit.state_dict().items())
-    assert not any(m._forward_hooks for m in dit.modules())
+    assert not any(isinstance(m, AdaptedLinear) for m in dit.modules())
+    assert list(dit.state_dict()) == list(before)  # the official keys again
     assert torch.equal(forward(dit), base)
 
 
@@ -110,7 +112,9 @@ def test_same_request_twice_does_not_refuse(tmp_path, shapes, dit):
     assert stack.resolve(dit, [tmp_path / "l"])[0].adapter is active[0].adapter
 
 
-def test_hooks_follow_the_model_to_another_dtype_and_quantized_layers_fall_back(tmp_path, shapes, dit):
+def test_wrapped_layers_follow_the_model_to_another_dtype_and_quantized_layers_fall_back(
+    tmp_path, shapes, dit
+):
     stack = AdapterStack()
     active = stack.resolve(dit, [write_peft(tmp_path / "l", shapes)])
     stack.activate(dit, active)
@@ -121,4 +125,4 @@ def test_hooks_follow_the_model_to_another_dtype_and_quantized_layers_fall_back(
     layer = dit.get_submodule("layers.0.attention.qkv")
     layer.weight = torch.nn.Parameter(layer.weight.to(torch.int8), requires_grad=False)  # stands in for int8
     notes = stack.activate(dit, active, fused=True)
-    assert "applied unfused" in notes[0] and stack._hooks and not stack._originals
+    assert "applied unfused" in notes[0] and stack._wrapped and not stack._originals

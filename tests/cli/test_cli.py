@@ -87,11 +87,28 @@ def test_batch_and_prompt_file(tiny_model_dir, tmp_path, capsys):
     "args, message",
     [
         (["--size", "100x64"], "width 100 is not a positive multiple of 16"),
-        (["--steps", "0"], "steps must be >= 1, got 0"),
+        (["--steps", "0"], "steps must be between 1 and 1000, got 0"),
+        (["--steps", "5.5"], "steps must be a whole number, got '5.5' (str)"),
         (["--sampler", "ddim"], f"unknown sampler 'ddim' (choose from {', '.join(SAMPLERS)})"),
+        (["--shift", "-1"], "shift must be between 0.01 and 100, got -1"),
+        (["--shift", "0"], "shift must be between 0.01 and 100, got 0"),
+        (["--shift", "inf"], "shift must be a finite number, got inf"),
+        (["--cfg", "1e308"], "cfg must be between 0 and 100, got 1e+308"),
+        (["--cfg", "high"], "cfg must be a number, got 'high' (str)"),
+        (["--cfg-trunc", "7"], "cfg_trunc must be between 0 and 1, got 7"),
+        (["--renorm-cfg", "-3"], "renorm_cfg must be between 0 and 100, got -3"),
+        (["--seed", "-1"], "seed must be between 0 and 18446744073709551615, got -1"),
+        (["--batch", "0"], "batch must be between 1 and 64, got 0"),
+        (["--size", "big"], "size must look like WIDTHxHEIGHT (e.g. 1024x1024) or 'auto', got 'big'"),
     ],
 )
-def test_bad_arguments(tiny_model_dir, tmp_path, capsys, args, message):
+def test_bad_arguments(tiny_model_dir, tmp_path, capsys, monkeypatch, args, message):
+    import newbie
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model was loaded for a bad request")
+
+    monkeypatch.setattr(newbie, "load", no_loading)  # every bad setting is refused before anything loads
     out = tmp_path / "o.png"
     code, _, err = run(capsys, "generate", "1girl", "--model", str(tiny_model_dir), "--out", str(out), *args)
     assert code == 2

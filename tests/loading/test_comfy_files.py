@@ -396,9 +396,10 @@ def test_gemma_file_loads_without_sidecar_and_matches(tmp_path, layouts):
 
 def test_ui_and_serve_take_a_comfy_dir(layouts, tmp_path):
     from newbie.cli.main import build_parser
-    from newbie.serve.cli import limits_from
+    from newbie.cli.model_args import load_kwargs
+    from newbie.cli.serve import limits_from
+    from newbie.cli.ui import streamlit_command
     from newbie.serve.local import local_service
-    from newbie.ui.cli import streamlit_command
 
     _, models, _ = layouts
     _, env = streamlit_command(
@@ -424,7 +425,7 @@ def test_ui_and_serve_take_a_comfy_dir(layouts, tmp_path):
             str(tmp_path / "serve"),
         ]
     )
-    service = local_service(args, limits_from(args))
+    service = local_service(args, limits_from(args), load_kwargs(args))
     try:
         assert service.model_name == "NewBie-Image-Exp0.1-bf16.safetensors"
         assert len(service.workers[0].runner.pipe.folder.notes) == 4

@@ -1,4 +1,5 @@
-"""The fast paths of model/fused.py compute the reference modules' function (CPU, fresh random inputs)."""
+"""The fast paths (model/fused.py: Attention.backend, FeedForward.fuse, regional compile, CUDA graphs) compute the
+reference modules' function (CPU, fresh random inputs)."""
 
 import pytest
 import torch
@@ -7,6 +8,8 @@ from newbie.demo.tiny import tiny_dit_config
 from newbie.errors import NewbieError
 from newbie.model import fused
 from newbie.model.dit import NextDiT
+from newbie.model.math import BACKENDS
+from tests.model.fast_paths import disable, w13_intact
 
 
 def _model(**cfg):
@@ -40,8 +43,8 @@ def test_fast_forward_equals_reference(attention):
     assert info["w13_fused_blocks"] == len(list(m.blocks()))
     assert list(m.state_dict()) == keys  # official checkpoint keys, nothing added
     torch.testing.assert_close(m(x, t, cap, None, pooled), ref, rtol=1e-5, atol=1e-5)
-    fused.disable(m)
-    assert all("forward" not in b.__dict__ for b in m.blocks())
+    disable(m)
+    assert all("w13" not in b.feed_forward.__dict__ for b in m.blocks())
     torch.testing.assert_close(m(x, t, cap, None, pooled), ref, rtol=0, atol=0)
 
 
@@ -61,11 +64,13 @@ def test_w13_views_follow_in_place_edits_and_keep_values():
     m = _model()
     ff = m.layers[0].feed_forward
     w1, w3 = ff.w1.weight.clone(), ff.w3.weight.clone()
-    assert fused.fuse_w13(ff) and fused.w13_intact(ff)
+    x = torch.randn(3, 5, m.cfg.dim)
+    assert ff.fuse() and w13_intact(ff)
     assert torch.equal(ff.w1.weight, w1) and torch.equal(ff.w3.weight, w3)
     ff.w3.weight.add_(torch.randn_like(w3))  # what a fused LoRA does
-    x = torch.randn(3, 5, m.cfg.dim)
-    torch.testing.assert_close(fused.ffn_forward(ff, x), ff(x), rtol=1e-5, atol=1e-5)
+    fast = ff(x)
+    ff.unfuse()
+    torch.testing.assert_close(fast, ff(x), rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()
@@ -74,9 +79,11 @@ def test_stale_w13_after_a_dtype_change_falls_back_to_two_gemms():
     fused.enable(m, "auto")
     m.to(torch.float64)  # the fp16 guard's fallback changes dtypes like this: w13 no longer backs w1/w3
     ff = m.layers[0].feed_forward
-    assert not fused.w13_intact(ff)
+    assert not w13_intact(ff) and ff._w13() is None
     x = torch.randn(2, 4, m.cfg.dim, dtype=torch.float64)
-    assert torch.equal(fused.ffn_forward(ff, x), ff(x))
+    stale = ff(x)  # two GEMMs over the float64 weights, not the float32 w13
+    ff.unfuse()
+    assert stale.dtype == torch.float64 and torch.equal(stale, ff(x))
 
 
 def test_fast_block_traces_as_one_graph():
@@ -110,7 +117,7 @@ def test_graphed_forward_off_cuda_is_the_plain_forward_and_sees_hooks():
     assert graphed.captures == 0
     before = graphed._state()
     h = m.layers[0].attention.qkv.register_forward_hook(lambda mod, i, o: o * 2)
-    assert graphed._state() != before  # an unfused adapter's hook forces a new capture, never a stale replay
+    assert graphed._state() != before  # a trace's hook forces a new capture, never a stale replay
     h.remove()
     assert graphed._state() == before
     fused.use_cuda_graphs(m, False)
@@ -131,7 +138,7 @@ def test_choose_keeps_pytorchs_choice_unless_clearly_beaten():
 
 def test_auto_choice_names_pytorchs_backend():
     q, k = torch.randn(1, 4, 16, 8), torch.randn(1, 2, 16, 8)
-    assert fused.auto_choice(q, k, k) in fused.BACKENDS  # on this CPU build: flash or math
+    assert fused.auto_choice(q, k, k) in BACKENDS  # on this CPU build: flash or math
 
 
 def test_compile_cache_points_inductor_at_one_folder(tmp_path, monkeypatch):

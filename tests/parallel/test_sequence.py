@@ -43,7 +43,7 @@ def _forwards(rank, world, device, cfg):
     ]
     caches = [StepCache(0.5), StepCache(0.5)]
     steps_ref = [m(x * (1 + 0.01 * i), t, cap, None, pooled, cache=caches[0]) for i in range(3)]
-    m.sequence_parallel = SequenceGroup(None, rank, world)
+    seq.shard_model(m, SequenceGroup(None, rank, world))
     out = [
         m(x, t, cap, None, pooled),
         m(x, t, cap, mask, pooled),

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from newbie.errors import NewbieError
-from newbie.parallel.cli import model_heads, preflight
 from newbie.parallel.launch import Placement
 from newbie.parallel.mesh import Layout, parse_layout
+from newbie.parallel.preflight import model_heads, preflight
 from newbie.parallel.sequence import check_heads, shard_sizes
 
 
@@ -53,8 +53,7 @@ def test_demo_model_heads_decide_what_is_refused():
 def test_refusals_before_anything_starts(monkeypatch, tiny_model_dir):
     with pytest.raises(NewbieError, match="--vram"):
         preflight("sp:2", str(tiny_model_dir), "cpu", vram="8GB")
-    with pytest.raises(NewbieError, match="--compile"):
-        preflight("sp:2", str(tiny_model_dir), "cpu", compile=True)
+    preflight("sp:2", str(tiny_model_dir), "cpu", compile=True)  # --compile runs inside each rank now
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert Placement.for_world(2, None).devices == ("cuda:0", "cuda:1")
@@ -73,9 +72,10 @@ def test_refusals_before_anything_starts(monkeypatch, tiny_model_dir):
 def test_serve_refuses_bad_parallel_combinations(tiny_model_dir, tmp_path):
     import argparse
 
-    from newbie.parallel.serve import parallel_service
-    from newbie.serve.cli import add_parser, run
+    from newbie.cli.model_args import load_kwargs
+    from newbie.cli.serve import add_parser, run
     from newbie.serve.limits import ApiLimits
+    from newbie.serve.parallel import parallel_service
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
@@ -88,6 +88,8 @@ def test_serve_refuses_bad_parallel_combinations(tiny_model_dir, tmp_path):
     with pytest.raises(NewbieError, match="cannot be combined with --ray"):
         run(args("--ray", "--parallel", "sp:2"))
     with pytest.raises(NewbieError, match="takes 2 devices per group; --device lists 3"):
-        parallel_service(args("--device", "cuda:0,cuda:1,cuda:2", "--parallel", "sp:2"), ApiLimits())
+        parallel_service(
+            a := args("--device", "cuda:0,cuda:1,cuda:2", "--parallel", "sp:2"), ApiLimits(), load_kwargs(a)
+        )
     with pytest.raises(NewbieError, match="degree 4 must divide the model's 2 key-value heads"):
-        parallel_service(args("--device", "cpu", "--parallel", "sp:4"), ApiLimits())
+        parallel_service(a := args("--device", "cpu", "--parallel", "sp:4"), ApiLimits(), load_kwargs(a))

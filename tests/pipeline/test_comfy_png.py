@@ -300,6 +300,16 @@ def test_template_prompt_graph_maps_to_settings():
     assert not [n for n in notes if n.startswith("could not map")]
 
 
+def test_a_bad_graph_value_is_refused_by_the_requests_rule():
+    from newbie.pipeline.request import SettingError
+
+    g = api_graph()
+    node = next(n for n in g.values() if n["class_type"].startswith("ModelSampling"))
+    node["inputs"]["shift"] = 0.0
+    with pytest.raises(SettingError, match=r"the ComfyUI graph's shift must be between 0.01 and 100, got 0"):
+        settings_from_graph(g)
+
+
 def test_unmapped_settings_become_notes():
     g = api_graph(sampler="dpmpp_2m_sde", scheduler="karras")
     g["41:3"]["inputs"]["denoise"] = 0.5
@@ -389,3 +399,50 @@ def test_a_prompt_carrying_its_own_system_prompt_is_read_as_written():
     cfg, text = TextConfig(), TEMPLATE.replace("{user_prompt}", USER)
     assert gemma_text(text, cfg) == text and gemma_text(NEG, cfg) == NEG  # as ComfyUI feeds Gemma
     assert gemma_text(USER, cfg) == cfg.system_prompt_xml + USER  # newbie's own prompts are unchanged
+
+
+def _nested_workflow(per_level: int, levels: int) -> dict:
+    """A few KB of JSON: each subgraph holds `per_level` instances of the next one (10 x 8: 10^8 nodes
+    once expanded without bounds)."""
+    defs = []
+    for level in range(levels):
+        inner = f"sub-{level + 1}" if level + 1 < levels else "StringReplace"
+        nodes = [
+            {"id": i, "type": inner, "mode": 0, "widgets_values": [], "inputs": []} for i in range(per_level)
+        ]
+        defs.append({"id": f"sub-{level}", "nodes": nodes, "links": [], "inputs": []})
+    top = {"id": 1, "type": "sub-0", "mode": 0, "widgets_values": [], "inputs": []}
+    return {"nodes": [top], "links": [], "definitions": {"subgraphs": defs}}
+
+
+def _doubling_chain(depth: int) -> dict:
+    """StringConcatenate n+1 = n + n: without memoisation 2^depth evaluations, and a text of 2^depth."""
+    graph = api_graph()
+    graph["c0"] = {"class_type": "PrimitiveString", "inputs": {"value": "ab"}}
+    for i in range(1, depth + 1):
+        prev = [f"c{i - 1}", 0]
+        graph[f"c{i}"] = {"class_type": "StringConcatenate", "inputs": {"string_a": prev, "string_b": prev}}
+    graph["41:43"]["inputs"]["text"] = [f"c{depth}", 0]
+    return graph
+
+
+def test_graph_bombs_stop_with_one_line_in_bounded_time(tiny_model_dir, tmp_path, capsys):
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(NewbieError, match="too large"):
+        workflow_to_api(_nested_workflow(10, 8))
+    with pytest.raises(NewbieError, match="grows past"):
+        settings_from_graph(_doubling_chain(45))
+    assert time.monotonic() - t0 < 10
+    # a chain of 12 doublings (an 8 KB prompt) is fine and computed once per node
+    settings, _ = settings_from_graph(_doubling_chain(12))
+    assert settings.prompt == "ab" * 4096
+    for name, chunks in (
+        ("nested.png", {"workflow": _nested_workflow(10, 8)}),
+        ("chain.png", {"prompt": _doubling_chain(45)}),
+    ):
+        src = write_png(tmp_path / name, **chunks)
+        code, _, err = run(capsys, "generate", "--from", str(src), "--model", str(tiny_model_dir))
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert time.monotonic() - t0 < 30

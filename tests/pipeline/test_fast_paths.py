@@ -4,6 +4,8 @@ import pytest
 import torch
 
 import newbie
+from newbie.pipeline import pipeline as pipeline_module
+from newbie.sampling import guidance
 
 XML = (
     "<character_1> <n>$character_1$</n> <gender>1girl</gender> <appearance>red_hair, blue_eyes</appearance> "
@@ -41,16 +43,23 @@ def test_split_cfg_equals_masked_batch(pipe):
     torch.testing.assert_close(split.latents, batched.latents, rtol=1e-5, atol=1e-5)
 
 
-def test_step_cache_off_is_exact_and_on_reuses(pipe):
+def test_step_cache_off_is_exact_and_on_reuses(pipe, monkeypatch):
+    last_caches = []  # the StepCaches of the latest run, caught where the pipeline builds its guided model
+
+    def catching(*args, **kwargs):
+        model, last_caches[:] = guidance.cfg_model(*args, **kwargs)
+        return model, last_caches
+
+    monkeypatch.setattr(pipeline_module, "cfg_model", catching)
     seed = int(torch.randint(0, 10_000, ()))
     ref = _gen(pipe, seed=seed, steps=6)
     pipe.step_cache = 1e-9  # so strict it never reuses: identical result
     exact = _gen(pipe, seed=seed, steps=6)
     assert torch.equal(exact.latents, ref.latents)
-    assert all(c.hits == 0 and c.calls > 0 for c in pipe.last_caches)
+    assert last_caches and all(c.hits == 0 and c.calls > 0 for c in last_caches)
     pipe.step_cache = 10.0  # reuse whenever possible: every call after the first in each branch
     cached = _gen(pipe, seed=seed, steps=6)
-    assert sum(c.hits for c in pipe.last_caches) > 0
+    assert sum(c.hits for c in last_caches) > 0
     assert torch.isfinite(cached.latents).all()
     assert not torch.equal(cached.latents, ref.latents)
 

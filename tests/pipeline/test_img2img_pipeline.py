@@ -83,7 +83,7 @@ def test_inputs_are_fitted_to_the_request_and_bad_ones_are_one_line(tmp_path, ti
     for kwargs, message in [
         (dict(mask=tmp_path / "small.png"), "needs an input image"),
         (dict(strength=0.5), "needs an input image"),
-        (dict(init_image=src, strength=1.5), "strength must be a number in"),
+        (dict(init_image=src, strength=1.5), "strength must be between 0 and 1, got 1.5"),
         (dict(init_image=src, mask=tmp_path / "small.png"), "mask is 8x8 but the input image is 40x36"),
         (dict(init_image=tmp_path / "none.png"), "no such input image"),
         (dict(init_image=src, mask_feather=2), "needs a mask"),

@@ -84,10 +84,10 @@ def test_cfg_truncation_changes_only_the_early_steps(tiny_pipeline):
     [
         (dict(width=100), "width 100 is not a positive multiple of 16"),
         (dict(height=4096), "height 4096 is larger than 2048"),
-        (dict(steps=0), "steps must be >= 1"),
+        (dict(steps=0), "steps must be between 1 and 1000, got 0"),
         (dict(sampler="ddim"), "unknown sampler 'ddim'"),
         (dict(cfg=float("nan")), "cfg must be a finite number"),
-        (dict(batch=0), "batch must be >= 1"),
+        (dict(batch=0), "batch must be between 1 and 64"),
     ],
 )
 def test_bad_requests_are_one_line_errors(tiny_pipeline, kwargs, message):
@@ -99,3 +99,18 @@ def test_outside_trained_area_warns_in_the_recipe(tiny_pipeline):
     req = tiny_pipeline.request("1girl", width=2048, height=1024)
     assert any("outside the trained area" in w for w in req.warnings)
     assert not tiny_pipeline.request("1girl", width=1024, height=1024).warnings
+
+
+def test_generation_save_writes_pngs_that_remake_bit_for_bit(tiny_pipeline, tmp_path):
+    from newbie.pipeline.recipe import read_recipe
+
+    gen = tiny_pipeline.generate("1girl", seed=3, steps=2, width=32, height=32, batch=2, sampler="euler")
+    paths = gen.save(tmp_path / "g.png")
+    assert [p.name for p in paths] == ["g-1.png", "g-2.png"]
+    recipe = read_recipe(paths[1])
+    assert recipe == gen.recipes[1]
+    again = tiny_pipeline.remake(recipe)
+    assert again.images[0].tobytes() == gen.images[1].tobytes()
+    with pytest.raises(NewbieError, match="give a .png path"):
+        gen.save(tmp_path / "g.jpg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g-1.png", "g-2.png"]

@@ -23,6 +23,7 @@ from newbie.precision.fp8 import (
     scaled_mm_rows,
 )
 from tests.adapters.makers import write_peft
+from tests.model.fast_paths import w13_intact
 
 BLOCKS = ("layers.", "noise_refiner.", "context_refiner.")
 
@@ -216,29 +217,33 @@ def test_fast_path_fuses_w1_w3_into_one_fp8_gemm_with_the_same_output():
     info = fused.enable(m, "auto")
     assert info["w13_fused_blocks"] == len(list(m.blocks()))
     ff = m.layers[0].feed_forward
-    assert isinstance(ff.w13, Float8Linear) and fused.w13_intact(ff)
+    assert isinstance(ff.w13, Float8Linear) and w13_intact(ff) and ff._w13() is ff.w13
     assert ff.w13.out_features == 2 * ff.w1.out_features
     torch.testing.assert_close(m(*inputs[:3], None, inputs[3]), ref, rtol=1e-5, atol=1e-5)
     x = torch.randn(2, 6, m.cfg.dim)
-    torch.testing.assert_close(fused.ffn_forward(ff, x), ff(x), rtol=1e-5, atol=1e-5)
+    fast = ff(x)
+    ff.unfuse()
+    torch.testing.assert_close(fast, ff(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("quantized", [False, True])
 @torch.no_grad()
 def test_fast_ffn_runs_the_hooks_of_w1_and_w3(quantized):
-    """Unfused adapters are forward hooks on the layers: the one-GEMM w1|w3 path must not skip them."""
+    """Hooks on the layers (a trace) run: the one-GEMM w1|w3 path must not skip them."""
     m = _model()
     if quantized:
         quantize_linears(m, BLOCKS)
     fused.enable(m, "auto")
     ff = m.layers[0].feed_forward
     x = torch.randn(2, 6, m.cfg.dim)
-    plain = fused.ffn_forward(ff, x)
+    plain = ff(x)
     handle = ff.w3.register_forward_hook(lambda mod, args, out: out * 2)
-    torch.testing.assert_close(fused.ffn_forward(ff, x), ff(x), rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(fused.ffn_forward(ff, x), plain)
+    assert ff._w13() is None
+    hooked = ff(x)
+    assert not torch.allclose(hooked, plain)
     handle.remove()
-    torch.testing.assert_close(fused.ffn_forward(ff, x), plain, rtol=0, atol=0)
+    assert ff._w13() is not None
+    torch.testing.assert_close(ff(x), plain, rtol=0, atol=0)
 
 
 @torch.no_grad()
@@ -255,7 +260,7 @@ def test_fp8_block_compiles_as_one_graph_on_the_fast_path():
 
 
 @torch.no_grad()
-def test_adapters_on_fp8_layers_run_as_hooks_and_leave_the_weights(tmp_path):
+def test_adapters_on_fp8_layers_run_wrapped_and_leave_the_weights(tmp_path):
     m = _model()
     quantize_linears(m, BLOCKS)
     inputs = _inputs(m)
@@ -264,7 +269,7 @@ def test_adapters_on_fp8_layers_run_as_hooks_and_leave_the_weights(tmp_path):
     stack = AdapterStack()
     active = stack.resolve(m, [write_peft(tmp_path / "l", linear_shapes(m))])
     notes = stack.activate(m, active, fused=True)
-    assert "applied unfused" in notes[0] and stack._hooks and not stack._originals
+    assert "applied unfused" in notes[0] and stack._wrapped and not stack._originals
     assert _rel(m(*inputs[:3], None, inputs[3]), base) > 1e-3
     stack.clear()
     assert all(torch.equal(v.float(), weights[k].float()) for k, v in m.state_dict().items())

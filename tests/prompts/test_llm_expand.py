@@ -6,8 +6,9 @@ import re
 import pytest
 import torch
 
+from newbie.cli import prompts as cli
 from newbie.errors import NewbieError
-from newbie.prompts import CHARACTER_FIELDS, cli, expand, parse, to_xml
+from newbie.prompts import CHARACTER_FIELDS, expand, parse, to_xml
 from newbie.prompts.llm import (
     SYSTEM_PROMPT,
     TAG_FIELD_TOKENS,

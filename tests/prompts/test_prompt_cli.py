@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from newbie.prompts import cli, parse
+from newbie.cli import prompts as cli
+from newbie.prompts import parse
 
 
 def run(capsys, *argv):

@@ -61,7 +61,7 @@ def test_numeric_references_are_bounded():
 def test_package_imports_no_torch_transformers_or_numpy():
     src = Path(__file__).resolve().parents[2] / "src"
     code = (
-        f"import sys; sys.path.insert(0, {str(src)!r}); import newbie.prompts, newbie.prompts.cli;"
+        f"import sys; sys.path.insert(0, {str(src)!r}); import newbie.prompts, newbie.cli.prompts;"
         "bad = [m for m in ('torch', 'transformers', 'numpy', 'tokenizers') if m in sys.modules];"
         "print(','.join(bad))"
     )

@@ -4,10 +4,12 @@ metrics."""
 import base64
 import io
 import json
+import re
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.serve.conftest import FAST
@@ -99,15 +101,18 @@ def test_a_queued_job_is_cancelled_at_once(make_client):
 def test_bad_input_gets_one_line_4xx(make_client):
     client, _ = make_client()
     post = lambda body: client.post("/v1/jobs", json={**FAST, **body})  # noqa: E731
-    assert "multiple of 16" in _error(post({"prompt": "a", "size": "40x40"}), 400)["message"]
+    assert "multiple of 16" in _error(post({"prompt": "a", "size": "40x40"}), 422)["message"]
     assert "largest side" in _error(post({"prompt": "a", "size": "512x16"}), 400)["message"]
     assert "pixels" in _error(post({"prompt": "a", "size": "256x256"}), 400)["message"]
-    assert _error(post({"prompt": "a", "size": "big"}), 400)["param"] == "size"
+    assert _error(post({"prompt": "a", "size": "big"}), 422)["param"] == "size"
     assert _error(post({"prompt": "a", "n": 4}), 400)["code"] == "invalid_n"
-    assert _error(post({"prompt": "a", "steps": 0}), 400)["code"] == "invalid_steps"
-    assert _error(post({"prompt": "a", "steps": 401}), 400)["code"] == "invalid_steps"
-    assert "sampler" in _error(post({"prompt": "a", "sampler": "ddim"}), 400)["message"]
-    assert _error(post({"prompt": "a", "cfg": -1}), 400)["code"] == "invalid_request"
+    assert _error(post({"prompt": "a", "steps": 0}), 422)["code"] == "invalid_steps"
+    assert _error(post({"prompt": "a", "steps": 401}), 400)["code"] == "invalid_steps"  # the server's limit
+    assert "unknown sampler 'ddim'" in _error(post({"prompt": "a", "sampler": "ddim"}), 422)["message"]
+    assert _error(post({"prompt": "a", "cfg": -1}), 422)["code"] == "invalid_cfg"
+    assert _error(post({"prompt": "a", "steps": "5"}), 422)["param"] == "steps"  # strict types
+    assert _error(post({"prompt": "a", "steps": True}), 422)["param"] == "steps"
+    assert _error(post({"prompt": "a", "seed": "abc"}), 422)["param"] == "seed"
     assert _error(post({"prompt": "  "}), 400)["code"] == "empty_prompt"
     assert _error(post({"prompt": "a" * 2001}), 400)["code"] == "prompt_too_long"
     xml = _error(post({"prompt": "<character_1>\n<gender>1girl</character_1>"}), 422)
@@ -123,6 +128,49 @@ def test_bad_input_gets_one_line_4xx(make_client):
     )
     assert _error(bad_json, 400)["code"] == "invalid_json"
     assert _error(client.post("/v1/images/generations", json={"prompt": "a", "response_format": "x"}), 422)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"shift": -1}, "shift must be between 0.01 and 100, got -1"),
+        ({"shift": 1e-300}, "shift must be between 0.01 and 100, got 1e-300"),
+        ({"cfg": 1e308}, "cfg must be between 0 and 100, got 1e+308"),
+        ({"cfg_trunc": 7}, "cfg_trunc must be between 0 and 1, got 7"),
+        ({"cfg_trunc": -0.5}, "cfg_trunc must be between 0 and 1, got -0.5"),
+        ({"renorm_cfg": -3}, "renorm_cfg must be between 0 and 100, got -3"),
+        ({"seed": -1}, "seed must be between 0 and 18446744073709551615, got -1"),
+        ({"noise": "white"}, "unknown noise 'white' (choose from newbie, comfy)"),
+    ],
+)
+def test_a_bad_setting_is_a_422_naming_it_with_the_engines_message(make_client, body, message):
+    from newbie.pipeline.request import SettingError, Settings, check
+
+    client, _ = make_client()
+    (name,) = body
+    err = _error(client.post("/v1/jobs", json={"prompt": "a", **FAST, **body}), 422)
+    assert (err["param"], err["code"], err["message"]) == (name, f"invalid_{name}", message)
+    with pytest.raises(SettingError, match=re.escape(message)):
+        check(Settings(prompt="a", **body))  # the same words as through Python and the CLI
+
+
+def test_the_body_covers_every_setting_with_the_same_defaults_and_bounds():
+    from newbie.pipeline.request import Settings
+    from newbie.serve.schemas import BODY_NAMES, GenerationParams
+
+    fields = GenerationParams.model_fields
+    schema = GenerationParams.model_json_schema()["properties"]
+    for name in Settings.fields():
+        body = BODY_NAMES.get(name, name)
+        assert body in fields, name
+        if body != name:
+            continue
+        rule, default = Settings.rule(name), Settings.__dataclass_fields__[name].default
+        if rule.kind in ("int", "float", "str", "bool"):
+            assert fields[name].default == default, name
+            assert schema[name].get("minimum") == rule.lo and schema[name].get("maximum") == rule.hi, name
+            assert schema[name].get("enum", []) == list(rule.choices), name
+    assert schema["n"]["maximum"] == Settings.rule("batch").hi
 
 
 def test_body_limit_before_the_route(make_client):
@@ -174,7 +222,7 @@ def test_api_key_in_constant_time_and_open_health(make_client):
 def test_metrics_and_health(make_client):
     client, _ = make_client()
     client.post("/v1/images/generations", json={"prompt": "1girl", **FAST, "n": 2})
-    client.post("/v1/jobs", json={"prompt": "a", "size": "7x7"})
+    client.post("/v1/jobs", json={"prompt": "a", "n": 9})  # over the server's limit: a 400
     text = client.get("/metrics").text
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
     assert lines["newbie_images_total"] == "2" and lines["newbie_image_seconds_count"] == "2"
@@ -208,3 +256,42 @@ def test_committed_openapi_schema_matches_the_app():
         "/healthz",
         "/metrics",
     } <= set(paths)
+
+
+def test_a_lone_surrogate_is_a_422_and_commits_nothing(make_client):
+    client, service = make_client()
+    raw = b'{"prompt": "1girl \\ud800", "size": "32x32", "steps": 2}'
+    for path in ("/v1/jobs", "/v1/images/generations"):
+        r = client.post(path, content=raw, headers={"content-type": "application/json"})
+        assert _error(r, 422)["code"] == "invalid_text"
+    assert sum(service.store.counts().values()) == 0  # no ghost job
+
+
+def test_a_deleted_image_is_410_and_a_crash_is_a_counted_json_500(make_client, monkeypatch, caplog):
+    monkeypatch.setenv("NEWBIE_DEBUG", "0")
+    client, service = make_client()
+    job = _wait(client, client.post("/v1/jobs", json={"prompt": "1girl", **FAST}).json()["id"])
+    (service.images_dir / job["id"] / "0.png").unlink()
+    assert _error(client.get(job["images"][0]), 410)["code"] == "image_gone"
+
+    def crash(job_id):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service, "get", crash)
+    assert _error(client.get(f"/v1/jobs/{job['id']}"), 500)["code"] == "internal_error"
+    assert 'newbie_errors_total{kind="http_500"} 1' in client.get("/metrics").text
+    assert "a bug" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_retention_deletes_finished_jobs_and_their_images(make_client):
+    import dataclasses
+
+    from tests.serve.conftest import LIMITS
+
+    client, service = make_client(limits=dataclasses.replace(LIMITS, retention_s=0.5))
+    job = _wait(client, client.post("/v1/jobs", json={"prompt": "1girl", **FAST}).json()["id"])
+    assert job["state"] == "done" and service.sweep() == 0  # not old enough yet
+    time.sleep(0.6)
+    assert service.sweep() == 1
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert not (service.images_dir / job["id"]).exists()

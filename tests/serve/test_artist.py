@@ -3,6 +3,7 @@ under DATA/adapters/, and the hires pass, on the tiny checkpoint."""
 
 import base64
 import io
+import json
 import os
 
 import numpy as np
@@ -68,7 +69,7 @@ def test_bad_images_get_400(make_client):
     init, small = _b64_png(_gradient()), _b64_png(Image.new("L", (16, 16), 255))
     assert "must match" in _error(post({"init_image": init, "mask": small}), 400)["message"]
     assert "input image" in _error(post({"strength": 0.5}), 400)["message"]
-    assert _error(post({"init_image": init, "strength": 2}), 400)["code"] == "invalid_request"
+    assert _error(post({"init_image": init, "strength": 2}), 422)["code"] == "invalid_strength"
     assert service.store.counts()["queued"] == 0 and not list(service.images_dir.iterdir())
 
 
@@ -123,3 +124,102 @@ def test_hires_reaches_the_pipeline(make_client):
     post = lambda hires: client.post("/v1/jobs", json={"prompt": "a", **FAST, "hires": hires})  # noqa: E731
     assert _error(post({"scale": 8}), 400)["param"] == "size"  # 256x256: over the server's pixel limit
     assert _error(post({"size": 2}), 422)
+
+
+def test_symlinks_inside_an_adapter_folder_are_refused(make_client, tiny_pipeline, tmp_path):
+    """A LoRA folder under adapters/ whose weights file or config is a link to a file outside (issue 27)."""
+    client, service = make_client()
+    outside = tmp_path / "secret"
+    write_peft(outside, linear_shapes(tiny_pipeline.dit))
+    post = lambda name: client.post(  # noqa: E731
+        "/v1/jobs", json={"prompt": "a", **FAST, "loras": [{"name": name, "strength": 0.5}]}
+    )
+    for linked in ("adapter_model.safetensors", "adapter_config.json"):
+        folder = service.data_dir / "adapters" / f"via-{linked.split('.')[0]}"
+        write_peft(folder, linear_shapes(tiny_pipeline.dit))
+        (folder / linked).unlink()
+        os.symlink(outside / linked, folder / linked)
+        error = _error(post(folder.name), 400)
+        assert error["code"] == "invalid_lora" and "outside" in error["message"], error
+        assert str(tmp_path) not in error["message"]
+    assert service.store.counts()["queued"] == 0
+
+
+def test_hostile_lora_names_and_configs_are_400_not_500(make_client, tiny_pipeline):
+    client, service = make_client()
+    folder = service.data_dir / "adapters" / "typo"
+    write_peft(folder, linear_shapes(tiny_pipeline.dit))
+    config = folder / "adapter_config.json"
+    post = lambda name: client.post(  # noqa: E731
+        "/v1/jobs", json={"prompt": "a", **FAST, "loras": [{"name": name, "strength": 0.5}]}
+    )
+    for name in ("a\x00b", "x" * 300, "d/" + "y" * 300):
+        error = _error(post(name), 400)
+        assert error["code"] == "invalid_lora" and "\x00" not in error["message"]
+    for field, value in (("r", "two"), ("lora_alpha", "two"), ("alpha_pattern", {"(": 2})):
+        config.write_text(json.dumps({"r": 2, "lora_alpha": 4, field: value}))
+        error = _error(post("typo"), 400)
+        assert f"'{field}'" in error["message"] and str(service.data_dir) not in error["message"], error
+    assert service.store.counts()["queued"] == 0
+
+
+def test_image_bombs_are_refused_on_their_header(make_client):
+    """A tiny PNG claiming 1x60,000 (under the pixel cap, but a side no image needs), a JPEG header
+    claiming more pixels than the cap, and a PNG with a >1 MB compressed text chunk: 400, nothing decoded."""
+    import struct
+    import zlib
+
+    client, service = make_client()
+    post = lambda image: client.post(  # noqa: E731
+        "/v1/jobs", json={"prompt": "a", **FAST, "init_image": base64.b64encode(image).decode()}
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def png(width: int, height: int, extra: bytes = b"") -> bytes:
+        header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        rows = zlib.compress(b"\x00" * (width + 1) * min(height, 4))
+        return b"\x89PNG\r\n\x1a\n" + header + extra + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+    tall = _error(post(png(1, 60_000)), 400)  # under this test's pixel cap, over any side we need
+    assert tall["code"] == "invalid_image" and "per side" in tall["message"]
+    wide = _error(post(png(5000, 5000)), 400)
+    assert "pixels" in wide["message"]
+    text = chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * (2 << 20)))
+    assert _error(post(png(8, 8, text)), 400)["code"] == "invalid_image"
+    assert service.store.counts()["queued"] == 0
+
+
+def test_a_nan_lora_is_a_failed_job_with_the_reason_not_a_black_done(make_client, tiny_pipeline):
+    from safetensors.torch import load_file, save_file
+
+    client, service = make_client()
+    folder = service.data_dir / "adapters" / "nan"
+    write_peft(folder, linear_shapes(tiny_pipeline.dit))
+    weights = folder / "adapter_model.safetensors"
+    save_file({k: v.fill_(float("nan")) for k, v in load_file(weights).items()}, weights)
+    job = client.post("/v1/jobs", json={"prompt": "1girl", **FAST, "loras": [{"name": "nan", "strength": 1}]})
+    status = _wait(client, job.json()["id"])
+    tiny_pipeline.adapters.clear()
+    assert status["state"] == "failed" and "NaN" in status["error"], status
+    assert not (service.images_dir / status["id"] / "0.png").exists()
+    ok = _wait(client, client.post("/v1/jobs", json={"prompt": "1girl", **FAST}).json()["id"])
+    assert ok["state"] == "done"
+
+
+def test_the_png_is_fsynced_before_the_job_is_marked_done(make_client, monkeypatch):
+    import newbie.pipeline.images as images
+
+    client, service = make_client()
+    synced, at_finish = [], []
+    real_fsync, real_finish = os.fsync, service.store.finish
+    monkeypatch.setattr(images.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+
+    def finish(job_id, state, **kw):
+        at_finish.append(len(synced))
+        return real_finish(job_id, state, **kw)
+
+    monkeypatch.setattr(service.store, "finish", finish)
+    status = _wait(client, client.post("/v1/jobs", json={"prompt": "1girl", **FAST}).json()["id"])
+    assert status["state"] == "done" and at_finish == [2]  # the file, then its folder

@@ -57,3 +57,38 @@ def test_without_a_local_gemma_the_rules_answer(tmp_path):
     service = JobService(tmp_path / "data", validator=None, runners=[RemoteRunner()])
     out = service.expand(TEXT)
     assert out.source == "rules" and out.xml == to_xml(expand(TEXT)) and "no Gemma" in out.note
+
+
+def test_waiting_expansions_are_bounded_and_probes_never_wait(make_client):
+    """Expansions wait for the running job (they share its Gemma); they must neither starve /healthz and
+    /metrics nor pile up without bound."""
+    import concurrent.futures
+    import dataclasses
+
+    from tests.serve.conftest import LIMITS
+
+    client, service = make_client(limits=dataclasses.replace(LIMITS, max_expands=2))
+    runner = service.workers[0].runner
+    runner.lock.acquire()  # a job is running
+    try:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            waiting = [
+                pool.submit(client.post, "/v1/prompts/expand", json={"text": "1girl"}) for _ in range(5)
+            ]
+            done, _ = concurrent.futures.wait(waiting, timeout=10, return_when="FIRST_COMPLETED")
+            refused = [f.result() for f in done]
+            assert refused and all(r.status_code == 503 for r in refused)
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/metrics").status_code == 200
+            runner.lock.release()
+            codes = sorted(f.result(timeout=60).status_code for f in waiting)
+    finally:
+        if runner.lock.locked():
+            runner.lock.release()
+    assert codes.count(200) >= 2 and set(codes) <= {200, 503}
+
+
+def test_a_seed_past_64_bits_is_a_422(make_client):
+    client, _ = make_client()
+    r = client.post("/v1/prompts/expand", json={"text": "1girl", "seed": 2**64 + 5})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "seed"

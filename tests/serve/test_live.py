@@ -84,21 +84,21 @@ def test_fifty_concurrent_requests_and_malformed_input(server):
 
     # malformed input: clean JSON 4xx, and the server keeps serving
     assert post(None, content=b'{"prompt": ', headers={"content-type": "application/json"}).status_code == 400
-    assert post(None, json={"prompt": "a", "size": "1000x1000"}).status_code == 400
-    assert (
-        post(None, json={"prompt": "a", "size": "640x640"}).status_code == 400
-    )  # larger than the demo's 512
+    assert post(None, json={"prompt": "a", "size": "1000x1000"}).status_code == 422  # not a multiple of 16
+    too_big = post(None, json={"prompt": "a", "size": "640x640"})  # larger than the demo model's 512
+    assert too_big.status_code == 422 and too_big.json()["error"]["param"] == "size"
+    assert post(None, json={"prompt": "a", "shift": -1}).json()["error"]["param"] == "shift"
     assert post(None, json={"prompt": "<character_1><n>a</n>"}).status_code == 422
     status, body = _raw(
         s.port,
-        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: 50000000\r\n\r\n" + b"{" * 1000,
     )
     assert status == 413 and body["error"]["code"] == "body_too_large"
     chunked = b"".join(b"%x\r\n%s\r\n" % (4096, b" " * 4096) for _ in range(80)) + b"0\r\n\r\n"
     status, body = _raw(
         s.port,
-        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n" + chunked,
     )
     assert status == 413

@@ -32,6 +32,7 @@ def ray_url(tmp_path_factory):
                 "cpus_per_replica": 0.5,
                 "data_dir": str(tmp_path_factory.mktemp("ray") / "data"),
                 "limits": {"max_n": 2},
+                "hosts": ["127.0.0.1", "localhost", "::1"],
             }
         )
         serve.run(app, name="newbie", route_prefix="/")
@@ -75,7 +76,14 @@ def test_two_replicas_serve_the_same_api(ray_url):
 
 def test_validation_comes_from_the_engine_on_a_replica(ray_url):
     r = httpx.post(ray_url + "/v1/jobs", json={"prompt": "a", "sampler": "ddim"})
-    assert r.status_code == 400 and "unknown sampler" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "unknown sampler" in r.json()["error"]["message"]
+    r = httpx.post(ray_url + "/v1/jobs", json={"prompt": "a", "size": "4096x16"})  # the replica's model spec
+    assert r.status_code == 422 and r.json()["error"]["param"] == "size"
     r = httpx.post(ray_url + "/v1/jobs", json={"prompt": "a", "n": 3})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_n"
     assert httpx.post(ray_url + "/v1/jobs", json={"prompt": "<a>"}).status_code == 422
+
+
+def test_the_ingress_checks_the_host(ray_url):
+    r = httpx.get(ray_url + "/healthz", headers={"host": "evil.example"})
+    assert r.status_code == 421 and r.json()["error"]["code"] == "bad_host"

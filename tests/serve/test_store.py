@@ -1,8 +1,21 @@
 """The durable queue: FIFO claims, and recovery after a crash leaves no job silently lost."""
 
 import sqlite3
+import threading
+import time
 
-from newbie.serve.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore
+import pytest
+
+from newbie.serve.store import (
+    BUSY_TIMEOUT_S,
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    JobStore,
+    StoreError,
+)
 
 
 def test_claim_is_fifo_and_each_job_is_claimed_once(tmp_path):
@@ -68,3 +81,72 @@ def test_requeue_after_clean_shutdown_does_not_count_an_attempt(tmp_path):
     assert again.id == job.id and again.attempts == 1
     store.finish(job.id, DONE, seconds=1.5)
     assert store.counts()[DONE] == 1 and store.get(job.id).seconds == 1.5
+
+
+def test_a_row_with_unreadable_params_is_failed_with_a_reason_and_skipped(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    bad, good = store.add({}, 1), store.add({"steps": 1}, 1)
+    for text in ("{not json", "[1, 2]"):
+        sqlite3.connect(path).execute(
+            "UPDATE jobs SET params = ? WHERE id = ?", (text, bad.id)
+        ).connection.commit()
+        assert store.get(bad.id).params == {}  # readable for GET, never a 500
+    assert store.claim().id == good.id
+    failed = store.get(bad.id)
+    assert failed.state == FAILED and "unreadable" in failed.error
+
+
+def test_an_emptied_or_foreign_or_damaged_database_is_refused_not_replaced(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    path.touch()  # a truncated file: starting empty would lose every job silently
+    with pytest.raises(StoreError, match="empty"):
+        JobStore(path)
+    assert path.stat().st_size == 0
+    path.unlink()
+    JobStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE jobs")
+    with pytest.raises(StoreError, match="no jobs table"):
+        JobStore(path)
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    with pytest.raises(StoreError, match="cannot be opened|damaged"):
+        JobStore(path)
+
+
+def test_a_corrupted_page_is_found_at_start(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    for i in range(300):
+        store.add({"prompt": "x" * 200, "i": i}, 1)
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = bytearray(path.read_bytes())
+    for page in range(3, 8):  # scribble over b-tree page headers (the page type and cell counts)
+        data[4096 * page : 4096 * page + 8] = b"\x7f" * 8
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="damaged|cannot be opened"):
+        JobStore(path)
+
+
+def test_a_lock_held_by_another_process_is_waited_for(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")
+    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    t0 = time.monotonic()
+    store.add({"steps": 1}, 1)  # without a busy timeout: "database is locked" at once
+    assert 0.3 < time.monotonic() - t0 < BUSY_TIMEOUT_S
+
+
+def test_purge_deletes_only_finished_jobs_past_the_time(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    old, queued, running = store.add({}, 1), store.add({}, 1), store.add({}, 1)
+    for _ in (old, queued, running):
+        assert store.claim() is not None
+    store.finish(old.id, DONE)
+    store.requeue(queued.id)
+    assert store.purge(time.time() - 60) == []
+    assert store.purge(time.time() + 1) == [old.id]
+    assert store.get(old.id) is None and store.get(queued.id) and store.get(running.id)

@@ -181,3 +181,40 @@ def test_hires_toggle_reaches_the_request(app, data_dir):
     assert job.status == "done", job.message
     [entry] = Gallery(data_dir).list()
     assert (entry.recipe.hires["width"], entry.recipe.hires["height"]) == (192, 192)
+
+
+def test_a_broken_entry_is_shown_as_such_and_can_be_deleted(app, data_dir, recipe_factory):
+    """The newest PNG deleted and a damaged recipe row (issue 27): the page, the other images and a way to
+    remove the broken ones remain."""
+    import sqlite3
+
+    kept = add_entry(data_dir, recipe_factory(prompt="1girl, kept", seed=1))
+    damaged = add_entry(data_dir, recipe_factory(prompt="1girl, damaged", seed=2))
+    gone = add_entry(data_dir, recipe_factory(prompt="1girl, gone", seed=3))
+    with sqlite3.connect(data_dir / "gallery.sqlite3") as con:
+        con.execute("UPDATE images SET recipe = '{' WHERE id = ?", (damaged.id,))
+    gone.image_path.unlink()
+    gone.thumb_path.unlink()
+    app.run()
+    assert not app.exception and not any(e.startswith("something went wrong") for e in labels(app.error))
+    assert [b.label for b in app.button if b.label.startswith("#")] == [
+        f"#{i}" for i in (gone.id, damaged.id, kept.id)
+    ]
+    assert any("cannot be shown" in w and "missing" in w for w in labels(app.warning))
+    button(app, "Delete").click().run()
+    button(app, "Yes, delete").click().run()
+    button(app, f"#{damaged.id}").click().run()
+    assert any("unreadable" in w for w in labels(app.warning))
+    button(app, "Delete").click().run()
+    button(app, "Yes, delete").click().run()
+    assert [e.id for e in Gallery(data_dir).list()] == [kept.id]
+
+
+def test_the_access_key_guards_the_page(data_dir, monkeypatch):
+    monkeypatch.setenv("NEWBIE_UI_ACCESS_KEY", "s3cret")
+    at = st_testing.AppTest.from_file(str(APP), default_timeout=300)
+    at.run()
+    assert any("access key" in e for e in labels(at.error)) and not list(at.button)
+    at.query_params["key"] = "s3cret"
+    at.run()
+    assert not at.exception and any(b.label == "Generate" for b in at.button)

@@ -19,6 +19,6 @@ def test_form_from_a_comfy_recipe_keeps_noise_and_schedule(tiny_pipeline):
     )
     values = form.from_recipe(first.recipes[0])
     s = form.settings(values)
-    again = tiny_pipeline.generate(values["prompt"], s.negative, batch=2, **s.kwargs())
+    again = tiny_pipeline.generate(values["prompt"], s.negative, batch=2, **form.generate_kwargs(s))
     assert (again.recipes[1].noise, again.recipes[1].schedule) == ("comfy", "simple")
     assert np.array_equal(np.asarray(again.images[1]), np.asarray(first.images[1]))

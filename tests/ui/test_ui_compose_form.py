@@ -68,12 +68,24 @@ def test_defaults_come_from_the_model_spec():
     d = form.defaults(SPECS["newbie-exp0.1"])
     assert (d["size"].split()[0], d["steps"], d["cfg"], d["sampler"]) == ("1024x1024", 18, 5.0, "midpoint")
     s = form.settings(d)
-    assert s.seed is None and (s.width, s.height) == (1024, 1024) and s.advanced == {}
+    assert s.seed is None and (s.width, s.height) == (1024, 1024) and form.dtype(d) == "auto"
+    assert (s.shift, s.cfg_trunc, s.noise) == (None, None, None)  # the model's own defaults
+
+
+def test_number_widgets_take_the_request_rules_bounds():
+    from newbie.pipeline.request import Settings
+
+    assert form.bounds("steps")["min_value"] == 1 and form.bounds("steps")["max_value"] == 1000
+    assert form.bounds("cfg")["max_value"] == Settings.rule("cfg").hi
+    with pytest.raises(NewbieError, match="steps must be between 1 and 1000, got 0"):
+        form.settings({**form.defaults(SPECS["newbie-exp0.1"]), "steps": 0})
+    with pytest.raises(NewbieError, match="shift must be between 0.01 and 100, got -1"):
+        form.settings({**form.defaults(SPECS["newbie-exp0.1"]), "advanced": {"shift": -1}})
 
 
 def test_bad_settings_are_one_line_errors():
     d = {**form.defaults(SPECS["newbie-exp0.1"]), "size": "big"}
-    with pytest.raises(NewbieError, match="WIDTHxHEIGHT"):
+    with pytest.raises(NewbieError, match="size must look like WIDTHxHEIGHT"):
         form.settings(d)
     with pytest.raises(NewbieError, match="precision"):
         form.settings({**form.defaults(SPECS["newbie-exp0.1"]), "dtype": "int3"})
@@ -95,6 +107,6 @@ def test_use_these_settings_makes_the_same_image(tiny_pipeline):
     values = form.from_recipe(first.recipes[0])
     assert values["style_preset"] == "none" and values["mode"] == "Text"
     s = form.settings(values)
-    again = tiny_pipeline.generate(values["prompt"], s.negative, **s.kwargs())
+    again = tiny_pipeline.generate(values["prompt"], s.negative, **form.generate_kwargs(s))
     assert again.recipes[0] == first.recipes[0]
     assert np.array_equal(np.asarray(again.images[0]), np.asarray(first.images[0]))

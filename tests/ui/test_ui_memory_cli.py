@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from newbie.cli.main import build_parser, main
+from newbie.cli.ui import streamlit_command
 from newbie.errors import NewbieError
 from newbie.ui import memory
-from newbie.ui.cli import streamlit_command
 from newbie.ui.settings import UISettings
 
 
@@ -85,3 +85,16 @@ def test_ui_bad_arguments_are_one_line_errors(argv, message, capsys, tmp_path):
     assert main(["ui", "--data-dir", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_network_host_needs_an_access_key_or_insecure(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("NEWBIE_UI_ACCESS_KEY", raising=False)
+    assert main(["ui", "--data-dir", str(tmp_path), "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "--access-key" in err and err.count("\n") == 1
+    _, env = streamlit_command(_args("--data-dir", str(tmp_path), "--host", "0.0.0.0", "--access-key", "k"))
+    assert env["NEWBIE_UI_ACCESS_KEY"] == "k" and env["NEWBIE_UI_REMOTE"] == "1"
+    _, env = streamlit_command(_args("--data-dir", str(tmp_path), "--host", "0.0.0.0", "--insecure"))
+    assert "NEWBIE_UI_ACCESS_KEY" not in env and env["NEWBIE_UI_REMOTE"] == "1"
+    _, env = streamlit_command(_args("--data-dir", str(tmp_path)))
+    assert "NEWBIE_UI_REMOTE" not in env

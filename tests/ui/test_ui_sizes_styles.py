@@ -3,8 +3,9 @@ import dataclasses
 import pytest
 
 from newbie.config import SPECS
+from newbie.pipeline.request import parse_size
 from newbie.prompts import PromptError, parse
-from newbie.ui.sizes import parse_size, size_label, trained_sizes
+from newbie.ui.sizes import size_label, trained_sizes
 from newbie.ui.styles import NO_STYLE, STYLE_PRESETS, apply_style, preset_tags
 
 REAL = SPECS["newbie-exp0.1"]

@@ -18,18 +18,18 @@ def values(**changes):
 
 
 def test_an_untouched_expander_is_plain_text_to_image():
-    kwargs = form.settings(values()).kwargs()
+    kwargs = form.generate_kwargs(form.settings(values()))
     workflow_keys = {"loras", "fuse_loras", "init_image", "strength", "mask", "mask_feather", "hires"}
     assert not workflow_keys & set(kwargs)
 
 
 def test_hires_toggle_and_scale():
-    assert form.settings(values(hires=True)).kwargs()["hires"] == 2.0
-    assert form.settings(values(hires=True, hires_scale=1.5)).kwargs()["hires"] == 1.5
-    assert "hires" not in form.settings(values(hires=False, hires_scale=1.5)).kwargs()
+    assert form.generate_kwargs(form.settings(values(hires=True)))["hires"] == 2.0
+    assert form.generate_kwargs(form.settings(values(hires=True, hires_scale=1.5)))["hires"] == 1.5
+    assert "hires" not in form.generate_kwargs(form.settings(values(hires=False, hires_scale=1.5)))
     exact = {"width": 1536, "height": 1536, "upscaler": "latent", "strength": 0.55, "steps": 9}
-    assert form.settings(values(hires=True, hires_recipe=exact)).kwargs()["hires"] == exact
-    assert "hires" not in form.settings(values(hires=False, hires_recipe=exact)).kwargs()
+    assert form.generate_kwargs(form.settings(values(hires=True, hires_recipe=exact)))["hires"] == exact
+    assert "hires" not in form.generate_kwargs(form.settings(values(hires=False, hires_recipe=exact)))
 
 
 def test_lora_lines():
@@ -39,7 +39,7 @@ def test_lora_lines():
         ("C:/loras/a.safetensors", 1.0),
         ("b.safetensors", -0.5),
     ]
-    kwargs = form.settings(values(loras="a.safetensors:0.7", fuse_loras=True)).kwargs()
+    kwargs = form.generate_kwargs(form.settings(values(loras="a.safetensors:0.7", fuse_loras=True)))
     assert kwargs["loras"] == [("a.safetensors", 0.7)] and kwargs["fuse_loras"] is True
     with pytest.raises(NewbieError, match="LoRA line 2 has no path"):
         workflows.parse_lora_lines("a.safetensors\n:0.5")
@@ -47,15 +47,17 @@ def test_lora_lines():
 
 def test_images_strength_and_mask():
     picture, mask = Image.new("RGB", (64, 64)), Image.new("L", (64, 64), 255)
-    kwargs = form.settings(values(init_image=picture, strength=0.35)).kwargs()
+    kwargs = form.generate_kwargs(form.settings(values(init_image=picture, strength=0.35)))
     assert kwargs["init_image"] is picture and kwargs["strength"] == 0.35 and "mask" not in kwargs
-    kwargs = form.settings(values(init_image=picture, mask=mask, strength=1.0, mask_feather=4)).kwargs()
+    kwargs = form.generate_kwargs(
+        form.settings(values(init_image=picture, mask=mask, strength=1.0, mask_feather=4))
+    )
     assert kwargs["mask"] is mask and (kwargs["strength"], kwargs["mask_feather"]) == (1.0, 4)
     with pytest.raises(NewbieError, match="a mask needs an init image"):
         form.settings(values(mask=mask))
-    recorded = form.settings(values(init_image_path="in.png", mask_path="m.png")).kwargs()
+    recorded = form.generate_kwargs(form.settings(values(init_image_path="in.png", mask_path="m.png")))
     assert (recorded["init_image"], recorded["mask"]) == ("in.png", "m.png")
-    upload_wins = form.settings(values(init_image=picture, init_image_path="in.png")).kwargs()
+    upload_wins = form.generate_kwargs(form.settings(values(init_image=picture, init_image_path="in.png")))
     assert upload_wins["init_image"] is picture
 
 
@@ -98,6 +100,6 @@ def test_use_these_settings_remakes_an_img2img_hires_image(tiny_pipeline, tmp_pa
     )
     v = form.from_recipe(first.recipes[0])
     s = form.settings(v)
-    again = tiny_pipeline.generate(v["prompt"], s.negative, **s.kwargs())
+    again = tiny_pipeline.generate(v["prompt"], s.negative, **form.generate_kwargs(s))
     assert again.recipes[0] == first.recipes[0]
     assert np.array_equal(np.asarray(again.images[0]), np.asarray(first.images[0]))

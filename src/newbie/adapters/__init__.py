@@ -1,5 +1,5 @@
 """LoRA and LoKr adapters (spec §6) for the NewBie transformer: read, checked against the model, applied
-unfused (per-request hooks) or fused into the weights, and removed again without reloading the base model.
+unfused (per-request wrapping modules) or fused into the weights, and removed again without reloading the base model.
 
 Python: `pipe.generate(prompt, loras=["style.safetensors:0.8", ("char_lora/", 0.6)], fuse_loras=False)`;
 `pipe.adapters.clear()` drops them from the model at once.

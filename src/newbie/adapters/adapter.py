@@ -32,11 +32,60 @@ class Adapter:
         return self.path.parent.name if self.path.name == WEIGHTS_NAME else self.path.stem
 
 
+class AdaptedLinear(nn.Module):
+    """A layer plus unfused adapters: base(x) + Σ strength·ΔW·x (LoRA: two thin matmuls). A module in the
+    layer's place, not a hook, so a compiled block traces it like any other layer and keeps it.
+
+    The deltas follow the activations to their device and dtype on first use: offloading plans move the
+    transformer between CPU and GPU, and quantized layers compute in the activation dtype."""
+
+    def __init__(self, base: nn.Module, deltas: list[tuple[Delta, float]]):
+        super().__init__()
+        self.base = base
+        self.deltas = deltas
+        self.placed: tuple = (None, None, [])  # (device, dtype, deltas there); one placement kept
+        self.register_state_dict_post_hook(_official_keys)
+        w = getattr(base, "weight", None)
+        if w is not None and w.is_floating_point() and w.element_size() > 1:
+            self._place(w.device, w.dtype)  # the usual case, placed now: outside any compiled graph
+
+    def _place(self, device, dtype) -> list[tuple[Delta, float]]:
+        self.placed = (device, dtype, [(d.to(device, dtype), s) for d, s in self.deltas])
+        return self.placed[2]
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.base(x)
+        device, dtype, placed = self.placed
+        if device != x.device or dtype != x.dtype:
+            placed = self._place(x.device, x.dtype)
+        for d, s in placed:
+            out = out + s * d.forward(x).to(out.dtype)
+        return out
+
+
+def _official_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
+    # the state dict keeps the checkpoint's keys while a layer is wrapped: "x.base.weight" -> "x.weight"
+    for key in [k for k in state_dict if k.startswith(prefix + "base.")]:
+        state_dict[prefix + key[len(prefix) + 5 :]] = state_dict.pop(key)
+
+
+def base_layers(dit: nn.Module) -> dict[str, nn.Module]:
+    """Name -> module as the checkpoint names it: an AdaptedLinear counts as the layer it wraps."""
+    out = {}
+    for name, m in dit.named_modules():
+        parent, _, leaf = name.rpartition(".")
+        if leaf == "base" and isinstance(out.get(parent), AdaptedLinear):
+            out[parent] = m
+            continue
+        out[name] = m
+    return out
+
+
 def linear_shapes(dit: nn.Module) -> dict[str, tuple[int, int]]:
     """Name -> (out, in) of every Linear-like layer (quantized replacements keep in/out_features)."""
     return {
         name: (m.out_features, m.in_features)
-        for name, m in dit.named_modules()
+        for name, m in base_layers(dit).items()
         if isinstance(m, nn.Linear) or (hasattr(m, "in_features") and hasattr(m, "out_features"))
     }
 

@@ -72,8 +72,50 @@ def read_adapter(path: str | Path) -> AdapterFile:
             raise NewbieError(f"{config_path}: unreadable adapter config ({e})") from None
         if not isinstance(out.config, dict):
             raise NewbieError(f"{config_path}: adapter config is not a JSON object")
+        _check_config(config_path, out.config)
         out.config_sha256 = hashlib.sha256(raw).hexdigest()
     return out
+
+
+def _check_config(path: Path, config: dict) -> None:
+    """The fields the engine reads, with the types PEFT writes: a wrong one is the file's fault (one line),
+    not a crash deep in the alpha lookup."""
+    import re
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    problems = []
+    if "r" in config and not (isinstance(config["r"], int) and not isinstance(config["r"], bool)):
+        problems.append(f"'r' must be an integer, got {json.dumps(config['r'])[:40]}")
+    if config.get("lora_alpha") is not None and not number(config["lora_alpha"]):
+        problems.append(f"'lora_alpha' must be a number, got {json.dumps(config['lora_alpha'])[:40]}")
+    if "use_rslora" in config and not isinstance(config["use_rslora"], bool):
+        problems.append("'use_rslora' must be true or false")
+    patterns = config.get("alpha_pattern") or {}
+    if not isinstance(patterns, dict):
+        problems.append("'alpha_pattern' must be an object")
+    else:
+        for pattern, value in patterns.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                problems.append(f"'alpha_pattern' key '{pattern[:40]}' is not a regular expression ({e})")
+            if not number(value):
+                problems.append(f"'alpha_pattern' value for '{pattern[:40]}' must be a number")
+    if problems:
+        raise NewbieError(f"{path}: bad adapter config: {problems[0]}")
+
+
+def files_inside(path: str | Path, root: Path) -> tuple[Path, Path | None]:
+    """locate(path), refused unless the weights and the config, symlinks followed, are inside `root`: a
+    link in an adapter folder must not read a file the server never meant to expose."""
+    root = Path(root).resolve()
+    weights, config = locate(path)
+    for f in (weights, config):
+        if f is not None and not f.resolve().is_relative_to(root):
+            raise NewbieError(f"adapter file '{f.name}' resolves outside the adapters folder")
+    return weights, config
 
 
 def _metadata(path: Path) -> dict[str, str]:

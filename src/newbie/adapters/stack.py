@@ -1,7 +1,7 @@
 """The adapters active on the transformer for the current request.
 
-Unfused: a forward hook on each adapted Linear adds strength·ΔW·x (LoRA: two thin matmuls), so switching
-per request only swaps hooks. Fused: ΔW is added into the weights (no per-step cost); the base weights are
+Unfused: each adapted Linear is wrapped in an AdaptedLinear that adds strength·ΔW·x (LoRA: two thin matmuls),
+so switching per request only swaps modules, and compiled blocks trace the wrapper like any layer. Fused: ΔW is added into the weights (no per-step cost); the base weights are
 kept on the CPU and copied back, so removing an adapter restores them bit for bit without reloading the model.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from newbie.adapters.adapter import Adapter, linear_shapes, load_adapter
+from newbie.adapters.adapter import AdaptedLinear, Adapter, base_layers, linear_shapes, load_adapter
 from newbie.adapters.deltas import Delta
 from newbie.errors import NewbieError
 from newbie.precision.fp8 import plain_float_weight
@@ -33,7 +33,7 @@ class AdapterStack:
     def __init__(self):
         self._cache: OrderedDict[tuple, Adapter] = OrderedDict()
         self._dit: nn.Module | None = None
-        self._hooks: list = []
+        self._wrapped: list[tuple[nn.Module, str, nn.Module]] = []  # (parent, attribute, the base layer)
         self._originals: dict[str, Tensor] = {}  # fused: layer name -> base weight (CPU copy)
         self._state: tuple = ()  # what is applied now: (fused, ((sha256, strength), ...))
         self.active: list[ActiveLora] = []
@@ -92,9 +92,9 @@ class AdapterStack:
 
     def activate(self, dit: nn.Module, active: list[ActiveLora], fused: bool = False) -> list[str]:
         """Make `dit` carry exactly these adapters (none: the base model); returns notes for the request.
-        A no-op when nothing changed. Fusing needs plain float weights; quantized ones get hooks instead."""
+        A no-op when nothing changed. Fusing needs plain float weights; quantized ones get wrapped instead."""
         used = [a for a in active if a.strength != 0]  # strength 0 is exactly the base model
-        modules = dict(dit.named_modules())
+        modules = base_layers(dit)
         per_layer: dict[str, list[tuple[Delta, float]]] = {}
         for a in used:
             for name, delta in a.adapter.deltas.items():
@@ -120,7 +120,10 @@ class AdapterStack:
         self._dit = dit
         try:
             for name, deltas in per_layer.items():
-                (self._fuse if fused else self._hook)(modules[name], name, deltas)
+                if fused:
+                    self._fuse(modules[name], name, deltas)
+                else:
+                    self._wrap(dit, name, modules[name], deltas)
         except BaseException:
             self.clear()
             raise
@@ -128,12 +131,12 @@ class AdapterStack:
         return notes
 
     def clear(self) -> None:
-        """Remove every adapter: hooks off, fused weights restored bit for bit."""
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
+        """Remove every adapter: wrapped layers back in place, fused weights restored bit for bit."""
+        for parent, attr, layer in reversed(self._wrapped):
+            setattr(parent, attr, layer)
+        self._wrapped = []
         if self._originals:
-            modules = dict(self._dit.named_modules())
+            modules = base_layers(self._dit)
             with torch.no_grad():
                 for name, weight in self._originals.items():
                     modules[name].weight.copy_(weight)
@@ -142,21 +145,11 @@ class AdapterStack:
         self._dit = None
         self.active = []
 
-    def _hook(self, module: nn.Module, name: str, deltas: list[tuple[Delta, float]]) -> None:
-        # Deltas follow the activations to their device and dtype on first use: offloading plans move the
-        # transformer between CPU and GPU, and quantized layers compute in the activation dtype.
-        placed: dict[tuple, list[tuple[Delta, float]]] = {}
-
-        def add_delta(mod, args, out):
-            x = args[0]
-            key = (x.device, x.dtype)
-            if key not in placed:
-                placed[key] = [(d.to(x.device, x.dtype), s) for d, s in deltas]
-            for d, s in placed[key]:
-                out = out + s * d.forward(x).to(out.dtype)
-            return out
-
-        self._hooks.append(module.register_forward_hook(add_delta))
+    def _wrap(self, dit: nn.Module, name: str, layer: nn.Module, deltas: list[tuple[Delta, float]]) -> None:
+        parent_name, _, attr = name.rpartition(".")
+        parent = dit.get_submodule(parent_name)
+        setattr(parent, attr, AdaptedLinear(layer, deltas))
+        self._wrapped.append((parent, attr, layer))
 
     def _fuse(self, module: nn.Module, name: str, deltas: list[tuple[Delta, float]]) -> None:
         # In place: offloading plans keep weights in pinned CPU tensors between stages, and so carry it along.

@@ -46,16 +46,12 @@ def make_inputs(dit, size: int = 1024, cap_tokens: int = 256, uncond_tokens: int
     return x, cond, unc, lat // 2
 
 
-def make_step(dit, x, cond, unc, grid, packed: bool = False):
-    """One CFG step as the pipeline runs it: two unmasked forwards (RoPE tables built once), or with
-    `packed` one forward of both branches side by side (cfg_batching "packed")."""
-    from newbie.sampling.guidance import branch_model, packed_pair, split_pair
+def make_step(dit, x, cond, unc, grid):
+    """One CFG step as the pipeline runs it: two unmasked forwards (RoPE tables built once)."""
+    from newbie.sampling.guidance import branch_model, split_pair
 
     dtype = next(dit.parameters()).dtype
-    if packed:
-        pair = packed_pair(dit, cond, unc, (grid, grid), x.device, dtype)
-    else:
-        pair = split_pair(*(branch_model(dit, e, (grid, grid), x.device, dtype) for e in (cond, unc)))
+    pair = split_pair(*(branch_model(dit, e, (grid, grid), x.device, dtype) for e in (cond, unc)))
     return lambda: pair(x, 0.5)
 
 
@@ -106,7 +102,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--attention", default="auto")
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--packed", action="store_true", help="both CFG branches in one forward")
     ap.add_argument("--timeline", action="store_true", help="time each block's first calls (adds syncs)")
     ap.add_argument("--tf32", action="store_true", help="as a parent that allows TF32 matmuls (a cache key)")
     args = ap.parse_args(argv)
@@ -116,7 +111,7 @@ def main(argv=None) -> dict:
     fused.compile_cache(args.cache_dir)
     dit = make_dit()
     x, cond, unc, grid = make_inputs(dit, args.size)
-    step = make_step(dit, x, cond, unc, grid, packed=args.packed)
+    step = make_step(dit, x, cond, unc, grid)
     t0 = time.perf_counter()
     compile_dit(dit, args.attention)
     rows, undo = first_calls(dit) if args.timeline else ([], lambda: None)
@@ -132,7 +127,6 @@ def main(argv=None) -> dict:
     res = {
         "compile_warm_s": first,
         "second_step_s": time.perf_counter() - t1,
-        "packed": args.packed,
         "attention": args.attention,
         "compile_times": str(torch._dynamo.utils.compile_times())[:6000],
         "first_calls": _summarise(rows),

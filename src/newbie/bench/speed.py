@@ -86,8 +86,8 @@ def _sync(cuda) -> None:
 def matmul_tflops(n: int = 8192) -> float:
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    # 3 warm-ups and the median of 10, as in issue 6's run: the rate at boost clocks. After one second of
-    # back-to-back products the same card read 596 TFLOP/s (power-limited on random data, 2026-12-01)
+    # 3 warm-ups and the median of 10, as in issue 6's run: the rate at boost clocks. After a second of
+    # back-to-back products the card reads lower (power-limited on random data; docs/benchmarks.md)
     return 2 * n**3 / _time(lambda: a @ b, 3, 10) / 1e12
 
 
@@ -201,9 +201,9 @@ class _Run:
 def run(args) -> int:
     if not torch.cuda.is_available():
         raise NewbieError("newbie bench speed needs a CUDA GPU")
-    import newbie
     from newbie.bench.compile_child import compile_dit, make_inputs, make_step, run_child
     from newbie.model import fused
+    from newbie.pipeline.pipeline import load as load_pipeline
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch._dynamo.config.cache_size_limit = 64  # bf16 + fp8 blocks, modulated or not, static and dynamic
@@ -235,7 +235,7 @@ def run(args) -> int:
 
     def load():
         t0 = time.perf_counter()
-        S["pipe"] = newbie.load(args.model, device="cuda", dtype="bf16")
+        S["pipe"] = load_pipeline(args.model, device="cuda", dtype="bf16")
         torch.cuda.synchronize()
         res["load_s"] = time.perf_counter() - t0
         dit = S["dit"] = S["pipe"].dit
@@ -286,45 +286,24 @@ def run(args) -> int:
                 res.setdefault("errors", {})["cuda_graphs"] = f"{type(e).__name__}: {e}"[:300]
             fused.use_cuda_graphs(dit, False)
             b = _time(step)  # the compiled step again: the spread between two timings of one version
-            # both branches in one forward (cfg_batching "packed"): its first call compiles the packed lengths
-            packed = make_step(dit, S["x"], S["cond"], S["unc"], S["grid"], packed=True)
-            t0 = time.perf_counter()
-            packed()
-            torch.cuda.synchronize()
-            res["compile_packed_first_s"] = time.perf_counter() - t0
-            pa = _time(packed)
-            res["newbie_packed_rel_err_vs_split"] = float((packed() - out).norm() / out.norm())
-            pg = math.inf
-            if g < math.inf:
-                fused.use_cuda_graphs(dit)
-                pg = _time(packed)
-                fused.use_cuda_graphs(dit, False)
         res["newbie_compiled_s_per_step_runs"] = [a, b]
         res["newbie_graphed_s_per_step"] = None if g == math.inf else g
-        res["newbie_packed_s_per_step"] = pa
-        res["newbie_packed_graphed_s_per_step"] = None if pg == math.inf else pg
-        # chosen by measurement for the rest of the run: CUDA graphs, and packed or split CFG branches
-        S["packed"] = min(pa, pg) < min(a, b, g)
-        S["graphs"] = (pg if S["packed"] else g) < (pa if S["packed"] else min(a, b))
-        if S["packed"]:
-            S["step"] = packed
-            S["pipe"].cfg_batching = "packed"
+        # chosen by measurement for the rest of the run: CUDA graphs or not
+        S["graphs"] = g < min(a, b)
         res["cfg_batching_used"] = S["pipe"].cfg_batching
         res["cuda_graphs_used"] = S["graphs"]
-        res["newbie_s_per_step"] = min(a, b, g, pa, pg)
+        res["newbie_s_per_step"] = min(a, b, g)
         res["newbie_tflops"] = res["flops_per_step"] / res["newbie_s_per_step"] / 1e12
         res["newbie_pct_of_ceiling"] = res["newbie_tflops"] / res["matmul_tflops"]
         print(
-            f"newbie compiled {a:.4f}/{b:.4f}, graphed {g:.4f}, packed {pa:.4f}, packed graphed {pg:.4f} s/step,"
-            f" compile {res['compile_cold_s']:.1f} s",
+            f"newbie compiled {a:.4f}/{b:.4f}, graphed {g:.4f} s/step, compile {res['compile_cold_s']:.1f} s",
             flush=True,
         )
 
     def warm():
         flags = ["--attention", S["backend"], "--size", str(args.size), "--timeline"]
-        flags += ["--packed"] if S.get("packed") else []
         # global state is part of inductor's cache key: the child must match this process, as a restarted
-        # server matches its predecessor (without it every graph missed the cache, H200 2026-12-01)
+        # server matches its predecessor (without it every graph missed the cache)
         flags += ["--tf32"] if torch.backends.cuda.matmul.allow_tf32 else []
         child = run_child(cache_dir, *flags, timeout=max(30, R.left() - 5))
         res["compile_warm_s"] = child["compile_warm_s"]
@@ -396,8 +375,8 @@ def run(args) -> int:
         # per layer type, fp8 vs the same bf16 layer on random normal inputs (not the model's activations)
         res["fp8_linear_rel_err_random_inputs"] = relative_errors(pipe.dit, dit8)
         t0 = time.perf_counter()
-        compile_dit(dit8, S["backend"])  # w1|w3 become one fp8 GEMM (fused.fuse_w13)
-        step8 = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"], packed=S.get("packed", False))
+        compile_dit(dit8, S["backend"])  # w1|w3 become one fp8 GEMM (FeedForward.fuse)
+        step8 = make_step(dit8, S["x"], S["cond"], S["unc"], S["grid"])
         with torch.no_grad():
             step8()
             torch.cuda.synchronize()
@@ -448,7 +427,7 @@ def run(args) -> int:
                 table[str(size)] = "not run: device budget"
                 continue
             x, cond, unc, grid = make_inputs(dit, size, L, L_uncond)
-            step = make_step(dit, x, cond, unc, grid, packed=S.get("packed", False))
+            step = make_step(dit, x, cond, unc, grid)
             flops = step_flops(dit, [L, L_uncond], grid * grid)
             with torch.no_grad():
                 fused.use_cuda_graphs(dit, False)
@@ -500,8 +479,8 @@ def run(args) -> int:
     R.section("compile_warm", 40, warm)
     R.section("vae", 10, vae)
     R.section("images", 20, images)
-    # fp8 right after the bf16 images (native Float8Linear: compiled in ~20 s on an H200, 2026-12-01), with its
-    # own limit all the same
+    # fp8 right after the bf16 images (native Float8Linear compiles in a fraction of the limit), with its own
+    # limit all the same
     if args.no_fp8:
         res["newbie_fp8_s_per_step"] = res["image_official_fp8_s"] = "not run: --no-fp8"
     elif not R.section("fp8", 45, fp8, limit_s=150):

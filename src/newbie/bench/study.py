@@ -80,18 +80,17 @@ def check_dtypes(names: list[str]) -> list[str]:
 
 
 def load_dtype(name: str, cfg: StudyConfig):
-    import newbie
-    from newbie.pipeline import pipeline as pipeline_module
+    from newbie.pipeline.pipeline import load
 
     kwargs = dict(device=cfg.device, text_dtype=cfg.text_dtype, vae_dtype="fp32", **cfg.load_kwargs)
     if name in QUANTIZED:
-        if "quantize" not in inspect.signature(pipeline_module.load).parameters:
+        if "quantize" not in inspect.signature(load).parameters:
             raise Unavailable("this build's newbie.load has no quantize option")
         kwargs["quantize"] = name  # compute dtype: load's "auto" (bf16 on GPU, fp32 on CPU)
     else:
         kwargs["dtype"] = name
     try:
-        return newbie.load(cfg.model, **kwargs)
+        return load(cfg.model, **kwargs)
     except Exception as e:  # noqa: BLE001 - e.g. torchao missing or without kernels here: report, go on
         if name == REFERENCE:
             raise
@@ -231,8 +230,8 @@ def unavailable_row(dtype: str, reason: str) -> dict:
 def run_study(
     cfg: StudyConfig, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
 ) -> StudyResult:
-    from newbie import __version__
     from newbie.bench.prompts import default_prompts, default_seeds, default_steps
+    from newbie.version import __version__
 
     dtypes = check_dtypes(cfg.dtypes)
     rows, records, pictures = [], [], {}

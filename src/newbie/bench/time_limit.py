@@ -12,8 +12,8 @@ def time_limit(
     seconds: float, error: type[Exception] = TimeoutError, message: str = "", repeat_s: float = 5.0
 ):
     """Raise `error(message)` in the block once `seconds` have passed, and again every `repeat_s` after: code
-    that swallows the first one (inductor's compile workers log it and go on: cache-dit's compile ran 336 s
-    past a 90 s limit, H200 2026-12-01) meets the next. 0 or no SIGALRM: no limit."""
+    that swallows the first one (inductor's compile workers log it and go on: cache-dit's compile once ran
+    minutes past its limit; docs/benchmarks.md) meets the next. 0 or no SIGALRM: no limit."""
     if not seconds or not hasattr(signal, "SIGALRM"):
         yield
         return

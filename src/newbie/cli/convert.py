@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from newbie.config import SPEC_FILE
 from newbie.errors import NewbieError
-from newbie.pipeline.model_spec import SPEC_FILE
 
 LAYOUTS = ("folder", "comfy", "diffusers")
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}

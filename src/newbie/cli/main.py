@@ -10,24 +10,28 @@ import sys
 import traceback
 from pathlib import Path
 
-from newbie.adapters.generate_flags import OWN
-from newbie.adapters.generate_flags import add_generate_args as add_workflow_args
-from newbie.adapters.generate_flags import remake_overrides as workflow_remake_overrides
-from newbie.cli.model_args import add_model_args, load_from_args, parse_size, read_prompt, settings_from_args
+from newbie.cli.model_args import add_model_args, load_from_args, read_prompt, spec_from_args
 from newbie.cli.output import write_generation
 from newbie.cli.registry import register
+from newbie.cli.request_args import (
+    HelpFormatter,
+    add_request_args,
+    given_settings,
+    remake_overrides,
+    settings_from_args,
+)
 from newbie.errors import NewbieError, debug_enabled, describe, failure_context
-from newbie.pipeline.request import Settings
+from newbie.pipeline.request import Settings, check
 
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
 COMMAND_MODULES = (
-    "newbie.prompts.cli",
-    "newbie.precision.cli",
-    "newbie.memory.plan_cli",
-    "newbie.bench.cli",
-    "newbie.ui.cli",
-    "newbie.serve.cli",
-    "newbie.adapters.cli",
+    "newbie.cli.prompts",
+    "newbie.cli.precision",
+    "newbie.cli.plan",
+    "newbie.cli.bench",
+    "newbie.cli.ui",
+    "newbie.cli.serve",
+    "newbie.cli.adapters",
     "newbie.cli.convert",
 )
 
@@ -39,42 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"newbie {__version__}")
     sub = parser.add_subparsers(dest="command")
 
-    g = sub.add_parser(
-        "generate", help="text or XML prompt -> PNG", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    g.add_argument("prompt", nargs="?", help="the prompt, or @file to read it from a file")
+    g = sub.add_parser("generate", help="text or XML prompt -> PNG", formatter_class=HelpFormatter)
+    add_request_args(g)  # the prompt and one flag per request setting (newbie.cli.request_args)
     g.add_argument(
         "--from",
         dest="from_image",
         help="re-make an image from the recipe in its PNG, or the NewBie "
         "workflow in a ComfyUI PNG (docs/comfyui.md)",
     )
-    g.add_argument("--negative", help="negative prompt (default: the model's, empty for NewBie)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--steps", type=int)
-    g.add_argument("--cfg", type=float)
-    g.add_argument("--sampler", help="euler, midpoint, dpmpp_2m, res_multistep")
-    g.add_argument("--shift", type=float)
-    g.add_argument("--cfg-trunc", type=float, help="apply CFG only while t < this (0 = noise, 1 = data)")
-    g.add_argument(
-        "--renorm-cfg", type=float, help="cap the guided norm at this multiple of the conditional norm"
-    )
-    g.add_argument("--size", type=parse_size, help="WIDTHxHEIGHT, multiples of 16")
-    g.add_argument(
-        "--noise",
-        choices=("newbie", "comfy"),
-        help="initial noise: newbie (per-image, default) or comfy (ComfyUI's draw for the same seed)",
-    )
-    g.add_argument(
-        "--schedule",
-        choices=("uniform", "simple"),
-        help="sigma grid: uniform (default) or simple (ComfyUI's 'simple' scheduler)",
-    )
-    g.add_argument("--batch", type=int, default=1)
     g.add_argument(
         "--out",
-        help="output PNG (a batch adds -1, -2, ...), or a folder for numbered names; by default each image "
-        "gets the next free number: outputs/newbie_00001.png, outputs/newbie_00002.png, ..." + OWN,
+        help="output PNG (a batch adds -1, -2, ...), or a folder for numbered names (default: the next free "
+        "number in outputs/: outputs/newbie_00001.png, outputs/newbie_00002.png, ...)",
     )
     g.add_argument(
         "--allow-other-model",
@@ -83,7 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--quiet", action="store_true")
     add_model_args(g)
-    add_workflow_args(g)  # --lora, --init-image, --strength, --mask, --hires (newbie.adapters.generate_flags)
     g.add_argument(
         "--parallel",
         help="sp:N, cfg:2 or cfg:2,sp:N: one image on several GPUs (or CPU processes "
@@ -121,23 +100,27 @@ def _add_debug(parser: argparse.ArgumentParser, default) -> None:
 
 
 def cmd_generate(args) -> int:
-    out = preflight(args)  # everything that can be wrong without the weights, before loading them
+    out = preflight(args)  # the files and the device, before loading anything
     if getattr(args, "parallel", None):
-        from newbie.parallel.cli import cmd_generate_parallel
+        from newbie.cli.parallel import cmd_generate_parallel
 
-        return cmd_generate_parallel(args)
+        if not args.from_image:
+            check(settings_from_args(args), spec_from_args(args))
+        return cmd_generate_parallel(args, out)
     from newbie.cli.progress import ProgressBar
 
     recipe, comfy = from_image(args) if args.from_image else (None, None)
     if recipe is None and comfy is None and not args.prompt:
         raise NewbieError("give a prompt (or @file, or --from IMAGE.png)")
-    if recipe is not None:
+    settings = request_settings(args, recipe, comfy)  # None: --from alone, the recipe re-made as it was
+    if settings is not None:
+        check(settings, spec_from_args(args))  # a bad setting fails before any weight loads
+    if recipe is not None:  # may hash the model's ~16 GB once (then cached): after the cheap checks
         check_recipe_model(recipe, args)
     dtype = recipe.dtype if recipe and args.dtype == "auto" else args.dtype
     dtype, _, recipe_quant = dtype.partition("+")  # a quantized recipe records e.g. "bf16+int8"
-    size = args.size or ((recipe.width, recipe.height) if recipe else None)
-    if comfy is not None and size is None and comfy.settings.width:
-        size = (comfy.settings.width, comfy.settings.height)
+    size = (settings.width, settings.height) if settings else (recipe.width, recipe.height)
+    size = size if all(size) else None  # the plan's size; None: the model's default
     pipe = load_from_args(
         args,
         dtype=dtype,
@@ -152,14 +135,9 @@ def cmd_generate(args) -> int:
         pipe.compile()
     if pipe.notice and not args.quiet:
         print(pipe.notice, file=sys.stderr)
-    if comfy is not None:
-        for note in comfy.notes:
-            print(note, file=sys.stderr)
-    req = (
-        None
-        if recipe is not None and not given_settings(args)
-        else pipe.request(request_settings(args, recipe, comfy))
-    )
+    for note in comfy.notes if comfy is not None else ():
+        print(note, file=sys.stderr)
+    req = None if settings is None else pipe.request(settings)
     made = recipe if req is None else req
     with failure_context(size=(made.width, made.height), plan=pipe.plan.name if pipe.plan else None):
         # the stream is passed at call time: ProgressBar's default is whatever sys.stderr was at its first import
@@ -167,7 +145,7 @@ def cmd_generate(args) -> int:
             from newbie.pipeline.img2img import total_steps
 
             bar = None if args.quiet else ProgressBar(total_steps(recipe), stream=sys.stderr)
-            gen = pipe.remake(recipe, progress=bar, **workflow_remake_overrides(args))
+            gen = pipe.remake(recipe, progress=bar, **remake_overrides(args))
         else:
             bar = None if args.quiet else ProgressBar(req.total_steps, stream=sys.stderr)
             gen = pipe.run(req, progress=bar)
@@ -176,29 +154,36 @@ def cmd_generate(args) -> int:
 
 
 def preflight(args):
-    """Check the prompt, its XML, the output folder, the device and the input files before any weights load;
-    returns where the images go (cli.output.OutputSpec)."""
+    """Check the output folder, the device and the input files before any weights load (the settings, the
+    prompt's XML included, are the request schema's to check: pipeline.request.check); returns where the images
+    go (cli.output.OutputSpec)."""
     from newbie.cli import preflight as checks
     from newbie.cli.output import output_spec
 
     spec = output_spec(args.out)
     if not getattr(args, "parallel", None):  # --parallel takes device lists, checked by its own preflight
         checks.check_device(args.device)
-    checks.check_prompt(args.prompt, args.negative)
     checks.check_files(args)
-    checks.check_flag_values(args)
     return spec
 
 
-def request_settings(args, recipe, comfy) -> Settings:
+def request_settings(args, recipe, comfy) -> Settings | None:
     """What to make: the flags alone; a ComfyUI graph's settings or (--from) the image's own recipe, each changed
-    by the flags given (a recipe changed so is one image, at its own seed unless --seed is given)."""
+    by the flags given (a recipe changed so is one image, at its own seed unless --seed is given). None: --from
+    alone, the recipe's own batch re-made bit for bit."""
+    if recipe is None and comfy is None:
+        return settings_from_args(args)
+    given = given_settings(args)
+    if args.prompt:
+        given["prompt"] = read_prompt(args.prompt)
     if comfy is not None:
-        return comfy.settings.replace(**given_settings(args))
-    if recipe is not None:
-        base = Settings.from_recipe(recipe, **workflow_remake_overrides(args))
-        return base.replace(**{"seed": recipe.seed, "batch": 1, **given_settings(args)})
-    return settings_from_args(args)
+        return comfy.settings.replace(**given)
+    for name in ("loras", "init_image", "mask"):  # with --from these only say where the recipe's inputs moved
+        given.pop(name, None)
+    if not given:
+        return None
+    base = Settings.from_recipe(recipe, **remake_overrides(args))
+    return base.replace(**{"seed": recipe.seed, "batch": 1, **given})
 
 
 def check_recipe_model(recipe, args) -> None:
@@ -241,21 +226,6 @@ def from_image(args):
     if is_comfy(info):
         return None, read_comfy_png(path, info)
     raise NewbieError(f"{path}: this PNG carries neither a newbie recipe nor a ComfyUI graph")
-
-
-def given_settings(args) -> dict:
-    """The Settings fields given on the command line (with --from or a ComfyUI PNG: what to change). The
-    --lora/--init-image/--mask files of --from only say where the recipe's inputs moved, so are left out."""
-    flags = settings_from_args(argparse.Namespace(**{**vars(args), "prompt": ""}))
-    skip = ("prompt", "batch", "fuse_loras") + (("loras", "init_image", "mask") if args.from_image else ())
-    given = {k: v for k, v in vars(flags).items() if k not in skip and v is not None and v != []}
-    if args.prompt:
-        given["prompt"] = read_prompt(args.prompt)
-    if args.batch != 1:
-        given["batch"] = args.batch
-    if args.fuse_lora:
-        given["fuse_loras"] = True
-    return given
 
 
 def cmd_inspect(args) -> int:

@@ -31,14 +31,16 @@ def read_prompt(text: str) -> str:
     return text
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int] | None:
+    """The argparse type of --size for trace and bench: the request's own parse_size, its error as argparse's."""
+    from newbie.pipeline.request import SettingError
+    from newbie.pipeline.request import parse_size as parse
+
     try:
-        w, h = text.lower().split("x")
-        return int(w), int(h)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"size must look like WIDTHxHEIGHT, e.g. 1024x1024, got '{text}'"
-        ) from None
+        w, h = parse(text)
+    except SettingError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return None if w is None else (w, h)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -111,26 +113,22 @@ def load_from_args(args, **overrides):
     return pipe
 
 
-def settings_from_args(args):
-    """The generate flags -> the one request schema, `Settings` (recipes and the API build the same object)."""
-    from newbie.adapters.generate_flags import request_kwargs
-    from newbie.pipeline.request import Settings
+def spec_from_args(args):
+    """The model's spec (sizes, sampling defaults) from the model flags, reading no weights and checking no
+    file: what a request is checked against before the model loads (which then reports a missing file).
+    A model folder's own spec (config.SPEC_FILE) or a single file's <name>.newbie_spec.json is read; without
+    one, and for ComfyUI folders, the family's (the load may then take a demo-width model's defaults from its
+    shapes, whose limits are narrower and are checked once it has loaded)."""
+    from newbie.config import SPECS, folder_spec, read_spec
+    from newbie.demo.model import resolve_model
+    from newbie.loading.comfy import is_comfy_dir
+    from newbie.pipeline.model_spec import sidecar_path
 
-    w, h = args.size if args.size else (None, None)
-    return Settings(
-        prompt=read_prompt(args.prompt),
-        negative=args.negative,
-        seed=args.seed,
-        steps=args.steps,
-        cfg=args.cfg,
-        sampler=args.sampler,
-        shift=args.shift,
-        width=w,
-        height=h,
-        batch=args.batch,
-        cfg_trunc=args.cfg_trunc,
-        renorm_cfg=args.renorm_cfg,
-        noise=args.noise,
-        schedule=args.schedule,
-        **request_kwargs(args),
-    )
+    base = SPECS["newbie-exp0.1"]
+    if getattr(args, "comfy_dir", None) is not None:
+        return base
+    path = Path(resolve_model(getattr(args, "model", None))[0]).expanduser()
+    if path.is_file():
+        sidecar = sidecar_path(path)
+        return read_spec(sidecar, base) if sidecar.is_file() else base
+    return folder_spec(path, base) if path.is_dir() and not is_comfy_dir(path) else base

@@ -1,6 +1,7 @@
-"""What `newbie generate` checks before loading any weights: the prompt (its @file, its XML), the output path,
-the device string, the LoRA and image files. Each problem is one NewbieError line (exit 2), seconds or a minute
-earlier than the model load would reach it, and never after a whole generation."""
+"""What `newbie generate` checks before loading any weights, besides the request's own rules (its values and
+its XML: pipeline.request.check): the output path, the device string, the LoRA and image files. Each problem is
+one NewbieError line (exit 2), seconds or a minute earlier than the model load would reach it, and never after
+a whole generation."""
 
 from __future__ import annotations
 
@@ -8,16 +9,6 @@ import os
 from pathlib import Path
 
 from newbie.errors import NewbieError
-
-
-def check_prompt(prompt: str | None, negative: str | None) -> None:
-    from newbie.cli.model_args import read_prompt
-    from newbie.prompts import check_xml
-
-    if prompt:
-        check_xml(read_prompt(prompt))
-    if negative:
-        check_xml(negative, "negative prompt")
 
 
 def check_device(device: str | None) -> None:
@@ -56,7 +47,7 @@ def check_files(args) -> None:
     """--lora, --init-image and --mask name readable files (or, for a LoRA, a PEFT folder)."""
     from newbie.adapters.stack import parse_lora
 
-    for text in getattr(args, "lora", None) or []:
+    for text in getattr(args, "loras", None) or []:
         path = Path(parse_lora(text)[0]).expanduser()
         if not path.exists():
             raise NewbieError(f"--lora {text}: no such file or folder")
@@ -64,22 +55,3 @@ def check_files(args) -> None:
         value = getattr(args, flag, None)
         if value and not Path(value).expanduser().is_file():
             raise NewbieError(f"--{flag.replace('_', '-')} {value}: no such image")
-
-
-def check_flag_values(args) -> None:
-    """The sampling values given on the command line, by the engine's own rules (pipeline.checks); the ones that
-    depend on the model (the largest side) wait for it."""
-    from newbie.pipeline.checks import check_values
-
-    w, h = args.size if args.size else (None, None)
-    check_values(
-        batch=args.batch,
-        width=w,
-        height=h,
-        steps=args.steps,
-        sampler=args.sampler,
-        cfg=args.cfg,
-        seed=args.seed,
-        noise=args.noise,
-        schedule=args.schedule,
-    )

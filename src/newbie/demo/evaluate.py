@@ -2,15 +2,12 @@
 
 For each held-out (hair colour, position, count) combination, a scene is generated with the pipeline over
 several seeds; in every image, the hair colour at each requested position is read by counting palette
-pixels in that third of the head band, and the background from the empty top rows.
-
-    python -m newbie.demo.evaluate [--model DIR] [--seeds 20] [--device cuda]
+pixels in that third of the head band, and the background from the empty top rows. The command line is
+bench/demo_evaluate.py (it loads through the pipeline, which sits above this package).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 
 import torch
@@ -97,22 +94,3 @@ def evaluate(pipe, scenes: list[Scene], seeds: int, batch: int = 20, **gen_kwarg
                 )
                 flat.append(scene)
     return score(torch.stack(images), flat)
-
-
-def main() -> None:
-    import newbie
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model")
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--device")
-    ap.add_argument("--per-triple", type=int, default=1)
-    args = ap.parse_args()
-    pipe = newbie.load(args.model, device=args.device)
-    result = evaluate(pipe, held_out_scenes(args.per_triple), args.seeds)
-    result["held_out_triples"] = sorted(held_out_triples())
-    print(json.dumps(result, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -5,23 +5,32 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+import threading
 from pathlib import Path
 
+_LOCK = threading.Lock()  # one read-modify-write of the cache file at a time (load() hashes in a thread)
 
-def _cache_file() -> Path:
+
+def cache_file() -> Path:
     root = Path(os.environ.get("NEWBIE_CACHE", Path.home() / ".cache" / "newbie"))
     return root / "hashes.json"
 
 
-def file_sha256(path: Path) -> str:
+def _known(cache: Path) -> dict:
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def file_sha256(path: Path, cache: Path | None = None) -> str:
+    """cache: the hash cache file (default: $NEWBIE_CACHE/hashes.json, resolved now)."""
     path = Path(path).resolve()
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
-    cache = _cache_file()
-    try:
-        known = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        known = {}
+    cache = cache or cache_file()
+    known = _known(cache)
     if key in known:
         return known[key]
     h = hashlib.sha256()
@@ -29,33 +38,34 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(16 * 2**20):
             h.update(chunk)
     digest = h.hexdigest()
-    known[key] = digest
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only home only costs re-hashing next time
+    with _LOCK:
+        known = {**_known(cache), key: digest}  # re-read: another thread may have added one meanwhile
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix="hashes.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(known))
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only home only costs re-hashing next time
     return digest
 
 
-def files_sha256(paths: list[Path]) -> str:
+def files_sha256(paths: list[Path], cache: Path | None = None) -> str:
     if len(paths) == 1:
-        return file_sha256(paths[0])
+        return file_sha256(paths[0], cache)
     h = hashlib.sha256()
     for p in paths:
-        h.update(file_sha256(p).encode())
+        h.update(file_sha256(p, cache).encode())
     return h.hexdigest()
 
 
 COMPONENTS = ("transformer", "text_encoder", "clip_model", "vae")
 
 
-def component_hashes(folder) -> dict[str, str]:
-    """sha256 of each component's weights (a ModelFolder's transformer, text_encoder, clip_model, vae): what a
-    recipe records so that `--from` can tell when the loaded model is not the one that made the image.
-    A component given as a folder hashes its .safetensors files in order; one file hashes that file."""
+def component_files(folder) -> dict[str, list[Path]]:
+    """The weight files of each component a ModelFolder names: a folder's .safetensors files in order, or the
+    one file given."""
     from newbie.loading.dit import dit_source
     from newbie.loading.safetensors_io import weight_files
 
@@ -66,8 +76,49 @@ def component_hashes(folder) -> dict[str, str]:
             continue
         path = Path(path)
         if name == "transformer":
-            files = dit_source(path)[0]
+            out[name] = dit_source(path)[0]
         else:
-            files = [path] if path.is_file() else weight_files(path)
-        out[name] = files_sha256(files)
+            out[name] = [path] if path.is_file() else weight_files(path)
     return out
+
+
+def component_hashes(folder) -> dict[str, str]:
+    """sha256 of each component's weights (a ModelFolder's transformer, text_encoder, clip_model, vae): what a
+    recipe records so that `--from` can tell when the loaded model is not the one that made the image."""
+    return {name: files_sha256(files) for name, files in component_files(folder).items()}
+
+
+class BackgroundHashes:
+    """component_hashes() in daemon threads, one per component, started as the model finishes loading: reading
+    a new model's ~16 GB takes seconds to a minute, which then overlaps the first picture (hashlib releases
+    the GIL) instead of delaying it. `get()` waits only for what it is asked for. The cache file is resolved
+    here, so the threads write where this process was told to."""
+
+    def __init__(self, folder):
+        cache = cache_file()
+        self._results: dict[str, str | Exception] = {}
+        self._threads = {
+            name: threading.Thread(
+                target=self._hash, args=(name, files, cache), name="newbie-hash", daemon=True
+            )
+            for name, files in component_files(folder).items()
+        }
+        for thread in self._threads.values():
+            thread.start()
+
+    def _hash(self, name: str, files: list[Path], cache: Path) -> None:
+        try:
+            self._results[name] = files_sha256(files, cache)
+        except Exception as e:  # a file removed or unreadable meanwhile: raised where the hash is wanted
+            self._results[name] = e
+
+    def get(self, names=COMPONENTS) -> dict[str, str]:
+        out = {}
+        for name in names:
+            if name in self._threads:
+                self._threads[name].join()
+                result = self._results[name]
+                if isinstance(result, Exception):
+                    raise result
+                out[name] = result
+        return out

@@ -25,6 +25,7 @@ def read_header(path: Path) -> dict[str, dict]:
             header = json.loads(f.read(n))
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: damaged safetensors file ({e})") from None
+    _check_header(path, header)
     header.pop("__metadata__", None)
     end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
     if 8 + n + end > size:
@@ -34,13 +35,44 @@ def read_header(path: Path) -> dict[str, dict]:
     return {k: {"dtype": v["dtype"], "shape": tuple(v["shape"])} for k, v in header.items()}
 
 
+def _check_header(path: Path, header) -> None:
+    """The header's shape (a JSON object of {dtype, shape, data_offsets}): a damaged or hand-made file is
+    bad input named in one line, not a KeyError deep in the loader."""
+
+    def ints(value, n=None) -> bool:
+        ok = isinstance(value, list) and all(isinstance(x, int) and x >= 0 for x in value)
+        return ok and (n is None or len(value) == n)
+
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: damaged safetensors file (the header is not a JSON object)")
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("dtype"), str)
+            and ints(entry.get("shape"))
+            and ints(entry.get("data_offsets"), 2)
+        ):
+            raise CheckpointError(
+                f"{path}: damaged safetensors file (tensor '{str(name)[:80]}' lacks a dtype, shape or "
+                "data_offsets)"
+            )
+
+
 def weight_files(folder: Path) -> list[Path]:
     """The safetensors files of a component folder: an index's shards, or the *.safetensors files."""
     for index in sorted(folder.glob("*.safetensors.index.json")):
         try:
             names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{index}: unreadable shard index ({e})") from None
+        root = folder.resolve()
+        outside = [
+            n for n in names if not isinstance(n, str) or not (folder / n).resolve().is_relative_to(root)
+        ]
+        if outside:  # a shard named ../../x, an absolute path, or a symlink out of the model folder
+            raise CheckpointError(f"{index}: shard '{str(outside[0])[:80]}' is outside the model folder")
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise CheckpointError(f"{folder}: shard(s) missing: {', '.join(missing)}")

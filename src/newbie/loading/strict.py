@@ -28,6 +28,12 @@ def check_keys(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str, 
     ]
     if bad:
         raise CheckpointError(f"{where}: {what} tensor shape mismatch: {', '.join(bad[:5])}")
+    # integer data where the model has float weights: a damaged or foreign file, not an engine bug
+    wrong = [
+        f"{k} ({sd[k].dtype})" for k in want if want[k].is_floating_point() and not sd[k].is_floating_point()
+    ]
+    if wrong:
+        raise CheckpointError(f"{where}: {what} holds non-float weights: {', '.join(wrong[:3])}")
 
 
 def build_empty(factory, device):

@@ -93,16 +93,27 @@ def check_gemma(folder: Path, headers: dict) -> None:
     check_keys(_empty_gemma(folder, headers, prefix, "meta"), sd, str(folder), "Gemma3 text encoder")
 
 
-def load_gemma(folder: Path, dtype: torch.dtype, device="cpu"):
-    """Gemma3TextModel from any Gemma3 folder layout or a ComfyUI single file; every decoder weight must be
-    present."""
+def read_gemma(folder: Path, dtype: torch.dtype, device="cpu") -> tuple[dict, str, dict]:
+    """The Gemma weights read onto `device` (headers, prefix, state dict): safetensors only, no transformers,
+    so that it can run while another thread imports transformers."""
     files = component_files(folder)
     headers = read_headers(files)
     prefix, keys = _gemma_plan(folder, headers)
-    model = _empty_gemma(folder, headers, prefix, device)
     sd = {k[len(prefix) :]: v for k, v in load_tensors(files, keys=keys, dtype=dtype, device=device).items()}
+    return headers, prefix, sd
+
+
+def build_gemma(folder: Path, read: tuple[dict, str, dict], device="cpu"):
+    headers, prefix, sd = read
+    model = _empty_gemma(folder, headers, prefix, device)
     load_strict(model, sd, str(folder), "Gemma3 text encoder")
     return model.to(device).eval().requires_grad_(False)
+
+
+def load_gemma(folder: Path, dtype: torch.dtype, device="cpu"):
+    """Gemma3TextModel from any Gemma3 folder layout or a ComfyUI single file; every decoder weight must be
+    present."""
+    return build_gemma(folder, read_gemma(folder, dtype, device), device)
 
 
 def jina_config(path: Path, headers: dict | None = None, prefix: str = "model."):
@@ -194,14 +205,27 @@ def check_jina(folder: Path, headers: dict) -> None:
     check_keys(_empty_jina(folder, headers, prefix, "meta"), sd, str(folder), "Jina CLIP text tower")
 
 
-def load_jina(folder: Path, dtype: torch.dtype, device="cpu"):
+def read_jina(folder: Path, dtype: torch.dtype, device="cpu") -> tuple[dict, str, dict]:
+    """The Jina text tower's weights read onto `device` under native names; no transformers (see read_gemma)."""
     files = component_files(folder)
     headers = read_headers(files)
     prefix, keys = _jina_plan(folder, headers)
+    return (
+        headers,
+        prefix,
+        jina_state_dict(load_tensors(files, keys=keys, dtype=dtype, device=device), prefix),
+    )
+
+
+def build_jina(folder: Path, read: tuple[dict, str, dict], device="cpu"):
+    headers, prefix, sd = read
     model = _empty_jina(folder, headers, prefix, device)
-    sd = jina_state_dict(load_tensors(files, keys=keys, dtype=dtype, device=device), prefix)
     load_strict(model, sd, str(folder), "Jina CLIP text tower")
     return model.to(device).eval().requires_grad_(False)
+
+
+def load_jina(folder: Path, dtype: torch.dtype, device="cpu"):
+    return build_jina(folder, read_jina(folder, dtype, device), device)
 
 
 def load_tokenizer(folders: list[Path], what: str):

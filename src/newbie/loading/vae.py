@@ -60,9 +60,18 @@ def check_vae(folder: Path, headers: dict) -> None:
     check_keys(model, meta_tensors(renamed), str(folder), "VAE")
 
 
-def load_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu"):
+def read_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu") -> tuple[dict, dict]:
+    """The VAE's file headers and tensors read onto `device` under the file's names; no diffusers, so that
+    it can run while another thread imports it."""
+    files = component_files(folder)
+    headers = read_headers(files)  # damaged files fail here with the file named
+    return headers, load_tensors(files, dtype=dtype, device=device)
+
+
+def build_vae(folder: Path, read: tuple[dict, dict], device="cpu"):
     AutoencoderKL = autoencoder_class()
 
+    headers, tensors = read
     raw = _vae_config(folder)
     cfg = VAEConfig(
         latent_channels=int(raw.get("latent_channels", 16)),
@@ -70,13 +79,12 @@ def load_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu"):
         shift_factor=float(raw.get("shift_factor") or 0.0),
         downscale=2 ** (len(raw.get("block_out_channels", [0, 0, 0, 0])) - 1),
     )
-    files = component_files(folder)
-    headers = read_headers(files)  # damaged files fail here with the file named
     model = build_empty(lambda: AutoencoderKL.from_config(raw), device)
     names = _diffusers_names(model, headers, str(folder))
-    sd = {
-        names[k]: t.reshape(comfy.bfl_attention_shape(k, tuple(t.shape)))
-        for k, t in load_tensors(files, dtype=dtype, device=device).items()
-    }
+    sd = {names[k]: t.reshape(comfy.bfl_attention_shape(k, tuple(t.shape))) for k, t in tensors.items()}
     load_strict(model, sd, str(folder), "VAE")
     return model.to(device).eval().requires_grad_(False), cfg
+
+
+def load_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu"):
+    return build_vae(folder, read_vae(folder, dtype, device), device)

@@ -1,7 +1,7 @@
 """The memory planner: pick precision, residency, streaming, tiling and quantization to fit a VRAM budget.
 
 Sizes come from the component configs; activation terms are estimates per stage (text encode, denoise,
-VAE decode), calibrated on an H200 (bench/memory_plans.py, docs/benchmarks.md). The planner prefers, in
+VAE decode), calibrated on a GPU by bench/memory_plans.py (docs/benchmarks.md, Memory plans). The planner prefers, in
 order: everything resident; one stage at a time (staged); staged with part of the DiT / Gemma streamed from
 pinned CPU memory; int8 weights; everything streamed. Offloaded and streamed plans are bit-identical to
 resident ones; quantization and VAE tiling are not, and the benchmark reports their PSNR.
@@ -99,8 +99,8 @@ def _act_dit(tokens: int, dim: int) -> float:
 
 
 def _act_vae(width: int, height: int, tiled: bool) -> float:
-    # fp32 decoder activations: about ten 128-channel full-resolution maps alive at once (5.1 GiB measured at
-    # 1024^2 on an H200, bench/results/memory-h200-2026-11-22-run1.json); tiles of 512 px bound it
+    # fp32 decoder activations: about ten 128-channel full-resolution maps alive at once (the measured peak:
+    # docs/benchmarks.md, "Figures behind the code"); tiles of 512 px bound it
     w, h = (min(width, 512), min(height, 512)) if tiled else (width, height)
     return (w * h * 128 * 4 * 10) / GIB + 0.1
 

@@ -8,7 +8,7 @@ The samplers use sigma (1 = noise); `newbie.sampling.guidance` converts at the m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -20,13 +20,9 @@ from newbie.model.math import (
     rms_norm,
     rope_angles,
     rope_inv_freqs,
-    segmented,
     timestep_embedding,
 )
 from newbie.model.step_cache import StepCache
-
-if TYPE_CHECKING:
-    from newbie.parallel.sequence import SequenceGroup, Shard
 
 
 class RMSNorm(nn.Module):
@@ -39,16 +35,21 @@ class RMSNorm(nn.Module):
         return rms_norm(x, self.weight, self.eps)
 
 
+class TokenShard(Protocol):
+    """This process's slice of the tokens under sequence parallelism (newbie.parallel.sequence.Shard)."""
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, backend: str) -> Tensor: ...
+
+    def cache_usable(self, cache: StepCache, first_residual: Tensor) -> bool: ...
+
+
 @dataclass
 class Rope:
     """Per-request RoPE tables, built once outside forward (no host syncs inside the network)."""
 
     cos: Tensor  # (B, N, head_dim/2)
     sin: Tensor
-    shard: Shard | None = None  # sequence parallelism: how the tokens these tables cover are spread
-    # Packed CFG: token counts of the sequences laid side by side in each row (cond, uncond). Attention stays
-    # inside each; modulation is per sequence. None: one sequence per row.
-    segments: tuple[int, ...] | None = None
+    shard: TokenShard | None = None  # sequence parallelism: how the tokens these tables cover are spread
 
     def slice(self, start: int, stop: int) -> Rope:
         # copies, not views: a view's storage offset and its batch stride (the parent's length) are guards of
@@ -58,25 +59,11 @@ class Rope:
             *(t[:, start:stop].clone(memory_format=torch.contiguous_format) for t in (self.cos, self.sin))
         )
 
-    @staticmethod
-    def packed(ropes: list[Rope]) -> Rope:
-        """Several sequences' tables laid side by side along the tokens, remembering where each starts."""
-        return Rope(
-            torch.cat([r.cos for r in ropes], dim=1),
-            torch.cat([r.sin for r in ropes], dim=1),
-            segments=tuple(r.cos.shape[1] for r in ropes),
-        )
-
-
-def per_token(mod: Tensor, segments: tuple[int, ...] | None) -> Tensor:
-    """A per-sequence vector broadcast over its tokens: (B, A) -> (B, 1, A); packed (B, S, A) -> (B, L, A),
-    row s on the tokens of segment s (compiled, this fuses into the consumer and is never materialised)."""
-    if segments is None:
-        return mod[:, None]
-    return torch.cat([mod[:, i, None].expand(-1, n, -1) for i, n in enumerate(segments)], dim=1)
-
 
 class Attention(nn.Module):
+    """Self-attention with q/k RMS norms and 3-axis RoPE. `backend`: the SDPA kernel preferred for unmasked
+    calls ("auto": PyTorch's own choice; see math.backend_order), set by `fused.enable`."""
+
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -84,39 +71,94 @@ class Attention(nn.Module):
         self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         self.q_norm = RMSNorm(cfg.head_dim, cfg.qk_norm_eps)
         self.k_norm = RMSNorm(cfg.head_dim, cfg.qk_norm_eps)
+        self.backend = "auto"
 
-    def forward(self, x: Tensor, rope: Rope, key_mask: Tensor | None) -> Tensor:
+    def heads(self, x: Tensor, rope: Rope) -> tuple[Tensor, Tensor, Tensor]:
+        """q (B, N, Hq, D), k and v (B, N, Hkv, D): projected, q and k normed and rotated."""
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         q, k, v = self.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.unflatten(-1, (self.n_heads, self.head_dim))  # (B, N, Hq, D)
-        k = k.unflatten(-1, (self.n_kv_heads, self.head_dim))  # (B, N, Hkv, D)
-        v = v.unflatten(-1, (self.n_kv_heads, self.head_dim))
-        q = apply_rope(self.q_norm(q), rope.cos, rope.sin)
-        k = apply_rope(self.k_norm(k), rope.cos, rope.sin)
+        q = apply_rope(self.q_norm(q.unflatten(-1, (self.n_heads, self.head_dim))), rope.cos, rope.sin)
+        k = apply_rope(self.k_norm(k.unflatten(-1, (self.n_kv_heads, self.head_dim))), rope.cos, rope.sin)
+        return q, k, v.unflatten(-1, (self.n_kv_heads, self.head_dim))
+
+    def forward(self, x: Tensor, rope: Rope, key_mask: Tensor | None) -> Tensor:
+        q, k, v = self.heads(x, rope)
         if rope.shard is not None:  # sequence parallel: all-to-all, attention over every token, all-to-all
-            return self.out(rope.shard.attention(q, k, v, key_mask))
-        if rope.segments is not None:  # packed CFG branches: each attends only to itself
-            return self.out(segmented(attention, q, k, v, rope.segments))
-        return self.out(attention(q, k, v, key_mask))
+            return self.out(rope.shard.attention(q, k, v, key_mask, self.backend))
+        return self.out(attention(q, k, v, key_mask, self.backend))
 
 
 class FeedForward(nn.Module):
+    """SwiGLU. `fuse()` runs w1 and w3 as one GEMM: their weights become views into one (2·hidden, dim)
+    tensor, so the state dict keeps the official `w1`/`w3` keys and in-place edits (fused LoRA) reach both."""
+
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         self.w1 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
         self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
         self.w3 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
 
+    def fuse(self) -> bool:
+        """Plain float weights, or two linears of a class with `concat_rows` (fp8: one quantized linear over
+        both, exactly the two products). Other weights keep two GEMMs. Returns whether it fused."""
+        if self.__dict__.get("w13") is not None:
+            return True
+        w1, w3 = self.w1, self.w3
+        if w1.bias is not None or w3.bias is not None or w1.weight.device != w3.weight.device:
+            return False
+        concat = getattr(type(w1), "concat_rows", None)
+        if concat is not None and type(w3) is type(w1):
+            w13 = concat([w1, w3])
+        elif all(type(w.weight.data) is Tensor and w.weight.is_floating_point() for w in (w1, w3)):
+            if w1.weight.dtype != w3.weight.dtype:
+                return False
+            hidden = w1.weight.shape[0]
+            with torch.no_grad():
+                w13 = torch.cat([w1.weight, w3.weight]).detach()
+                w1.weight = nn.Parameter(w13[:hidden], requires_grad=w1.weight.requires_grad)
+                w3.weight = nn.Parameter(w13[hidden:], requires_grad=w3.weight.requires_grad)
+        else:
+            return False
+        # plain attributes, outside the module's parameters and state dict
+        object.__setattr__(self, "w13", w13)
+        object.__setattr__(self, "w13_of", (w1, w3))
+        return True
+
+    def unfuse(self) -> None:
+        """Back to two GEMMs (w1/w3 stay views of the one tensor, which is harmless)."""
+        self.__dict__.pop("w13", None)
+        self.__dict__.pop("w13_of", None)
+
+    def _w13(self) -> Tensor | nn.Module | None:
+        """The fused weight while it still computes w1|w3: not after the layers were wrapped (unfused
+        adapters) or replaced, nor after a dtype change (the fp16 guard's fallback) or a move left it stale,
+        nor while hooks watch w1/w3 (a trace), which run only through the modules themselves. All of it is
+        static under compile, so this costs nothing there."""
+        w13 = self.__dict__.get("w13")
+        if w13 is None or self.w13_of[0] is not self.w1 or self.w13_of[1] is not self.w3:
+            return None
+        if any(m._forward_hooks or m._forward_pre_hooks for m in (self.w1, self.w3)):
+            return None
+        if isinstance(w13, nn.Module):  # quantized weights keep their dtype: only moves matter
+            return w13 if w13.weight.device == self.w1.weight.device else None
+        same = w13.dtype == self.w1.weight.dtype and w13.device == self.w1.weight.device
+        return w13 if same else None
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))  # SwiGLU
+        w13 = self._w13()
+        if w13 is None:
+            return self.w2(nn.functional.silu(self.w1(x)) * self.w3(x))
+        a, b = (w13(x) if isinstance(w13, nn.Module) else nn.functional.linear(x, w13)).chunk(2, dim=-1)
+        return self.w2(nn.functional.silu(a) * b)
 
 
 class Block(nn.Module):
-    """Sandwich-norm block; modulated blocks scale by (1 + scale) and gate with tanh (no shift terms)."""
+    """Sandwich-norm block, modulated: scale by (1 + scale) and gate with tanh (no shift terms)."""
 
-    def __init__(self, cfg: DiTConfig, modulated: bool):
+    modulated = True
+
+    def __init__(self, cfg: DiTConfig):
         super().__init__()
-        self.modulated = modulated
         self.clamp_fp16 = False  # set by the fp16 guard after an overflow
         self.attention = Attention(cfg)
         self.feed_forward = FeedForward(cfg)
@@ -124,23 +166,31 @@ class Block(nn.Module):
         self.attention_norm2 = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn_norm1 = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn_norm2 = RMSNorm(cfg.dim, cfg.norm_eps)
-        if modulated:
+        if self.modulated:
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cfg.adaln_dim, 4 * cfg.dim))
 
     def _fit(self, h: Tensor) -> Tensor:
         # fp16 guard: keep attention/FFN outputs inside the fp16 range (the sandwich norm follows)
         return torch.nan_to_num(h, nan=0.0, posinf=65504.0, neginf=-65504.0) if self.clamp_fp16 else h
 
-    def forward(self, x: Tensor, rope: Rope, key_mask: Tensor | None, adaln: Tensor | None = None) -> Tensor:
-        if not self.modulated:
-            x = x + self.attention_norm2(self._fit(self.attention(self.attention_norm1(x), rope, key_mask)))
-            return x + self.ffn_norm2(self._fit(self.feed_forward(self.ffn_norm1(x))))
-        mod = per_token(self.adaLN_modulation(adaln), rope.segments)
-        scale_msa, gate_msa, scale_mlp, gate_mlp = mod.chunk(4, dim=-1)
+    def forward(self, x: Tensor, rope: Rope, key_mask: Tensor | None, adaln: Tensor) -> Tensor:
+        scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(adaln)[:, None].chunk(4, dim=-1)
         h = self._fit(self.attention(self.attention_norm1(x) * (1 + scale_msa), rope, key_mask))
         x = x + gate_msa.tanh() * self.attention_norm2(h)
         h = self._fit(self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp)))
         return x + gate_mlp.tanh() * self.ffn_norm2(h)
+
+
+class PlainBlock(Block):
+    """The caption refiner's block: no modulation. Its own class, so its own forward: dynamo keeps compiled
+    graphs and shape history per function, and the caption's lengths then never recompile the modulated
+    blocks (nor theirs it)."""
+
+    modulated = False
+
+    def forward(self, x: Tensor, rope: Rope, key_mask: Tensor | None, adaln: Tensor | None = None) -> Tensor:
+        x = x + self.attention_norm2(self._fit(self.attention(self.attention_norm1(x), rope, key_mask)))
+        return x + self.ffn_norm2(self._fit(self.feed_forward(self.ffn_norm1(x))))
 
 
 class FinalLayer(nn.Module):
@@ -172,15 +222,10 @@ class NextDiT(nn.Module):
         self.time_text_embed = nn.Sequential(
             nn.SiLU(), nn.Linear(cfg.adaln_dim + cfg.clip_text_dim, cfg.adaln_dim)
         )
-        self.noise_refiner = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_refiner_layers)])
-        self.context_refiner = nn.ModuleList(
-            [Block(cfg, modulated=False) for _ in range(cfg.n_refiner_layers)]
-        )
-        self.layers = nn.ModuleList([Block(cfg, modulated=True) for _ in range(cfg.n_layers)])
+        self.noise_refiner = nn.ModuleList([Block(cfg) for _ in range(cfg.n_refiner_layers)])
+        self.context_refiner = nn.ModuleList([PlainBlock(cfg) for _ in range(cfg.n_refiner_layers)])
+        self.layers = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.final_layer = FinalLayer(cfg)
-        self.sequence_parallel: SequenceGroup | None = (
-            None  # set once per process; see newbie.parallel.sequence
-        )
         # `norm_final` of the checkpoint is never used by the reference forward; it is not built (the
         # loader in loading/dit.py drops it).
 
@@ -220,7 +265,7 @@ class NextDiT(nn.Module):
         x = x.view(b, h // p, w // p, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (B, C, H/p, py, W/p, px)
         return x.reshape(b, c, h, w)
 
-    # -- forward --
+    # -- forward: the stages, which sequence parallelism (newbie.parallel.sequence) runs on token shards --
 
     def forward(
         self,
@@ -233,124 +278,51 @@ class NextDiT(nn.Module):
         cache: StepCache | None = None,
     ) -> Tensor:
         b, _, h, w = x.shape
-        p = self.cfg.patch_size
         n_cap = cap_feats.shape[1]
         if rope is None:
-            cap_len = cap_mask.sum(1) if cap_mask is not None else torch.full((b,), n_cap, device=x.device)
-            rope = self.rope(cap_len, n_cap, h // p, w // p)
-
-        if rope.segments is not None:
-            return self._packed_forward(x, t, cap_feats, pooled, rope)
-        t_emb = self.t_embedder(t.to(x.dtype))
-        clip_emb = self.clip_text_pooled_proj(pooled.to(x.dtype))
-        adaln = self.time_text_embed(torch.cat([t_emb, clip_emb], dim=-1))  # (B, adaln_dim)
-        if self.sequence_parallel is not None:
-            return self._sequence_parallel_forward(x, cap_feats, cap_mask, rope, adaln, cache)
-
-        cap_rope, img_rope = rope.slice(0, n_cap), rope.slice(n_cap, None)
-        cap = self.cap_embedder(cap_feats.to(x.dtype))
-        for block in self.context_refiner:
-            cap = block(cap, cap_rope, cap_mask)
-
-        img = self.x_embedder(self.patchify(x))
-        for block in self.noise_refiner:
-            img = block(img, img_rope, None, adaln)
-
+            rope = self.default_rope(x, cap_feats, cap_mask)
+        adaln = self.conditioning(t, pooled, x.dtype)
+        cap = self.caption(cap_feats.to(x.dtype), rope.slice(0, n_cap), cap_mask)
+        img = self.image(self.patchify(x), rope.slice(n_cap, None), adaln)
         # Joint sequence [caption (padded) | image]: padding keys are masked, and image positions start at
         # each sample's valid caption length, so this equals the reference's packed [valid caption | image]
         # layout.
-        joint = torch.cat([cap, img], dim=1)
         joint_mask = None
         if cap_mask is not None:
             joint_mask = torch.cat([cap_mask, cap_mask.new_ones(b, img.shape[1])], dim=1)
-        joint = self._joint_layers(joint, rope, joint_mask, adaln, cache)
+        joint = self.joint(torch.cat([cap, img], dim=1), rope, joint_mask, adaln, cache)
+        return self.unpatchify(self.final_layer(joint[:, n_cap:], adaln), h, w)
 
-        out = self.final_layer(joint[:, n_cap:], adaln)
-        return self.unpatchify(out, h, w)
+    def default_rope(self, x: Tensor, cap_feats: Tensor, cap_mask: Tensor | None) -> Rope:
+        """The tables when the caller built none (the samplers build them once per request)."""
+        b, n_cap, p = x.shape[0], cap_feats.shape[1], self.cfg.patch_size
+        cap_len = cap_mask.sum(1) if cap_mask is not None else torch.full((b,), n_cap, device=x.device)
+        return self.rope(cap_len, n_cap, x.shape[2] // p, x.shape[3] // p)
 
-    def _packed_forward(self, x: Tensor, t: Tensor, cap_feats: Tensor, pooled: Tensor, rope: Rope) -> Tensor:
-        """Several CFG branches of the same latent in one forward, their tokens side by side in each row:
-        [caption 0 | image 0 | caption 1 | image 1 ...], as `rope.segments` says (Rope.packed). Every linear
-        then runs once over all of them (larger, faster GEMMs, half the launches), while attention stays
-        within each branch and each branch is modulated by its own pooled caption. Equal to one forward per
-        branch (tests/model/test_packed.py).
+    def conditioning(self, t: Tensor, pooled: Tensor, dtype: torch.dtype) -> Tensor:
+        """The (B, adaln_dim) vector that modulates every block: time and the pooled caption."""
+        t_emb = self.t_embedder(t.to(dtype))
+        clip_emb = self.clip_text_pooled_proj(pooled.to(dtype))
+        return self.time_text_embed(torch.cat([t_emb, clip_emb], dim=-1))
 
-        cap_feats: (B, sum of caption lengths, F), unpadded; pooled: (B, branches, clip_text_dim).
-        Returns (branches * B, C, H, W): branch 0's batch first, as torch.cat of the separate outputs."""
-        b, _, h, w = x.shape
-        p = self.cfg.patch_size
-        n_img = (h // p) * (w // p)
-        segments = rope.segments
-        branches = len(segments)
-        cap_lens = [n - n_img for n in segments]
-        seg_starts = [sum(segments[:i]) for i in range(branches)]
-
-        t_emb = self.t_embedder(t.to(x.dtype))[:, None].expand(-1, branches, -1)
-        clip_emb = self.clip_text_pooled_proj(pooled.to(x.dtype))
-        adaln = self.time_text_embed(torch.cat([t_emb, clip_emb], dim=-1))  # (B, branches, adaln_dim)
-
-        def tables(pieces: list[tuple[int, int]]) -> Rope:
-            return Rope.packed([rope.slice(a, z) for a, z in pieces])
-
-        cap_rope = tables([(s, s + n) for s, n in zip(seg_starts, cap_lens)])
-        img_rope = tables([(s + n, s + seg) for s, n, seg in zip(seg_starts, cap_lens, segments)])
-        cap = self.cap_embedder(cap_feats.to(x.dtype))
+    def caption(self, cap_feats: Tensor, rope: Rope, cap_mask: Tensor | None) -> Tensor:
+        """Caption features -> tokens through the context refiner (rope: the caption's tables)."""
+        cap = self.cap_embedder(cap_feats)
         for block in self.context_refiner:
-            cap = block(cap, cap_rope, None)
-        img = self.x_embedder(self.patchify(x)).repeat(1, branches, 1)
+            cap = block(cap, rope, cap_mask)
+        return cap
+
+    def image(self, patches: Tensor, rope: Rope, adaln: Tensor) -> Tensor:
+        """Patches -> tokens through the noise refiner (rope: the image's tables)."""
+        img = self.x_embedder(patches)
         for block in self.noise_refiner:
-            img = block(img, img_rope, None, adaln)
+            img = block(img, rope, None, adaln)
+        return img
 
-        caps = cap.split(cap_lens, dim=1)
-        imgs = img.split(n_img, dim=1)
-        joint = torch.cat([piece for pair in zip(caps, imgs) for piece in pair], dim=1)
-        joint = self._joint_layers(joint, rope, None, adaln, None)
-        outs = [
-            self.final_layer(joint[:, s + n : s + seg], adaln[:, i])
-            for i, (s, n, seg) in enumerate(zip(seg_starts, cap_lens, segments))
-        ]
-        return self.unpatchify(torch.cat(outs), h, w)
-
-    def _sequence_parallel_forward(
-        self,
-        x: Tensor,
-        cap_feats: Tensor,
-        cap_mask: Tensor | None,
-        rope: Rope,
-        adaln: Tensor,
-        cache: StepCache | None,
+    def joint(
+        self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache | None = None
     ) -> Tensor:
-        """Every block on this rank's share of the tokens (newbie.parallel.sequence): the context refiner on a
-        slice of the caption, the noise refiner on a slice of the image, the joint layers on the two slices
-        together, the final layer on the image slice; then every rank's image tokens gathered. Key masks
-        stay whole: attention sees every token."""
-        sp = self.sequence_parallel
-        h, w = x.shape[2:]
-        n_cap = cap_feats.shape[1]
-        patches = self.patchify(x)
-        cap_shard, img_shard = sp.split(n_cap), sp.split(patches.shape[1])
-        c0, c1, i0, i1 = cap_shard.start, cap_shard.stop, img_shard.start, img_shard.stop
-        cap = self.cap_embedder(cap_feats[:, c0:c1].to(x.dtype))
-        cap_rope = Rope(rope.cos[:, c0:c1], rope.sin[:, c0:c1], cap_shard)
-        for block in self.context_refiner:
-            cap = block(cap, cap_rope, cap_mask)
-        img = self.x_embedder(patches[:, i0:i1])
-        img_rope = Rope(rope.cos[:, n_cap + i0 : n_cap + i1], rope.sin[:, n_cap + i0 : n_cap + i1], img_shard)
-        for block in self.noise_refiner:
-            img = block(img, img_rope, None, adaln)
-
-        joint_shard = sp.joint(cap_shard, img_shard)  # [my caption slice | my image slice]
-        joint = torch.cat([cap, img], dim=1)
-        cos = torch.cat([cap_rope.cos, img_rope.cos], dim=1)
-        joint_rope = Rope(cos, torch.cat([cap_rope.sin, img_rope.sin], dim=1), joint_shard)
-        mask = sp.joint_mask(cap_mask, cap_shard, img_shard)
-        joint = self._joint_layers(joint, joint_rope, mask, adaln, cache)
-        out = self.final_layer(joint[:, c1 - c0 :], adaln)
-        return self.unpatchify(img_shard.gather(out), h, w)
-
-    def _joint_layers(
-        self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache | None
-    ) -> Tensor:
+        """The joint layers over [caption | image]; with a step cache, the deep layers may be skipped."""
         if cache is not None:
             return self._cached_layers(joint, rope, mask, adaln, cache)
         for block in self.layers:

@@ -7,6 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from newbie.errors import NewbieError
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -48,14 +51,37 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.flatten(-2).to(x.dtype)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
+BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+
+
+def backend_order(name: str) -> list[SDPBackend]:
+    """The named backend first, then the others (so CPU and unsupported shapes still run); "auto": []."""
+    if name == "auto":
+        return []
+    if name not in BACKENDS:
+        raise NewbieError(f"unknown attention backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
+    first = BACKENDS[name]
+    return [first] + [b for b in BACKENDS.values() if b != first]
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, backend: str = "auto") -> Tensor:
     """Bidirectional GQA attention. q: (B, N, Hq, D), k/v: (B, N, Hkv, D), key_mask: (B, N) bool or None.
 
-    Returns (B, N, Hq*D). No mask on the hot path: pass None when every key is valid.
+    Returns (B, N, Hq*D). No mask on the hot path: pass None when every key is valid. backend: the SDPA
+    kernel tried first on unmasked calls ("auto": PyTorch's own choice, and no sdpa_kernel context in a
+    compiled graph, which keeps AOTAutograd's on-disk cache usable).
     """
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, D)
     groups = q.shape[1] // k.shape[1]
-    if key_mask is None:
+    if key_mask is None and backend != "auto":
+        with sdpa_kernel(backend_order(backend), set_priority=True):
+            out = F.scaled_dot_product_attention(q, k, v, enable_gqa=groups > 1)
+    elif key_mask is None:
         out = F.scaled_dot_product_attention(q, k, v, enable_gqa=groups > 1)
     else:
         if groups > 1:  # masked kernels do not all support GQA; expand kv (head h reads kv head h // groups)
@@ -63,9 +89,3 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tenso
             v = v.repeat_interleave(groups, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
     return out.transpose(1, 2).flatten(2)
-
-
-def segmented(attend, q: Tensor, k: Tensor, v: Tensor, segments: tuple[int, ...]) -> Tensor:
-    """`attend` (unmasked) within each of the sequences packed side by side along the tokens (dim 1)."""
-    parts = zip(q.split(segments, dim=1), k.split(segments, dim=1), v.split(segments, dim=1))
-    return torch.cat([attend(qs, ks, vs, None) for qs, ks, vs in parts], dim=1)

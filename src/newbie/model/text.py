@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from newbie.config import TextConfig
-from newbie.prompts import prompt_kind
+from newbie.prompt_kind import prompt_kind
 
 
 @dataclass

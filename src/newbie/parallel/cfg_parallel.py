@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from newbie.errors import NewbieError
+from newbie.device import DTYPES
 from newbie.model.step_cache import StepCache
-from newbie.pipeline.pipeline import DTYPES, LOCAL, Generation, Pipeline
+from newbie.pipeline.pipeline import LOCAL, Generation, Pipeline
 from newbie.pipeline.request import Request
 from newbie.sampling.guidance import branch_model, guided
 
@@ -36,15 +36,6 @@ class Branches:
     rank: int
     world: int = 2
     group: object = None  # torch.distributed process group; None = the default group
-
-    @staticmethod
-    def from_dist(group=None) -> Branches:
-        if not dist.is_initialized():
-            raise NewbieError("CFG-parallel needs torch.distributed initialized (run under torchrun)")
-        world = dist.get_world_size(group)
-        if world != 2:
-            raise NewbieError(f"CFG-parallel runs on exactly 2 processes (cond + uncond), got {world}")
-        return Branches(dist.get_rank(group), world, group)
 
     def src(self) -> int:
         """Global rank of the group's rank 0 (the conditional branch)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +20,7 @@ import torch.distributed as dist
 from newbie.errors import NewbieError
 from newbie.parallel.launch import Placement, run_group
 from newbie.parallel.mesh import Layout, Mesh, build_mesh
-from newbie.parallel.sequence import SequenceGroup, check_heads
+from newbie.parallel.sequence import SequenceGroup, check_heads, shard_model
 
 
 class SharedText:
@@ -39,13 +39,6 @@ class SharedText:
         return box[0]
 
 
-def _compile_refused(*args, **kwargs):
-    raise NewbieError(
-        "--compile and sequence parallelism cannot be combined yet (the compiled fast paths bypass the "
-        "sharded attention); drop one"
-    )
-
-
 def configure(pipe, mesh: Mesh) -> None:
     """Make a loaded Pipeline one member of the mesh (once per process)."""
     cfg = pipe.dit.cfg
@@ -53,8 +46,6 @@ def configure(pipe, mesh: Mesh) -> None:
     sp = mesh.sequence()
     if sp is None:
         return
-    if getattr(pipe, "compiled", False):
-        _compile_refused()
     if getattr(pipe, "plan", None) is not None:
         raise NewbieError("--vram plans and sequence parallelism cannot be combined; drop one")
     from newbie.parallel.vae import BandCodec
@@ -64,8 +55,7 @@ def configure(pipe, mesh: Mesh) -> None:
         # a disk cache shared by the ranks could hit on one rank and miss on another, and only a miss joins
         # the text broadcast: keep each rank's cache in its own memory
         cache.folder = None
-    pipe.dit.sequence_parallel = sp
-    pipe.compile = _compile_refused  # the compiled fast paths (model/fused.py) bypass the sharded attention
+    shard_model(pipe.dit, sp)
     pipe.text = SharedText(pipe.text, sp, mesh.sp_src())
     pipe.codec = BandCodec(pipe.codec, sp)
 
@@ -94,31 +84,32 @@ class Job:
     prompt: str | list[str]
     negative: str | None
     settings: dict
-    progress: bool = False
+    progress: Callable[[int], Callable] | None = None  # total steps -> rank 0's step callback
     step_cache: float = 0.0
+    compile: bool = False
 
 
-def setup_rank(layout: Layout, load: dict, device: str, step_cache: float = 0.0):
-    """One rank's start: its place in the mesh, the model loaded on its device and set for the group.
-    Returns (mesh, pipe)."""
-    import newbie
+def setup_rank(layout: Layout, load: dict, device: str, step_cache: float = 0.0, compile: bool = False):
+    """One rank's start: its place in the mesh, the model loaded on its device and set for the group, then
+    compiled if asked (every rank together: the warm-up generations are collective). Returns (mesh, pipe)."""
+    from newbie.pipeline.pipeline import load as load_pipeline
 
     mesh = build_mesh(layout)
-    pipe = newbie.load(**load, device=device)
+    pipe = load_pipeline(**load, device=device)
     if step_cache:
         pipe.step_cache = step_cache
     configure(pipe, mesh)
+    if compile:
+        pipe.compile()
     return mesh, pipe
 
 
 def _rank_main(rank: int, world: int, device: str, job: Job):
-    mesh, pipe = setup_rank(job.layout, job.load, device, job.step_cache)
+    mesh, pipe = setup_rank(job.layout, job.load, device, job.step_cache, job.compile)
     req = pipe.request(job.prompt, job.negative, **job.settings)
     bar = None
     if job.progress and rank == 0:
-        from newbie.cli.progress import ProgressBar
-
-        bar = ProgressBar(getattr(req, "total_steps", req.steps), stream=sys.stderr)
+        bar = job.progress(getattr(req, "total_steps", req.steps))
     gen = run(pipe, req, mesh, bar)
     if gen is None:
         return None
@@ -144,20 +135,22 @@ def generate(
     prompt,
     negative=None,
     *,
-    progress: bool = False,
+    progress: Callable[[int], Callable] | None = None,
     step_cache: float = 0.0,
+    compile: bool = False,
     timeout_s: float = 1800.0,
     **settings,
 ):
     """One request on layout.world new processes (placement: their devices) -> (Generation, model notice).
-    settings: Pipeline.request keyword arguments; a missing seed is drawn here, once."""
+    settings: Pipeline.request keyword arguments; a missing seed is drawn here, once. progress: a picklable
+    factory, total steps -> rank 0's step callback (the CLI's progress bar)."""
     if placement.world != layout.world:
         raise NewbieError(
             f"--parallel {layout} needs {layout.world} processes, the placement has {placement.world}"
         )
     if settings.get("seed") is None:
         settings["seed"] = secrets.randbelow(2**32)
-    job = Job(layout, dict(load), prompt, negative, settings, progress, step_cache)
+    job = Job(layout, dict(load), prompt, negative, settings, progress, step_cache, compile)
     if not placement.cuda:
         _import_for_fork()
     results = run_group(_rank_main, (job,), placement, timeout_s)

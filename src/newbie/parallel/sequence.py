@@ -1,7 +1,7 @@
 """Ulysses sequence parallelism for the DiT: its refiners and joint [caption | image] layers.
 
-Set once per process: `dit.sequence_parallel = SequenceGroup(group, rank, world)` (None, the default, is the
-one-process path with exactly today's ops). Each rank then keeps a contiguous slice of the caption tokens
+Set once per process: `shard_model(dit, SequenceGroup(group, rank, world))` makes dit(...) run the model's own
+stages (NextDiT.conditioning, caption, image, joint, final_layer) on this rank's tokens. Each rank keeps a contiguous slice of the caption tokens
 through the context refiner, a contiguous slice of the image tokens through the noise refiner, the two slices
 together through the 36 joint layers (`SequenceGroup.joint`) and its image slice through the final layer, with
 the RoPE tables sliced the same way: nothing is computed twice. Around each attention, two all-to-alls
@@ -23,7 +23,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from newbie.errors import NewbieError
+from newbie.model.dit import NextDiT, Rope
 from newbie.model.math import attention
+from newbie.model.step_cache import StepCache
 
 
 def shard_sizes(n: int, world: int) -> list[int]:
@@ -104,8 +106,10 @@ class Shard:
 
     # -- attention --
 
-    def attention(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
-        """Ulysses attention. q: (B, n_mine, Hq, D), k/v: (B, n_mine, Hkv, D) for this rank's tokens (RoPE
+    def attention(
+        self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, backend: str = "auto"
+    ) -> Tensor:
+        """Ulysses attention (`backend`: Attention.backend, for the attention over every token). q: (B, n_mine, Hq, D), k/v: (B, n_mine, Hkv, D) for this rank's tokens (RoPE
         already applied); key_mask: (B, N) over the FULL sequence or None. Returns (B, n_mine, Hq*D)."""
         world = self.sp.world
         b, n_mine, hq, d = q.shape
@@ -124,7 +128,9 @@ class Shard:
         dist.all_to_all_single(recv, send, self.sizes, [n_mine] * world, group=self.sp.group)
         full = recv.permute(1, 0, 2, 3)  # (B, N, heads, D)
         qf, kf, vf = full.split([qs, ks, ks], dim=2)
-        out = attention(qf, kf, vf, key_mask).view(b, -1, qs, d)  # (B, N, qs, D): all tokens, my heads
+        out = attention(qf, kf, vf, key_mask, backend).view(
+            b, -1, qs, d
+        )  # (B, N, qs, D): all tokens, my heads
         back = out.permute(1, 0, 2, 3).contiguous()  # (N, B, qs, D): token shard i goes back to rank i
         mine = back.new_empty(world * n_mine, b, qs, d)
         dist.all_to_all_single(mine, back, [n_mine] * world, self.sizes, group=self.sp.group)
@@ -149,3 +155,56 @@ class Shard:
         count = sum(self.sizes) * first_residual.shape[0] * first_residual.shape[-1]
         change = sums[0] / sums[1].clamp(min=1e-12 * count)  # ratio of sums = ratio of means
         return float(change) < cache.threshold
+
+
+# -- the model's forward on shards --
+
+
+class ShardedForward:
+    """dit(...) under sequence parallelism (an instance attribute of the model, as `shard_model` sets it):
+    the context refiner on a slice of the caption, the noise refiner on a slice of the image, the joint layers
+    on the two slices together, the final layer on the image slice; then every rank's image tokens gathered.
+    Key masks stay whole: attention sees every token."""
+
+    def __init__(self, dit: NextDiT, sp: SequenceGroup):
+        self.dit, self.sp = dit, sp
+
+    def __call__(
+        self,
+        x: Tensor,
+        t: Tensor,
+        cap_feats: Tensor,
+        cap_mask: Tensor | None,
+        pooled: Tensor,
+        rope: Rope | None = None,
+        cache: StepCache | None = None,
+    ) -> Tensor:
+        dit, sp = self.dit, self.sp
+        h, w = x.shape[2:]
+        n_cap = cap_feats.shape[1]
+        if rope is None:
+            rope = dit.default_rope(x, cap_feats, cap_mask)
+        adaln = dit.conditioning(t, pooled, x.dtype)
+        patches = dit.patchify(x)
+        cap_shard, img_shard = sp.split(n_cap), sp.split(patches.shape[1])
+        c0, c1, i0, i1 = cap_shard.start, cap_shard.stop, img_shard.start, img_shard.stop
+        cap_rope = Rope(rope.cos[:, c0:c1], rope.sin[:, c0:c1], cap_shard)
+        cap = dit.caption(cap_feats[:, c0:c1].to(x.dtype), cap_rope, cap_mask)
+        img_rope = Rope(rope.cos[:, n_cap + i0 : n_cap + i1], rope.sin[:, n_cap + i0 : n_cap + i1], img_shard)
+        img = dit.image(patches[:, i0:i1], img_rope, adaln)
+
+        joint_shard = sp.joint(cap_shard, img_shard)  # [my caption slice | my image slice]
+        cos = torch.cat([cap_rope.cos, img_rope.cos], dim=1)
+        joint_rope = Rope(cos, torch.cat([cap_rope.sin, img_rope.sin], dim=1), joint_shard)
+        mask = sp.joint_mask(cap_mask, cap_shard, img_shard)
+        joint = dit.joint(torch.cat([cap, img], dim=1), joint_rope, mask, adaln, cache)
+        out = dit.final_layer(joint[:, c1 - c0 :], adaln)
+        return dit.unpatchify(img_shard.gather(out), h, w)
+
+
+def shard_model(dit: NextDiT, sp: SequenceGroup | None) -> None:
+    """Make dit(...) this rank's part of a sequence-parallel forward (None: the one-process forward again)."""
+    if sp is None:
+        dit.__dict__.pop("forward", None)
+    else:
+        dit.forward = ShardedForward(dit, sp)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from newbie.errors import NewbieError
 from newbie.model.text import PROMPT_START
+from newbie.pipeline.comfy_bounds import Budget, text_bound
 from newbie.pipeline.recipe import png_chunks
-from newbie.pipeline.request import Settings
+from newbie.pipeline.request import SettingError, Settings, check
 
 # ComfyUI sampler name -> ours, and a note when ours is not the same update rule.
 SAMPLER_MAP = {
@@ -126,7 +127,11 @@ class _Graph:
     def __init__(self, graph: dict):
         if not isinstance(graph, dict) or not graph:
             raise NewbieError("the graph is empty")
+        self.budget = Budget()
+        self.budget.visit(len(graph))
         self.nodes = {str(k): v for k, v in graph.items() if isinstance(v, dict) and "class_type" in v}
+        # a node's computed value, once: a chain whose links all point at the node before is linear, not 2^n
+        self.memo: dict[tuple[str, int], object] = {}
 
     def node(self, link) -> tuple[str, dict]:
         key = str(link[0])
@@ -141,8 +146,16 @@ class _Graph:
 
     def resolve(self, link, notes: list[str], depth: int = 0):
         if depth > 50:
-            raise NewbieError("the graph has a link cycle")
+            raise NewbieError("the graph has a link cycle or too long a chain of string nodes")
         key, src = self.node(link)
+        memo = (key, link[1])
+        if memo not in self.memo:
+            self.budget.visit()
+            value = self._compute(key, src, notes, depth)
+            self.memo[memo] = text_bound(value) if isinstance(value, str) else value
+        return self.memo[memo]
+
+    def _compute(self, key: str, src: dict, notes: list[str], depth: int):
         kind = src["class_type"]
         if kind in (
             "PrimitiveStringMultiline",
@@ -339,18 +352,23 @@ def settings_from_graph(graph: dict) -> tuple[Settings, list[str]]:
     )
     for other in others:
         notes.append(f"could not map: node type {other}")
-    return Settings(prompt=prompt, negative=negative, cfg_trunc=1.0, renorm_cfg=0.0, **settings), notes
+    out = Settings(prompt=prompt, negative=negative, cfg_trunc=1.0, renorm_cfg=0.0, **settings)
+    try:
+        check(out)  # the request's own rules, before anything loads: a graph's value gets the same words
+    except SettingError as e:
+        raise SettingError(e.field, f"the ComfyUI graph's {e}") from None
+    return out, notes
 
 
 # -- the editor graph (workflow chunk) -> the API form --
 
 
-class _Scope:
-    """One graph level of a workflow: the top level, or a subgraph instance (id prefix, outer node)."""
+class _Level:
+    """A graph level's nodes and links, indexed once: the top level, or a subgraph definition shared by
+    all its instances."""
 
-    def __init__(self, nodes: list, links, prefix: str, outer: tuple | None, defs: dict):
+    def __init__(self, nodes: list, links):
         self.nodes = {int(n["id"]): n for n in nodes}
-        self.prefix, self.outer, self.defs = prefix, outer, defs
         self.links = {}
         for link in links or []:
             if isinstance(link, dict):
@@ -359,15 +377,39 @@ class _Scope:
                 self.links[int(link[0])] = (int(link[1]), int(link[2]))
 
 
+class _Defs(dict):
+    """Subgraph definitions by id, each indexed on first use, and the walk's budget."""
+
+    def __init__(self, definitions: list):
+        super().__init__((d["id"], d) for d in definitions)
+        self.levels: dict = {}
+        self.budget = Budget()
+
+    def level(self, kind) -> _Level:
+        if kind not in self.levels:
+            d = self[kind]
+            self.levels[kind] = _Level(d.get("nodes", []), d.get("links"))
+        return self.levels[kind]
+
+
+class _Scope:
+    """One graph level of a workflow: the top level, or a subgraph instance (id prefix, outer node)."""
+
+    def __init__(self, level: _Level, prefix: str, outer: tuple | None, defs: _Defs):
+        self.nodes, self.links = level.nodes, level.links
+        self.prefix, self.outer, self.defs = prefix, outer, defs
+        defs.budget.visit(len(self.nodes))
+
+
 def workflow_to_api(workflow: dict) -> dict:
     """The editor's workflow JSON -> an API graph (what the `prompt` chunk holds), for the node types in
     WIDGETS. Subgraphs are flattened with ComfyUI's "outer:inner" ids; Reroute nodes and the frontend's
     PrimitiveNode are looked through; muted (mode 2) and bypassed (mode 4) nodes are left out."""
     if not isinstance(workflow, dict) or not isinstance(workflow.get("nodes"), list):
         raise NewbieError("the workflow has no node list")
-    defs = {d["id"]: d for d in (workflow.get("definitions") or {}).get("subgraphs", [])}
+    defs = _Defs((workflow.get("definitions") or {}).get("subgraphs", []))
     out: dict = {}
-    _emit(_Scope(workflow["nodes"], workflow.get("links"), "", None, defs), out, 0)
+    _emit(_Scope(_Level(workflow["nodes"], workflow.get("links")), "", None, defs), out, 0)
     return out
 
 
@@ -379,11 +421,8 @@ def _emit(scope: _Scope, out: dict, depth: int) -> None:
         if node.get("mode") in (2, 4):
             continue
         if kind in scope.defs:
-            d = scope.defs[kind]
             _emit(
-                _Scope(
-                    d.get("nodes", []), d.get("links"), f"{scope.prefix}{nid}:", (scope, node), scope.defs
-                ),
+                _Scope(scope.defs.level(kind), f"{scope.prefix}{nid}:", (scope, node), scope.defs),
                 out,
                 depth + 1,
             )
@@ -451,11 +490,8 @@ def _source(scope: _Scope, link_id: int, depth: int):
     if (
         kind in scope.defs
     ):  # the output of a subgraph instance: what feeds the subgraph's output `slot` inside
-        d = scope.defs[kind]
-        inner = _Scope(
-            d.get("nodes", []), d.get("links"), f"{scope.prefix}{origin}:", (scope, node), scope.defs
-        )
-        for link in d.get("links") or []:
+        inner = _Scope(scope.defs.level(kind), f"{scope.prefix}{origin}:", (scope, node), scope.defs)
+        for link in scope.defs[kind].get("links") or []:
             if isinstance(link, dict) and int(link["target_id"]) == -20 and int(link["target_slot"]) == slot:
                 return _source(inner, int(link["id"]), depth + 1)
         return None

@@ -19,8 +19,10 @@ def to_pil(images: torch.Tensor) -> list:
     return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
 
 
-def save_png(image, recipe: Recipe, path: Path) -> Path:
-    """Write to a temporary file in the same folder, then rename: never a half-written PNG at `path`."""
+def save_png(image, recipe: Recipe, path: Path, durable: bool = False) -> Path:
+    """Write to a temporary file in the same folder, then rename: never a half-written PNG at `path`.
+    durable: fsync the file before the rename and the folder after it, so the PNG survives a power cut
+    once this returns (the server marks a job done only then)."""
     from PIL.PngImagePlugin import PngInfo
 
     path = Path(path)
@@ -32,6 +34,9 @@ def save_png(image, recipe: Recipe, path: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=info)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the user's image private
@@ -39,4 +44,10 @@ def save_png(image, recipe: Recipe, path: Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     return path

@@ -4,18 +4,17 @@ transformer of its width, the embedded demo model's for a demo-width one. Which 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
-from newbie.config import DiTConfig, ModelSpec
-from newbie.errors import NewbieError
+from newbie.config import SPEC_FILE, DiTConfig, ModelSpec, read_spec
 
-SPEC_FILE = (
-    "newbie_spec.json"  # optional, our own: sampling defaults of a model folder (the demo model has one)
-)
 SPEC_SIDECAR = ".newbie_spec.json"  # beside a single transformer file: <name>.newbie_spec.json
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "demo_model" / SPEC_FILE
+
+
+def sidecar_path(transformer: Path) -> Path:
+    """The spec beside a single transformer file: <name>.newbie_spec.json."""
+    return transformer.with_name(transformer.name.removesuffix(".safetensors") + SPEC_SIDECAR)
 
 
 def spec_path(folder) -> Path | None:
@@ -23,21 +22,10 @@ def spec_path(folder) -> Path | None:
     if folder.root is not None:
         path = folder.root / SPEC_FILE
     elif Path(folder.transformer).is_file():
-        t = Path(folder.transformer)
-        path = t.with_name(t.name.removesuffix(".safetensors") + SPEC_SIDECAR)
+        path = sidecar_path(Path(folder.transformer))
     else:
         path = Path(folder.transformer) / SPEC_FILE
     return path if path.is_file() else None
-
-
-def read_spec(path: Path, base: ModelSpec) -> ModelSpec:
-    try:
-        raw = json.loads(path.read_text())
-        sampling = dataclasses.replace(base.sampling, **raw.get("sampling", {}))
-        top = {k: v for k, v in raw.items() if k in ("name", "trained_pixels", "max_aspect", "max_side")}
-        return dataclasses.replace(base, sampling=sampling, **top)
-    except (OSError, ValueError, TypeError) as e:
-        raise NewbieError(f"{path}: unreadable model spec ({e})") from None
 
 
 def describe_defaults(spec: ModelSpec) -> str:

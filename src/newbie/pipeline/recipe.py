@@ -8,23 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newbie.errors import NewbieError
+from newbie.pipeline.request import Sampled
 
 PNG_KEY = "newbie"
 
 
 @dataclass
-class Recipe:
+class Recipe(Sampled):
+    """One image of a Request (its Sampled values: negative, steps, cfg, sampler, shift, size, cfg_trunc,
+    renorm_cfg, noise, schedule) with its prompt, seed and provenance."""
+
     prompt: str
-    negative: str
     seed: int
-    steps: int
-    cfg: float
-    sampler: str
-    shift: float
-    width: int
-    height: int
-    cfg_trunc: float
-    renorm_cfg: float
     dtype: str  # DiT compute dtype
     text_dtype: str
     vae_dtype: str
@@ -44,9 +39,7 @@ class Recipe:
     mask: str = ""
     mask_sha256: str = ""
     mask_feather: int | None = None
-    hires: dict | None = None  # {width, height, upscaler, strength, steps}; width/height above = first pass
-    noise: str = "newbie"  # initial noise: "newbie" (per-image generators) or "comfy" (ComfyUI's batch draw)
-    schedule: str = "uniform"  # sigma grid: "uniform" or "simple" (ComfyUI's scheduler)
+    hires: dict | None = None  # {width, height, upscaler, strength, steps}; width/height = the first pass
     # sha256 of each component's weights (loading.hashing.component_hashes); {} in recipes older than it
     components: dict = field(default_factory=dict)
 
@@ -82,10 +75,3 @@ def png_chunks(path: Path) -> dict:
         raise NewbieError(f"{path}: no such image") from None
     except (OSError, UnidentifiedImageError) as e:
         raise NewbieError(f"{path}: not a readable image ({e})") from None
-
-
-def read_recipe(path: Path) -> Recipe:
-    text = png_chunks(path).get(PNG_KEY)
-    if not text:
-        raise NewbieError(f"{path}: this PNG carries no newbie recipe")
-    return Recipe.from_json(text)

@@ -113,6 +113,26 @@ class Float8Linear(nn.Module):
 
         return super()._apply(keep_dtype, recurse)
 
+    @staticmethod
+    def concat_rows(parts: list[Float8Linear]) -> Float8Linear:
+        """One Float8Linear computing the given ones side by side (outputs concatenated), e.g. a SwiGLU's
+        w1|w3 (`FeedForward.fuse` looks for this method): per-row weight scales and per-token activation
+        scales make it exactly the separate products.
+        The parts' weights become views into the new one's, so values stay shared."""
+        first = parts[0]
+        if any(p.bias is not None for p in parts) or len({p.in_features for p in parts}) != 1:
+            raise ValueError("concat_rows needs Float8Linears without bias over the same input width")
+        weight = torch.cat([p.weight.detach() for p in parts])
+        scale = torch.cat([p.weight_scale.detach() for p in parts])
+        out = Float8Linear(weight, scale, native=first.native, fast_accum=first.fast_accum)
+        start = 0
+        for p in parts:
+            stop = start + p.out_features
+            p.weight = nn.Parameter(out.weight.data[start:stop], requires_grad=False)
+            p.weight_scale = nn.Parameter(out.weight_scale.data[start:stop], requires_grad=False)
+            start = stop
+        return out
+
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -120,23 +140,7 @@ class Float8Linear(nn.Module):
         )
 
 
-def concat_rows(parts: list[Float8Linear]) -> Float8Linear:
-    """One Float8Linear computing the given ones side by side (outputs concatenated), e.g. a SwiGLU's
-    w1|w3: per-row weight scales and per-token activation scales make it exactly the separate products.
-    The parts' weights become views into the new one's, so values stay shared."""
-    first = parts[0]
-    if any(p.bias is not None for p in parts) or len({p.in_features for p in parts}) != 1:
-        raise ValueError("concat_rows needs Float8Linears without bias over the same input width")
-    weight = torch.cat([p.weight.detach() for p in parts])
-    scale = torch.cat([p.weight_scale.detach() for p in parts])
-    out = Float8Linear(weight, scale, native=first.native, fast_accum=first.fast_accum)
-    start = 0
-    for p in parts:
-        stop = start + p.out_features
-        p.weight = nn.Parameter(out.weight.data[start:stop], requires_grad=False)
-        p.weight_scale = nn.Parameter(out.weight_scale.data[start:stop], requires_grad=False)
-        start = stop
-    return out
+concat_rows = Float8Linear.concat_rows
 
 
 def plain_float_weight(m: nn.Module) -> bool:

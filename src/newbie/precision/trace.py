@@ -127,15 +127,10 @@ def _tensors(output) -> Iterator[tuple[str, Tensor]]:
 def attention_logit_stats(
     attn: nn.Module, x: Tensor, rope, key_mask: Tensor | None, chunk_elements: int = CHUNK_ELEMENTS
 ) -> list[float]:
-    """Statistics of q.k^T/sqrt(d) as `newbie.model.dit.Attention.forward` forms them (masked keys left out).
+    """Statistics of q.k^T/sqrt(d) from `Attention.heads`, as its forward forms them (masked keys left out).
     q and k come out of the model's own layers in its dtype; the product is taken in fp32, so the values are
     the exact logits: beyond 65504 they would overflow any kernel that writes them out in fp16."""
-    from newbie.model.math import apply_rope
-
-    q_size, kv_size = attn.n_heads * attn.head_dim, attn.n_kv_heads * attn.head_dim
-    q, k, _ = attn.qkv(x).split([q_size, kv_size, kv_size], dim=-1)
-    q = apply_rope(attn.q_norm(q.unflatten(-1, (attn.n_heads, attn.head_dim))), rope.cos, rope.sin)
-    k = apply_rope(attn.k_norm(k.unflatten(-1, (attn.n_kv_heads, attn.head_dim))), rope.cos, rope.sin)
+    q, k, _ = attn.heads(x, rope)
     q = q.transpose(1, 2).float()  # (B, Hq, N, D)
     k = k.transpose(1, 2).float().repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)  # (B, Hq, N, D)
     b, h, n, d = q.shape

@@ -618,15 +618,12 @@ def expand_with_pipeline(pipe, text: str, **kwargs) -> Expansion:
 def load_gemma_only(model=None, text_encoder=None, device: str | None = None, dtype: str = "auto"):
     """(gemma, tokenizer, device, notice) from a model folder (default: the demo model), without the DiT,
     Jina or VAE: for `newbie prompt expand --llm`, which needs only the chat model."""
+    from newbie.demo.model import resolve_model
+    from newbie.device import DTYPES, parse_dtype, resolve_device
     from newbie.loading.folder import locate
     from newbie.loading.text import load_gemma, load_tokenizer
-    from newbie.pipeline.pipeline import DTYPES, parse_dtype, resolve_device
 
-    notice = ""
-    if model is None:
-        from newbie.demo.model import default_model
-
-        model, notice = default_model()
+    model, notice = resolve_model(model)  # None or "demo": the embedded demo model
     dev = resolve_device(device)
     dtype = parse_dtype(dtype, dev)
     folder = locate(model, text_encoder)

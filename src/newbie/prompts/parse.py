@@ -2,23 +2,13 @@
 
 import re
 
+from newbie.prompt_kind import prompt_kind
+
 from .model import CHARACTER_FIELDS, GENERAL_FIELDS, Block, Character, GeneralTags, Prompt
 from .xml_parser import Element, PromptError, Source, decode, parse_xml, snippet
 
 CHARACTER_NAME = re.compile(r"character_([0-9]{1,4})")
-# An XML prompt starts with a tag (optionally after a BOM and whitespace). Declarations and processing
-# instructions count too, so that `<?xml ...?>` gets the parser's error instead of silently going to the
-# encoder as text. `<lora:x:1>` and `<3` do not match; `<character_1 id="2">` does (and gets an error).
-_XML_START = re.compile(r"\ufeff?\s*<(?:[A-Za-z_][A-Za-z0-9_.\-]*(?:[\s/>]|$)|[!?])")
 _SENTENCE = re.compile(r"[.!?](\s|$)")
-
-
-def prompt_kind(text: str) -> str:
-    """ "xml" if the text is (meant to be) an XML structured prompt, else "text". Cheap; never raises."""
-    try:
-        return "xml" if _XML_START.match(text[:4096]) else "text"
-    except Exception:
-        return "text"
 
 
 def parse(text: str) -> Prompt:

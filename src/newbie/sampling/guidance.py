@@ -52,52 +52,20 @@ def cfg_model(
 ) -> tuple[Callable[[Tensor, float], Tensor], list]:
     """The guided model of one device holding both branches -> (model, the branches' step caches).
 
-    batching "packed": one forward with both branches' tokens side by side in each row (every linear runs
-    once over both, attention stays within each; `packed_pair`), where each branch's captions are unpadded
-    and no step cache or sequence parallelism is in use, else "split"; "split": cond and uncond as two
-    unmasked forwards when their captions differ in length; "batched" (or equal lengths): one batch, padded
-    and masked when needed."""
+    batching "split": cond and uncond as two unmasked forwards when their captions differ in length;
+    "batched" (or equal lengths): one batch, padded and masked when needed. (A third way, both branches'
+    tokens packed side by side in one forward, measured no gain and was dropped: docs/benchmarks.md.)"""
     caches = [new_cache()]
     model_cond = branch_model(dit, cond, grid, device, dtype, caches[0])
     if uncond is None:
         return model_cond, caches
     caches.append(new_cache())
     pair = TextEmbeds.cat([cond, uncond])
-    if batching == "packed" and packable(dit, cond, uncond, caches):
-        model_pair = packed_pair(dit, cond, uncond, grid, device, dtype)
-    elif batching in ("split", "packed") and not bool(pair.trimmed().cap_mask.all()):
+    if batching == "split" and not bool(pair.trimmed().cap_mask.all()):
         model_pair = split_pair(model_cond, branch_model(dit, uncond, grid, device, dtype, caches[1]))
     else:
         model_pair = branch_model(dit, pair, grid, device, dtype, caches[1])
     return guided(model_pair, model_cond, scale, cfg_trunc, renorm), caches
-
-
-def packable(dit, cond: TextEmbeds, uncond: TextEmbeds, caches: list) -> bool:
-    """Packing needs each branch unpadded (every sample of the batch the same caption length), no step cache
-    (it decides per branch) and no sequence parallelism (it shards one sequence per row)."""
-    return (
-        all(c is None for c in caches)
-        and getattr(dit, "sequence_parallel", None) is None
-        and all(bool(e.trimmed().cap_mask.all()) for e in (cond, uncond))
-        and cond.cap_feats.shape[0] == uncond.cap_feats.shape[0]
-    )
-
-
-def packed_pair(
-    dit, cond: TextEmbeds, uncond: TextEmbeds, grid: tuple[int, int], device: torch.device, dtype: torch.dtype
-) -> Callable[[Tensor, float], Tensor]:
-    """[cond; uncond] from one forward of both branches packed side by side along the tokens
-    (NextDiT._packed_forward): the GEMMs run once over 2x the rows; measured on an H200 within 2.3% of two
-    calls, not faster (docs/benchmarks.md, Speed II)."""
-    from newbie.model.dit import Rope
-
-    c, u = (e.trimmed().to(device, dtype) for e in (cond, uncond))
-    rope = Rope.packed([dit.rope(e.cap_mask.sum(1), e.cap_feats.shape[1], *grid) for e in (c, u)])
-    feats = torch.cat([c.cap_feats, u.cap_feats], dim=1)
-    both = TextEmbeds(
-        feats, torch.cat([c.cap_mask, u.cap_mask], dim=1), torch.stack([c.pooled, u.pooled], dim=1)
-    )
-    return velocity_fn(dit, both, rope)
 
 
 def split_pair(model_cond, model_uncond) -> Callable[[Tensor, float], Tensor]:

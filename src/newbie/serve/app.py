@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Query, Request
@@ -13,8 +16,8 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from newbie import __version__
 from newbie.serve.errors import ApiError, error_body
+from newbie.serve.inputs import check_unicode
 from newbie.serve.limits import validate
 from newbie.serve.schemas import (
     ErrorBody,
@@ -28,11 +31,18 @@ from newbie.serve.schemas import (
     ImagesResponse,
     JobStatus,
 )
-from newbie.serve.security import ApiKeyMiddleware, BodyLimitMiddleware, ErrorCountMiddleware
+from newbie.serve.security import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    ErrorCountMiddleware,
+    HostCheckMiddleware,
+)
 from newbie.serve.store import CANCELLED, DONE, FAILED
+from newbie.version import __version__
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 413, 422)}
 SYNC_TIMEOUT_S = 600.0  # how long POST /v1/images/generations waits for its job before answering 504
+PROBE_TIMEOUT_S = 2.0  # /healthz and /metrics answer within this even while the store is locked
 
 
 def _validation_error(exc: RequestValidationError, content_type: str | None = None) -> ApiError:
@@ -58,6 +68,13 @@ def _validation_error(exc: RequestValidationError, content_type: str | None = No
     return ApiError(422, "; ".join(parts), "invalid_field", param)
 
 
+def _scrub(message: str, service) -> str:
+    """No server path or object repr in a reply: the engine's messages name files by their full path."""
+    if service is not None:
+        message = message.replace(str(service.data_dir) + "/", "").replace(str(service.data_dir), "DATA")
+    return re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>", "the uploaded image", message)
+
+
 def _status(service, job, request: Request) -> JobStatus:
     images = []
     if job.state == DONE:
@@ -67,7 +84,7 @@ def _status(service, job, request: Request) -> JobStatus:
         id=job.id,
         state=job.state,
         step=service.step(job),
-        steps=job.params.get("total_steps", job.params["steps"]),
+        steps=job.params.get("total_steps", job.params.get("steps", 0)),
         n=job.n,
         created=job.created,
         started=job.started,
@@ -80,8 +97,26 @@ def _status(service, job, request: Request) -> JobStatus:
     )
 
 
-def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_TIMEOUT_S) -> FastAPI:
-    """`service` may be None only to read the schema (app.openapi()); no route runs then."""
+def create_app(
+    service,
+    api_key: str | None = None,
+    sync_timeout: float = SYNC_TIMEOUT_S,
+    hosts: set[str] | None = None,
+) -> FastAPI:
+    """`service` may be None only to read the schema (app.openapi()); no route runs then. `hosts`: the
+    Host names answered (security.allowed_hosts); None answers any."""
+
+    # Work that can wait long runs off the request pool, in its own bounded executors: an expansion waits
+    # for the running job (it shares the pipeline's Gemma), and a probe must answer while everything else
+    # is busy. The starlette pool then only runs short calls.
+    max_expands = service.limits.max_expands if service is not None else 1
+    expand_pool = ThreadPoolExecutor(max_expands, thread_name_prefix="newbie-expand")
+    probe_pool = ThreadPoolExecutor(2, thread_name_prefix="newbie-probe")
+    expanding = 0  # expansions running or waiting (one event loop: no lock needed)
+
+    async def probe(call):
+        future = asyncio.get_running_loop().run_in_executor(probe_pool, call)
+        return await asyncio.wait_for(future, PROBE_TIMEOUT_S)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -90,6 +125,8 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
             yield
         finally:
             await run_in_threadpool(service.stop)
+            expand_pool.shutdown(wait=False, cancel_futures=True)
+            probe_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="newbie",
@@ -103,7 +140,8 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
-        return JSONResponse(error_body(exc.status, exc.message, exc.code, exc.param), status_code=exc.status)
+        message = _scrub(exc.message, service)
+        return JSONResponse(error_body(exc.status, message, exc.code, exc.param), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
@@ -127,6 +165,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         summary="OpenAI-compatible: generate and wait for the images",
     )
     async def images_generations(body: ImageGenerationRequest, request: Request) -> ImagesResponse:
+        check_unicode(body.model_dump())
         # in a thread: validation may ask a Ray replica, and the commit waits for the disk
         job = await run_in_threadpool(
             lambda: service.submit(*validate(body, service.validator, service.limits, service.data_dir))
@@ -145,7 +184,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
             if body.response_format == "url":
                 data.append(ImageData(url=f"{base}?index={i}", seed=seed))
             else:
-                png = await run_in_threadpool(service.image_path(job.id, i).read_bytes)
+                png = await run_in_threadpool(service.existing_image(job.id, i).read_bytes)
                 data.append(ImageData(b64_json=base64.b64encode(png).decode(), seed=seed))
         return ImagesResponse(created=int(time.time()), data=data, job_id=job.id)
 
@@ -157,6 +196,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         summary="Queue a generation; poll GET /v1/jobs/{id}",
     )
     def create_job(body: GenerationParams, request: Request):
+        check_unicode(body.model_dump())
         job = service.submit(*validate(body, service.validator, service.limits, service.data_dir))
         status = _status(service, job, request)
         location = str(request.url_for("get_job", job_id=job.id))
@@ -185,7 +225,7 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
             raise ApiError(
                 404, f"job {job_id} has {job.n} image(s); index {index} does not exist", "image_not_found"
             )
-        return FileResponse(service.image_path(job_id, index), media_type="image/png")
+        return FileResponse(service.existing_image(job_id, index), media_type="image/png")
 
     @app.delete(
         "/v1/jobs/{job_id}",
@@ -202,7 +242,8 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         responses=ERRORS,
         summary="Sentence or tags -> XML prompt, written by the model's own Gemma (or the rules)",
     )
-    def expand_prompt(body: ExpandRequest) -> ExpandResponse:
+    async def expand_prompt(body: ExpandRequest) -> ExpandResponse:
+        nonlocal expanding
         from newbie.errors import NewbieError
         from newbie.prompts import PromptError
 
@@ -213,19 +254,32 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
                 "prompt_too_long",
                 "text",
             )
+        check_unicode(body.text, "text")
+        if body.seed is not None and not 0 <= body.seed < 2**64:
+            raise ApiError(422, f"seed must be between 0 and 2^64-1, got {body.seed}", "invalid_seed", "seed")
+        if expanding >= max_expands:
+            raise ApiError(
+                503, f"{max_expands} prompt expansions are already waiting; try again later", "busy"
+            )
         t0 = time.perf_counter()
+        expanding += 1
         try:
-            out = service.expand(
-                body.text,
-                body.llm,
-                seed=body.seed,
-                temperature=body.temperature,
-                max_new_tokens=body.max_new_tokens,
+            out = await asyncio.get_running_loop().run_in_executor(
+                expand_pool,
+                lambda: service.expand(
+                    body.text,
+                    body.llm,
+                    seed=body.seed,
+                    temperature=body.temperature,
+                    max_new_tokens=body.max_new_tokens,
+                ),
             )
         except PromptError as e:
             raise ApiError(422, f"text is malformed XML: {e}", "invalid_prompt", "text") from None
         except NewbieError as e:
             raise ApiError(422, str(e), "invalid_prompt", "text") from None
+        finally:
+            expanding -= 1
         stats = out.stats
         return ExpandResponse(
             xml=out.xml,
@@ -243,13 +297,30 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
         )
 
     @app.get("/healthz", response_model=Health, summary="Liveness: workers alive and queue size")
-    def healthz():
-        health = service.health()
+    async def healthz():
+        try:
+            health = await probe(service.health)
+        except asyncio.TimeoutError:
+            health = {
+                "status": "degraded",
+                "model": service.model_name,
+                "workers": len(service.workers),
+                "workers_alive": sum(w.is_alive() for w in service.workers),
+                "queued": 0,
+                "running": 0,
+                "reason": f"the job store did not answer within {PROBE_TIMEOUT_S:g} s",
+            }
         return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format")
-    def metrics():
-        return PlainTextResponse(service.metrics_text(), media_type="text/plain; version=0.0.4")
+    async def metrics():
+        try:
+            text = await probe(service.metrics_text)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                503, f"the job store did not answer within {PROBE_TIMEOUT_S:g} s", "busy"
+            ) from None
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     plain_openapi = app.openapi
 
@@ -264,10 +335,18 @@ def create_app(service, api_key: str | None = None, sync_timeout: float = SYNC_T
 
     app.openapi = openapi_with_auth
 
-    # outermost last: count every error, check the key before reading a body, then cap the body
+    # outermost last: count every error, check the Host and the key before reading a body, then cap it
     if service is not None:
-        app.add_middleware(BodyLimitMiddleware, max_bytes=service.limits.max_body_bytes)
+        limits = service.limits
+        app.add_middleware(
+            BodyLimitMiddleware,
+            max_bytes=limits.max_body_bytes,
+            buffer_bytes=limits.max_body_buffer,
+            timeout_s=limits.body_timeout_s,
+        )
         if api_key:
             app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+        if hosts is not None:
+            app.add_middleware(HostCheckMiddleware, hosts=hosts)
         app.add_middleware(ErrorCountMiddleware, metrics=service.metrics)
     return app

@@ -17,19 +17,23 @@ def devices_from(text: str | None) -> list[str | None]:
     return devices
 
 
-def local_service(args, limits):
+def local_service(args, limits, load: dict):
+    """The JobService of `newbie serve` without Ray. load: newbie.load()'s model keywords without the device
+    (newbie.cli.model_args.load_kwargs); args: the serve flags (device, vram, parallel, compile, step cache)."""
     if getattr(args, "parallel", None):  # one image over several devices: one process group per image
-        from newbie.parallel.serve import parallel_service
+        from newbie.serve.parallel import parallel_service
 
-        return parallel_service(args, limits)
-    from newbie.cli.model_args import load_from_args
+        return parallel_service(args, limits, load)
+    from newbie.pipeline.pipeline import load as load_pipeline
     from newbie.serve.limits import PipelineValidator
     from newbie.serve.service import JobService
     from newbie.serve.worker import PipelineRunner
 
     runners = []
     for device in devices_from(args.device):
-        pipe = load_from_args(args, device=device)
+        pipe = load_pipeline(**load, device=device, vram=getattr(args, "vram", None))
+        if getattr(args, "step_cache", 0.0):
+            pipe.step_cache = args.step_cache
         if getattr(args, "compile", False):
             pipe.compile()
         if pipe.notice and not runners:

@@ -44,6 +44,7 @@ class RayConfig:
     api_key_env: str = "NEWBIE_API_KEY"  # read in the ingress: no secret in the config file
     sync_timeout: float = 600.0
     ingress_on_head: bool = True
+    hosts: list | None = None  # Host names answered (security.allowed_hosts); None: any
 
     @classmethod
     def from_dict(cls, raw: dict) -> RayConfig:
@@ -70,8 +71,8 @@ class Generator:
 
         try:
             return {"params": PipelineValidator(self.pipe).resolve(settings)}
-        except NewbieError as e:
-            return {"error": str(e)}
+        except NewbieError as e:  # a bad setting keeps its field: the API names it in a 422
+            return {"error": str(e), "field": getattr(e, "field", None)}
 
     async def generate(self, params: dict, images: dict | None = None, data_dir: str | None = None):
         """Streams {"step", "steps"} dicts, then {"images", "recipes"} or {"error"}."""
@@ -119,6 +120,7 @@ class RayRunner:
 
     def run(self, params: dict, on_step, images=None, data_dir=None) -> tuple[list, list]:
         from newbie.pipeline.recipe import Recipe
+        from newbie.serve.worker import refuse_bad_output
 
         # the replicas share the ingress' data folder (one machine): adapters are read from its adapters/
         stream = self.handle.options(stream=True).generate.remote(params, images, str(data_dir or ""))
@@ -127,7 +129,9 @@ class RayRunner:
                 if "error" in msg:  # already one line from errors.describe(): passed on as it is
                     raise NewbieError(msg["error"])
                 if "images" in msg:
-                    return msg["images"], [Recipe.from_json(r) for r in msg["recipes"]]
+                    recipes = [Recipe.from_json(r) for r in msg["recipes"]]
+                    refuse_bad_output(recipes)
+                    return msg["images"], recipes
                 on_step(msg["step"], msg["steps"])
         except BaseException:
             stream.cancel()
@@ -147,7 +151,9 @@ class RemoteValidator:
             handle = next(self.handles)
         out = handle.check.remote(settings).result(timeout_s=60)
         if "error" in out:
-            raise NewbieError(out["error"])
+            from newbie.pipeline.request import SettingError
+
+            raise SettingError(out["field"], out["error"]) if out.get("field") else NewbieError(out["error"])
         return out["params"]
 
 
@@ -168,11 +174,12 @@ class Ingress:
         )
         self.api_key = os.environ.get(cfg.api_key_env) or None
         self.sync_timeout = cfg.sync_timeout
+        self.hosts = set(cfg.hosts) if cfg.hosts is not None else None
 
     def __serve_build_asgi_app__(self):
         from newbie.serve.app import create_app
 
-        return create_app(self.service, self.api_key, self.sync_timeout)
+        return create_app(self.service, self.api_key, self.sync_timeout, self.hosts)
 
 
 def build_app(args: dict):
@@ -199,6 +206,9 @@ def run_ray(args, limits: ApiLimits, api_key: str | None) -> int:
 
     import ray
 
+    from newbie.serve.security import allowed_hosts
+
+    hosts = allowed_hosts(args.host, getattr(args, "allowed_host", None))
     ray.init(
         address=args.ray_address,
         include_dashboard=False,
@@ -216,6 +226,7 @@ def run_ray(args, limits: ApiLimits, api_key: str | None) -> int:
             "data_dir": str(Path(args.data_dir).resolve()),
             "limits": asdict(limits),
             "sync_timeout": args.sync_timeout,
+            "hosts": sorted(hosts) if hosts is not None else None,
         }
     )
     serve.run(app, name="newbie", route_prefix="/")

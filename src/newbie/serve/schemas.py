@@ -1,11 +1,15 @@
-"""Request and response bodies. Types only: the server's limits are checked in limits.py, because they
-are flags of `newbie serve` and not part of the schema."""
+"""Request and response bodies. The generation body is derived from the request schema (Settings in
+pipeline/request.py): strict types here, the engine's rules in resolve(), the server's own limits (largest
+side, images per request, body size) in limits.py, because they are flags of `newbie serve`."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
+
+from newbie.config import SPECS
+from newbie.pipeline.request import Settings, model_default
 
 
 class LoraRef(BaseModel):
@@ -24,48 +28,75 @@ class HiresParams(BaseModel):
     steps: int | None = Field(None, description="steps of the second pass (default steps / 2)")
 
 
-class GenerationParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+# Body names that differ from the Settings fields they fill (every other Settings field has its own name);
+# limits.settings_from_body applies this mapping, and a test checks it covers every field.
+BODY_NAMES = {"batch": "n", "width": "size", "height": "size"}
+# Settings fields whose body form is not the plain value: declared by hand below.
+OWN_FORM = ("prompt", "batch", "width", "height", "loras", "init_image", "mask", "hires")
+_STRICT = {"int": StrictInt, "float": StrictFloat, "str": StrictStr, "bool": StrictBool}
 
-    prompt: str = Field(description="text, danbooru tags or an XML structured prompt")
-    negative: str | None = Field(None, description="negative prompt (default: the model's)")
-    n: int = Field(1, description="number of images (one batch; seeds seed, seed+1, ...)")
-    size: str | None = Field(
-        None, description="WIDTHxHEIGHT in multiples of 16, or 'auto' for the model default"
+
+def _value_field(name: str) -> tuple:
+    """A Settings field as a body field: its strict type (a string for "5" is a 422), its default, and its
+    bounds and choices shown in the schema. The bounds are checked by the engine's own rules, so a bad value
+    gets the same message here as through the CLI or Python (a 422 naming the field)."""
+    rule = Settings.rule(name)
+    default = Settings.__dataclass_fields__[name].default
+    extra: dict = {}
+    if rule.lo is not None:
+        extra["minimum"] = rule.lo
+    if rule.hi is not None:
+        extra["maximum"] = rule.hi
+    if rule.choices:
+        extra["enum"] = list(rule.choices)
+    shown = rule.model and f"the model's, {model_default(name, SPECS['newbie-exp0.1'])} for NewBie"
+    shown = shown or rule.default_text
+    help = rule.help + (f" (default: {shown})" if shown else "")
+    kind = _STRICT[rule.kind]
+    return (
+        kind if default is not None else kind | None,
+        Field(default, description=help, json_schema_extra=extra),
     )
-    seed: int | None = Field(
-        None, description="base seed; drawn at acceptance when omitted, so a retry is identical"
-    )
-    steps: int | None = None
-    cfg: float | None = Field(None, description="classifier-free guidance scale")
-    sampler: str | None = Field(None, description="euler, midpoint, dpmpp_2m or res_multistep")
-    shift: float | None = None
-    cfg_trunc: float | None = Field(None, description="CFG only while t < cfg_trunc (t: 0 = noise, 1 = data)")
-    renorm_cfg: float | None = Field(
-        None, description="cap the guided norm at this multiple of the conditional one"
-    )
+
+
+_BATCH = Settings.rule("batch")
+
+GenerationParams = create_model(
+    "GenerationParams",
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+    prompt=(StrictStr, Field(description="text, danbooru tags or an XML structured prompt")),
+    n=(
+        StrictInt,
+        Field(
+            1,
+            description="number of images (one batch; seeds seed, seed+1, ...)",
+            json_schema_extra={"minimum": _BATCH.lo, "maximum": _BATCH.hi},
+        ),
+    ),
+    size=(
+        StrictStr | None,
+        Field(None, description="WIDTHxHEIGHT in multiples of 16, or 'auto' for the model default"),
+    ),
     # artist workflows (docs/workflows.md)
-    loras: list[LoraRef] | None = Field(
-        None, description="LoRA/LoKr adapters from the server's DATA/adapters/"
-    )
-    fuse_loras: bool = Field(False, description="merge the adapters into the weights instead of hooks")
-    init_image: str | None = Field(None, description="img2img/inpainting input: base64 PNG or JPEG")
-    strength: float | None = Field(
-        None, description="img2img noise level in [0, 1] (default 0.6; 1.0 with a mask)"
-    )
-    mask: str | None = Field(
-        None, description="inpainting mask, base64 PNG or JPEG of init_image's size; white = repaint"
-    )
-    mask_feather: int | None = Field(None, description="pixels the mask ramps up inside its edge (default 8)")
-    hires: bool | HiresParams | None = Field(
-        None, description="hires pass: true for 2x with the defaults, or its settings"
-    )
-    noise: Literal["newbie", "comfy"] | None = Field(
-        None, description="initial noise: newbie (per image, default) or comfy (ComfyUI's for the same seed)"
-    )
-    schedule: Literal["uniform", "simple"] | None = Field(
-        None, description="sigma grid: uniform (default) or simple (ComfyUI's 'simple' scheduler)"
-    )
+    loras=(
+        list[LoraRef] | None,
+        Field(
+            None,
+            description="LoRA/LoKr adapters from the server's DATA/adapters/",
+            json_schema_extra={"maxItems": Settings.rule("loras").hi},
+        ),
+    ),
+    init_image=(StrictStr | None, Field(None, description="img2img/inpainting input: base64 PNG or JPEG")),
+    mask=(
+        StrictStr | None,
+        Field(None, description="inpainting mask, base64 PNG or JPEG of init_image's size; white = repaint"),
+    ),
+    hires=(
+        StrictBool | HiresParams | None,
+        Field(None, description="hires pass: true for 2x with the defaults, or its settings"),
+    ),
+    **{name: _value_field(name) for name in Settings.fields() if name not in OWN_FORM},
+)
 
 
 class ImageGenerationRequest(GenerationParams):
@@ -122,6 +153,7 @@ class Health(BaseModel):
     workers_alive: int
     queued: int
     running: int
+    reason: str | None = Field(None, description="why the server is degraded (absent when ok)")
 
 
 class ExpandRequest(BaseModel):

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
+import sqlite3
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from newbie.serve.worker import Runner, Worker
 
 log = logging.getLogger("newbie.serve")
 JOB_ID = re.compile(r"[0-9a-f]{32}")
+SWEEP_EVERY_S = 600.0  # how often an idle worker deletes finished jobs past the retention
 
 
 class Waiters:
@@ -74,6 +78,8 @@ class JobService:
         self.waiters = Waiters()
         self._progress: dict[str, tuple[int, int]] = {}  # running job -> (step, steps), kept by its worker
         self._cancels: set[str] = set()  # running jobs whose cancel was asked for in this process
+        self._last_sweep = 0.0
+        self._store_error: str | None = None  # the last store failure a worker met, until one succeeds
         self._stopping = threading.Event()
         self._wake = threading.Condition()
         self.workers = [Worker(self, r) for r in runners]
@@ -85,6 +91,7 @@ class JobService:
             log.warning("recovered job %s", note)
         for tmp in self.images_dir.glob("*/.newbie-*"):  # save_png's temporary file, orphaned by a kill
             tmp.unlink(missing_ok=True)
+        self.sweep()
         for w in self.workers:
             w.start()
 
@@ -100,22 +107,41 @@ class JobService:
 
     # -- jobs --
 
+    def unavailable(self) -> str | None:
+        """Why no job can run now (no worker alive, the store failing), or None."""
+        if not any(w.is_alive() for w in self.workers):
+            return "no worker is running"
+        if self._store_error:
+            return f"the job store fails: {self._store_error}"
+        return None
+
     def submit(self, params: dict, images: dict | None = None) -> Job:
-        """Queue a job; its input images go to its folder first, so a queued job always has them."""
-        if self.store.counts()["queued"] >= self.limits.max_queue:
-            raise ApiError(
-                503, f"the queue is full ({self.limits.max_queue} jobs); try again later", "queue_full"
-            )
+        """Queue a job; its input images go to its folder first, so a queued job always has them. Refused
+        (503) while no job could run: a 202 then would be a promise nobody keeps."""
+        reason = self.unavailable()
+        if reason:
+            raise ApiError(503, f"the server cannot run jobs now ({reason}); try again later", "unavailable")
         job_id = uuid.uuid4().hex
-        if images:
-            save_inputs(self.images_dir / job_id, images)
-        job = self.store.add(params, params["n"], job_id)
+        try:
+            if self.store.counts()["queued"] >= self.limits.max_queue:
+                raise ApiError(
+                    503, f"the queue is full ({self.limits.max_queue} jobs); try again later", "queue_full"
+                )
+            if images:
+                save_inputs(self.images_dir / job_id, images)
+            job = self.store.add(params, params["n"], job_id)
+        except (sqlite3.Error, OSError) as e:
+            self.store_trouble(e)
+            raise ApiError(503, f"the job store fails ({e}); try again later", "store_unavailable") from None
         with self._wake:
             self._wake.notify()
         return job
 
     def get(self, job_id: str) -> Job:
-        job = self.store.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        try:
+            job = self.store.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        except sqlite3.Error as e:
+            raise ApiError(503, f"the job store fails ({e}); try again later", "store_unavailable") from None
         if job is None:
             raise ApiError(404, f"no job '{job_id[:64]}'", "job_not_found")
         return job
@@ -154,7 +180,7 @@ class JobService:
 
     def step(self, job: Job) -> int:
         if job.state == "done":
-            return job.params.get("total_steps", job.params["steps"])
+            return job.params.get("total_steps", job.params.get("steps", 0))
         return self._progress.get(job.id, (0, 0))[0] if job.state == "running" else 0
 
     def cancel_asked(self, job_id: str) -> bool:
@@ -167,6 +193,13 @@ class JobService:
             raise ApiError(404, f"no image {index} for job '{job_id[:64]}'", "image_not_found")
         path = self.images_dir / job_id / f"{index}.png"
         assert path.resolve().is_relative_to(self.data_dir)
+        return path
+
+    def existing_image(self, job_id: str, index: int) -> Path:
+        """image_path(), or 410 when the file of a done job was deleted (by an operator, a retention sweep)."""
+        path = self.image_path(job_id, index)
+        if not path.is_file():
+            raise ApiError(410, f"image {index} of job {job_id} is no longer on the server", "image_gone")
         return path
 
     def expand(self, text: str, llm: bool = True, **kwargs):
@@ -183,29 +216,62 @@ class JobService:
         return runner.expand(text, **kwargs)
 
     def health(self) -> dict:
-        counts = self.store.counts()
+        """Liveness: every worker alive and the store readable and writable (as far as the workers saw)."""
         alive = sum(w.is_alive() for w in self.workers)
-        return {
-            "status": "ok" if alive == len(self.workers) else "degraded",
+        reason = None
+        try:
+            counts = self.store.counts()
+        except sqlite3.Error as e:
+            counts, reason = {"queued": 0, "running": 0}, f"the job store cannot be read: {e}"
+        if alive < len(self.workers):
+            reason = f"{len(self.workers) - alive} of {len(self.workers)} workers stopped"
+        reason = reason or (f"the job store fails: {self._store_error}" if self._store_error else None)
+        health = {
+            "status": "degraded" if reason else "ok",
             "model": self.model_name,
             "workers": len(self.workers),
             "workers_alive": alive,
             "queued": counts["queued"],
             "running": counts["running"],
         }
+        if reason:
+            health["reason"] = reason
+        return health
 
     def metrics_text(self) -> str:
-        return self.metrics.render(
-            self.store.counts(), len(self.workers), sum(w.is_alive() for w in self.workers)
-        )
+        try:
+            counts = self.store.counts()
+        except sqlite3.Error:
+            counts = {}  # /metrics still answers; /healthz says why
+        return self.metrics.render(counts, len(self.workers), sum(w.is_alive() for w in self.workers))
 
     # -- workers (newbie.serve.worker.JobHost) --
+
+    def store_trouble(self, error: Exception | None) -> None:
+        self._store_error = None if error is None else (str(error).splitlines() or [type(error).__name__])[0]
 
     def is_stopping(self) -> bool:
         return self._stopping.is_set()
 
+    def sweep(self) -> int:
+        """With a retention: delete finished jobs older than it, rows first (a GET then says 404, never
+        points at a missing file), then their folders. Returns how many."""
+        self._last_sweep = time.monotonic()
+        if not self.limits.retention_s:
+            return 0
+        ids = self.store.purge(time.time() - self.limits.retention_s)
+        for job_id in ids:
+            if JOB_ID.fullmatch(job_id):
+                shutil.rmtree(self.images_dir / job_id, ignore_errors=True)
+        if ids:
+            log.info("retention: deleted %d finished job(s)", len(ids))
+        return len(ids)
+
     def next_job(self, timeout: float) -> Job | None:
         job = self.store.claim()
+        self._store_error = None  # the store answered (whoever saw it fail before)
+        if job is None and time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
+            self.sweep()
         if job is None:
             with self._wake:
                 self._wake.wait(timeout)  # a submit wakes us; the timeout covers a notify sent earlier
@@ -219,7 +285,7 @@ class JobService:
 
     def save_images(self, job: Job, images: list, recipes: list) -> None:
         for i, (image, recipe) in enumerate(zip(images, recipes)):
-            save_png(image, recipe, self.image_path(job.id, i))
+            save_png(image, recipe, self.image_path(job.id, i), durable=True)
 
     def finish(
         self,

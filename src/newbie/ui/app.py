@@ -7,6 +7,7 @@ gallery grid below. Run it through `newbie ui`, which sets the theme and the set
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 from pathlib import Path
@@ -15,8 +16,7 @@ import streamlit as st
 import torch
 
 from newbie.errors import NewbieError
-from newbie.pipeline.request import Settings
-from newbie.sampling.samplers import SAMPLERS
+from newbie.pipeline.request import Settings, parse_size
 from newbie.ui import compose, form, theme, workflows
 from newbie.ui import gallery_view as views
 from newbie.ui.gallery import Gallery
@@ -24,7 +24,7 @@ from newbie.ui.job import Job
 from newbie.ui.memory import apply_plan, cpu_memory_line, gpu_total_gib, plan_view
 from newbie.ui.preview import Previewer
 from newbie.ui.settings import UISettings
-from newbie.ui.sizes import parse_size, size_label, trained_sizes
+from newbie.ui.sizes import size_label, trained_sizes
 from newbie.ui.styles import STYLE_PRESETS, apply_style, preset_tags
 
 log = logging.getLogger("newbie.ui")
@@ -86,9 +86,9 @@ def sidebar(pipe, sizes: list[str]) -> None:
             help="added to <general_tags><style> of an XML prompt, appended to a text prompt",
         )
         st.selectbox("Size", sizes, key="size", help="the sizes this model was trained at")
-        st.number_input("Steps", min_value=1, max_value=1000, step=1, key="steps")
-        st.number_input("CFG", min_value=0.0, max_value=100.0, step=0.5, key="cfg")
-        st.selectbox("Sampler", list(SAMPLERS), key="sampler")
+        st.number_input("Steps", step=1, key="steps", **form.bounds("steps"))
+        st.number_input("CFG", step=0.5, key="cfg", **form.bounds("cfg"))
+        st.selectbox("Sampler", list(Settings.rule("sampler").choices), key="sampler")
         seed_col, dice_col = st.columns([4, 1], vertical_alignment="bottom")
         seed_col.text_input("Seed", key="seed", placeholder="random")
         dice_col.button(":material/casino:", key="dice", on_click=roll_seed, help="a new random seed")
@@ -158,13 +158,30 @@ def artist_workflows() -> None:
             st.button("Drop the recipe's images", on_click=forget_recipe_inputs)
 
 
-def form_values() -> dict:
-    """The session state plus the uploads opened as in-memory PIL images."""
-    return {
+def form_values(cfg: UISettings | None = None) -> dict:
+    """The session state plus the uploads opened as in-memory PIL images (LoRA lines confined to
+    DATA/adapters/ when the page is served beyond this machine)."""
+    values = {
         **state.to_dict(),
         "init_image": workflows.open_upload(state.get("init_upload"), "init image"),
         "mask": workflows.open_upload(state.get("mask_upload"), "mask"),
     }
+    if cfg is not None and cfg.remote:
+        values["loras"] = workflows.confine_loras(values.get("loras") or "", cfg.data_dir)
+        values["init_image_path"] = values["mask_path"] = ""  # server paths: only uploads come in
+    return values
+
+
+def access_granted(cfg: UISettings) -> bool:
+    """With an access key: the page shows nothing until the link carries ?key=KEY (kept for the session)."""
+    if not cfg.access_key or state.get("access_ok"):
+        return True
+    given = str(st.query_params.get("key", ""))
+    if hmac.compare_digest(given.encode(), cfg.access_key.encode()):
+        state.access_ok = True
+        return True
+    st.error("This page needs its access key: open the link `newbie ui` printed (…/?key=...).")
+    return False
 
 
 def gemma_expander(pipe) -> None:
@@ -268,21 +285,20 @@ def start_job(cfg: UISettings, gallery: Gallery, prompt: str, check) -> None:
     try:
         if check is None or check.error:
             raise NewbieError(check.error if check else "the prompt is empty")
-        settings = form.settings(form_values())
-        pipe = load_model(cfg.model, cfg.device, settings.dtype)
-        kwargs = settings.kwargs()
+        values = form_values(cfg)
+        settings, dtype = form.settings(values), form.dtype(values)
+        pipe = load_model(cfg.model, cfg.device, dtype)
         apply_plan(
             pipe,
             state.vram_gib,
-            kwargs.get("width") or pipe.spec.sampling.width,
-            kwargs.get("height") or pipe.spec.sampling.height,
+            settings.width or pipe.spec.sampling.width,
+            settings.height or pipe.spec.sampling.height,
         )
         final = apply_style(prompt, state.style_tags)
-        req = pipe.request(
-            Settings(prompt=final, negative=settings.negative, **settings.kwargs())
-        )  # instant errors, before the thread
-        previewer = previewer_for(cfg.model, cfg.device, settings.dtype, str(cfg.data_dir))
-        state.job = Job(pipe, final, settings.negative, settings.kwargs(), gallery, previewer).start()
+        req = pipe.request(settings.replace(prompt=final))  # instant errors, before the thread
+        previewer = previewer_for(cfg.model, cfg.device, dtype, str(cfg.data_dir))
+        kwargs = form.generate_kwargs(settings)
+        state.job = Job(pipe, final, settings.negative, kwargs, gallery, previewer).start()
         state.notice = ("warning", "; ".join(req.warnings)) if req.warnings else None
     except NewbieError as e:
         state.notice = ("error", str(e))
@@ -293,6 +309,8 @@ def main() -> None:
     st.html(theme.page_css())
     st.html(theme.LIVE_TYPING_JS, unsafe_allow_javascript=True)
     cfg = UISettings.from_env()
+    if not access_granted(cfg):
+        return
     gallery = Gallery(cfg.data_dir)
     pipe = load_model(cfg.model, cfg.device, state.get("dtype", "auto"))
     sizes = [size_label(w, h) for w, h in trained_sizes(pipe.spec)]

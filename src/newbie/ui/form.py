@@ -1,21 +1,24 @@
 """The page's settings as plain values: defaults from the model spec, a recipe back into the form
-(`Use these settings`), and the form into `Pipeline.generate()` arguments. Keys are the widget keys."""
+(`Use these settings`), and the form into the request's `Settings` (pipeline/request.py), whose rules also
+give the number widgets their bounds. Keys are the widget keys."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from newbie.config import ModelSpec
 from newbie.errors import NewbieError
 from newbie.pipeline.recipe import Recipe
+from newbie.pipeline.request import SettingError, Settings, carried_fields, check, check_value, parse_size
 from newbie.ui.compose import MODES
-from newbie.ui.sizes import parse_size, size_label
+from newbie.ui.sizes import size_label
 from newbie.ui.styles import NO_STYLE, preset_tags
 from newbie.ui.workflows import workflow_defaults, workflow_kwargs, workflows_from_recipe
 
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 DEFAULT_STYLE = NO_STYLE  # the prompt as written: the same picture as the CLI and the API make from it
+# request fields with a widget of their own; the recipe's other sampling fields ride in `advanced`
+WIDGETS = ("negative", "steps", "cfg", "sampler", "width", "height")
 
 
 def defaults(spec: ModelSpec) -> dict[str, object]:
@@ -52,43 +55,18 @@ def from_recipe(recipe: Recipe) -> dict[str, object]:
         "sampler": recipe.sampler,
         "seed": str(recipe.seed),
         "dtype": recipe.dtype,
-        "advanced": {
-            "shift": recipe.shift,
-            "cfg_trunc": recipe.cfg_trunc,
-            "renorm_cfg": recipe.renorm_cfg,
-            "noise": recipe.noise,
-            "schedule": recipe.schedule,
-        },  # ComfyUI-style recipes stay so
+        "advanced": {  # ComfyUI-style recipes stay so
+            name: getattr(recipe, name) for name in carried_fields() if name not in WIDGETS
+        },
         **workflows_from_recipe(recipe),
     }
 
 
-@dataclass
-class Settings:
-    """Everything generate() needs besides the prompt."""
-
-    negative: str
-    width: int
-    height: int
-    steps: int
-    cfg: float
-    sampler: str
-    seed: int | None  # None: the pipeline draws one
-    dtype: str
-    advanced: dict  # shift, cfg_trunc, renorm_cfg from a recipe; empty = the model's defaults
-    workflows: dict = field(default_factory=dict)  # loras, init_image, mask, hires ... (see workflows.py)
-
-    def kwargs(self) -> dict:
-        return dict(
-            seed=self.seed,
-            steps=self.steps,
-            cfg=self.cfg,
-            sampler=self.sampler,
-            width=self.width,
-            height=self.height,
-            **self.advanced,
-            **self.workflows,
-        )
+def bounds(name: str) -> dict:
+    """A number widget's min/max: the request field's own bounds (pipeline/request.py)."""
+    rule = Settings.rule(name)
+    kind = float if rule.kind == "float" else int
+    return {"min_value": kind(rule.lo), "max_value": kind(rule.hi), "help": rule.help}
 
 
 def parse_seed(text: str) -> int | None:
@@ -98,30 +76,48 @@ def parse_seed(text: str) -> int | None:
     try:
         seed = int(text)
     except ValueError:
-        raise NewbieError(f"seed must be a whole number (or empty for a random one), got '{text}'") from None
-    if not 0 <= seed < 2**63:
-        raise NewbieError(f"seed must be between 0 and 2^63-1, got {seed}")
+        raise SettingError(
+            "seed", f"seed must be a whole number (or empty for a random one), got '{text}'"
+        ) from None
+    check_value("seed", seed)
     return seed
 
 
-def settings(values: Mapping) -> Settings:
-    """The widget values -> Settings; a bad value is a one-line NewbieError."""
-    try:
-        width, height = parse_size(str(values["size"]))
-    except ValueError:
-        raise NewbieError(f"size must look like WIDTHxHEIGHT, got '{values['size']}'") from None
-    dtype = values["dtype"]
-    if dtype not in DTYPE_CHOICES:
-        raise NewbieError(f"unknown precision '{dtype}' (choose from {', '.join(DTYPE_CHOICES)})")
-    return Settings(
+def dtype(values: Mapping) -> str:
+    name = values["dtype"]
+    if name not in DTYPE_CHOICES:
+        raise NewbieError(f"unknown precision '{name}' (choose from {', '.join(DTYPE_CHOICES)})")
+    return name
+
+
+def settings(values: Mapping, prompt: str = "") -> Settings:
+    """The widget values -> the request's Settings (the page puts in the prompt with its style applied).
+    Every value is checked by its field's rule here, so a bad one is a one-line NewbieError before anything
+    runs; `advanced` holds the recipe's other sampling fields (shift, cfg_trunc, ...), under their names."""
+    width, height = parse_size(values["size"])
+    dtype(values)
+    out = Settings(
+        prompt=prompt,
         negative=values["negative"],
         width=width,
         height=height,
-        steps=int(values["steps"]),
-        cfg=float(values["cfg"]),
+        steps=values["steps"],
+        cfg=values["cfg"],
         sampler=values["sampler"],
         seed=parse_seed(values["seed"]),
-        dtype=dtype,
-        advanced=dict(values.get("advanced") or {}),
-        workflows=workflow_kwargs(values),
+        **dict(values.get("advanced") or {}),
+        **workflow_kwargs(values),
     )
+    check(out)
+    return out
+
+
+def generate_kwargs(settings: Settings) -> dict:
+    """Settings as `Pipeline.generate(prompt, negative, **kwargs)` keywords (what ui.job.Job runs): the
+    fields set to something other than their default, so an untouched expander is plain text-to-image."""
+    defaults = Settings.__dataclass_fields__
+    return {
+        k: v
+        for k, v in vars(settings).items()
+        if k not in ("prompt", "negative") and v is not defaults[k].default and v != defaults[k].default
+    }

@@ -49,19 +49,41 @@ class Entry:
     created: float
     image_path: Path
     thumb_path: Path
-    recipe: Recipe
+    recipe: Recipe | None  # None: the row's recipe cannot be read (see problem)
     seconds: float
     peak_gib: float | None
     peak_kind: str
+    recipe_error: str | None = None
 
     @property
     def prompt(self) -> str:
-        return self.recipe.prompt
+        return self.recipe.prompt if self.recipe else ""
+
+    @property
+    def problem(self) -> str | None:
+        """Why this entry cannot be shown whole (its PNG deleted, its recipe damaged), or None. One bad
+        entry is shown as such, with its Delete button; it never takes the page down."""
+        if not self.image_path.is_file():
+            return f"the image file {self.image_path.name} is missing"
+        if self.recipe is None:
+            return f"the recipe is unreadable ({self.recipe_error})"
+        return None
+
+    @property
+    def picture(self) -> Path | None:
+        """What the grid shows: the thumbnail, else the PNG itself, else nothing."""
+        return next((p for p in (self.thumb_path, self.image_path) if p.is_file()), None)
 
 
 class Gallery:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
+        db = self.root / DB_NAME
+        if db.is_file() and db.stat().st_size == 0:  # truncated: starting empty would hide every image
+            raise NewbieError(
+                f"the gallery index {db} is empty (0 bytes): restore it from a backup, or move it away to "
+                "start a new gallery (the PNGs in images/ keep their recipes)"
+            )
         try:
             (self.root / "images").mkdir(parents=True, exist_ok=True)
             (self.root / "thumbs").mkdir(exist_ok=True)
@@ -131,15 +153,20 @@ class Gallery:
 
     def _entry(self, row: tuple) -> Entry:
         id_, created, image, thumb, _prompt, recipe, seconds, peak_gib, peak_kind = row
+        try:
+            parsed, error = Recipe.from_json(recipe), None
+        except Exception as e:  # a damaged row: shown as such, with its Delete button
+            parsed, error = None, f"{type(e).__name__}: {str(e)[:120]}"
         return Entry(
             id_,
             created,
             self.root / image,
             self.root / thumb,
-            Recipe.from_json(recipe),
+            parsed,
             seconds,
             peak_gib,
             peak_kind,
+            error,
         )
 
 

@@ -18,7 +18,7 @@ PAGE = 48  # thumbnails shown before "Show more"
 
 def use_settings(gallery: Gallery, entry_id: int) -> None:
     entry = gallery.get(entry_id)
-    if entry is not None:
+    if entry is not None and entry.recipe is not None:
         state.update(form.from_recipe(entry.recipe))
 
 
@@ -60,8 +60,28 @@ def hero(gallery: Gallery) -> None:
         st.markdown("#### The sky is empty")
         st.caption("Compose a prompt and press Generate: every image is kept here with its recipe.")
         return
+    if entry.problem:
+        broken(gallery, entry)
+        return
     st.image(str(entry.image_path), width="stretch")
     detail(gallery, entry)
+
+
+def delete_buttons(gallery: Gallery, entry: Entry, column) -> None:
+    if state.get("confirm_delete") == entry.id:
+        st.warning("Delete this image and its recipe for good?")
+        yes, no = st.columns(2)
+        yes.button("Yes, delete", on_click=delete_entry, args=(gallery, entry.id), type="primary")
+        no.button("Keep it", on_click=lambda: state.update(confirm_delete=None))
+    else:
+        column.button("Delete", on_click=lambda: state.update(confirm_delete=entry.id))
+
+
+def broken(gallery: Gallery, entry: Entry) -> None:
+    """An entry whose PNG is gone or whose recipe is damaged: said so, and removable from here."""
+    with st.container(key="detail"):
+        st.warning(f"Image #{entry.id} cannot be shown: {entry.problem}.")
+        delete_buttons(gallery, entry, st)
 
 
 def detail(gallery: Gallery, entry: Entry) -> None:
@@ -83,13 +103,7 @@ def detail(gallery: Gallery, entry: Entry) -> None:
             mime="image/png",
             on_click="ignore",
         )
-        if state.get("confirm_delete") == entry.id:
-            st.warning("Delete this image and its recipe for good?")
-            yes, no = st.columns(2)
-            yes.button("Yes, delete", on_click=delete_entry, args=(gallery, entry.id), type="primary")
-            no.button("Keep it", on_click=lambda: state.update(confirm_delete=None))
-        else:
-            c.button("Delete", on_click=lambda: state.update(confirm_delete=entry.id))
+        delete_buttons(gallery, entry, c)
         with st.expander("Recipe"):
             st.json(r.to_json())
 
@@ -106,7 +120,11 @@ def gallery_grid(gallery: Gallery) -> None:
             cols = st.columns(GRID_COLUMNS)
             row_entries = entries[row : row + GRID_COLUMNS]  # the last row may be short
             for col, entry in zip(cols, row_entries, strict=False):
-                col.image(str(entry.thumb_path), width="stretch")
+                picture = entry.picture if entry.recipe is not None else None
+                if picture is not None:
+                    col.image(str(picture), width="stretch")
+                else:
+                    col.caption(f"#{entry.id}: {entry.problem or 'no picture'}")
                 col.button(
                     f"#{entry.id}",
                     key=f"view_{entry.id}",

@@ -13,14 +13,16 @@ ENV_MODEL = "NEWBIE_UI_MODEL"  # model folder; unset = the embedded demo model
 ENV_DATA_DIR = "NEWBIE_UI_DATA_DIR"  # gallery folder
 ENV_DEVICE = "NEWBIE_UI_DEVICE"  # cpu or cuda; unset = cuda when available
 ENV_CPU_THREADS = "NEWBIE_UI_CPU_THREADS"  # torch threads when generating on the CPU; unset = torch's choice
+ENV_ACCESS_KEY = "NEWBIE_UI_ACCESS_KEY"  # the page asks for it (?key=...) before showing anything
+ENV_REMOTE = "NEWBIE_UI_REMOTE"  # 1: served beyond loopback; LoRA lines name DATA/adapters/ entries only
 
 
 def cpu_threads() -> int:
     """Torch threads for generating on the CPU beside the web server: every core but one.
 
     OpenMP's worker threads wait for each other at every parallel region; when the server's own threads take
-    one of their cores, the whole team stalls. Measured on 2 busy cores: 8 demo steps took 118 s with
-    2 threads inside Streamlit and 11 s with 1.
+    one of their cores, the whole team stalls: on a 2-core machine, 2 threads inside Streamlit ran ten times
+    slower than 1 (docs/benchmarks.md, "Figures behind the code").
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores - 1)
@@ -32,6 +34,8 @@ class UISettings:
     data_dir: Path
     device: str | None
     cpu_threads: int | None = None
+    access_key: str | None = None
+    remote: bool = False
 
     @classmethod
     def from_env(cls) -> UISettings:
@@ -41,6 +45,8 @@ class UISettings:
             data_dir=Path(os.environ.get(ENV_DATA_DIR) or default_data_dir()).expanduser(),
             device=os.environ.get(ENV_DEVICE) or None,
             cpu_threads=int(threads) if threads.isdigit() and int(threads) > 0 else None,
+            access_key=os.environ.get(ENV_ACCESS_KEY) or None,
+            remote=os.environ.get(ENV_REMOTE, "") == "1",
         )
 
     def env(self) -> dict[str, str]:
@@ -51,4 +57,8 @@ class UISettings:
             out[ENV_DEVICE] = self.device
         if self.cpu_threads:
             out[ENV_CPU_THREADS] = str(self.cpu_threads)
+        if self.access_key:
+            out[ENV_ACCESS_KEY] = self.access_key
+        if self.remote:
+            out[ENV_REMOTE] = "1"
         return out

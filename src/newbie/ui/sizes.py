@@ -35,8 +35,3 @@ def trained_sizes(spec: ModelSpec) -> list[tuple[int, int]]:
 def size_label(width: int, height: int) -> str:
     d = gcd(width, height)
     return f"{width}x{height}  ({width // d}:{height // d})"
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    w, h = text.split()[0].lower().split("x")
-    return int(w), int(h)

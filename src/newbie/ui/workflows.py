@@ -15,6 +15,11 @@ from newbie.pipeline.recipe import Recipe
 
 HIRES_SCALES = (1.5, 2.0)
 IMAGE_TYPES = ("png", "jpg", "jpeg", "webp")
+# An upload is checked on its size and its header before any pixel is decoded: a 164 KB PNG can claim a
+# canvas of gigabytes. The same bounds as the API's (serve/inputs.py): inputs are resized to the request.
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+MAX_UPLOAD_SIDE = 4096
+MAX_UPLOAD_PIXELS = 4 * 2048 * 2048
 
 
 def workflow_defaults() -> dict[str, object]:
@@ -57,13 +62,37 @@ def open_upload(upload, what: str):
     from PIL import Image, UnidentifiedImageError
 
     data = upload.getvalue() if hasattr(upload, "getvalue") else bytes(upload)
+    name = getattr(upload, "name", "the upload")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise NewbieError(f"{what} '{name}' is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
     try:
         image = Image.open(io.BytesIO(data))
+        w, h = image.size
+        if w * h > MAX_UPLOAD_PIXELS or max(w, h) > MAX_UPLOAD_SIDE:
+            raise NewbieError(
+                f"{what} '{name}' is {w}x{h}; images up to {MAX_UPLOAD_PIXELS} pixels and "
+                f"{MAX_UPLOAD_SIDE} per side are read"
+            )
         image.load()
-    except (UnidentifiedImageError, OSError):
-        name = getattr(upload, "name", "the upload")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
         raise NewbieError(f"{what} '{name}' is not a readable image") from None
     return image
+
+
+def confine_loras(text: str, data_dir) -> str:
+    """For a page served beyond this machine: LoRA lines name adapters under DATA/adapters/ only (the API's
+    rule, serve/inputs.py), so a visitor cannot make the page open, or probe for, any file on the server.
+    Returns the lines with the checked paths."""
+    from newbie.serve.errors import ApiError
+    from newbie.serve.inputs import adapter_path
+
+    lines = []
+    for name, strength in parse_lora_lines(text):
+        try:
+            lines.append(f"{adapter_path(data_dir, name)}:{strength:g}")
+        except ApiError as e:
+            raise NewbieError(e.message.replace(str(data_dir), "DATA")) from None
+    return "\n".join(lines)
 
 
 def workflow_kwargs(values: Mapping) -> dict:

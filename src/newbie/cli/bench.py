@@ -7,7 +7,7 @@ import argparse
 
 from newbie.cli.registry import register
 
-BENCH_MODULES = ("newbie.bench.precision", "newbie.bench.speed")
+BENCH_MODULES = ("newbie.cli.bench_precision", "newbie.bench.speed", "newbie.bench.startup")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -27,13 +27,13 @@ from newbie.parallel.launch import Group, GroupFailed, Placement, context
 RESOLVE_TIMEOUT_S = 60.0
 
 
-def _rank_loop(rank, world, device, layout, load, step_cache, commands, replies, resolves, resolved):
+def _rank_loop(rank, world, device, layout, load, setup, commands, replies, resolves, resolved):
     import torch.distributed as dist
 
     from newbie.parallel.runner import run, setup_rank
     from newbie.serve.limits import PipelineValidator, to_request
 
-    mesh, pipe = setup_rank(layout, load, device, step_cache)
+    mesh, pipe = setup_rank(layout, load, device, **setup)  # step_cache, compile
     dist.barrier()  # every rank loaded before the group says it is ready
     if rank == 0:
         threading.Thread(
@@ -73,7 +73,13 @@ class GroupRunner:
     """A serve Runner (newbie.serve.worker.Runner) backed by one started process group."""
 
     def __init__(
-        self, layout, placement: Placement, load: dict, step_cache: float = 0.0, timeout_s: float = 1800.0
+        self,
+        layout,
+        placement: Placement,
+        load: dict,
+        step_cache: float = 0.0,
+        timeout_s: float = 1800.0,
+        compile: bool = False,
     ):
         ctx = context(placement)
         self.name = f"{layout}@{','.join(sorted(set(placement.devices)))}"
@@ -81,7 +87,15 @@ class GroupRunner:
         self.replies, self.resolves, self.resolved = ctx.Queue(), ctx.Queue(), ctx.Queue()
         self.group = Group(
             _rank_loop,
-            (layout, load, step_cache, self.commands, self.replies, self.resolves, self.resolved),
+            (
+                layout,
+                load,
+                {"step_cache": step_cache, "compile": compile},
+                self.commands,
+                self.replies,
+                self.resolves,
+                self.resolved,
+            ),
             placement,
             timeout_s,
         )
@@ -163,12 +177,12 @@ class GroupRunner:
         self.group = None
 
 
-def parallel_service(args, limits):
-    """The JobService of `newbie serve --parallel`: one GroupRunner per `world` devices."""
+def parallel_service(args, limits, load: dict):
+    """The JobService of `newbie serve --parallel`: one GroupRunner per `world` devices. load: newbie.load()'s
+    model keywords without the device (newbie.cli.model_args.load_kwargs)."""
     import torch
 
-    from newbie.cli.model_args import load_kwargs
-    from newbie.parallel.cli import preflight
+    from newbie.parallel.preflight import preflight
     from newbie.serve.service import JobService
 
     devices = [d.strip() for d in (args.device or "").split(",") if d.strip()]
@@ -197,7 +211,12 @@ def parallel_service(args, limits):
         from newbie.parallel.runner import _import_for_fork
 
         _import_for_fork()
-    runners = [GroupRunner(layout, p, load_kwargs(args), getattr(args, "step_cache", 0.0)) for p in groups]
+    runners = [
+        GroupRunner(
+            layout, p, load, getattr(args, "step_cache", 0.0), compile=getattr(args, "compile", False)
+        )
+        for p in groups
+    ]
     if runners[0].notice:
         print(runners[0].notice, file=sys.stderr)
     return JobService(Path(args.data_dir), runners[0], runners, limits, model_name=runners[0].model_name)

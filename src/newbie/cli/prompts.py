@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 from newbie.errors import NewbieError
-
-from .build import from_json, from_tags, from_yaml
-from .expand import expand
-from .lint import MAX_TOKENS, lint
-from .parse import parse
-from .render import canonical, to_xml
-from .xml_parser import MAX_CHARS, PromptError
+from newbie.prompts.build import from_json, from_tags, from_yaml
+from newbie.prompts.expand import expand
+from newbie.prompts.lint import MAX_TOKENS, lint
+from newbie.prompts.parse import parse
+from newbie.prompts.render import canonical, to_xml
+from newbie.prompts.xml_parser import MAX_CHARS, PromptError
 
 PROMPT_HELP = "the prompt text, FILE or @FILE to read it from a file, or - for stdin"
 
@@ -144,7 +143,7 @@ def _expand(args) -> int:
     if not args.llm:
         print(to_xml(expand(text)))
         return 0
-    from .llm import expand_llm, load_gemma_only  # torch and the model only when asked for
+    from newbie.prompts.llm import expand_llm, load_gemma_only  # torch and the model only when asked for
 
     gemma, tokenizer, device, notice = load_gemma_only(args.model, args.text_encoder, args.device, args.dtype)
     if notice:

@@ -8,10 +8,11 @@ import io
 import numpy as np
 from PIL import Image
 
-from newbie.parallel.serve import parallel_service
-from newbie.serve.cli import add_parser
+from newbie.cli.model_args import load_kwargs
+from newbie.cli.serve import add_parser
+from newbie.serve.parallel import parallel_service
 
-from ..serve.conftest import FAST, LIMITS
+from .conftest import FAST, LIMITS
 
 
 def _args(model_dir, tmp_path, *extra):
@@ -38,7 +39,8 @@ def test_serve_with_an_sp2_group(tiny_model_dir, tiny_pipeline, tmp_path):
 
     from newbie.serve.app import create_app
 
-    service = parallel_service(_args(tiny_model_dir, tmp_path, "--parallel", "sp:2"), LIMITS)
+    args = _args(tiny_model_dir, tmp_path, "--parallel", "sp:2")
+    service = parallel_service(args, LIMITS, load_kwargs(args))
     runner = service.workers[0].runner
     try:
         with TestClient(create_app(service, None, sync_timeout=120)) as client:

@@ -15,11 +15,11 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from newbie.memory.planner import parse_vram, plan_for
+    from newbie.pipeline.request import parse_size
 
-    try:
-        w, h = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise NewbieError(f"--size must look like 1024x1024, got '{args.size}'") from None
+    w, h = parse_size(args.size)
+    if w is None:
+        raise NewbieError("--size must be WIDTHxHEIGHT here (the plan needs a size), got 'auto'")
     plan = plan_for(parse_vram(args.vram), w, h, caption_tokens=args.caption_tokens)
     print(plan.describe())
     print(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from newbie.errors import NewbieError
 
-APP = Path(__file__).resolve().parent / "app.py"
+APP = Path(__file__).resolve().parent.parent / "ui" / "app.py"
 # The star-field palette; the page's CSS draws the stars, these colour Streamlit's own widgets.
 THEME = {
     "theme.base": "dark",
@@ -41,6 +41,16 @@ def add_parser(subparsers) -> None:
         help=f"gallery folder: SQLite index + PNG files (default: {default_data_dir()})",
     )
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--access-key",
+        help="the page asks for ?key=KEY before showing anything (default: $NEWBIE_UI_ACCESS_KEY); "
+        "needed to bind beyond loopback",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without an access key (anyone who reaches the port can generate)",
+    )
     p.set_defaults(func=run)
 
 
@@ -62,14 +72,32 @@ def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
         args.model = None  # --model demo: the embedded demo model, as everywhere
     if args.model and not Path(args.model).exists():
         raise NewbieError(f"--model {args.model}: no such file or folder")
+    from newbie.cli.serve import is_loopback
+    from newbie.ui.gallery import Gallery
+
+    access_key = getattr(args, "access_key", None) or os.environ.get("NEWBIE_UI_ACCESS_KEY") or None
+    remote = not is_loopback(args.host)
+    if remote and not access_key and not getattr(args, "insecure", False):
+        raise NewbieError(
+            f"binding to {args.host} exposes the page to the network: give --access-key (or "
+            "NEWBIE_UI_ACCESS_KEY), keep the default --host 127.0.0.1, or pass --insecure"
+        )
     data_dir = Path(args.data_dir).expanduser().resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise NewbieError(f"--data-dir {data_dir}: cannot create it ({e.strerror})") from None
+    Gallery(data_dir)  # an unusable or emptied gallery index: one line here, not a broken page
     model = str(Path(args.model).resolve()) if args.model else None
     threads = UISettings.from_env().cpu_threads or cpu_threads()  # the user's NEWBIE_UI_CPU_THREADS wins
-    settings = UISettings(model=model, data_dir=data_dir, device=args.device, cpu_threads=threads)
+    settings = UISettings(
+        model=model,
+        data_dir=data_dir,
+        device=args.device,
+        cpu_threads=threads,
+        access_key=access_key,
+        remote=remote,
+    )
     cmd = [
         sys.executable,
         "-m",
@@ -90,6 +118,8 @@ def streamlit_command(args) -> tuple[list[str], dict[str, str]]:
         "minimal",
         "--server.fileWatcherType",
         "none",
+        "--server.maxUploadSize",  # MB; the page checks each upload's header too (workflows.open_upload)
+        "32",
     ]
     for key, value in THEME.items():
         cmd += [f"--{key}", value]
@@ -105,8 +135,9 @@ def run(args) -> int:
     from newbie.cli.ports import check_port_free
 
     check_port_free(args.host, args.port)  # before the URL: Streamlit would print it, then fail
+    key = "/?key=<your access key>" if env.get("NEWBIE_UI_ACCESS_KEY") else ""
     print(
-        f"newbie ui: http://{args.host}:{args.port}  (gallery in {env['NEWBIE_UI_DATA_DIR']})",
+        f"newbie ui: http://{args.host}:{args.port}{key}  (gallery in {env['NEWBIE_UI_DATA_DIR']})",
         file=sys.stderr,
         flush=True,
     )

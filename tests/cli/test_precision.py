@@ -3,7 +3,7 @@ import csv
 import pytest
 
 from newbie.cli.main import main
-from newbie.precision.cli import COLUMNS, parse_steps
+from newbie.cli.precision import COLUMNS, parse_steps
 
 
 def test_trace_command_prints_writes_csv_and_plot(tiny_model_dir, tmp_path, capsys):

@@ -38,7 +38,6 @@ def test_generate_sp2_on_cpu_processes(tiny_model_dir, tmp_path):
     [
         (["--parallel", "sp:3"], "degree 3 must divide the model's 2 key-value heads"),
         (["--parallel", "sp:2,cfg:3"], "cfg is 1 or 2"),
-        (["--parallel", "sp:2", "--compile"], "--compile and --parallel sp:N cannot be combined"),
         (["--parallel", "cfg:2,sp:2", "--device", "cuda"], "no CUDA GPU"),
         (["--parallel", "cfg:2", "--device", "cpu,cpu"], "give cpu, cuda, or a list of cuda:N"),
     ],
@@ -75,3 +74,45 @@ def test_comfy_dir_reaches_the_preflight_and_every_process(tiny_model_dir, tmp_p
     with pytest.raises(SystemExit):
         main(["generate", *ARGS, "--comfy-dir", str(models), "--parallel", "sp:2", "--device", "cpu"])
     assert seen["comfy_dir"] == str(models) and seen["path"] is None
+
+
+def test_generate_compile_with_sp3_equals_one_eager_process(tmp_path, monkeypatch):
+    # the composition the old copy of the block refused: compiled blocks holding the sharded attention. The
+    # ranks are forked, so they inherit this Pipeline.compile; its backend records each graph it is given
+    # (inductor would give the same graphs, minutes slower on a CPU) and leaves them to run as traced
+    import functools
+    import os
+
+    from newbie.pipeline.pipeline import Pipeline
+
+    def backend(gm, example_inputs):
+        collectives = sum("all_to_all" in str(n.target) for n in gm.graph.nodes)
+        with open(tmp_path / f"graphs-{os.getpid()}.txt", "a") as f:
+            f.write(f"{collectives}\n")
+        return gm.forward
+
+    monkeypatch.setattr(Pipeline, "compile", functools.partialmethod(Pipeline.compile, backend=backend))
+    args = ["generate", "1girl, smile", "--seed", "4", "--steps", "2", "--size", "64x64", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "one.png")]) == 0
+    sp = ["--compile", "--parallel", "sp:3", "--device", "cpu", "--out", str(tmp_path / "three.png")]
+    assert main([*args, *sp]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / f"{n}.png"), dtype=int) for n in ("one", "three"))
+    assert a.shape == b.shape == (64, 64, 3) and np.abs(a - b).max() <= 1
+    logs = sorted(tmp_path.glob("graphs-*.txt"))
+    assert len(logs) == 3  # every rank compiled its blocks
+    for log in logs:  # every graph is a whole block, its attention's two all-to-alls inside it
+        counts = [int(n) for n in log.read_text().split()]
+        assert counts and all(n == 2 for n in counts), counts
+
+
+def test_the_progress_factory_travels_to_the_ranks_and_draws_on_their_stderr(capsys):
+    import pickle
+
+    from newbie.cli.parallel import progress_bar
+
+    factory = pickle.loads(pickle.dumps(progress_bar))  # the Job carries it to spawned ranks
+    bar = factory(2)
+    bar({"step": 1})
+    bar({"step": 2})
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("denoise   2/2")

@@ -2,9 +2,10 @@
 
 Text encoders are tiny Gemma3 / Jina v3 models with frozen random weights (fixed seeds) and a word-level
 tokenizer of the toy vocabulary. Everything is saved in the official folder layout and key names and read
-back through newbie.load() for the final evaluation.
+back through newbie.load() for the final evaluation. A developer tool (it makes src/newbie/demo_model),
+so it lives outside the package.
 
-    python -m newbie.demo.train --work /tmp/demo --out src/newbie/demo_model [--vae-minutes 2.5] [--dit-minutes 6]
+    python bench/demo_train.py --work /tmp/demo --out src/newbie/demo_model [--vae-minutes 2.5] [--dit-minutes 6]
 
 Each phase is time-boxed and checkpoints to --work every --ckpt-every steps; running again resumes.
 """
@@ -18,17 +19,20 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from newbie.config import TextConfig
-from newbie.demo.tiny import TinySizes, tiny_components, tiny_dit_config
-from newbie.demo.world import held_out_triples, random_scene, render, tag_caption, xml_caption
-from newbie.model.text import TextEncoders
-from newbie.sampling.schedules import resolution_shift
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from newbie.config import TextConfig  # noqa: E402 - after the path to the package
+from newbie.demo.tiny import TinySizes, tiny_components, tiny_dit_config  # noqa: E402
+from newbie.demo.world import held_out_triples, random_scene, render, tag_caption, xml_caption  # noqa: E402
+from newbie.model.text import TextEncoders  # noqa: E402
+from newbie.sampling.schedules import resolution_shift  # noqa: E402
 
 SIZES = TinySizes(
     gemma_hidden=64, gemma_layers=3, jina_hidden=32, jina_layers=2, vae_channels=(32, 64, 64, 64)
