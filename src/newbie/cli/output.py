@@ -49,12 +49,9 @@ def numbered_paths(folder: Path, n: int, prefix: str = PREFIX) -> list[Path]:
 
 def output_paths(spec: OutputSpec, n: int) -> list[Path]:
     """The named file for one image, FILE-1.png, FILE-2.png ... for a batch; else the next free numbers."""
-    if spec.file is None:
-        return numbered_paths(spec.folder, n)
-    if n == 1:
-        return [spec.file]
-    out = spec.file
-    return [out.with_name(f"{out.stem}-{k + 1}{out.suffix}") for k in range(n)]
+    from newbie.pipeline.images import batch_paths
+
+    return numbered_paths(spec.folder, n) if spec.file is None else batch_paths(spec.file, n)
 
 
 def write_generation(gen, spec: OutputSpec, quiet: bool) -> None:

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from newbie.cli.model_args import names_file
 from newbie.errors import NewbieError
 from newbie.prompts.build import from_json, from_tags, from_yaml
 from newbie.prompts.expand import expand
@@ -79,7 +80,7 @@ def _read(args: argparse.Namespace, value: str) -> str:
     if value.startswith("@"):
         args._source_name = value[1:]
         return _read_file(value[1:])
-    if "\n" not in value and "<" not in value and Path(value).is_file():  # a path, not prompt text
+    if names_file(value):  # a path, not prompt text (the rule `generate` reads its prompt by)
         args._source_name = value
         return _read_file(value)
     args._source_name = "<prompt>"

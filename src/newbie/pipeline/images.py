@@ -19,6 +19,11 @@ def to_pil(images: torch.Tensor) -> list:
     return [Image.fromarray(np.ascontiguousarray(a)) for a in arr]
 
 
+def batch_paths(path: Path, n: int) -> list[Path]:
+    """Where n images named `path` go: that path for one, path-1.png, path-2.png, ... for a batch."""
+    return [path] if n == 1 else [path.with_name(f"{path.stem}-{k + 1}{path.suffix}") for k in range(n)]
+
+
 def save_png(image, recipe: Recipe, path: Path, durable: bool = False) -> Path:
     """Write to a temporary file in the same folder, then rename: never a half-written PNG at `path`.
     durable: fsync the file before the rename and the folder after it, so the PNG survives a power cut

@@ -58,13 +58,12 @@ class Generation:
     def save(self, path: str | Path) -> list[Path]:
         """Write the PNGs, each with its recipe (so `newbie generate --from` re-makes it): `path` for one
         image, path-1.png, path-2.png, ... for a batch. Returns the paths written."""
-        from newbie.pipeline.images import save_png
+        from newbie.pipeline.images import batch_paths, save_png
 
         path = Path(path)
         if path.suffix.lower() != ".png":
             raise NewbieError(f"images are saved as PNG: give a .png path, got '{path}'")
-        n = len(self.images)
-        paths = [path] if n == 1 else [path.with_name(f"{path.stem}-{k + 1}{path.suffix}") for k in range(n)]
+        paths = batch_paths(path, len(self.images))
         return [save_png(im, rec, p) for im, rec, p in zip(self.images, self.recipes, paths)]
 
 
