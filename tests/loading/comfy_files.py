@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from newbie.demo.vocab import toy_words
-from newbie.loading.comfy import diffusers_vae_key
+from newbie.loading.comfy_writer import jina_comfy_keys, vae_bfl_keys
 
 # What a user of the demo types: its tag words, its XML, its system prompts (as the tokenizer sees them).
 CORPUS = [
@@ -120,33 +119,13 @@ def spiece_tensor(proto: bytes) -> torch.Tensor:
 
 def vae_to_bfl(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A diffusers VAE state dict in BFL/LDM key names (a test checks the map against diffusers')."""
-    n_up = len({k.split(".")[2] for k in sd if k.startswith("decoder.up_blocks.")})
-    out = {}
-    for k, v in sd.items():
-        name = diffusers_vae_key(k, n_up)
-        if re.search(r"\.mid\.attn_1\.(q|k|v|proj_out)\.weight$", name):
-            v = v[:, :, None, None]  # 1x1 convolutions in the BFL autoencoder
-        out[name] = v.contiguous()
-    return out
+    return vae_bfl_keys(sd)
 
 
 def native_to_comfy_jina(model) -> dict[str, torch.Tensor]:
     """transformers' JinaEmbeddingsV3Model state dict in ComfyUI's Jina names (without the `model.` prefix):
     the original flash names, q/k/v fused into Wqkv."""
-    from newbie.loading.writer import _JINA_TO_FLASH
-
-    native = model.state_dict()
-    out = {}
-    for k, v in native.items():
-        if ".self_attn.k_proj." in k or ".self_attn.v_proj." in k:
-            continue
-        if ".self_attn.q_proj." in k:
-            v = torch.cat([native[k.replace("q_proj", p)] for p in ("q_proj", "k_proj", "v_proj")])
-            k = k.replace("self_attn.q_proj", "mixer.Wqkv")
-        for pattern, repl in _JINA_TO_FLASH:
-            k = re.sub(pattern, repl, k)
-        out[k] = v
-    return out
+    return {k.removeprefix("model."): v for k, v in jina_comfy_keys(model.state_dict()).items()}
 
 
 def write_comfy_models(
