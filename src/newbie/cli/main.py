@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "newbie.ui.cli",
     "newbie.serve.cli",
     "newbie.adapters.cli",
+    "newbie.cli.train",
 )
 
 
