@@ -69,6 +69,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from newbie.errors import NewbieError
     from newbie.memory.planner import parse_vram
+    from newbie.train.dataset import scan
     from newbie.train.loop import TrainConfig, train_lora
     from newbie.train.lora import parse_targets
 
@@ -101,8 +102,9 @@ def run(args) -> int:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         vram_gib=parse_vram(args.vram) if args.vram else None,
     )
+    items = scan(cfg.data_dir)  # bad data fails before the model is read
     pipe = load_for_training(args)
-    result = train_lora(pipe, cfg, None if args.quiet else Reporter())
+    result = train_lora(pipe, cfg, None if args.quiet else Reporter(), items=items)
     if not args.quiet:
         print(
             f"{result.out}: {result.steps} steps, final loss {result.losses[-1]:.4f}, "

@@ -97,11 +97,11 @@ def tag_frequency(items: list[Item]) -> dict[str, dict[str, int]]:
 
 def make_buckets(resolution: int, max_aspect: float, step: int) -> list[tuple[int, int]]:
     """(W, H) sizes, multiples of `step`, with W*H <= resolution^2 and aspect <= max_aspect; for each width
-    the tallest such height (the official trainer's crop-size list)."""
+    the tallest such height, kept when its aspect is allowed (the official trainer's crop-size list)."""
     area = resolution * resolution
     out = []
     for w in range(step, int(resolution * math.sqrt(max_aspect)) + 1, step):
-        h = min(area // w // step * step, int(w * max_aspect) // step * step)
+        h = area // w // step * step
         if h >= step and max(w, h) / min(w, h) <= max_aspect + 1e-9:
             out.append((w, h))
     return out or [(resolution // step * step,) * 2]

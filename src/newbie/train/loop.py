@@ -73,14 +73,14 @@ def default_resolution(spec) -> int:
     return int(round(spec.trained_pixels**0.5 / 16)) * 16
 
 
-def train_lora(pipe, cfg: TrainConfig, report=None) -> TrainResult:
+def train_lora(pipe, cfg: TrainConfig, report=None, items=None) -> TrainResult:
     """report(info): phase "cache" {what, done, total}, phase "step" {step, steps, loss, elapsed}, phase
     "samples"/"saved" {paths}."""
     report = report or (lambda info: None)
     t_start = time.perf_counter()
     _check(cfg)
     device = pipe.device
-    items = scan(cfg.data_dir)
+    items = items or scan(cfg.data_dir)
     res = cfg.resolution or default_resolution(pipe.spec)
     buckets = make_buckets(res, pipe.spec.max_aspect, 64 if res >= 512 else 16)
     sizes = [bucket_for(it.size, buckets) for it in items]
