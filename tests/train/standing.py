@@ -45,10 +45,11 @@ def single_scene(rng: random.Random, position: str | None = None) -> Scene:
 
 
 def build_dataset(folder: Path, n: int, seed: int = 0) -> list[Scene]:
-    """n single-figure images, alternately standing (legs, caption says "standing") and not."""
+    """n single-figure images in pairs: a scene standing (legs, the caption says "standing"), then the same
+    scene without legs or the word, so that the word is the only thing that tells the two apart."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    scenes = [single_scene(rng) for _ in range(n)]
+    scenes = [s for s in (single_scene(rng) for _ in range((n + 1) // 2)) for _ in range(2)][:n]
     images = render(scenes)
     for i, (s, img) in enumerate(zip(scenes, images)):
         standing = i % 2 == 0

@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from newbie.errors import NewbieError
 from newbie.train import checkpoint, lorafile, recompute
 from newbie.train.cache import Entry, encode_dataset
-from newbie.train.dataset import bucket_for, epoch_order, make_buckets, scan, tag_frequency
+from newbie.train.checkpoint import RunState
+from newbie.train.dataset import bucket_for, make_buckets, scan, tag_frequency
 from newbie.train.lora import DEFAULT_TARGETS, LoraSet, target_layers
-from newbie.train.objective import Batch, flow_loss
+from newbie.train.objective import Batch, Blank, flow_loss
 from newbie.train.samples import draw_samples, encode_prompts, loss_curve
 
 
@@ -74,13 +75,85 @@ def default_resolution(spec) -> int:
 
 
 def train_lora(pipe, cfg: TrainConfig, report=None, items=None) -> TrainResult:
-    """report(info): phase "cache" {what, done, total}, phase "step" {step, steps, loss, elapsed}, phase
-    "samples"/"saved" {paths}."""
+    """report(info): phase "cache" {what, done, total}, phase "step" {step, steps, loss, first, elapsed},
+    phase "samples"/"saved" {paths}."""
     report = report or (lambda info: None)
     t_start = time.perf_counter()
+    data = _prepare(pipe, cfg, items or scan(cfg.data_dir), report)
+    device, dit = pipe.device, pipe.dit.requires_grad_(False).eval()
+    dtype = next(dit.parameters()).dtype
+    alpha = float(cfg.rank if cfg.alpha is None else cfg.alpha)
+    lora = LoraSet(target_layers(dit, cfg.targets), cfg.rank, alpha, cfg.seed).to(device)
+    run = RunState(
+        lora, _optimizer(cfg, list(lora.parameters())), data.counts, data.sizes, cfg.batch, cfg.seed
+    )
+    if cfg.resume:
+        run.restore(data.state)
+    samples_dir, samples = cfg.out.with_name(cfg.out.stem + "-samples"), []
+    use_ckpt = device.type == "cuda" if cfg.grad_checkpointing is None else cfg.grad_checkpointing
+    wrapped = recompute.enable(dit.blocks()) if use_ckpt else []
+    lora.attach(dit)
+    t0, first = time.perf_counter(), run.step
+    try:
+        while run.step < cfg.steps:
+            loss = flow_loss(dit, _collate(data.entries, run.next_ids()), data.blank, run.gen, device, dtype)
+            loss.backward()
+            if cfg.clip_grad:
+                torch.nn.utils.clip_grad_norm_(lora.parameters(), cfg.clip_grad)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.step += 1
+            run.losses.append(float(loss.detach()))
+            elapsed = time.perf_counter() - t0
+            report(
+                dict(
+                    phase="step",
+                    step=run.step,
+                    steps=cfg.steps,
+                    loss=run.losses[-1],
+                    first=first,
+                    elapsed=elapsed,
+                )
+            )
+            if cfg.save_every and run.step % cfg.save_every == 0 and run.step < cfg.steps:
+                checkpoint.save(data.ckpt, run.snapshot(data.ident))
+                report(dict(phase="saved", paths=[data.ckpt]))
+            if cfg.sample_every and run.step % cfg.sample_every == 0 and run.step < cfg.steps:
+                new = draw_samples(pipe, data.sample_embeds, list(cfg.sample_seeds), samples_dir, run.step)
+                samples += new
+                report(dict(phase="samples", paths=new))
+    except KeyboardInterrupt:
+        checkpoint.save(data.ckpt, run.snapshot(data.ident))  # nothing trained is lost: --resume goes on
+        raise
+    finally:
+        recompute.disable(wrapped)
+    checkpoint.save(data.ckpt, run.snapshot(data.ident))
+    lorafile.write(cfg.out, lora, data.facts | {"steps": run.step}, cfg.fmt, cfg.save_dtype)
+    if data.sample_embeds:
+        samples += draw_samples(pipe, data.sample_embeds, list(cfg.sample_seeds), samples_dir, run.step)
+    lora.detach()
+    curve = cfg.out.with_name(cfg.out.stem + "-loss.png")
+    loss_curve(run.losses, curve)
+    return TrainResult(cfg.out, run.step, run.losses, samples, curve, time.perf_counter() - t_start)
+
+
+@dataclass
+class _Data:
+    entries: list[Entry]
+    blank: Blank
+    counts: list[int]
+    sizes: list[tuple[int, int]]
+    sample_embeds: dict
+    ident: dict
+    ckpt: Path
+    state: dict | None
+    facts: dict
+
+
+def _prepare(pipe, cfg: TrainConfig, items, report) -> _Data:
+    """Check the settings and the checkpoint, then encode the data (or read it from the cache)."""
     _check(cfg)
     device = pipe.device
-    items = items or scan(cfg.data_dir)
     res = cfg.resolution or default_resolution(pipe.spec)
     buckets = make_buckets(res, pipe.spec.max_aspect, 64 if res >= 512 else 16)
     sizes = [bucket_for(it.size, buckets) for it in items]
@@ -94,7 +167,6 @@ def train_lora(pipe, cfg: TrainConfig, report=None, items=None) -> TrainResult:
     if cfg.vram_gib and device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory / 2**30
         torch.cuda.set_per_process_memory_fraction(min(1.0, cfg.vram_gib / total), device)
-
     cache_dir = cfg.cache_dir or cfg.out.with_name(cfg.out.stem + ".cache")
     entries, blank = encode_dataset(
         pipe,
@@ -104,35 +176,8 @@ def train_lora(pipe, cfg: TrainConfig, report=None, items=None) -> TrainResult:
         device,
         lambda what, d, n: report(dict(phase="cache", what=what, done=d, total=n)),
     )
+    sampling = cfg.sample_every or cfg.sample_prompts
     prompts = list(cfg.sample_prompts) or [items[0].caption]
-    sample_embeds = encode_prompts(pipe, prompts, device)
-
-    dit = pipe.dit.requires_grad_(False).eval()
-    dtype = next(dit.parameters()).dtype
-    alpha = float(cfg.rank if cfg.alpha is None else cfg.alpha)
-    lora = LoraSet(target_layers(dit, cfg.targets), cfg.rank, alpha, cfg.seed).to(device)
-    opt = _optimizer(cfg, list(lora.parameters()))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, epoch, pos, losses = 0, 0, 0, []
-    if state is not None:
-        lora.load_state_dict(state["lora"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["rng"])
-        step, epoch, pos, losses = state["step"], state["epoch"], state["pos"], list(state["losses"])
-
-    def snapshot() -> dict:
-        return {
-            "lora": lora.state_dict(),
-            "optimizer": opt.state_dict(),
-            "rng": gen.get_state(),
-            "step": step,
-            "epoch": epoch,
-            "pos": pos,
-            "order": order,
-            "losses": losses,
-            "config": ident,
-        }
-
     facts = dict(
         base_sha256=pipe.model_hash,
         resolution=res,
@@ -146,60 +191,17 @@ def train_lora(pipe, cfg: TrainConfig, report=None, items=None) -> TrainResult:
         max_steps=cfg.steps,
         **cfg.extra_meta,
     )
-    counts = [it.repeats for it in items]
-    samples_dir = cfg.out.with_name(cfg.out.stem + "-samples")
-    samples: list[Path] = []
-    use_ckpt = device.type == "cuda" if cfg.grad_checkpointing is None else cfg.grad_checkpointing
-    wrapped = recompute.enable(dit.blocks()) if use_ckpt else []
-    lora.attach(dit)
-    order = epoch_order(counts, sizes, cfg.batch, _data_gen(cfg.seed, epoch))
-    t0 = time.perf_counter()
-    first = step
-    try:
-        while step < cfg.steps:
-            if pos >= len(order):
-                epoch, pos = epoch + 1, 0
-                order = epoch_order(counts, sizes, cfg.batch, _data_gen(cfg.seed, epoch))
-            ids = order[pos]
-            pos += 1
-            loss = flow_loss(dit, _collate(entries, ids), blank, gen, device, dtype)
-            loss.backward()
-            if cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_(lora.parameters(), cfg.clip_grad)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            losses.append(float(loss.detach()))
-            report(
-                dict(
-                    phase="step",
-                    step=step,
-                    steps=cfg.steps,
-                    loss=losses[-1],
-                    first=first,
-                    elapsed=time.perf_counter() - t0,
-                )
-            )
-            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-                checkpoint.save(ckpt, snapshot())
-                report(dict(phase="saved", paths=[ckpt]))
-            if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
-                new = draw_samples(pipe, sample_embeds, list(cfg.sample_seeds), samples_dir, step)
-                samples += new
-                report(dict(phase="samples", paths=new))
-    except KeyboardInterrupt:
-        checkpoint.save(ckpt, snapshot())  # nothing already trained is lost: --resume goes on from here
-        raise
-    finally:
-        recompute.disable(wrapped)
-    checkpoint.save(ckpt, snapshot())
-    lorafile.write(cfg.out, lora, facts | {"steps": step}, cfg.fmt, cfg.save_dtype)
-    if cfg.sample_every or cfg.sample_prompts:
-        samples += draw_samples(pipe, sample_embeds, list(cfg.sample_seeds), samples_dir, step)
-    lora.detach()
-    curve = cfg.out.with_name(cfg.out.stem + "-loss.png")
-    loss_curve(losses, curve)
-    return TrainResult(cfg.out, step, losses, samples, curve, time.perf_counter() - t_start)
+    return _Data(
+        entries,
+        blank,
+        [it.repeats for it in items],
+        sizes,
+        encode_prompts(pipe, prompts, device) if sampling else {},
+        ident,
+        ckpt,
+        state,
+        facts,
+    )
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -214,10 +216,6 @@ def _check(cfg: TrainConfig) -> None:
         raise NewbieError(f"--format must be one of {', '.join(lorafile.FORMATS)}, got '{cfg.fmt}'")
     if cfg.out.suffix != ".safetensors":
         raise NewbieError(f"--out {cfg.out}: the LoRA file must end in .safetensors")
-
-
-def _data_gen(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def _collate(entries: list[Entry], ids: list[int]) -> Batch:
