@@ -52,3 +52,14 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model_di
     assert a.keys() == b.keys()
     assert all(a[k].equal(b[k]) for k in a)
     assert any(v.abs().sum() > 0 for k, v in a.items() if k.endswith("lora_B.weight"))  # it did train
+
+
+def test_samples_and_loss_curve_while_training(tmp_path):
+    data = tmp_path / "data"
+    build_dataset(data, 2)
+    out = tmp_path / "s.safetensors"
+    argv = ["train", "lora", str(data), "--out", str(out), "--device", "cpu", "--quiet", "--steps", "2"]
+    assert main(argv + ["--sample-every", "1", "--sample-seeds", "5", "--rank", "2"]) == 0
+    names = sorted(p.name for p in (tmp_path / "s-samples").iterdir())
+    assert names == ["step000001-p0-seed5.png", "step000002-p0-seed5.png"]
+    assert (tmp_path / "s-loss.png").is_file() and (tmp_path / "s.state.pt").is_file()

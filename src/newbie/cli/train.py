@@ -114,8 +114,9 @@ def run(args) -> int:
 
 
 def load_for_training(args):
-    """The model read into CPU memory; the DiT (and the small VAE) then go to the device, while the text
-    encoders visit it only to encode captions once (newbie.train.cache)."""
+    """The model read into CPU memory; the small VAE goes to the device now, the text encoders visit it only to
+    encode the captions once (newbie.train.cache), and the DiT goes there after that (train_lora), so the
+    encoders and the DiT never share the GPU."""
     import torch
 
     from newbie import load
@@ -132,7 +133,6 @@ def load_for_training(args):
         comfy_dir=args.comfy_dir,
     )
     if dev.type == "cuda":
-        pipe.dit.to(dev)
         pipe.codec.vae.to(dev)
         pipe.device = dev
         torch.cuda.empty_cache()

@@ -80,7 +80,7 @@ def train_lora(pipe, cfg: TrainConfig, report=None, items=None) -> TrainResult:
     report = report or (lambda info: None)
     t_start = time.perf_counter()
     data = _prepare(pipe, cfg, items or scan(cfg.data_dir), report)
-    device, dit = pipe.device, pipe.dit.requires_grad_(False).eval()
+    device, dit = pipe.device, pipe.dit.requires_grad_(False).eval().to(pipe.device)
     dtype = next(dit.parameters()).dtype
     alpha = float(cfg.rank if cfg.alpha is None else cfg.alpha)
     lora = LoraSet(target_layers(dit, cfg.targets), cfg.rank, alpha, cfg.seed).to(device)
