@@ -254,7 +254,11 @@ def test_every_setting_has_a_diffusers_argument_and_extra_settings_pass_through(
     import inspect
 
     from newbie.diffusers_api import DIFFUSERS_NAMES
-    from newbie.pipeline.recipe import read_recipe
+    from newbie.pipeline.recipe import PNG_KEY, Recipe, png_chunks
+
+    def read_recipe(path):
+        return Recipe.from_json(png_chunks(path)[PNG_KEY])
+
     from newbie.pipeline.request import Settings
 
     params = inspect.signature(NewbiePipeline.__call__).parameters

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "newbie.cli.ui",
     "newbie.cli.serve",
     "newbie.cli.adapters",
+    "newbie.cli.train",
 )
 
 
