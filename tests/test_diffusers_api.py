@@ -255,6 +255,10 @@ def test_every_setting_has_a_diffusers_argument_and_extra_settings_pass_through(
 
     from newbie.diffusers_api import DIFFUSERS_NAMES
     from newbie.pipeline.recipe import PNG_KEY, Recipe, png_chunks
+
+    def read_recipe(path):
+        return Recipe.from_json(png_chunks(path)[PNG_KEY])
+
     from newbie.pipeline.request import Settings
 
     params = inspect.signature(NewbiePipeline.__call__).parameters
@@ -266,7 +270,7 @@ def test_every_setting_has_a_diffusers_argument_and_extra_settings_pass_through(
     assert_same(out, pipe.engine.generate("a cat", seed=4, noise="comfy", schedule="simple", **SAME))
     assert json.loads(out.images[0].info["newbie"])["schedule"] == "simple"  # the recipe rides on the image
     (path,) = out.save(tmp_path / "cat.png")
-    assert Recipe.from_json(png_chunks(path)[PNG_KEY]) == out.recipes[0]
+    assert read_recipe(path) == out.recipes[0]
 
 
 def test_memory_methods_are_bit_identical(tiny_model_dir, pipe):

@@ -26,7 +26,7 @@ LAYERS = (
     {"config", "errors", "device", "version", "prompt_kind", "quiet_imports"},
     {"model", "sampling"},
     {"loading", "precision", "memory", "adapters", "prompts", "demo"},
-    {"pipeline"},
+    {"pipeline", "train"},
     {"parallel", "bench"},
     {"cli", "serve", "ui", "diffusers_api", "newbie", "__main__"},
 )

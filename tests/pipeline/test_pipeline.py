@@ -104,10 +104,13 @@ def test_outside_trained_area_warns_in_the_recipe(tiny_pipeline):
 def test_generation_save_writes_pngs_that_remake_bit_for_bit(tiny_pipeline, tmp_path):
     from newbie.pipeline.recipe import PNG_KEY, Recipe, png_chunks
 
+    def read_recipe(path):
+        return Recipe.from_json(png_chunks(path)[PNG_KEY])
+
     gen = tiny_pipeline.generate("1girl", seed=3, steps=2, width=32, height=32, batch=2, sampler="euler")
     paths = gen.save(tmp_path / "g.png")
     assert [p.name for p in paths] == ["g-1.png", "g-2.png"]
-    recipe = Recipe.from_json(png_chunks(paths[1])[PNG_KEY])
+    recipe = read_recipe(paths[1])
     assert recipe == gen.recipes[1]
     again = tiny_pipeline.remake(recipe)
     assert again.images[0].tobytes() == gen.images[1].tobytes()

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "newbie.cli.serve",
     "newbie.cli.adapters",
     "newbie.cli.convert",
+    "newbie.cli.train",
 )
 
 
