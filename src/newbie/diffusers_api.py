@@ -73,6 +73,7 @@ from newbie.diffusers_args import (
     prompts_of,
     settings_of,
     text_cfg_of,
+    texts_of,
 )
 from newbie.errors import NewbieError
 
@@ -370,19 +371,13 @@ class NewbiePipeline:
             negative_prompt,
             negative_prompt_embeds,
         )
-        if prompt is None:
-            rows = (
-                prompt_embeds.cap_feats.shape[0]
-                if hasattr(prompt_embeds, "cap_feats")
-                else len(prompt_embeds)
-            )
-            prompts = prompts_of(["(given prompt_embeds)"] * rows, num_images_per_prompt)
-        else:
-            prompts = prompts_of(prompt, num_images_per_prompt)
-        negative = (
-            "(given negative_prompt_embeds)"
-            if negative_prompt_embeds is not None
-            else negative_of(negative_prompt, self.engine.spec.sampling.negative)
+        prompts, negative = texts_of(
+            prompt,
+            prompt_embeds,
+            negative_prompt,
+            negative_prompt_embeds,
+            num_images_per_prompt,
+            self.engine.spec.sampling.negative,
         )
         settings, seeds = settings_of(
             prompts,

@@ -135,6 +135,21 @@ def negative_of(negative, default: str) -> str:
     return negative
 
 
+def texts_of(prompt, prompt_embeds, negative_prompt, negative_embeds, per_prompt: int, default_negative: str):
+    """-> (one prompt per image, the negative prompt); given embeddings stand in as a placeholder text."""
+    if prompt is None:
+        rows = prompt_embeds.cap_feats.shape[0] if hasattr(prompt_embeds, "cap_feats") else len(prompt_embeds)
+        prompts = prompts_of(["(given prompt_embeds)"] * rows, per_prompt)
+    else:
+        prompts = prompts_of(prompt, per_prompt)
+    negative = (
+        "(given negative_prompt_embeds)"
+        if negative_embeds is not None
+        else negative_of(negative_prompt, default_negative)
+    )
+    return prompts, negative
+
+
 def settings_of(
     prompts: list[str],
     negative: str,
