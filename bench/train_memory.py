@@ -51,7 +51,9 @@ def run_case(dit, side: int, rank: int, steps: int, cap_tokens: int, vram_gib: f
     dtype = next(dit.parameters()).dtype
     if cuda:
         total = torch.cuda.get_device_properties(device).total_memory / GIB
-        torch.cuda.set_per_process_memory_fraction(min(1.0, (vram_gib or total) / total), device)
+        torch.cuda.set_per_process_memory_fraction(
+            min(1.0, (vram_gib or total) / total), torch.cuda.current_device()
+        )
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     lora = LoraSet(target_layers(dit, DEFAULT_TARGETS), rank, float(rank), seed=0).to(device)

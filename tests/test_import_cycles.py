@@ -28,7 +28,7 @@ LAYERS = (
     {"loading", "precision", "memory", "adapters", "prompts", "demo"},
     {"pipeline", "train"},
     {"parallel", "bench"},
-    {"cli", "serve", "ui", "diffusers_api", "newbie", "__main__"},
+    {"cli", "serve", "ui", "diffusers_api", "diffusers_args", "newbie", "__main__"},
 )
 
 

@@ -54,94 +54,28 @@ changed by a callback carry a warning in their recipe: `--from` cannot re-make t
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from newbie.diffusers_args import (
+    DIFFUSERS_NAMES,
+    _device,
+    _dtype_name,
+    _reject,
+    check_call,
+    given_embeds,
+    negative_of,
+    output_of,
+    prompts_of,
+    settings_of,
+    text_cfg_of,
+    texts_of,
+)
 from newbie.errors import NewbieError
-from newbie.pipeline.recipe import PNG_KEY
-
-_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
-# Each request setting (newbie.pipeline.request.Settings) -> the call's argument that gives it. The diffusers
-# names keep their own meaning where the module docstring says so (guidance_scale <= 1 is cfg 1,
-# cfg_trunc_ratio is a step fraction, generator carries the seed); every other setting is taken under its
-# own name as an extra keyword (sampler, shift, noise, schedule, loras, init_image, ...). A test checks
-# this covers every field, and a bad value is refused by the field's rule under the diffusers name.
-DIFFUSERS_NAMES = {
-    "prompt": "prompt",
-    "negative": "negative_prompt",
-    "seed": "generator",
-    "steps": "num_inference_steps",
-    "cfg": "guidance_scale",
-    "cfg_trunc": "cfg_trunc_ratio",
-    "renorm_cfg": "cfg_normalization",
-    "batch": "num_images_per_prompt",
-    "width": "width",
-    "height": "height",
-}
-_OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-_CALLBACK_TENSORS = ("latents",)
-# arguments of the PR that this engine does not take, with what to do instead
-_NOT_HERE = {
-    "sigmas": "custom sigma grids are not supported; use num_inference_steps and shift",
-    "attention_kwargs": "not supported: our attention has no processors to pass arguments to",
-    "text_encoder_2": "not needed: Jina CLIP is read from the folder; give clip_model='path' for another one",
-    "scheduler": "not needed: give sampler='euler' | 'midpoint' | 'dpmpp_2m' and shift= to the call",
-}
-
-
-def _reject(unknown: dict, known, where: str) -> None:
-    """One NewbieError for the first unknown keyword, naming the nearest known one."""
-    for name in unknown:
-        if name in _NOT_HERE:
-            raise NewbieError(f"{where}: '{name}' {_NOT_HERE[name]}")
-        near = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-        hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(known)})"
-        raise NewbieError(f"{where}: unknown argument '{name}'{hint}")
-
-
-def _checked(name: str, value):
-    """A Settings field's rule applied to the diffusers argument that gives it, the error naming both."""
-    from newbie.pipeline.request import SettingError, check_value
-
-    try:
-        check_value(name, value)
-    except SettingError as e:
-        raise SettingError(name, f"{DIFFUSERS_NAMES[name]}: {e}") from None
-    return value
-
-
-def _dtype_name(dtype) -> str:
-    if dtype is None or dtype == "auto":
-        return "auto"
-    if dtype not in _DTYPES:
-        raise NewbieError(
-            f"torch_dtype must be torch.bfloat16, torch.float16, torch.float32 or 'auto', got {dtype}"
-        )
-    return _DTYPES[dtype]
-
-
-def _device(device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise NewbieError(f"unknown device '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NewbieError(f"device '{device}' was asked for but no CUDA GPU is available")
-    return dev
-
-
-def _seed(generator) -> int:
-    if not isinstance(generator, torch.Generator):
-        raise NewbieError(
-            f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}"
-        )
-    return generator.initial_seed() % 2**63
 
 
 @dataclass
@@ -339,28 +273,6 @@ class NewbiePipeline:
 
     # -- text --
 
-    def _text_cfg(self, system_prompt, max_sequence_length):
-        """The TextConfig a call asks for, or None when it is the model's own (the engine's cached path)."""
-        base = self.engine.spec.text
-        if (
-            not isinstance(max_sequence_length, int)
-            or max_sequence_length < 1
-            or max_sequence_length % base.pad_multiple
-        ):
-            raise NewbieError(
-                f"max_sequence_length must be a positive multiple of {base.pad_multiple} (captions are "
-                f"padded to one), got {max_sequence_length!r}"
-            )
-        if system_prompt is None and max_sequence_length == base.max_tokens:
-            return None
-        cfg = dataclasses.replace(base, max_tokens=max_sequence_length)
-        if system_prompt is not None:
-            if not isinstance(system_prompt, str):
-                raise NewbieError("system_prompt must be a string")
-            text = system_prompt + " <Prompt Start> "
-            cfg = dataclasses.replace(cfg, system_prompt_xml=text, system_prompt_text=text)
-        return cfg
-
     def _embed(self, texts: list[str], text_cfg):
         """Each distinct text encoded alone (as the engine does): with text_cfg, or via the engine's cache."""
         from newbie.model.text import TextEmbeds
@@ -375,45 +287,6 @@ class NewbiePipeline:
             finally:
                 e.text.cfg = saved
         return TextEmbeds.cat([done[t] for t in texts])
-
-    def _given(self, embeds, pooled, mask, name: str, count: int, per_prompt: int):
-        """The PR's (embeds, pooled, mask) trio or a TextEmbeds -> TextEmbeds with one row per image."""
-        from newbie.model.text import TextEmbeds
-
-        cfg = self.engine.dit.cfg
-        if isinstance(embeds, TextEmbeds):
-            if pooled is not None or mask is not None:
-                raise NewbieError(
-                    f"{name} is a TextEmbeds: it already holds the pooled features and the mask"
-                )
-            e = embeds
-        else:
-            if (
-                not isinstance(embeds, torch.Tensor)
-                or embeds.ndim != 3
-                or embeds.shape[-1] != cfg.cap_feat_dim
-            ):
-                raise NewbieError(
-                    f"{name} must be a (batch, tokens, {cfg.cap_feat_dim}) tensor or a TextEmbeds"
-                )
-            b, n = embeds.shape[:2]
-            pooled_name = name.replace("prompt_embeds", "pooled_prompt_embeds")
-            if not isinstance(pooled, torch.Tensor) or tuple(pooled.shape) != (b, cfg.clip_text_dim):
-                raise NewbieError(
-                    f"{name} needs {pooled_name}, a ({b}, {cfg.clip_text_dim}) tensor (Jina's pooled "
-                    "feature; encode_prompt returns it)"
-                )
-            if mask is None:
-                mask = torch.ones(b, n, dtype=torch.bool)
-            elif tuple(mask.shape) != (b, n):
-                raise NewbieError(f"{name.replace('embeds', 'attention_mask')} must have shape ({b}, {n})")
-            e = TextEmbeds(embeds, mask.to(embeds.device).bool(), pooled.to(embeds.device))
-        if e.cap_feats.shape[0] * per_prompt != count:
-            raise NewbieError(f"{name} has {e.cap_feats.shape[0]} rows; expected {count // per_prompt}")
-        if per_prompt > 1:
-            rep = lambda t: t.repeat_interleave(per_prompt, dim=0)  # noqa: E731
-            e = TextEmbeds(rep(e.cap_feats), rep(e.cap_mask), rep(e.pooled))
-        return e
 
     def encode_prompt(
         self,
@@ -435,43 +308,20 @@ class NewbiePipeline:
             [p for p in inspect.signature(self.encode_prompt).parameters if p != "kwargs"],
             "encode_prompt",
         )
-        prompts = self._prompts(prompt, num_images_per_prompt)
-        text_cfg = self._text_cfg(system_prompt, max_sequence_length)
+        prompts = prompts_of(prompt, num_images_per_prompt)
+        text_cfg = text_cfg_of(self.engine.spec.text, system_prompt, max_sequence_length)
         cond = self._embed(prompts, text_cfg)
         out = [cond.cap_feats, cond.pooled, cond.cap_mask]
         if do_classifier_free_guidance:
-            uncond = self._embed([self._negative(negative_prompt)] * len(prompts), text_cfg)
+            uncond = self._embed(
+                [negative_of(negative_prompt, self.engine.spec.sampling.negative)] * len(prompts), text_cfg
+            )
             out += [uncond.cap_feats, uncond.pooled, uncond.cap_mask]
         else:
             out += [None, None, None]
         if device is not None:
             out = [None if t is None else t.to(_device(device)) for t in out]
         return tuple(out)
-
-    @staticmethod
-    def _prompts(prompt, per_prompt: int) -> list[str]:
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if (
-            not isinstance(prompts, (list, tuple))
-            or not prompts
-            or not all(isinstance(p, str) for p in prompts)
-        ):
-            raise NewbieError("prompt must be a string or a non-empty list of strings")
-        _checked("batch", per_prompt)
-        return [p for p in prompts for _ in range(per_prompt)]
-
-    def _negative(self, negative) -> str:
-        if negative is None:
-            return self.engine.spec.sampling.negative
-        if isinstance(negative, (list, tuple)):
-            if len(set(negative)) != 1 or not all(isinstance(n, str) for n in negative):
-                raise NewbieError(
-                    "one negative prompt for all images: give a string (or a list of equal strings)"
-                )
-            return negative[0]
-        if not isinstance(negative, str):
-            raise NewbieError("negative_prompt must be a string")
-        return negative
 
     # -- generation --
 
@@ -508,76 +358,66 @@ class NewbiePipeline:
         docstring gives each argument's meaning and default; sampler and shift, and any other request
         setting under its own name (noise, schedule, loras, init_image, strength, mask, hires, ...), are
         ours (Settings' fields, DIFFUSERS_NAMES)."""
-        from newbie.pipeline.request import SettingError, Settings
+        from newbie.pipeline.request import Settings
 
         own = [p for p in inspect.signature(self.__call__).parameters if p != "kwargs"]
         extra = [f for f in Settings.fields() if f not in DIFFUSERS_NAMES and f not in own]
         _reject({k: v for k, v in kwargs.items() if k not in extra}, own + extra, "pipe()")
-        e = self.engine
-        if output_type not in _OUTPUT_TYPES:
-            raise NewbieError(f"output_type must be one of {', '.join(_OUTPUT_TYPES)}, got {output_type!r}")
-        wanted = list(callback_on_step_end_tensor_inputs or ())
-        if any(k not in _CALLBACK_TENSORS for k in wanted):
-            raise NewbieError(
-                f"callback_on_step_end_tensor_inputs: only {list(_CALLBACK_TENSORS)} can be passed, "
-                f"got {wanted}"
-            )
-        if prompt is not None and prompt_embeds is not None:
-            raise NewbieError("give prompt or prompt_embeds, not both")
-        if negative_prompt is not None and negative_prompt_embeds is not None:
-            raise NewbieError("give negative_prompt or negative_prompt_embeds, not both")
-        if prompt is None and prompt_embeds is None:
-            raise NewbieError("give a prompt (or prompt_embeds)")
-        if prompt is None:
-            rows = (
-                prompt_embeds.cap_feats.shape[0]
-                if hasattr(prompt_embeds, "cap_feats")
-                else len(prompt_embeds)
-            )
-            prompts = self._prompts(["(given prompt_embeds)"] * rows, num_images_per_prompt)
-        else:
-            prompts = self._prompts(prompt, num_images_per_prompt)
-        n = len(prompts)
-        negative = (
-            "(given negative_prompt_embeds)"
-            if negative_prompt_embeds is not None
-            else self._negative(negative_prompt)
+        wanted = check_call(
+            output_type,
+            callback_on_step_end_tensor_inputs,
+            prompt,
+            prompt_embeds,
+            negative_prompt,
+            negative_prompt_embeds,
         )
+        prompts, negative = texts_of(
+            prompt,
+            prompt_embeds,
+            negative_prompt,
+            negative_prompt_embeds,
+            num_images_per_prompt,
+            self.engine.spec.sampling.negative,
+        )
+        settings, seeds = settings_of(
+            prompts,
+            negative,
+            generator,
+            latents,
+            self.engine.codec.cfg.downscale,
+            height,
+            width,
+            num_inference_steps,
+            guidance_scale,
+            cfg_normalization,
+            cfg_trunc_ratio,
+            sampler,
+            shift,
+            kwargs,
+        )
+        req = self._request(settings, seeds, cfg_trunc_ratio, latents, len(prompts))
+        self._texts(
+            req,
+            prompts,
+            negative,
+            text_cfg_of(self.engine.spec.text, system_prompt, max_sequence_length),
+            num_images_per_prompt,
+            (prompt_embeds, pooled_prompt_embeds, prompt_attention_mask),
+            (negative_prompt_embeds, negative_pooled_prompt_embeds, negative_prompt_attention_mask),
+        )
+        progress = None if callback_on_step_end is None else self._callback(req, callback_on_step_end, wanted)
+        gen = self.engine.run(req, progress)
+        images = output_of(gen, output_type)
+        if not return_dict:
+            return (images,)
+        return NewbiePipelineOutput(images=images, generation=gen)
 
-        seeds = None
-        if isinstance(generator, (list, tuple)):
-            if len(generator) != n:
-                raise NewbieError(f"{len(generator)} generators for {n} images: give one per image")
-            seeds = [_seed(g) for g in generator]
-        f = e.codec.cfg.downscale
-        if latents is not None:
-            if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
-                raise NewbieError("latents must be a (batch, channels, height/8, width/8) tensor")
-            height = latents.shape[-2] * f if height is None else height
-            width = latents.shape[-1] * f if width is None else width
-        _checked("steps", num_inference_steps)
-        cfg = _checked("cfg", guidance_scale)
-        cfg = None if cfg is None else (1.0 if cfg <= 1 else float(cfg))
-        if cfg_normalization is None or isinstance(cfg_normalization, bool):
-            renorm = None if cfg_normalization is None else (1.0 if cfg_normalization else 0.0)
-        else:
-            renorm = float(_checked("renorm_cfg", cfg_normalization))
-        if cfg_trunc_ratio is not None:
-            _checked("cfg_trunc", cfg_trunc_ratio)
-        settings = Settings(
-            prompt=prompts,
-            negative=negative,
-            batch=1,
-            width=width,
-            height=height,
-            steps=num_inference_steps,
-            cfg=cfg,
-            renorm_cfg=renorm,
-            sampler=sampler,
-            shift=shift,
-            seed=seeds[0] if seeds else (None if generator is None else _seed(generator)),
-            **kwargs,
-        )
+    def _request(self, settings, seeds, cfg_trunc_ratio, latents, n: int):
+        """The engine's Request for the call's settings, with the per-image seeds, the PR's CFG truncation
+        and the given latents."""
+        from newbie.pipeline.request import SettingError
+
+        e = self.engine
         try:
             req = e.request(settings)
         except SettingError as err:
@@ -590,6 +430,7 @@ class NewbiePipeline:
             req.cfg_trunc = self._trunc_time(req, float(cfg_trunc_ratio))
 
         if latents is not None:
+            f = e.codec.cfg.downscale
             shape = (n, e.codec.cfg.latent_channels, req.height // f, req.width // f)
             if tuple(latents.shape) != shape:
                 raise NewbieError(
@@ -598,30 +439,22 @@ class NewbiePipeline:
                 )
             req.initial_latents = latents.detach()
             req.warnings.append("started from given latents: the seed does not re-make it")
-        text_cfg = self._text_cfg(system_prompt, max_sequence_length)
+        return req
+
+    def _texts(self, req, prompts, negative: str, text_cfg, per_prompt: int, given, given_negative) -> None:
+        """The call's own text embeddings onto the request: given ones (the PR's trio or a TextEmbeds), or
+        the prompts encoded with a custom system prompt / sequence length; None leaves them to the engine."""
+        n = len(prompts)
+        dit_cfg = self.engine.dit.cfg
         cond = uncond = None
-        if prompt_embeds is not None:
-            cond = self._given(
-                prompt_embeds,
-                pooled_prompt_embeds,
-                prompt_attention_mask,
-                "prompt_embeds",
-                n,
-                num_images_per_prompt,
-            )
+        if given[0] is not None:
+            cond = given_embeds(*given, "prompt_embeds", n, per_prompt, dit_cfg)
             req.warnings.append("made from given prompt_embeds: the recipe cannot re-make it")
         elif text_cfg is not None:
             cond = self._embed(prompts, text_cfg)
         if req.uses_cfg:
-            if negative_prompt_embeds is not None:
-                uncond = self._given(
-                    negative_prompt_embeds,
-                    negative_pooled_prompt_embeds,
-                    negative_prompt_attention_mask,
-                    "negative_prompt_embeds",
-                    n,
-                    num_images_per_prompt,
-                )
+            if given_negative[0] is not None:
+                uncond = given_embeds(*given_negative, "negative_prompt_embeds", n, per_prompt, dit_cfg)
                 req.warnings.append("made from given negative_prompt_embeds: the recipe cannot re-make it")
             elif text_cfg is not None:
                 uncond = self._embed([negative] * n, text_cfg)
@@ -632,13 +465,6 @@ class NewbiePipeline:
             )
         if cond is not None or uncond is not None:
             req.given_embeds = (cond, uncond)
-
-        progress = None if callback_on_step_end is None else self._callback(req, callback_on_step_end, wanted)
-        gen = e.run(req, progress)
-        images = self._output(gen, output_type)
-        if not return_dict:
-            return (images,)
-        return NewbiePipelineOutput(images=images, generation=gen)
 
     def _trunc_time(self, req, ratio: float) -> float:
         """The PR's step-fraction truncation -> our time threshold: CFG on steps i with (i + 1) / N <= ratio,
@@ -667,14 +493,3 @@ class NewbiePipeline:
                     req.warnings.append(note)
 
         return progress
-
-    @staticmethod
-    def _output(gen, output_type: str):
-        if output_type == "pil":
-            for image, recipe in zip(gen.images, gen.recipes):  # what save_png writes: the PNG's text chunks
-                image.info.update({PNG_KEY: recipe.to_json(), "parameters": recipe.summary()})
-            return gen.images
-        if output_type == "latent":
-            return gen.latents
-        arrays = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in gen.images])
-        return arrays if output_type == "np" else torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()

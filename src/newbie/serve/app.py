@@ -112,11 +112,6 @@ def create_app(
     max_expands = service.limits.max_expands if service is not None else 1
     expand_pool = ThreadPoolExecutor(max_expands, thread_name_prefix="newbie-expand")
     probe_pool = ThreadPoolExecutor(2, thread_name_prefix="newbie-probe")
-    expanding = 0  # expansions running or waiting (one event loop: no lock needed)
-
-    async def probe(call):
-        future = asyncio.get_running_loop().run_in_executor(probe_pool, call)
-        return await asyncio.wait_for(future, PROBE_TIMEOUT_S)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -137,6 +132,19 @@ def create_app(
         description="NewBie image Exp0.1 over HTTP: OpenAI-compatible image generation and a durable "
         "job queue. See docs/api.md.",
     )
+    # the order of the routes is the order of the paths in the OpenAPI schema
+    _error_handlers(app, service)
+    _openai_routes(app, service, sync_timeout)
+    _job_routes(app, service)
+    _expand_route(app, service, expand_pool, max_expands)
+    _probe_routes(app, service, probe_pool)
+    _openapi_with_auth(app)
+    _middleware(app, service, api_key, hosts)
+    return app
+
+
+def _error_handlers(app: FastAPI, service) -> None:
+    """Every error as the OpenAI-style error body, with no server path in its message."""
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
@@ -157,6 +165,10 @@ def create_app(
         return JSONResponse(
             error_body(500, "internal server error; see the server log", "internal_error"), status_code=500
         )
+
+
+def _openai_routes(app: FastAPI, service, sync_timeout: float) -> None:
+    """POST /v1/images/generations: OpenAI's image API, answered when the job is done."""
 
     @app.post(
         "/v1/images/generations",
@@ -187,6 +199,10 @@ def create_app(
                 png = await run_in_threadpool(service.existing_image(job.id, i).read_bytes)
                 data.append(ImageData(b64_json=base64.b64encode(png).decode(), seed=seed))
         return ImagesResponse(created=int(time.time()), data=data, job_id=job.id)
+
+
+def _job_routes(app: FastAPI, service) -> None:
+    """The native job API: queue, poll, fetch an image, cancel."""
 
     @app.post(
         "/v1/jobs",
@@ -235,6 +251,11 @@ def create_app(
     )
     def cancel_job(job_id: str, request: Request) -> JobStatus:
         return _status(service, service.cancel(job_id), request)
+
+
+def _expand_route(app: FastAPI, service, expand_pool: ThreadPoolExecutor, max_expands: int) -> None:
+    """POST /v1/prompts/expand, at most max_expands at once (running or waiting), in expand_pool."""
+    expanding = 0  # expansions running or waiting (one event loop: no lock needed)
 
     @app.post(
         "/v1/prompts/expand",
@@ -296,6 +317,14 @@ def create_app(
             seconds=round(time.perf_counter() - t0, 3),
         )
 
+
+def _probe_routes(app: FastAPI, service, probe_pool: ThreadPoolExecutor) -> None:
+    """/healthz and /metrics, answered within PROBE_TIMEOUT_S even while the store is locked."""
+
+    async def probe(call):
+        future = asyncio.get_running_loop().run_in_executor(probe_pool, call)
+        return await asyncio.wait_for(future, PROBE_TIMEOUT_S)
+
     @app.get("/healthz", response_model=Health, summary="Liveness: workers alive and queue size")
     async def healthz():
         try:
@@ -322,6 +351,9 @@ def create_app(
             ) from None
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+
+def _openapi_with_auth(app: FastAPI) -> None:
+    """The schema names the optional bearer key."""
     plain_openapi = app.openapi
 
     def openapi_with_auth() -> dict:
@@ -335,6 +367,8 @@ def create_app(
 
     app.openapi = openapi_with_auth
 
+
+def _middleware(app: FastAPI, service, api_key: str | None, hosts: set[str] | None) -> None:
     # outermost last: count every error, check the Host and the key before reading a body, then cap it
     if service is not None:
         limits = service.limits
@@ -349,4 +383,3 @@ def create_app(
         if hosts is not None:
             app.add_middleware(HostCheckMiddleware, hosts=hosts)
         app.add_middleware(ErrorCountMiddleware, metrics=service.metrics)
-    return app

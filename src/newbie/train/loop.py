@@ -166,7 +166,10 @@ def _prepare(pipe, cfg: TrainConfig, items, report) -> _Data:
     state = checkpoint.load(ckpt, ident) if cfg.resume else None
     if cfg.vram_gib and device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory / 2**30
-        torch.cuda.set_per_process_memory_fraction(min(1.0, cfg.vram_gib / total), device)
+        torch.cuda.set_per_process_memory_fraction(
+            min(1.0, cfg.vram_gib / total),
+            device.index if device.index is not None else torch.cuda.current_device(),
+        )
     cache_dir = cfg.cache_dir or cfg.out.with_name(cfg.out.stem + ".cache")
     entries, blank = encode_dataset(
         pipe,
