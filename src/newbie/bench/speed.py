@@ -652,7 +652,7 @@ def _cache_comparison(S, res, R, steps: int) -> None:
     its own uncached run on the same trajectory (same noise, captions, Euler steps, CFG 5), image PSNR through
     our VAE; the PSNR-matched pair is the one to compare."""
     from newbie.model import fused
-    from newbie.model.step_cache import StepCache
+    from newbie.model.step_cache import AUTO, StepCache
     from newbie.sampling.guidance import split_pair, velocity_fn
 
     pipe, dit, cond, unc, grid, x = (S[k] for k in ("pipe", "dit", "cond", "unc", "grid", "x"))
@@ -667,7 +667,8 @@ def _cache_comparison(S, res, R, steps: int) -> None:
     res["cache_comparison"] = out
 
     def ours(threshold):
-        caches = [StepCache(threshold), StepCache(threshold)] if threshold else [None, None]
+        setting = AUTO if threshold == "auto" else threshold
+        caches = [StepCache.of(setting), StepCache.of(setting)] if setting else [None, None]
         pair = split_pair(velocity_fn(dit, cond, rc, caches[0]), velocity_fn(dit, unc, ru, caches[1]))
         _sync(x.device)
         t0 = time.perf_counter()
@@ -680,7 +681,7 @@ def _cache_comparison(S, res, R, steps: int) -> None:
         z_ref, t_ref, _ = ours(0.0)
         img_ref = decode(z_ref)
         out["newbie_uncached_s"] = t_ref
-        for th in (0.05, 0.1):
+        for th in (0.05, 0.1, "auto"):  # auto: --step-cache auto's policy (model/step_cache.py)
             z, secs, hits = ours(th)
             entry = {
                 "s": secs,
