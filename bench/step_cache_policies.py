@@ -36,6 +36,8 @@ POLICIES = {
     "warmup_cap_0.3": StepPolicy(0.3, warmup=4, max_skips=2),
     "accumulated_0.3": StepPolicy(0.3, warmup=4, max_skips=2, accumulate=True),
     "accumulated_0.5": StepPolicy(0.5, warmup=4, max_skips=3, accumulate=True),
+    "warmup_0.15": StepPolicy(0.15, warmup=2),
+    "accumulated_0.25": StepPolicy(0.25, accumulate=True),
     "auto": AUTO,
 }
 

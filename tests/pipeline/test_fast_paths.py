@@ -83,8 +83,7 @@ def test_step_cache_policies_zero_is_exact_and_auto_skips(pipe, monkeypatch):
     pipe.step_cache = AUTO
     cached = _gen(pipe, seed=seed, steps=10)
     hits = [c.hits for c in last_caches]
-    # the warm-up runs in full; the cap leaves at least one full call in every max_skips + 1 after it
-    assert 0 < max(hits) <= (10 - AUTO.warmup) * AUTO.max_skips // (AUTO.max_skips + 1) + 1
+    assert 0 < max(hits) < 10 - AUTO.warmup  # the first call (and any warm-up) runs in full
     assert torch.isfinite(cached.latents).all()
 
 
