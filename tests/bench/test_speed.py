@@ -118,7 +118,7 @@ def test_peer_and_cache_sections_run_on_a_tiny_model(tiny_pipeline, tmp_path):
     assert run.section("step_cache", 0, lambda: speed._cache_comparison(S, res, run, steps=4))
     out = res["cache_comparison"]
     assert out["newbie_uncached_s"] > 0
-    for th in (0.05, 0.1):
+    for th in (0.05, 0.1, "auto"):
         assert out[f"newbie_step_cache_{th}"]["calls"] == 8
         assert res[f"step_cache_{th}"]["psnr_vs_uncached"] > 0
     dbcache = res["peers"]["cache_dit_dbcache"]

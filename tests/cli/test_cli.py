@@ -117,6 +117,18 @@ def test_bad_arguments(tiny_model_dir, tmp_path, capsys, monkeypatch, args, mess
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+def test_step_cache_auto_runs_and_a_bad_value_is_one_line(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    base = ["generate", "1girl", "--model", str(tiny_model_dir), "--size", "32x32", "--steps", "6", "--quiet"]
+    with pytest.raises(SystemExit) as e:  # argparse's own exit for a bad flag value
+        main([*base, "--out", str(out), "--step-cache", "fast"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--step-cache takes a threshold such as 0.05 or 'auto', not 'fast'" in err
+    assert "Traceback" not in err and not out.exists()
+    code, _, err = run(capsys, *base, "--out", str(out), "--step-cache", "auto")
+    assert code == 0 and out.exists(), err
+
+
 def test_missing_inputs(tmp_path, capsys):
     code, _, err = run(
         capsys, "generate", "x", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o.png")

@@ -7,7 +7,7 @@ import torch
 
 from newbie.demo.tiny import tiny_dit_config
 from newbie.model.dit import NextDiT
-from newbie.model.step_cache import StepCache
+from newbie.model.step_cache import StepCache, StepPolicy
 from newbie.parallel.launch import Placement, run_group
 from newbie.parallel.sequence import SequenceGroup, shard_sizes
 
@@ -43,6 +43,9 @@ def _forwards(rank, world, device, cfg):
     ]
     caches = [StepCache(0.5), StepCache(0.5)]
     steps_ref = [m(x * (1 + 0.01 * i), t, cap, None, pooled, cache=caches[0]) for i in range(3)]
+    policy = StepPolicy(0.5, warmup=1, max_skips=1, accumulate=True)  # full, skip, full (the cap)
+    acc = [StepCache.of(policy), StepCache.of(policy)]
+    steps_ref += [m(x * (1 + 0.01 * i), t, cap, None, pooled, cache=acc[0]) for i in range(3)]
     seq.shard_model(m, SequenceGroup(None, rank, world))
     out = [
         m(x, t, cap, None, pooled),
@@ -50,9 +53,11 @@ def _forwards(rank, world, device, cfg):
         m(x[:1], t[:1], cap[:1, :2], None, pooled[:1]),
     ]
     steps = [m(x * (1 + 0.01 * i), t, cap, None, pooled, cache=caches[1]) for i in range(3)]
+    steps += [m(x * (1 + 0.01 * i), t, cap, None, pooled, cache=acc[1]) for i in range(3)]
     return {
         "diff": max(float((a - b).abs().max()) for a, b in zip(ref + steps_ref, out + steps)),
         "hits": (caches[0].hits, caches[1].hits),
+        "hits_accumulated": (acc[0].hits, acc[1].hits),
         "shards": set(calls),
     }
 
@@ -65,6 +70,7 @@ def _check(world, **cfg):
         assert {tuple(cap), tuple(img), joint, tuple(shard_sizes(2, world))} <= r["shards"]
         assert r["diff"] < 1e-5, r
         assert r["hits"][0] == r["hits"][1] > 0  # the cache skipped the same steps with and without sp
+        assert r["hits_accumulated"] == (1, 1)
     assert len({r["hits"] for r in res.values()}) == 1
 
 

@@ -64,6 +64,29 @@ def test_step_cache_off_is_exact_and_on_reuses(pipe, monkeypatch):
     assert not torch.equal(cached.latents, ref.latents)
 
 
+def test_step_cache_policies_zero_is_exact_and_auto_skips(pipe, monkeypatch):
+    from newbie.model.step_cache import AUTO, StepPolicy
+
+    last_caches = []
+
+    def catching(*args, **kwargs):
+        model, last_caches[:] = guidance.cfg_model(*args, **kwargs)
+        return model, last_caches
+
+    monkeypatch.setattr(pipeline_module, "cfg_model", catching)
+    seed = int(torch.randint(0, 10_000, ()))
+    ref = _gen(pipe, seed=seed, steps=10)
+    pipe.step_cache = StepPolicy(0.0, warmup=2, max_skips=2, accumulate=True)  # never skips
+    exact = _gen(pipe, seed=seed, steps=10)
+    assert torch.equal(exact.latents, ref.latents)
+    assert [c.calls for c in last_caches] == [10, 10] and all(c.hits == 0 for c in last_caches)
+    pipe.step_cache = AUTO
+    cached = _gen(pipe, seed=seed, steps=10)
+    hits = [c.hits for c in last_caches]
+    assert 0 < max(hits) < 10 - AUTO.warmup  # the first call (and any warm-up) runs in full
+    assert torch.isfinite(cached.latents).all()
+
+
 def test_regional_compile_traces_whole_blocks_and_matches_eager(pipe):
     # The eager backend checks that every block captures as one full graph (no graph breaks) and computes
     # the same function; the inductor kernels themselves are measured on the GPU by `newbie bench speed`.

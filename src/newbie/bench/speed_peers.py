@@ -170,8 +170,8 @@ def _cache_comparison(S, res, R, steps: int) -> None:
 
 
 def _ours_cached(S, res, R, steps: int, decode, out: dict) -> None:
-    """Our step cache at thresholds 0.05 and 0.1 against our uncached trajectory."""
-    from newbie.model.step_cache import StepCache
+    """Our step cache at thresholds 0.05 and 0.1 and --step-cache auto's policy against our uncached trajectory."""
+    from newbie.model.step_cache import AUTO, StepCache
     from newbie.sampling.guidance import split_pair, velocity_fn
 
     dit, cond, unc, grid, x = (S[k] for k in ("dit", "cond", "unc", "grid", "x"))
@@ -179,7 +179,8 @@ def _ours_cached(S, res, R, steps: int, decode, out: dict) -> None:
     ru = dit.rope(unc.cap_mask.sum(1), unc.cap_feats.shape[1], grid, grid)
 
     def ours(threshold):
-        caches = [StepCache(threshold), StepCache(threshold)] if threshold else [None, None]
+        setting = AUTO if threshold == "auto" else threshold
+        caches = [StepCache.of(setting), StepCache.of(setting)] if setting else [None, None]
         pair = split_pair(velocity_fn(dit, cond, rc, caches[0]), velocity_fn(dit, unc, ru, caches[1]))
         _sync(x.device)
         t0 = time.perf_counter()
@@ -191,7 +192,7 @@ def _ours_cached(S, res, R, steps: int, decode, out: dict) -> None:
     z_ref, t_ref, _ = ours(0.0)
     img_ref = decode(z_ref)
     out["newbie_uncached_s"] = t_ref
-    for th in (0.05, 0.1):
+    for th in (0.05, 0.1, "auto"):  # auto: --step-cache auto's policy (model/step_cache.py)
         z, secs, hits = ours(th)
         entry = {
             "s": secs,

@@ -43,6 +43,16 @@ def parse_size(text: str) -> tuple[int, int] | None:
     return None if w is None else (w, h)
 
 
+def step_cache_setting(text: str):
+    """The argparse type of --step-cache: a threshold or `auto` (newbie.model.step_cache.parse_step_cache)."""
+    from newbie.model.step_cache import parse_step_cache
+
+    try:
+        return parse_step_cache(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -75,9 +85,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--step-cache",
-        type=float,
+        type=step_cache_setting,
         default=0.0,
-        help="first-block cache threshold, e.g. 0.05 (faster, not exact; 0 = off)",
+        help="skip deep layers on steps that barely change: a first-block threshold, e.g. 0.05, or 'auto' "
+        "(the policy measured best; faster, not exact; 0 = off)",
     )
 
 

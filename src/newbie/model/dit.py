@@ -342,7 +342,7 @@ class NextDiT(nn.Module):
         out = first
         for block in self.layers[1:]:
             out = block(out, rope, mask, adaln)
-        cache.prev_first, cache.rest = first_residual, out - first
+        cache.store(first_residual, out - first)
         return out
 
 

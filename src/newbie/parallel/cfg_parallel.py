@@ -46,7 +46,7 @@ class Branches:
         return self.rank == COND, self.rank == UNCOND and req.uses_cfg
 
     def model(self, pipe: Pipeline, req: Request, cond, uncond, grid):
-        cache = StepCache(pipe.step_cache) if pipe.step_cache else None
+        cache = StepCache.of(pipe.step_cache) if pipe.step_cache else None
         mine = (
             branch_model(
                 pipe.dit,

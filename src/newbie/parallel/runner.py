@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from newbie.errors import NewbieError
+from newbie.model.step_cache import StepPolicy
 from newbie.parallel.launch import Placement, run_group
 from newbie.parallel.mesh import Layout, Mesh, build_mesh
 from newbie.parallel.sequence import SequenceGroup, check_heads, shard_model
@@ -85,11 +86,13 @@ class Job:
     negative: str | None
     settings: dict
     progress: Callable[[int], Callable] | None = None  # total steps -> rank 0's step callback
-    step_cache: float = 0.0
+    step_cache: float | StepPolicy = 0.0  # a first-block threshold or a policy; 0 = off
     compile: bool = False
 
 
-def setup_rank(layout: Layout, load: dict, device: str, step_cache: float = 0.0, compile: bool = False):
+def setup_rank(
+    layout: Layout, load: dict, device: str, step_cache: float | StepPolicy = 0.0, compile: bool = False
+):
     """One rank's start: its place in the mesh, the model loaded on its device and set for the group, then
     compiled if asked (every rank together: the warm-up generations are collective). Returns (mesh, pipe)."""
     from newbie.pipeline.pipeline import load as load_pipeline
@@ -136,7 +139,7 @@ def generate(
     negative=None,
     *,
     progress: Callable[[int], Callable] | None = None,
-    step_cache: float = 0.0,
+    step_cache: float | StepPolicy = 0.0,
     compile: bool = False,
     timeout_s: float = 1800.0,
     **settings,

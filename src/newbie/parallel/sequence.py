@@ -146,15 +146,14 @@ class Shard:
     def cache_usable(self, cache, first_residual: Tensor) -> bool:
         """StepCache.usable over the whole sequence: every rank must take the same branch (the skipped layers
         hold collectives), so the relative L1 change is summed over all shards before the comparison."""
-        if cache.prev_first is None or cache.prev_first.shape != first_residual.shape:
-            return False  # the same on every rank: all start a request together
-        sums = torch.stack(
-            [(first_residual - cache.prev_first).abs().sum(), cache.prev_first.abs().sum()]
-        ).float()
+        ref = cache.reference(first_residual)  # None the same on every rank: all start a request together
+        if ref is None:
+            return cache.decide(first_residual, None)
+        sums = torch.stack([(first_residual - ref).abs().sum(), ref.abs().sum()]).float()
         dist.all_reduce(sums, group=self.sp.group)
         count = sum(self.sizes) * first_residual.shape[0] * first_residual.shape[-1]
         change = sums[0] / sums[1].clamp(min=1e-12 * count)  # ratio of sums = ratio of means
-        return float(change) < cache.threshold
+        return cache.decide(first_residual, float(change))
 
 
 # -- the model's forward on shards --

@@ -78,7 +78,7 @@ class LocalBranches:
         return True, req.uses_cfg
 
     def model(self, pipe: Pipeline, req: Request, cond: TextEmbeds, uncond: TextEmbeds | None, grid):
-        new_cache = (lambda: StepCache(pipe.step_cache)) if pipe.step_cache else (lambda: None)
+        new_cache = (lambda: StepCache.of(pipe.step_cache)) if pipe.step_cache else (lambda: None)
         model, _ = cfg_model(
             pipe.dit,
             cond,
@@ -121,7 +121,7 @@ class Pipeline:
         # "split": cond and uncond as two unmasked forwards when their captions differ in length;
         # "batched": one padded batch with a key mask (fewer, larger kernels; slower attention).
         self.cfg_batching = "split"
-        self.step_cache = 0.0  # first-block-cache threshold; 0 = off (exact)
+        self.step_cache = 0.0  # first-block-cache threshold or a StepPolicy; 0 = off (exact)
         self.compiled = False
         self.embed_cache: EmbeddingCache | None = EmbeddingCache(f"{id(text)}:{dtypes['text']}")
         self.plan = None  # a newbie.memory.planner.Plan once one is applied

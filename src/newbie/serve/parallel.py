@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 
 from newbie.errors import NewbieError
+from newbie.model.step_cache import StepPolicy
 from newbie.parallel.launch import Group, GroupFailed, Placement, context
 
 RESOLVE_TIMEOUT_S = 60.0
@@ -77,7 +78,7 @@ class GroupRunner:
         layout,
         placement: Placement,
         load: dict,
-        step_cache: float = 0.0,
+        step_cache: float | StepPolicy = 0.0,
         timeout_s: float = 1800.0,
         compile: bool = False,
     ):
