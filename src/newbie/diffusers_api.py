@@ -358,6 +358,9 @@ class NewbiePipeline:
         docstring gives each argument's meaning and default; sampler and shift, and any other request
         setting under its own name (noise, schedule, loras, init_image, strength, mask, hires, ...), are
         ours (Settings' fields, DIFFUSERS_NAMES)."""
+        call = {
+            k: v for k, v in locals().items() if k != "self"
+        }  # the arguments by name, read by settings_of
         from newbie.pipeline.request import Settings
 
         own = [p for p in inspect.signature(self.__call__).parameters if p != "kwargs"]
@@ -385,15 +388,7 @@ class NewbiePipeline:
             generator,
             latents,
             self.engine.codec.cfg.downscale,
-            height,
-            width,
-            num_inference_steps,
-            guidance_scale,
-            cfg_normalization,
-            cfg_trunc_ratio,
-            sampler,
-            shift,
-            kwargs,
+            call,
         )
         req = self._request(settings, seeds, cfg_trunc_ratio, latents, len(prompts))
         self._texts(

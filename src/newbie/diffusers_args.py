@@ -156,18 +156,15 @@ def settings_of(
     generator,
     latents,
     downscale: int,
-    height,
-    width,
-    num_inference_steps,
-    guidance_scale,
-    cfg_normalization,
-    cfg_trunc_ratio,
-    sampler,
-    shift,
-    extra: dict,
+    call: dict,
 ):
-    """-> (Settings of the call, the per-image seeds of a list of generators or None)."""
+    """-> (Settings of the call, the per-image seeds of a list of generators or None). call: the pipeline
+    call's arguments by name (its **kwargs under "kwargs": our other request settings by their own names)."""
     from newbie.pipeline.request import Settings
+
+    height, width = call["height"], call["width"]
+    num_inference_steps, guidance_scale = call["num_inference_steps"], call["guidance_scale"]
+    cfg_normalization, cfg_trunc_ratio = call["cfg_normalization"], call["cfg_trunc_ratio"]
 
     n = len(prompts)
     seeds = None
@@ -198,10 +195,10 @@ def settings_of(
         steps=num_inference_steps,
         cfg=cfg,
         renorm_cfg=renorm,
-        sampler=sampler,
-        shift=shift,
+        sampler=call["sampler"],
+        shift=call["shift"],
         seed=seeds[0] if seeds else (None if generator is None else _seed(generator)),
-        **extra,
+        **call["kwargs"],
     )
     return settings, seeds
 
