@@ -2,8 +2,8 @@
 
 Each Settings field declares once, in its `Rule`, its type, bounds or choices, its help text and which model
 default None stands for. `resolve(settings, spec)` holds every engine rule; the doors are derived from the
-rules: the CLI flags (cli/generate_args.py), the API body (serve/schemas.py), the UI form (ui/form.py) and the
-diffusers-style keywords (diffusers_api.py, which keeps diffusers' names in a mapping a test checks). A
+rules: the CLI flags (cli/request_args.py), the API body (serve/schemas.py), the UI form (ui/form.py) and the
+diffusers-style keywords (diffusers_args.py, which keeps diffusers' names in a mapping a test checks). A
 `Recipe` (pipeline/recipe.py) is one image of a `Request` plus provenance.
 
 No torch here: the CLI builds its parser from these rules on every call. resolve() imports img2img lazily.
