@@ -12,9 +12,9 @@ def load(*args, **kwargs):
     or "bf16", "fp16", "fp32"), vram (a GPU memory budget such as "8GB"), quantize ("int8", "fp8"), warm
     (True: the first request's one-time costs paid at load, for servers).
     A missing or damaged model raises NewbieError with a one-line reason. Every keyword is documented at
-    newbie.pipeline.pipeline.load, which this calls (imported on first use, so `import newbie` stays light).
+    newbie.pipeline.load.load, which this calls (imported on first use, so `import newbie` stays light).
     """
-    from newbie.pipeline.pipeline import load as _load
+    from newbie.pipeline.load import load as _load
 
     return _load(*args, **kwargs)
 

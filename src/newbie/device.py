@@ -24,3 +24,9 @@ def parse_dtype(name: str, device: torch.device) -> str:
     if name not in DTYPES:
         raise NewbieError(f"unknown dtype '{name}' (choose from auto, {', '.join(DTYPES)})")
     return name
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA), so a timing covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

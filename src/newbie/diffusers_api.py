@@ -126,7 +126,7 @@ class NewbiePipeline:
             device = None  # newbie.load's choice: the GPU when there is one
         else:
             device = str(_device("cpu" if device_map is None else device_map))
-        from newbie.pipeline.pipeline import load
+        from newbie.pipeline.load import load
 
         return cls(load(path, device=device, dtype=_dtype_name(torch_dtype), **kwargs))
 

@@ -125,24 +125,24 @@ def test_a_failing_dtype_is_reported_not_raised(tiny_model_dir):
 
 
 def test_quantized_dtypes_are_unavailable_without_a_quantize_option(monkeypatch):
-    from newbie.pipeline import pipeline
+    from newbie.pipeline import load as load_module
 
     def old_load(path=None, *, device=None, dtype="auto", text_dtype=None, vae_dtype="fp32"):
         raise AssertionError("must not be called")
 
-    monkeypatch.setattr(pipeline, "load", old_load)  # a build from before quantization
+    monkeypatch.setattr(load_module, "load", old_load)  # a build from before quantization
     with pytest.raises(study.Unavailable, match="no quantize option"):
         study.load_dtype("int8", study.StudyConfig())
 
 
 def test_quantize_load_errors_become_reasons(monkeypatch):
     from newbie.errors import NewbieError
-    from newbie.pipeline import pipeline
+    from newbie.pipeline import load as load_module
 
     def load(path=None, *, device=None, dtype="auto", text_dtype=None, vae_dtype="fp32", quantize=None):
         raise NewbieError("fp8 weights need torchao kernels this device lacks")
 
-    monkeypatch.setattr(pipeline, "load", load)
+    monkeypatch.setattr(load_module, "load", load)
     with pytest.raises(study.Unavailable, match="cannot load: fp8 weights need torchao"):
         study.load_dtype("fp8", study.StudyConfig())
     with pytest.raises(NewbieError):  # the reference never hides its errors

@@ -1,7 +1,7 @@
 import numpy as np
 
 import newbie
-from newbie.pipeline.pipeline import warm_up
+from newbie.pipeline.load import warm_up
 
 
 def test_warm_up_caches_the_negative_and_changes_no_image(tiny_model_dir):

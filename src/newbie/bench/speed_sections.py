@@ -24,7 +24,7 @@ from newbie.bench.speed_measure import (
 )
 from newbie.bench.speed_peers import _diffusers_peers
 from newbie.model import fused
-from newbie.pipeline.pipeline import load as load_pipeline
+from newbie.pipeline.load import load as load_pipeline
 
 
 @dataclass

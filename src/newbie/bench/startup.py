@@ -145,7 +145,7 @@ def section_load(r: Run) -> None:
     if r.res.get("weights_gb") and data.get("load_s"):
         r.res["load_gb_per_s"] = r.res["weights_gb"] / data["load_s"]
     r.save()
-    # the same after newbie.pipeline.pipeline.warm_up (load(..., warm=True)): what a server's first request gets
+    # the same after newbie.pipeline.load.warm_up (load(..., warm=True)): what a server's first request gets
     data = r.probe("load", model=str(r.model), device=r.device, size=r.size, prompt=PROMPT, warm=True)
     r.res["load_warmed_detail"] = data
     r.res["warm_s"] = data.get("warm_s")

@@ -51,7 +51,7 @@ def probe_load(
     else:
         out["device"] = "cpu"
     out["cuda_init_s"] = time.perf_counter() - t0
-    from newbie.pipeline.pipeline import load  # what newbie.load calls
+    from newbie.pipeline.load import load  # what newbie.load calls
 
     t0 = time.perf_counter()
     pipe = load(model, device=device)
@@ -65,7 +65,7 @@ def probe_load(
         _sync(device)
         out["second_load_s"] = time.perf_counter() - t0
     if warm:
-        from newbie.pipeline.pipeline import warm_up
+        from newbie.pipeline.load import warm_up
 
         out["warm_s"] = warm_up(pipe)
     negative = pipe.spec.sampling.negative

@@ -80,7 +80,7 @@ def check_dtypes(names: list[str]) -> list[str]:
 
 
 def load_dtype(name: str, cfg: StudyConfig):
-    from newbie.pipeline.pipeline import load
+    from newbie.pipeline.load import load
 
     kwargs = dict(device=cfg.device, text_dtype=cfg.text_dtype, vae_dtype="fp32", **cfg.load_kwargs)
     if name in QUANTIZED:

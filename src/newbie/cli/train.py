@@ -120,7 +120,7 @@ def load_for_training(args):
     import torch
 
     from newbie import load
-    from newbie.pipeline.pipeline import resolve_device
+    from newbie.device import resolve_device
 
     dev = resolve_device(args.device)
     pipe = load(

@@ -95,7 +95,7 @@ def setup_rank(
 ):
     """One rank's start: its place in the mesh, the model loaded on its device and set for the group, then
     compiled if asked (every rank together: the warm-up generations are collective). Returns (mesh, pipe)."""
-    from newbie.pipeline.pipeline import load as load_pipeline
+    from newbie.pipeline.load import load as load_pipeline
 
     mesh = build_mesh(layout)
     pipe = load_pipeline(**load, device=device)

@@ -1,4 +1,5 @@
-"""load() and the Pipeline: the one code path behind the CLI, the Python API, the UI and the server.
+"""The Pipeline: the one code path behind the CLI, the Python API, the UI and the server. load() builds one
+(newbie.pipeline.load); newbie.pipeline.guards holds what happens when numbers go bad or memory runs out.
 
 Read `Pipeline._run` top-down: encode (text, and the init image through the VAE) -> schedule -> sample
 (newbie.sampling: the guided model and the sampler loop, pure functions over tensors) -> optional hires pass
@@ -8,7 +9,6 @@ Read `Pipeline._run` top-down: encode (text, and the init image through the VAE)
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -20,22 +20,20 @@ from torch.nn import functional as F
 
 from newbie.adapters import recipe as adapter_recipe
 from newbie.adapters.stack import AdapterStack
-from newbie.config import SPECS, ModelSpec
-from newbie.device import DTYPES, parse_dtype, resolve_device
+from newbie.config import ModelSpec
+from newbie.device import DTYPES, synchronize
 from newbie.errors import NewbieError
-from newbie.loading.components import load_components
-from newbie.loading.folder import ModelFolder, locate, require
+from newbie.loading.folder import ModelFolder
 from newbie.loading.hashing import BackgroundHashes
 from newbie.model.embed_cache import EmbeddingCache
 from newbie.model.step_cache import StepCache
 from newbie.model.text import TextEmbeds, TextEncoders
 from newbie.model.vae import LatentCodec
-from newbie.pipeline import img2img
+from newbie.pipeline import guards, img2img
 from newbie.pipeline.images import to_pil
-from newbie.pipeline.model_spec import model_spec
 from newbie.pipeline.recipe import Recipe
 from newbie.pipeline.request import Request, Settings, carried_fields, resolve
-from newbie.precision.guard import NonFinite, all_finite, checked, safe_dtype, set_clamp
+from newbie.precision.guard import checked
 from newbie.sampling.guidance import cfg_model
 from newbie.sampling.loop import Start, sample
 from newbie.sampling.samplers import SAMPLERS
@@ -184,7 +182,7 @@ class Pipeline:
         self.generate("warm-up", **warm)
         self.generate("a longer warm-up prompt, " * 6, negative="low quality, blurry", **warm)
         compile_cache.close_bundle(bundle)  # torch's mega-cache, opt-in (newbie.precision.compile_cache)
-        _sync(self.device)
+        synchronize(self.device)
         return time.perf_counter() - t0
 
     @property
@@ -249,17 +247,7 @@ class Pipeline:
     def run(self, req: Request, progress: Callable[[dict], None] | None = None, branches=LOCAL) -> Generation:
         """Execute a Request. On running out of GPU memory, retry with the next smaller memory plan.
         branches: where the CFG branches run (LocalBranches, or cfg_parallel's per-rank branches)."""
-        self._fit_plan(req)
-        while True:
-            try:
-                return self._run(req, progress, branches)
-            except torch.cuda.OutOfMemoryError:
-                smaller = self._step_down(req)
-                if smaller is None:
-                    raise NewbieError(
-                        f"out of GPU memory at {req.width}x{req.height} even with the smallest plan "
-                        f"('{self.plan.name if self.plan else 'resident'}')"
-                    ) from None
+        return guards.run_stepping_down(self, req, lambda: self._run(req, progress, branches))
 
     # -- the core path: encode -> schedule -> sample -> (hires) -> decode -> composite --
 
@@ -282,24 +270,26 @@ class Pipeline:
 
         t0 = time.perf_counter()
         sigmas = self.schedule(req)
-        latents = self._denoise_guarded(req, cond, uncond, sigmas, start, progress, branches, events)
+        latents = guards.denoise_guarded(self, req, cond, uncond, sigmas, start, progress, branches, events)
         if req.hires is not None:
             second = self.hires_request(req)
             sigmas = self.schedule(second, strength=req.hires.strength)
             start = Start(self.upscale(latents, req.hires))
             later = None if progress is None else _renumbered(progress, req.steps, req.total_steps)
-            latents = self._denoise_guarded(second, cond, uncond, sigmas, start, later, branches, events)
-        _sync(self.device)
+            latents = guards.denoise_guarded(
+                self, second, cond, uncond, sigmas, start, later, branches, events
+            )
+        synchronize(self.device)
         timings["denoise_s"] = time.perf_counter() - t0
         if branches.rank != 0:  # the parallel ranks other than 0 only sample
             return Generation([], [], latents.cpu(), timings, events)
 
         t0 = time.perf_counter()
         with self.stage("vae"):
-            images = self._decode_guarded(latents, events)
+            images = guards.decode_guarded(self, latents, events)
         images = img2img.composite(req, images)  # inpainting: the kept pixels exactly
         timings["decode_s"] = time.perf_counter() - t0
-        problems = _problems(latents, images)
+        problems = guards.problems(latents, images)
         recipes = [self.recipe(req, i, req.warnings + events + problems[i]) for i in range(len(req.prompts))]
         return Generation(to_pil(images), recipes, latents.cpu(), timings, events)
 
@@ -327,15 +317,7 @@ class Pipeline:
         for p in dict.fromkeys(prompts):
             e = self.embed_cache.get(p) if self.embed_cache else None
             if e is None:
-                e = self.text.encode([p])
-                if not (all_finite(e.cap_feats) and all_finite(e.pooled)):
-                    safe = safe_dtype(self.device)
-                    if self.text.gemma.dtype == safe and self.text.jina.dtype == safe:
-                        raise NewbieError("the text encoders produced NaN/Inf even in a safe dtype")
-                    self.text.gemma.to(safe), self.text.jina.to(safe)
-                    self.dtypes["text"] = {torch.bfloat16: "bf16", torch.float32: "fp32"}[safe]
-                    events.append(f"NaN/Inf in the text embeddings: re-encoded in {self.dtypes['text']}")
-                    e = self.text.encode([p])
+                e = guards.encode_text_guarded(self, p, events)
                 if self.embed_cache:
                     self.embed_cache.put(p, e)
             done[p] = e.to(self.device)
@@ -400,39 +382,6 @@ class Pipeline:
                 model = checked(model, "DiT output")
             return sample(SAMPLERS[req.sampler], model, noise, sigmas, start, progress)
 
-    def _denoise_guarded(
-        self, req: Request, cond, uncond, sigmas, start, progress, branches, events: list[str]
-    ) -> torch.Tensor:
-        while True:
-            try:
-                return self.denoise(req, cond, uncond, sigmas, start, progress, branches)
-            except NonFinite as e:
-                self._fp16_fallback(e, events, req)
-
-    def _fp16_fallback(self, e: NonFinite, events: list[str], req: Request) -> None:
-        """First overflow: clamp the DiT activations to the fp16 range; second: run the DiT in a safe dtype."""
-        if not self.dit.layers[0].clamp_fp16:
-            set_clamp(self.dit, True)
-            events.append(f"fp16 overflow ({e.where}): re-ran with the DiT activations clamped to fp16 range")
-            return
-        safe = safe_dtype(self.device)
-        if next(self.dit.parameters()).dtype == safe:
-            raise NewbieError(f"NaN/Inf in {e.where} even in {safe}") from None
-        if self.plan is not None and self.plan.quantize:
-            raise NewbieError(
-                f"fp16 overflow ({e.where}) under the quantized plan '{self.plan.name}': "
-                "load with --dtype bf16 instead"
-            ) from None
-        if self.plan is not None:  # the plan keeps its own CPU copies of the weights: convert, then re-plan
-            self.adapters.clear()
-        self.dit.to(safe)
-        set_clamp(self.dit, False)
-        self.dtypes["dit"] = {torch.bfloat16: "bf16", torch.float32: "fp32"}[safe]
-        if self.plan is not None:
-            self.apply_plan(self.plan)
-            self.adapters.activate(self.dit, req.loras, req.fuse_loras)
-        events.append(f"fp16 overflow persisted ({e.where}): re-ran the DiT in {self.dtypes['dit']}")
-
     def hires_request(self, req: Request) -> Request:
         """The second pass of a hires request: the target size, its own steps and noise."""
         h = req.hires
@@ -457,51 +406,7 @@ class Pipeline:
             pixels = img2img.upscale_pixels(to_pil(self.codec.decode(latents)), h.width, h.height)
             return self.codec.encode(pixels.to(self.device))
 
-    def _decode_guarded(self, latents: torch.Tensor, events: list[str]) -> torch.Tensor:
-        images = self.codec.decode(latents)
-        if all_finite(images) or not all_finite(latents) or self.codec.dtype == torch.float32:
-            return images
-        self.codec.vae.to(torch.float32)
-        self.dtypes["vae"] = "fp32"
-        events.append("NaN/Inf in the VAE decode: re-decoded in fp32")
-        return self.codec.decode(latents)
-
     # -- memory --
-
-    def _fit_plan(self, req: Request) -> None:
-        """A plan chosen from a budget at load time was sized for one image at the load size: a request that is
-        larger (its size, its hires target, its batch) gets the plan the budget allows for it, up front,
-        rather than an out-of-memory error. Plans only ever step down here."""
-        from newbie.memory.planner import plan_for, rank
-
-        if self.plan is None or self.plan.budget_gib is None or self.device.type != "cuda":
-            return
-        w, h = (req.hires.width, req.hires.height) if req.hires else (req.width, req.height)
-        fitting = plan_for(self.plan.budget_gib, w, h, self.component_sizes, batch=len(req.prompts))
-        if rank(fitting, self.component_sizes) > rank(self.plan, self.component_sizes):
-            note = (
-                f"plan '{self.plan.name}' does not fit {w}x{h} x{len(req.prompts)} in "
-                f"{self.plan.budget_gib:g} GiB; using plan '{fitting.name}'"
-            )
-            print(f"warning: {note}", file=sys.stderr)
-            self.apply_plan(fitting)
-            self.plan_notes.append(note)
-
-    def _step_down(self, req: Request):
-        from newbie.memory.planner import Plan, step_down
-
-        if self.device.type != "cuda":
-            return None
-        current = self.plan or Plan("resident")
-        smaller = step_down(current, req.width, req.height, self.component_sizes)
-        if smaller is None:
-            return None
-        torch.cuda.empty_cache()
-        note = f"out of GPU memory with plan '{current.name}'; retrying with plan '{smaller.name}'"
-        print(f"warning: {note}", file=sys.stderr)
-        self.apply_plan(smaller)
-        self.plan_notes.append(note)
-        return smaller
 
     def apply_plan(self, plan) -> None:
         from newbie.memory.residency import Residency
@@ -547,123 +452,5 @@ class Pipeline:
         )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _renumbered(progress: Callable[[dict], None], offset: int, total: int) -> Callable[[dict], None]:
     return lambda info: progress({**info, "step": info["step"] + offset, "steps": total})
-
-
-def _problems(latents: torch.Tensor, images: torch.Tensor) -> list[list[str]]:
-    out = []
-    for lat, img in zip(latents, images):
-        p = []
-        if not bool(torch.isfinite(lat).all()):
-            p.append("latent has NaN/Inf values")
-        if not bool(torch.isfinite(img).all()):
-            p.append("image has NaN/Inf values")
-        elif float(img.max()) < 2 / 255:
-            p.append("image is all black")
-        out.append(p)
-    return out
-
-
-def load(
-    path: str | Path | None = None,
-    *,
-    device: str | None = None,
-    dtype: str = "auto",
-    text_dtype: str | None = None,
-    vae_dtype: str = "fp32",
-    text_encoder=None,
-    clip_model=None,
-    vae=None,
-    spec: str = "newbie-exp0.1",
-    vram: str | float | None = None,
-    plan_size: tuple[int, int] | None = None,
-    quantize: str | None = None,
-    comfy_dir: str | Path | None = None,
-    warm: bool = False,
-) -> Pipeline:
-    """Load a NewBie model folder (or the embedded demo model when path is None).
-
-    path / text_encoder / clip_model / vae: folders or single files (ComfyUI's files included);
-    comfy_dir: a ComfyUI models/ folder that supplies every component not given (docs/comfyui.md).
-
-    vram: a GPU memory budget ("8GB", 8, or "auto" for the free memory) -> the planner picks residency,
-    streaming, quantization and tiling for `plan_size` (default: the model's default size).
-    quantize: "int8" / "fp8" weight-only (DiT and Gemma blocks, torchao) or "fp8-dynamic" compute (DiT,
-    newbie.precision.fp8).
-    device: "cpu", "cuda" or "cuda:N" (default: cuda when available). dtype: the DiT's, "auto" = bf16 on a GPU,
-    fp32 on the CPU; text_dtype defaults to dtype; vae_dtype defaults to fp32. spec: the model family's
-    defaults (newbie/config.py). Returns a Pipeline; a missing, damaged or mismatched file raises a one-line
-    NewbieError (CheckpointError) naming it. warm: pay the first request's one-time costs now (warm_up).
-    """
-    from newbie.demo.model import resolve_model
-
-    path, notice = resolve_model(path, comfy_dir)  # None or "demo": the embedded demo model
-    dev = resolve_device(device)
-    dit_dtype = parse_dtype(dtype, dev)
-    names = {
-        "dit": dit_dtype,
-        "text": parse_dtype(text_dtype or dit_dtype, dev),
-        "vae": parse_dtype(vae_dtype, dev),
-    }
-    folder = locate(path, text_encoder, clip_model, vae, comfy_dir=comfy_dir)
-    notice = "; ".join(filter(None, [notice, *folder.notes]))  # which files a ComfyUI folder gave
-    base = SPECS[spec]
-    hint = "give --text-encoder/--clip-model/--vae or a full model folder"
-    te = require(folder.text_encoder, "Gemma3 text encoder (text_encoder/)", hint)
-    cm = require(folder.clip_model, "Jina CLIP model (clip_model/)", hint)
-    va = require(folder.vae, "VAE (vae/)", hint)
-    # with a budget, weights are read into CPU memory first and the plan decides what goes to the GPU
-    load_dev = torch.device("cpu") if vram is not None and dev.type == "cuda" else dev
-    # the four components are read in parallel threads straight onto load_dev (newbie.loading.components)
-    dtypes = {k: DTYPES[v] for k, v in names.items()}
-    c = load_components(folder, (te, cm, va), base.dit, dtypes, load_dev)
-    dit, gemma, vae_model, vae_cfg = c.dit, c.gemma, c.vae, c.vae_cfg
-    mspec, spec_note = model_spec(folder, base, dit.cfg)  # without a spec: defaults from the shapes
-    notice = "; ".join(filter(None, [notice, spec_note]))
-    text = TextEncoders(gemma, c.gemma_tokenizer, c.jina, c.jina_tokenizer, mspec.text)
-    pipe = Pipeline(mspec, folder, dit, text, LatentCodec(vae_model, vae_cfg), dev, names, notice)
-    pipe.load_timings = c.timings  # where a load's time went (newbie bench startup)
-    pipe.hashes = BackgroundHashes(folder)  # while the first picture is made (it waits for them at the end)
-    if quantize:
-        from newbie.memory.quant import quantize_dit, quantize_gemma
-
-        quantize_dit(dit, quantize)
-        if quantize != "fp8-dynamic":
-            quantize_gemma(gemma, quantize)
-        names["quant"] = quantize
-    if vram is not None:
-        from newbie.memory.planner import free_vram_gib, parse_vram, plan_for
-
-        if vram == "auto":
-            budget = free_vram_gib()
-            if budget is None:
-                raise NewbieError("--vram auto needs a CUDA GPU")
-        else:
-            budget = parse_vram(vram)
-        w, h = plan_size or (mspec.sampling.width, mspec.sampling.height)
-        plan = plan_for(budget, w, h, pipe.component_sizes)
-        if quantize and plan.quantize:
-            raise NewbieError("--quantize and a plan that quantizes cannot be combined; drop one")
-        pipe.apply_plan(plan)
-    if warm:
-        warm_up(pipe)
-    return pipe
-
-
-def warm_up(pipe: Pipeline) -> float:
-    """The first text encode and the first DiT step of a process pay one-time costs (CUDA library handles,
-    kernel selection, lazy allocations). A server pays them here instead of in its first request: the model's
-    default negative prompt goes into the embedding cache (requests with CFG need it anyway) and one tiny
-    image runs every stage once. Results of later requests are unchanged. Returns the seconds spent."""
-    t0 = time.perf_counter()
-    pipe.embed([pipe.spec.sampling.negative], [])
-    side = 8 * pipe.codec.cfg.downscale  # a tiny image: 64 px with FLUX's VAE (an 8x8 latent)
-    pipe.generate("warm-up", seed=0, steps=1, width=side, height=side, sampler="euler", cfg_trunc=1.0)
-    _sync(pipe.device)
-    return time.perf_counter() - t0

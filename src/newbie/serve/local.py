@@ -24,7 +24,7 @@ def local_service(args, limits, load: dict):
         from newbie.serve.parallel import parallel_service
 
         return parallel_service(args, limits, load)
-    from newbie.pipeline.pipeline import load as load_pipeline
+    from newbie.pipeline.load import load as load_pipeline
     from newbie.serve.limits import PipelineValidator
     from newbie.serve.service import JobService
     from newbie.serve.worker import PipelineRunner

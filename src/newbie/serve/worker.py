@@ -160,7 +160,7 @@ class Worker(threading.Thread):
             self._store(lambda: host.finish(job.id, DONE, images=len(images), seconds=seconds))
 
 
-# The engine's own checks of a finished image (pipeline._problems), which no request rule can foresee (a
+# The engine's own checks of a finished image (pipeline.guards.problems), which no request rule can foresee (a
 # LoRA or a weights file holding NaN): such an image is a failed job with the reason, never "done".
 BAD_OUTPUT = ("latent has NaN/Inf values", "image has NaN/Inf values", "image is all black")
 
