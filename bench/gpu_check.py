@@ -24,22 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def gemma3_4b_text_config():
-    """Spec §3.1: the Gemma3-4B text model's widths, with the structure the ComfyUI loader also uses."""
-    from transformers import Gemma3TextConfig
+    """Spec §3.1: the Gemma3-4B text model's widths (one list: newbie.bench.random_checkpoint's)."""
+    from newbie.bench.random_checkpoint import gemma3_4b_text_config as config
 
-    from newbie.loading.comfy import gemma3_4b_fields
-
-    return Gemma3TextConfig(
-        **gemma3_4b_fields(
-            vocab_size=262208,
-            hidden_size=2560,
-            intermediate_size=10240,
-            num_hidden_layers=34,
-            num_attention_heads=8,
-            num_key_value_heads=4,
-            head_dim=256,
-        )
-    )
+    return config()
 
 
 def flux_vae():

@@ -63,7 +63,8 @@ def stream_save(tensors: dict[str, torch.Tensor], filename, metadata: dict[str, 
 
 
 def gemma3_4b_text_config():
-    """Spec §3.1: the Gemma3-4B text model's widths (as bench/gpu_check.py)."""
+    """Spec §3.1: the Gemma3-4B text model's widths, with the structure the ComfyUI loader also uses (bench/gpu_check.py
+    and the startup bench build from this one list)."""
     from transformers import Gemma3TextConfig
 
     from newbie.loading.comfy import gemma3_4b_fields
