@@ -25,6 +25,7 @@ def local_service(args, limits, load: dict):
 
         return parallel_service(args, limits, load)
     from newbie.pipeline.load import load as load_pipeline
+    from newbie.pipeline.load import warm_up
     from newbie.serve.limits import PipelineValidator
     from newbie.serve.service import JobService
     from newbie.serve.worker import PipelineRunner
@@ -35,7 +36,11 @@ def local_service(args, limits, load: dict):
         if getattr(args, "step_cache", 0.0):
             pipe.step_cache = args.step_cache
         if getattr(args, "compile", False):
-            pipe.compile()
+            pipe.compile()  # its warm-up images pay the first request's one-time costs too
+        elif pipe.device.type == "cuda":
+            warm_up(
+                pipe
+            )  # the first request's one-time GPU costs (first encode, first step) paid before /healthz
         if pipe.notice and not runners:
             print(pipe.notice, file=sys.stderr)
         runners.append(PipelineRunner(pipe, str(pipe.device)))
