@@ -105,8 +105,6 @@ def cmd_generate(args) -> int:
     if getattr(args, "parallel", None):
         from newbie.cli.parallel import cmd_generate_parallel
 
-        if not args.from_image:
-            check(settings_from_args(args), spec_from_args(args))
         return cmd_generate_parallel(args, out)
     from newbie.cli.progress import ProgressBar
 

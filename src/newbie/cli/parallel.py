@@ -13,16 +13,19 @@ from newbie.parallel.mesh import Layout
 def cmd_generate_parallel(args, out) -> int:
     """`newbie generate` with --parallel (called by newbie.cli.main before anything is loaded); out: where the
     images go (cli.output.OutputSpec, checked by main's preflight)."""
-    from newbie.cli.model_args import load_kwargs
+    from newbie.cli.model_args import load_kwargs, spec_from_args
     from newbie.cli.output import write_generation
     from newbie.cli.request_args import settings_from_args
     from newbie.parallel.preflight import preflight
     from newbie.parallel.runner import generate
+    from newbie.pipeline.request import check
 
     if args.from_image:
         raise NewbieError("--from re-makes an image on one device; drop --parallel")
     if not args.prompt:
         raise NewbieError("give a prompt (or @file)")
+    request = settings_from_args(args)
+    check(request, spec_from_args(args))  # a bad setting fails before any process starts
     layout, placement = preflight(
         args.parallel,
         args.model,
@@ -31,7 +34,6 @@ def cmd_generate_parallel(args, out) -> int:
         vram=getattr(args, "vram", None),
         comfy_dir=getattr(args, "comfy_dir", None),
     )
-    request = settings_from_args(args)
     settings = {f: getattr(request, f) for f in request.fields() if f not in ("prompt", "negative")}
     if not args.quiet:
         where = "CPU processes (gloo)" if not placement.cuda else ", ".join(placement.devices) + " (NCCL)"
