@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import sdpa_kernel
 
+from newbie.model import flash
 from newbie.model.dit import Rope
 from newbie.model.math import BACKENDS, backend_order
 
@@ -34,11 +35,11 @@ def time_backends(
     tokens: int,
     device="cuda",
     dtype=torch.bfloat16,
-    names=("auto", "cudnn", "flash", "efficient"),
+    names=("auto", "cudnn", "flash", "efficient", "triton"),
     reps: int = 5,
 ) -> dict:
     """Median milliseconds of one unmasked GQA attention call per backend on random data (or the error).
-    "auto" is PyTorch's own choice."""
+    "auto" is PyTorch's own choice; "triton" and "triton-fp8" our own kernels (model/flash.py)."""
     g = torch.Generator(device=device).manual_seed(0)
     q = torch.randn(1, heads, tokens, head_dim, device=device, dtype=dtype, generator=g)
     k, v = (
@@ -46,10 +47,16 @@ def time_backends(
     )
     out = {}
     for name in names:
+        if name in flash.BACKENDS and not flash.supported(q.transpose(1, 2), k.transpose(1, 2)):
+            out[name] = "not available: needs CUDA, Triton and head size 96"
+            continue
         try:
-            with sdpa_kernel(list(BACKENDS.values()) if name == "auto" else [BACKENDS[name]]):
+            with sdpa_kernel(list(BACKENDS.values()) if name not in BACKENDS else [BACKENDS[name]]):
 
-                def call():
+                def call(name=name):
+                    if name in flash.BACKENDS:  # our kernels take (B, N, H, D): the transposed views
+                        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+                        return flash.flash96(qt, kt, vt, name == "triton-fp8")
                     return F.scaled_dot_product_attention(q, k, v, enable_gqa=heads != kv_heads)
 
                 for _ in range(2):
@@ -63,7 +70,7 @@ def time_backends(
                     b.synchronize()
                     times.append(a.elapsed_time(b))
             out[name] = sorted(times)[len(times) // 2]
-        except RuntimeError as e:  # this backend does not take this shape/dtype/GPU
+        except Exception as e:  # noqa: BLE001 - this backend does not take this shape/dtype/GPU (or fails to build)
             out[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
     out["auto_is"] = auto_choice(q, k, v)
     return out

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from newbie.errors import NewbieError
+from newbie.model import flash
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -60,11 +61,13 @@ BACKENDS = {
 
 
 def backend_order(name: str) -> list[SDPBackend]:
-    """The named backend first, then the others (so CPU and unsupported shapes still run); "auto": []."""
-    if name == "auto":
+    """The named backend first, then the others (so CPU and unsupported shapes still run); "auto" and our
+    own kernels (model/flash.py, which fall back to PyTorch's choice): []."""
+    if name == "auto" or name in flash.BACKENDS:
         return []
     if name not in BACKENDS:
-        raise NewbieError(f"unknown attention backend {name!r}; choose from auto, {', '.join(BACKENDS)}")
+        names = ", ".join([*BACKENDS, *flash.BACKENDS])
+        raise NewbieError(f"unknown attention backend {name!r}; choose from auto, {names}")
     first = BACKENDS[name]
     return [first] + [b for b in BACKENDS.values() if b != first]
 
@@ -76,9 +79,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, backend:
     kernel tried first on unmasked calls ("auto": PyTorch's own choice, and no sdpa_kernel context in a
     compiled graph, which keeps AOTAutograd's on-disk cache usable).
     """
+    if key_mask is None and backend in flash.BACKENDS and flash.supported(q, k):
+        return flash.flash96(q, k, v, backend == "triton-fp8")
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, D)
     groups = q.shape[1] // k.shape[1]
-    if key_mask is None and backend != "auto":
+    if key_mask is None and backend_order(backend):
         with sdpa_kernel(backend_order(backend), set_priority=True):
             out = F.scaled_dot_product_attention(q, k, v, enable_gqa=groups > 1)
     elif key_mask is None:

@@ -1,0 +1,140 @@
+"""Our own attention kernels for the DiT's head size (96): the backends "triton" (bf16/fp16) and
+"triton-fp8" (e4m3 Q, K, V and P with per-block scales).
+
+The kernels themselves are Triton (model/flash_triton.py, CUDA only). This module holds what the CPU can
+check: the kernels' algorithm written in torch, tile for tile (`blockwise_reference`: split 96 = 64 + 32,
+online softmax in base 2), the fp8 quantization they read (`quantize_fp8`), and the custom ops that let a
+compiled block call them as one opaque node.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+LOG2E = 1.4426950408889634
+FP8_BLOCK = 128  # rows of Q (and keys of K) that share one fp8 scale
+E4M3_MAX = 448.0
+BACKENDS = ("triton", "triton-fp8")
+
+
+def blockwise_reference(q: Tensor, k: Tensor, v: Tensor, block_n: int = 128) -> Tensor:
+    """The kernels' math in torch: q (B, N, Hq, D), k/v (B, M, Hkv, D) -> (B, N, Hq*D), fp32 accumulation,
+    keys visited in blocks of `block_n` with the running max / sum rescaled as each block arrives."""
+    B, N, H, D = q.shape
+    groups = H // k.shape[2]
+    qf = q.float().transpose(1, 2)  # (B, H, N, D)
+    kf = k.float().transpose(1, 2).repeat_interleave(groups, 1)
+    vf = v.float().transpose(1, 2).repeat_interleave(groups, 1)
+    split = (64, D - 64) if D > 64 else (D,)
+    q_parts = qf.split(split, -1)
+    scale = D**-0.5 * LOG2E
+    m = torch.full((B, H, N), -math.inf)
+    l_sum = torch.zeros(B, H, N)
+    accs = [torch.zeros(B, H, N, w) for w in split]
+    for start in range(0, kf.shape[2], block_n):
+        kb, vb = kf[:, :, start : start + block_n], vf[:, :, start : start + block_n]
+        s = sum(qp @ kp.transpose(-1, -2) for qp, kp in zip(q_parts, kb.split(split, -1))) * scale
+        m_new = torch.maximum(m, s.amax(-1))
+        p = torch.exp2(s - m_new[..., None])
+        alpha = torch.exp2(m - m_new)
+        l_sum = l_sum * alpha + p.sum(-1)
+        p = p.to(v.dtype).float()  # the kernel feeds P to the second product in V's dtype
+        accs = [a * alpha[..., None] + p @ vp for a, vp in zip(accs, vb.split(split, -1))]
+        m = m_new
+    out = torch.cat(accs, -1) / l_sum[..., None]
+    return out.to(q.dtype).transpose(1, 2).flatten(2)
+
+
+def _block_amax(x: Tensor, block: int) -> Tensor:
+    """x (B, N, H, D) -> (B*H, ceil(N/block)) absolute max over each block of rows of each head."""
+    B, N, H, _ = x.shape
+    nb = -(-N // block)
+    a = x.abs().amax(-1).float()  # (B, N, H)
+    a = torch.nn.functional.pad(a, (0, 0, 0, nb * block - N))
+    return a.unflatten(1, (nb, block)).amax(2).permute(0, 2, 1).reshape(B * H, nb)
+
+
+def quantize_fp8(q: Tensor, k: Tensor, v: Tensor):
+    """(q8, q_scales, k8, k_scales, vt8, v_scales): Q and K in e4m3 with one scale per 128 rows of each head,
+    V transposed to (B, Hkv, D, M rounded up to 16) in e4m3 with one scale per channel of each KV head.
+    A value is its e4m3 code times its scale."""
+    fp8 = torch.float8_e4m3fn
+    # QK^T is the same for every key shifted by one vector (a constant per query row, which softmax drops), so
+    # K loses its mean over the keys first: a smaller range for its e4m3 codes (SageAttention's smoothing)
+    k = k.float() - k.float().mean(1, keepdim=True)
+    B, N, H, D = q.shape
+    M, Hk = k.shape[1], k.shape[2]
+    qs = (_block_amax(q, FP8_BLOCK) / E4M3_MAX).clamp(min=1e-12)
+    ks = (_block_amax(k, FP8_BLOCK) / E4M3_MAX).clamp(min=1e-12)
+
+    def scaled(x, s, heads):
+        n = x.shape[1]
+        per_row = s.view(B, heads, -1).repeat_interleave(FP8_BLOCK, 2)[:, :, :n]  # (B, H, n)
+        return (x.float() / per_row.permute(0, 2, 1)[..., None]).to(fp8)
+
+    vs = (v.abs().amax(1).float() / E4M3_MAX).clamp(min=1e-12)  # (B, Hk, D)
+    m16 = -(-M // 16) * 16
+    vt = (v.float() / vs[:, None]).permute(0, 2, 3, 1)  # (B, Hk, D, M)
+    vt8 = torch.nn.functional.pad(vt, (0, m16 - M)).to(fp8).contiguous()
+    return scaled(q, qs, H), qs, scaled(k, ks, Hk), ks, vt8, vs.reshape(B * Hk, D).contiguous()
+
+
+def fp8_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """What the fp8 kernel computes, in torch: the quantized Q, K, V dequantized, P rounded to e4m3."""
+    B, N, H, D = q.shape
+    M, Hk = k.shape[1], k.shape[2]
+    q8, qs, k8, ks, vt8, vs = quantize_fp8(q, k, v)
+
+    def deq(x8, s, heads, n):
+        per_row = s.view(B, heads, -1).repeat_interleave(FP8_BLOCK, 2)[:, :, :n].permute(0, 2, 1)
+        return x8.float() * per_row[..., None]
+
+    qd, kd = deq(q8, qs, H, N), deq(k8, ks, Hk, M)
+    groups = H // Hk
+    s = (qd.transpose(1, 2) @ kd.transpose(1, 2).repeat_interleave(groups, 1).transpose(-1, -2)) * D**-0.5
+    # the kernel rounds the unnormalised exp2 terms (max 1) to e4m3; normalising after is the same up to
+    # that rounding, which is what this reproduces
+    e = torch.exp(s - s.amax(-1, keepdim=True))
+    p = e.to(torch.float8_e4m3fn).float() / e.sum(-1, keepdim=True)
+    vdt = (vt8[..., :M].float()).permute(0, 1, 3, 2).repeat_interleave(groups, 1)  # codes (B, H, M, D)
+    out = (p @ vdt) * vs.view(B, Hk, D).repeat_interleave(groups, 1)[:, :, None]
+    return out.to(q.dtype).transpose(1, 2).flatten(2)
+
+
+def supported(q: Tensor, k: Tensor) -> bool:
+    """Whether the Triton kernels take these inputs (else the caller falls back to SDPA)."""
+    return (
+        q.is_cuda
+        and q.shape[-1] == 96
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and q.shape[2] % k.shape[2] == 0
+        and _triton_available()
+    )
+
+
+_TRITON: bool | None = None
+
+
+def _triton_available() -> bool:
+    global _TRITON
+    if _TRITON is None:
+        import importlib.util
+
+        _TRITON = importlib.util.find_spec("triton") is not None
+    return _TRITON
+
+
+@torch.library.custom_op("newbie::flash96", mutates_args=())
+def flash96(q: Tensor, k: Tensor, v: Tensor, fp8: bool) -> Tensor:
+    from newbie.model import flash_triton
+
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    return flash_triton.attention_fp8(q, k, v) if fp8 else flash_triton.attention_bf16(q, k, v)
+
+
+@flash96.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, fp8: bool) -> Tensor:
+    return q.new_empty(q.shape[0], q.shape[1], q.shape[2] * q.shape[3])

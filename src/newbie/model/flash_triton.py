@@ -1,0 +1,316 @@
+# ruff: noqa: E741  (Q, K, V, O: the names of the attention operands)
+"""Triton kernels for the DiT's attention: bidirectional GQA, head size 96, no mask, bf16 or fp8 (e4m3).
+
+Triton tiles need power-of-two widths, and padding 96 to 128 would waste a quarter of both matrix products,
+so each head is split into a 64-wide and a 32-wide part: QK^T = Q0 K0^T + Q1 K1^T, and the output keeps two
+accumulators (P V0, P V1). Online softmax in base 2 with the 1/sqrt(d) scale folded into one multiply. The
+math, block for block, is `flash.blockwise_reference` (tested on the CPU); this file needs a CUDA GPU.
+
+fp8: Q and K in e4m3 with one scale per 128-row block (per head), V in e4m3 with one scale per channel (it
+factors out of P V, so it is applied to the output), P in e4m3 as it is (0..1). V is stored transposed
+(B, Hkv, D, N), the operand order Hopper's fp8 matrix instructions read.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_CONFIGS = [
+    triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+    for m, n, w, s in (
+        (128, 128, 8, 3),
+        (128, 64, 8, 3),
+        (128, 128, 8, 2),
+        (128, 64, 4, 3),
+        (64, 128, 4, 3),
+        (128, 128, 4, 3),
+        (64, 64, 4, 4),
+    )
+]
+
+
+@triton.jit
+def _tile(
+    q0,
+    q1,
+    acc0,
+    acc1,
+    m_i,
+    l_i,
+    k_ptrs0,
+    k_ptrs1,
+    v_ptrs0,
+    v_ptrs1,
+    start,
+    n_kv,
+    qk_scale,
+    offs_n,
+    stride_kn,
+    stride_vn,
+    MASKED: tl.constexpr,
+):
+    if MASKED:
+        valid = (start + offs_n) < n_kv
+        k0 = tl.load(k_ptrs0 + start * stride_kn, mask=valid[None, :], other=0.0)
+        k1 = tl.load(k_ptrs1 + start * stride_kn, mask=valid[None, :], other=0.0)
+    else:
+        k0 = tl.load(k_ptrs0 + start * stride_kn)
+        k1 = tl.load(k_ptrs1 + start * stride_kn)
+    s = tl.dot(q0, k0)
+    s = tl.dot(q1, k1, s)
+    s = s * qk_scale
+    if MASKED:
+        s = tl.where(valid[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    p = tl.math.exp2(s - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc0 = acc0 * alpha[:, None]
+    acc1 = acc1 * alpha[:, None]
+    if MASKED:
+        v0 = tl.load(v_ptrs0 + start * stride_vn, mask=valid[:, None], other=0.0)
+        v1 = tl.load(v_ptrs1 + start * stride_vn, mask=valid[:, None], other=0.0)
+    else:
+        v0 = tl.load(v_ptrs0 + start * stride_vn)
+        v1 = tl.load(v_ptrs1 + start * stride_vn)
+    p = p.to(v0.dtype)
+    acc0 = tl.dot(p, v0, acc0)
+    acc1 = tl.dot(p, v1, acc1)
+    return acc0, acc1, m_new, l_i
+
+
+@triton.autotune(configs=_CONFIGS, key=["n_q", "n_kv", "H", "GROUPS"])
+@triton.jit
+def _attention_bf16(
+    Q,
+    K,
+    V,
+    O,
+    qk_scale,
+    n_q,
+    n_kv,
+    n_full,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_ob,
+    stride_on,
+    stride_oh,
+    H: tl.constexpr,
+    GROUPS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUPS
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    d0 = tl.arange(0, 64)
+    d1 = 64 + tl.arange(0, 32)
+    row_ok = offs_m[:, None] < n_q
+    q_base = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
+    q0 = tl.load(q_base + d0[None, :], mask=row_ok, other=0.0)
+    q1 = tl.load(q_base + d1[None, :], mask=row_ok, other=0.0)
+    k_base = K + b * stride_kb + hk * stride_kh + offs_n[None, :] * stride_kn
+    k_ptrs0 = k_base + d0[:, None]  # K^T tiles (64, BLOCK_N) and (32, BLOCK_N)
+    k_ptrs1 = k_base + d1[:, None]
+    v_base = V + b * stride_vb + hk * stride_vh + offs_n[:, None] * stride_vn
+    v_ptrs0 = v_base + d0[None, :]
+    v_ptrs1 = v_base + d1[None, :]
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc0 = tl.zeros([BLOCK_M, 64], tl.float32)
+    acc1 = tl.zeros([BLOCK_M, 32], tl.float32)
+    for start in tl.range(0, n_full, BLOCK_N):
+        acc0, acc1, m_i, l_i = _tile(
+            q0,
+            q1,
+            acc0,
+            acc1,
+            m_i,
+            l_i,
+            k_ptrs0,
+            k_ptrs1,
+            v_ptrs0,
+            v_ptrs1,
+            start,
+            n_kv,
+            qk_scale,
+            offs_n,
+            stride_kn,
+            stride_vn,
+            False,
+        )
+    for start in tl.range(n_full, n_kv, BLOCK_N):  # the last keys (n_full: a multiple of 128, so of BLOCK_N)
+        acc0, acc1, m_i, l_i = _tile(
+            q0,
+            q1,
+            acc0,
+            acc1,
+            m_i,
+            l_i,
+            k_ptrs0,
+            k_ptrs1,
+            v_ptrs0,
+            v_ptrs1,
+            start,
+            n_kv,
+            qk_scale,
+            offs_n,
+            stride_kn,
+            stride_vn,
+            True,
+        )
+    o_base = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
+    tl.store(o_base + d0[None, :], (acc0 / l_i[:, None]).to(O.dtype.element_ty), mask=row_ok)
+    tl.store(o_base + d1[None, :], (acc1 / l_i[:, None]).to(O.dtype.element_ty), mask=row_ok)
+
+
+def attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """q (B, N, Hq, 96), k/v (B, M, Hkv, 96), last dim contiguous -> (B, N, Hq*96) in q's dtype."""
+    B, n_q, H, D = q.shape
+    n_kv, Hk = k.shape[1], k.shape[2]
+    assert D == 96 and H % Hk == 0 and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+    o = torch.empty(B, n_q, H, D, device=q.device, dtype=q.dtype)
+    scale = D**-0.5 * 1.4426950408889634  # log2(e): the kernel exponentiates in base 2
+
+    def grid(meta):
+        return (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)
+
+    _attention_bf16[grid](
+        q, k, v, o, scale, n_q, n_kv, n_kv - n_kv % 128,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+        H=H, GROUPS=H // Hk,
+    )  # fmt: skip
+    return o.flatten(2)
+
+
+# -- fp8 --
+
+_FP8_CONFIGS = [
+    triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s)
+    for n, w, s in ((128, 8, 3), (64, 8, 3), (128, 4, 3), (128, 8, 2), (64, 4, 4))
+]
+
+
+@triton.autotune(configs=_FP8_CONFIGS, key=["n_q", "n_kv", "H", "GROUPS"])
+@triton.jit
+def _attention_fp8(
+    Q,
+    K,
+    Vt,
+    O,
+    QS,
+    KS,
+    VS,
+    sm_log2,
+    n_q,
+    n_kv,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vh,
+    stride_vd,
+    stride_ob,
+    stride_on,
+    stride_oh,
+    qs_bh,
+    ks_bh,
+    n_kblocks,
+    H: tl.constexpr,
+    GROUPS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUPS
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    d0 = tl.arange(0, 64)
+    d1 = 64 + tl.arange(0, 32)
+    row_ok = offs_m[:, None] < n_q
+    q_base = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
+    q0 = tl.load(q_base + d0[None, :], mask=row_ok, other=0.0)
+    q1 = tl.load(q_base + d1[None, :], mask=row_ok, other=0.0)
+    q_scale = tl.load(QS + bh * qs_bh + pid_m) * sm_log2
+    bk = b * (H // GROUPS) + hk
+    k_base = K + b * stride_kb + hk * stride_kh + offs_n[None, :] * stride_kn
+    vt_base = Vt + b * stride_vb + hk * stride_vh + offs_n[None, :]
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc0 = tl.zeros([BLOCK_M, 64], tl.float32)
+    acc1 = tl.zeros([BLOCK_M, 32], tl.float32)
+    for start in tl.range(0, n_kv, BLOCK_N):
+        valid = (start + offs_n) < n_kv
+        k0 = tl.load(k_base + start * stride_kn + d0[:, None], mask=valid[None, :], other=0.0)
+        k1 = tl.load(k_base + start * stride_kn + d1[:, None], mask=valid[None, :], other=0.0)
+        # K scales come per 128 keys: BLOCK_N divides 128
+        k_scale = tl.load(KS + bk * ks_bh + start // 128)
+        s = tl.dot(q0, k0)
+        s = tl.dot(q1, k1, s)
+        s = s * (q_scale * k_scale)
+        s = tl.where(valid[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc0 = acc0 * alpha[:, None]
+        acc1 = acc1 * alpha[:, None]
+        vt0 = tl.load(vt_base + start + d0[:, None] * stride_vd, mask=valid[None, :], other=0.0)
+        vt1 = tl.load(vt_base + start + d1[:, None] * stride_vd, mask=valid[None, :], other=0.0)
+        p8 = p.to(tl.float8e4nv)
+        acc0 = tl.dot(p8, tl.trans(vt0), acc0)
+        acc1 = tl.dot(p8, tl.trans(vt1), acc1)
+        m_i = m_new
+    vs = VS + bk * 96
+    out0 = acc0 / l_i[:, None] * tl.load(vs + d0)[None, :]
+    out1 = acc1 / l_i[:, None] * tl.load(vs + d1)[None, :]
+    o_base = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
+    tl.store(o_base + d0[None, :], out0.to(O.dtype.element_ty), mask=row_ok)
+    tl.store(o_base + d1[None, :], out1.to(O.dtype.element_ty), mask=row_ok)
+
+
+def attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """As attention_bf16, with Q, K, V quantized to e4m3 first (flash.quantize_fp8: the scales)."""
+    from newbie.model.flash import quantize_fp8
+
+    assert q.shape[-1] == 96 and q.shape[2] % k.shape[2] == 0
+    return fp8_from_quantized(q, *quantize_fp8(q, k, v))
+
+
+def fp8_from_quantized(q, q8, qs, k8, ks, vt8, vs) -> torch.Tensor:
+    """The fp8 kernel alone, on flash.quantize_fp8's output (q: only its shape and dtype are read)."""
+    from newbie.model.flash import FP8_BLOCK
+
+    B, n_q, H, D = q.shape
+    n_kv, Hk = k8.shape[1], k8.shape[2]
+    o = torch.empty(B, n_q, H, D, device=q.device, dtype=q.dtype)
+    sm_log2 = D**-0.5 * 1.4426950408889634
+    grid = (triton.cdiv(n_q, FP8_BLOCK), B * H)
+    _attention_fp8[grid](
+        q8, k8, vt8, o, qs, ks, vs, sm_log2, n_q, n_kv,
+        q8.stride(0), q8.stride(1), q8.stride(2), k8.stride(0), k8.stride(1), k8.stride(2),
+        vt8.stride(0), vt8.stride(1), vt8.stride(2), o.stride(0), o.stride(1), o.stride(2),
+        qs.stride(0), ks.stride(0), ks.shape[-1],
+        H=H, GROUPS=H // Hk, BLOCK_M=FP8_BLOCK,
+    )  # fmt: skip
+    return o.flatten(2)
