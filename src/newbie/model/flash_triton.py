@@ -314,3 +314,183 @@ def fp8_from_quantized(q, q8, qs, k8, ks, vt8, vs) -> torch.Tensor:
         H=H, GROUPS=H // Hk, BLOCK_M=FP8_BLOCK,
     )  # fmt: skip
     return o.flatten(2)
+
+
+# -- bf16 through the tensor-memory accelerator (TMA descriptors over the (B*N, H*96) rows) --
+
+
+def _tma_hook(nargs):
+    m, n = nargs["BLOCK_M"], nargs["BLOCK_N"]
+    nargs["desc_q0"].block_shape, nargs["desc_q1"].block_shape = [m, 64], [m, 32]
+    for name in ("desc_k0", "desc_v0"):
+        nargs[name].block_shape = [n, 64]
+    for name in ("desc_k1", "desc_v1"):
+        nargs[name].block_shape = [n, 32]
+
+
+_TMA_CONFIGS = [
+    triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s, pre_hook=_tma_hook)
+    for m, n, w, s in ((128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 4), (64, 128, 4, 3))
+]
+
+
+@triton.jit
+def _tma_tile(
+    q0,
+    q1,
+    acc0,
+    acc1,
+    m_i,
+    l_i,
+    desc_k0,
+    desc_k1,
+    desc_v0,
+    desc_v1,
+    row,
+    col,
+    start,
+    n_kv,
+    qk_scale,
+    offs_n,
+    MASKED: tl.constexpr,
+):
+    k0 = desc_k0.load([row, col])
+    k1 = desc_k1.load([row, col + 64])
+    s = tl.dot(q0, tl.trans(k0))
+    s = tl.dot(q1, tl.trans(k1), s)
+    s = s * qk_scale
+    if MASKED:  # rows past this batch's keys (the next batch's, or zeros at the end)
+        s = tl.where(((start + offs_n) < n_kv)[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    p = tl.math.exp2(s - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc0 = acc0 * alpha[:, None]
+    acc1 = acc1 * alpha[:, None]
+    v0 = desc_v0.load([row, col])
+    v1 = desc_v1.load([row, col + 64])
+    p = p.to(v0.dtype)
+    acc0 = tl.dot(p, v0, acc0)
+    acc1 = tl.dot(p, v1, acc1)
+    return acc0, acc1, m_new, l_i
+
+
+@triton.autotune(configs=_TMA_CONFIGS, key=["n_q", "n_kv", "H", "GROUPS"])
+@triton.jit
+def _attention_bf16_tma(
+    desc_q0,
+    desc_q1,
+    desc_k0,
+    desc_k1,
+    desc_v0,
+    desc_v1,
+    O,
+    qk_scale,
+    n_q,
+    n_kv,
+    n_full,
+    stride_ob,
+    stride_on,
+    stride_oh,
+    H: tl.constexpr,
+    GROUPS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUPS
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    q0 = desc_q0.load([b * n_q + pid_m * BLOCK_M, h * 96])
+    q1 = desc_q1.load([b * n_q + pid_m * BLOCK_M, h * 96 + 64])
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc0 = tl.zeros([BLOCK_M, 64], tl.float32)
+    acc1 = tl.zeros([BLOCK_M, 32], tl.float32)
+    for start in tl.range(0, n_full, BLOCK_N):
+        acc0, acc1, m_i, l_i = _tma_tile(
+            q0,
+            q1,
+            acc0,
+            acc1,
+            m_i,
+            l_i,
+            desc_k0,
+            desc_k1,
+            desc_v0,
+            desc_v1,
+            b * n_kv + start,
+            hk * 96,
+            start,
+            n_kv,
+            qk_scale,
+            offs_n,
+            False,
+        )
+    for start in tl.range(n_full, n_kv, BLOCK_N):
+        acc0, acc1, m_i, l_i = _tma_tile(
+            q0,
+            q1,
+            acc0,
+            acc1,
+            m_i,
+            l_i,
+            desc_k0,
+            desc_k1,
+            desc_v0,
+            desc_v1,
+            b * n_kv + start,
+            hk * 96,
+            start,
+            n_kv,
+            qk_scale,
+            offs_n,
+            True,
+        )
+    row_ok = offs_m[:, None] < n_q
+    d0 = tl.arange(0, 64)
+    d1 = 64 + tl.arange(0, 32)
+    o_base = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
+    tl.store(o_base + d0[None, :], (acc0 / l_i[:, None]).to(O.dtype.element_ty), mask=row_ok)
+    tl.store(o_base + d1[None, :], (acc1 / l_i[:, None]).to(O.dtype.element_ty), mask=row_ok)
+
+
+def _rows(x: torch.Tensor) -> tuple[list[int], list[int]] | None:
+    """(shape, strides) of x (B, N, H, D) as the 2-D rows (B*N, H*D) a TMA descriptor reads, or None."""
+    B, N, H, D = x.shape
+    if x.stride(3) != 1 or x.stride(2) != D or (B > 1 and x.stride(0) != N * x.stride(1)):
+        return None
+    if (x.stride(1) * x.element_size()) % 16 or x.data_ptr() % 16:
+        return None
+    return [B * N, H * D], [x.stride(1), 1]
+
+
+def attention_bf16_tma(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """attention_bf16 with the operands read through TMA descriptors (falls back when the layout does not
+    allow one)."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    rows = [_rows(t) for t in (q, k, v)]
+    if any(r is None for r in rows):
+        return attention_bf16(q, k, v)
+    B, n_q, H, D = q.shape
+    n_kv, Hk = k.shape[1], k.shape[2]
+    o = torch.empty(B, n_q, H, D, device=q.device, dtype=q.dtype)
+
+    def desc(t, r, width):
+        return TensorDescriptor(t, r[0], r[1], [64, width])  # block shapes set per config (_tma_hook)
+
+    descs = [desc(t, r, w) for t, r in zip((q, k, v), rows) for w in (64, 32)]
+    q0, q1, k0, k1, v0, v1 = descs
+
+    def grid(meta):
+        return (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)
+
+    _attention_bf16_tma[grid](
+        q0, q1, k0, k1, v0, v1, o, D**-0.5 * 1.4426950408889634, n_q, n_kv, n_kv - n_kv % 128,
+        o.stride(0), o.stride(1), o.stride(2), H=H, GROUPS=H // Hk,
+    )  # fmt: skip
+    return o.flatten(2)
