@@ -35,7 +35,11 @@ state = st.session_state
 def load_model(model: str | None, device: str | None, dtype: str):
     import newbie
 
+    from newbie.pipeline.load import warm_up
+
     pipe = newbie.load(model, device=device, dtype=dtype)
+    if pipe.device.type == "cuda":
+        warm_up(pipe)  # the first picture's one-time GPU costs (first encode, first step) paid while loading
     threads = UISettings.from_env().cpu_threads
     if pipe.device.type == "cpu" and threads:
         torch.set_num_threads(threads)  # `newbie ui` leaves a core to the server (settings.cpu_threads)
