@@ -82,6 +82,7 @@ def run(args) -> int:
     S = b.S
 
     R.section("ceiling", 5, lambda: sec.ceiling(b))
+    R.section("attention", 10, lambda: sec.attention(b))
     if not R.section("load", 30, lambda: sec.load(b)):
         return 1
     R.section("eager", 10, lambda: sec.eager(b))
