@@ -95,8 +95,7 @@ def gemma_tokenizer(proto: bytes, where: str) -> Tokenizer:
     for name, i in (("bos", spec.bos_id), ("eos", spec.eos_id), ("unk", spec.unk_id), ("pad", spec.pad_id)):
         if 0 <= i < len(model.pieces):
             config[f"{name}_token"] = model.pieces[i].piece
-    if "<mask>" in vocab:
-        config["mask_token"] = "<mask>"
+    config["mask_token"] = "<mask>" if "<mask>" in vocab else None  # never a token past the embedding table
     added = _spm_added(model)
     config["extra_special_tokens"] = [t.content for t in added]
     return build(backend, config, where, extra_added=added)

@@ -256,7 +256,13 @@ def _is_precompiled(n) -> bool:
 PIPELINES = {
     "GemmaTokenizer": (
         gemma_pipeline,
-        {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>"},
+        {
+            "bos_token": "<bos>",
+            "eos_token": "<eos>",
+            "unk_token": "<unk>",
+            "pad_token": "<pad>",
+            "mask_token": "<mask>",
+        },
     ),
     "XLMRobertaTokenizer": (
         xlmr_pipeline,
@@ -296,21 +302,31 @@ def build(backend: Backend, config: dict, where: str, extra_added: list[AddedTok
     cls = str(config.get("tokenizer_class") or "TokenizersBackend").removesuffix("Fast")
     pipeline, defaults = PIPELINES.get(cls, (None, {}))
     named, extras = _named_specials(config)
-    specials = {**defaults, **named}
+    specials = {k: v for k, v in {**defaults, **named}.items() if v is not None}  # None: "has none"
+    added = [_added_token(d) for _, d in sorted(config.get("added_tokens_decoder", {}).items(), key=_by_id)]
+    for t in [*added, *extra_added]:  # a named special token is special whatever its entry says
+        t.special = t.special or t.content in specials.values()
+    if (
+        pipeline is not None
+        and added
+        and _flags(backend.get_added_tokens_decoder().values()) != _flags(added)
+    ):
+        backend = _without_added_tokens(backend)  # these classes take the added tokens from the config alone
     if pipeline is xlmr_pipeline:
         xlmr_pipeline(backend, add_prefix_space=bool(config.get("add_prefix_space", True)))
     elif pipeline is not None:
         pipeline(backend)
-    added = [_added_token(d) for _, d in sorted(config.get("added_tokens_decoder", {}).items(), key=_by_id)]
     have = {t.content for t in backend.get_added_tokens_decoder().values()}
     new = [t for t in [*added, *extra_added] if t.content not in have]
-    for t in new:  # a named special token is special whatever its entry says
-        t.special = t.special or t.content in specials.values()
     backend.add_tokens([t for t in new if not t.special])
     backend.add_special_tokens([t for t in new if t.special])
+    # the named and extra special tokens that are not yet added tokens (a token's first addition decides
+    # whether decode skips it, in tokenizers as in transformers)
     have = {t.content for t in backend.get_added_tokens_decoder().values()}
     wanted = dict.fromkeys([*specials.values(), *extras])
-    backend.add_special_tokens([AddedToken(t, special=True) for t in wanted if t not in have])
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in wanted if t not in have]
+    )
     if cls == "XLMRobertaTokenizer":
         xlmr_template(backend, specials)
     elif "add_bos_token" in config or "add_eos_token" in config or backend.post_processor is None:
@@ -324,6 +340,16 @@ def build(backend: Backend, config: dict, where: str, extra_added: list[AddedTok
         return Tokenizer(backend, specials, kept, extras)
     except CheckpointError as e:
         raise CheckpointError(f"{where}: {e}") from None
+
+
+def _flags(tokens) -> dict:
+    return {t.content: (t.special, t.lstrip, t.rstrip, t.single_word, t.normalized) for t in tokens}
+
+
+def _without_added_tokens(backend: Backend) -> Backend:
+    data = json.loads(backend.to_str())
+    data["added_tokens"] = []
+    return Backend.from_str(json.dumps(data))
 
 
 def _by_id(item) -> int:
@@ -342,9 +368,9 @@ def _named_specials(config: dict) -> tuple[dict[str, str], list[str]]:
     the extra_special_tokens list."""
     out: dict[str, str] = {}
     for key, value in config.items():
-        if key.endswith("_token") and isinstance(value, (str, dict)):
-            text = value if isinstance(value, str) else value.get("content")
-            if isinstance(text, str):
+        if key.endswith("_token") and (value is None or isinstance(value, (str, dict))):
+            text = value if value is None or isinstance(value, str) else value.get("content")
+            if text is None or isinstance(text, str):
                 out[key] = text
     ordered = {k: out[k] for k in NAMED if k in out}
     ordered.update({k: v for k, v in out.items() if k not in ordered})
