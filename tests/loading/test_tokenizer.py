@@ -7,6 +7,7 @@ SentencePiece models (a folder with only tokenizer.model); and what our save_pre
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -240,24 +241,28 @@ def test_damaged_files_are_one_line_errors(tmp_path):
         from_folder(tmp_path / "b")(["x", "y z"], padding=True)
 
 
-def test_loading_and_tokenizing_imports_no_transformers():
+def test_loading_and_tokenizing_imports_no_transformers(tmp_path):
+    """The demo folders' tokenizers and a SentencePiece model's, loaded, called as newbie.model.text calls them,
+    decoded and saved in a fresh process: neither transformers nor diffusers (nor sentencepiece, protobuf)."""
+    (tmp_path / "spm").mkdir()
+    (tmp_path / "spm" / "tokenizer.model").write_bytes(cf.gemma_spiece())
     code = (
         "import sys\n"
+        "from pathlib import Path\n"
         "from newbie.demo.model import PACKAGED\n"
         "from newbie.loading.text import load_tokenizer\n"
         "g = load_tokenizer([PACKAGED / 'text_encoder'], 'Gemma')\n"
         "j = load_tokenizer([PACKAGED / 'clip_model'], 'Jina')\n"
+        "s = load_tokenizer([Path(sys.argv[1]) / 'spm'], 'Gemma')\n"
         "t = g(['1girl', ''], padding=True, pad_to_multiple_of=8, max_length=512, truncation=True,"
         " return_tensors='pt').to('cpu')\n"
         "assert t.input_ids.shape == (2, 8) and j('1girl')['input_ids'][0] == 0, t\n"
-        "g.decode(t.input_ids[0]); g.save_pretrained(sys.argv[1])\n"
-        "bad = [m for m in ('transformers', 'diffusers', 'accelerate') if m in sys.modules]\n"
+        "assert s('red_hair')['input_ids'][0] == 2\n"
+        "g.decode(t.input_ids[0]); s.batch_decode([[5, 6]]); g.save_pretrained(Path(sys.argv[1]) / 'out')\n"
+        "heavy = ('transformers', 'diffusers', 'accelerate', 'sentencepiece', 'google.protobuf')\n"
+        "bad = [m for m in heavy if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    import os
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as out:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        run = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True, env=env)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr

@@ -8,6 +8,8 @@ special tokens and decoded text are theirs.
 
 from __future__ import annotations
 
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,22 +46,93 @@ def spiece_bytes(path: Path) -> bytes:
     return t.to(torch.uint8).numpy().tobytes()
 
 
-def _parse(proto: bytes, where: str):
-    from sentencepiece import sentencepiece_model_pb2 as pb
+CONTROL, USER_DEFINED = 3, 4  # SentencePiece piece types
 
-    model = pb.ModelProto()
+
+@dataclass
+class Piece:
+    piece: str
+    score: float = 0.0
+    type: int = 1  # NORMAL; 2 UNKNOWN, 3 CONTROL, 4 USER_DEFINED, 5 UNUSED, 6 BYTE
+
+
+@dataclass
+class SpmModel:
+    """The parts of a SentencePiece ModelProto that the conversion reads (defaults: the proto's own)."""
+
+    pieces: list[Piece] = field(default_factory=list)
+    unk_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    pad_id: int = -1
+    charsmap: bytes = b""  # normalizer_spec.precompiled_charsmap
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[i]  # an IndexError past the end: a truncated model
+        value |= (b & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not b & 0x80:
+            return value, i
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: bytes):
+    """(field number, value) of one protobuf message: ints for varints, bytes for the rest."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            value, i = buf[i : i + n], i + n
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value, i = buf[i : i + n], i + n
+        else:
+            raise ValueError(f"wire type {wire}")
+        if i > len(buf):
+            raise ValueError("truncated")
+        yield number, value
+
+
+def _int32(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def parse_model(proto: bytes, where: str) -> SpmModel:
+    """A SentencePiece model's pieces, special ids and character map, read from its protobuf bytes directly
+    (sentencepiece_model.proto field numbers), so that neither sentencepiece nor protobuf is needed."""
+    model = SpmModel()
     try:
-        model.ParseFromString(proto)
-    except Exception as e:  # protobuf's DecodeError, with its own text
-        raise CheckpointError(
-            f"{where}: '{SPIECE_KEY}' is not a SentencePiece model ({_first_line(e)})"
-        ) from None
+        for number, value in _fields(proto):
+            if number == 1:  # pieces
+                piece = Piece("")
+                for n, v in _fields(value):
+                    if n == 1:
+                        piece.piece = v.decode("utf-8")
+                    elif n == 2:
+                        piece.score = struct.unpack("<f", v)[0]
+                    elif n == 3:
+                        piece.type = v
+                model.pieces.append(piece)
+            elif number == 2:  # trainer_spec
+                ids = {40: "unk_id", 41: "bos_id", 42: "eos_id", 43: "pad_id"}
+                for n, v in _fields(value):
+                    if n in ids:
+                        setattr(model, ids[n], _int32(v))
+            elif number == 3:  # normalizer_spec
+                model.charsmap = next((v for n, v in _fields(value) if n == 2), b"")
+    except (ValueError, IndexError, TypeError, AttributeError, struct.error) as e:
+        raise CheckpointError(f"{where}: '{SPIECE_KEY}' is not a SentencePiece model ({e})") from None
     if not model.pieces:
         raise CheckpointError(f"{where}: '{SPIECE_KEY}' is not a SentencePiece model (no pieces)")
     return model
-
-
-CONTROL, USER_DEFINED = 3, 4  # SentencePiece piece types
 
 
 def _spm_added(model) -> list[AddedToken]:
@@ -81,18 +154,24 @@ def bpe_merges(vocab: dict[str, int]) -> list[tuple[str, str]]:
 def gemma_tokenizer(proto: bytes, where: str) -> Tokenizer:
     """Gemma (a BPE SentencePiece model): the model's own ids, `<bos>` first, no end token (transformers'
     GemmaTokenizer with gemma-3's add_bos_token / no add_eos_token)."""
-    model = _parse(proto, where)
-    spec = model.trainer_spec
-    if spec.bos_id < 0:
-        raise CheckpointError(f"{where}: '{SPIECE_KEY}' defines no <bos> piece (a Gemma tokenizer needs one)")
+    model = parse_model(proto, where)
+    if not (0 <= model.bos_id < len(model.pieces) and 0 <= model.unk_id < len(model.pieces)):
+        raise CheckpointError(
+            f"{where}: '{SPIECE_KEY}' defines no <bos> or <unk> piece (a Gemma tokenizer needs both)"
+        )
     vocab = {p.piece: i for i, p in enumerate(model.pieces)}
-    unk = model.pieces[spec.unk_id].piece
+    unk = model.pieces[model.unk_id].piece
     backend = Backend(
         models.BPE(vocab=vocab, merges=bpe_merges(vocab), fuse_unk=True, unk_token=unk, byte_fallback=True)
     )
     gemma_pipeline(backend)
     config = {"tokenizer_class": "GemmaTokenizer", "add_bos_token": True, "add_eos_token": False}
-    for name, i in (("bos", spec.bos_id), ("eos", spec.eos_id), ("unk", spec.unk_id), ("pad", spec.pad_id)):
+    for name, i in (
+        ("bos", model.bos_id),
+        ("eos", model.eos_id),
+        ("unk", model.unk_id),
+        ("pad", model.pad_id),
+    ):
         if 0 <= i < len(model.pieces):
             config[f"{name}_token"] = model.pieces[i].piece
     config["mask_token"] = "<mask>" if "<mask>" in vocab else None  # never a token past the embedding table
@@ -108,13 +187,12 @@ def jina_tokenizer(proto: bytes, where: str) -> Tokenizer:
     Two numberings are accepted. A model already in HF numbering (<s> 0, <pad> 1, </s> 2, <unk> 3), which is
     what ComfyUI's own use of the raw ids implies; or the original XLM-R sentencepiece.bpe.model (<unk> 0,
     <s> 1, </s> 2), which HF shifts by one (fairseq offset) and closes with <mask> after the last piece."""
-    model = _parse(proto, where)
-    spec = model.trainer_spec
-    ids = (spec.bos_id, spec.pad_id, spec.eos_id, spec.unk_id)
+    model = parse_model(proto, where)
+    ids = (model.bos_id, model.pad_id, model.eos_id, model.unk_id)
     pieces = [(p.piece, p.score) for p in model.pieces]
     if ids == (0, 1, 2, 3):
         vocab = pieces
-    elif (spec.unk_id, spec.bos_id, spec.eos_id) == (0, 1, 2):
+    elif (model.unk_id, model.bos_id, model.eos_id) == (0, 1, 2):
         head = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
         vocab = head + pieces[3:] + [("<mask>", 0.0)]
     else:
@@ -124,8 +202,7 @@ def jina_tokenizer(proto: bytes, where: str) -> Tokenizer:
             "or the original <unk>/<s>/</s> = 0/1/2)"
         )
     backend = Backend(models.Unigram(vocab, unk_id=3, byte_fallback=False))
-    charsmap = model.normalizer_spec.precompiled_charsmap
-    xlmr_pipeline(backend, normalizers.Precompiled(charsmap) if charsmap else None)
+    xlmr_pipeline(backend, normalizers.Precompiled(model.charsmap) if model.charsmap else None)
     added = _spm_added(model)
     config = {"tokenizer_class": "XLMRobertaTokenizer", **PIPELINES["XLMRobertaTokenizer"][1]}
     config["extra_special_tokens"] = [t.content for t in added]
