@@ -68,8 +68,7 @@ class Tokenizer:
         self._lock = threading.Lock()  # padding and truncation are settings of the shared backend
         backend.no_padding()
         backend.no_truncation()
-        vocab = backend.get_vocab(with_added_tokens=True)
-        missing = [t for t in [*self.specials.values(), *self.extras] if t not in vocab]
+        missing = [t for t in [*self.specials.values(), *self.extras] if backend.token_to_id(t) is None]
         if missing:
             raise CheckpointError(f"tokenizer: special token(s) {', '.join(missing)} not in the vocabulary")
 
@@ -241,15 +240,13 @@ def xlmr_pipeline(backend: Backend, precompiled=None, add_prefix_space: bool = T
 
 
 def _find_precompiled(normalizer):
-    if normalizer is None or type(normalizer).__name__ == "Precompiled":
-        return normalizer
-    if isinstance(normalizer, normalizers.Sequence):
-        return next((n for n in (normalizer[i] for i in range(len(normalizer))) if _is_precompiled(n)), None)
-    return None
-
-
-def _is_precompiled(n) -> bool:
-    return type(n).__name__ == "Precompiled"
+    """The Precompiled step of a normalizer (alone or in a Sequence), else None."""
+    parts = (
+        [normalizer[i] for i in range(len(normalizer))]
+        if isinstance(normalizer, normalizers.Sequence)
+        else [normalizer]
+    )
+    return next((n for n in parts if type(n).__name__ == "Precompiled"), None)
 
 
 # tokenizer_class -> (its pipeline, its default special tokens); any other class keeps tokenizer.json's own
