@@ -94,7 +94,7 @@ def _write(folder, backend: Backend, config: dict, legacy_map: dict | None = Non
 def gemma_like() -> Backend:
     """BPE over ▁-spaced text, <bos> added by the post-processor, turn markers as added tokens that are not
     special: the layout of gemma-3's tokenizer.json."""
-    tok = Backend(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok = Backend(models.BPE(unk_token="<unk>"))  # no fuse_unk: GemmaTokenizer rebuilds the model with it
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]

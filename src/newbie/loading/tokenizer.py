@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
 from newbie.errors import CheckpointError
@@ -219,6 +219,9 @@ def _added_token_json(t: AddedToken) -> dict:
 
 def gemma_pipeline(backend: Backend) -> None:
     """transformers' GemmaTokenizer: spaces become ▁ before BPE (with byte fallback), and back on decode."""
+    if isinstance(backend.model, models.BPE):  # the BPE settings GemmaTokenizer rebuilds its model with
+        model = backend.model
+        model.fuse_unk, model.byte_fallback, model.ignore_merges, model.dropout = True, True, False, None
     backend.normalizer = normalizers.Replace(" ", "▁")
     backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)
     backend.decoder = decoders.Sequence(
