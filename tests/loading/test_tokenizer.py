@@ -266,3 +266,20 @@ def test_loading_and_tokenizing_imports_no_transformers(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
+
+
+def test_calls_from_threads_do_not_mix_their_settings():
+    """Padding and truncation are settings of the shared Rust tokenizer; a server encodes from many threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tok = from_folder(PACKAGED / "text_encoder")
+    jobs = [CALLS[i % len(CALLS)] for i in range(200)]
+    expected = [tok(BATCH, **kw)["input_ids"] for kw in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda kw: tok(BATCH, **kw)["input_ids"], jobs))
+    assert got == expected
+    assert (
+        tok(BATCH[0])["input_ids"] == tok(BATCH[0], add_special_tokens=True)["input_ids"]
+    )  # nothing left set
+    with pytest.raises(KeyError):
+        tok("x")["token_type_ids"]
