@@ -22,7 +22,7 @@ from newbie.errors import CheckpointError, NewbieError
 from newbie.loading import comfy
 from newbie.loading.folder import locate
 from newbie.loading.safetensors_io import read_header
-from newbie.loading.text import check_gemma, check_jina, load_gemma
+from newbie.loading.text import check_gemma, check_jina, load_gemma, load_tokenizer
 from newbie.loading.vae import autoencoder_class, check_vae, load_vae
 from tests.loading import comfy_files as cf
 
@@ -182,9 +182,9 @@ def test_prefixed_dit_and_file_search(layouts, tmp_path):
     (unet / "newbie_fp8_copy.safetensors").unlink()
     # the original XLM-R numbering in the Jina file loads too; the model path may be the models/ folder itself
     pipe = newbie.load(models, device="cpu", dtype="fp32")
-    assert (
-        pipe.folder.transformer == unet / "NewBie-exp0.1.safetensors" and pipe.text.jina_tokenizer.offset == 1
-    )
+    assert pipe.folder.transformer == unet / "NewBie-exp0.1.safetensors"
+    folder_jina = load_tokenizer([layouts[0] / "clip_model"], "Jina")  # HF's ids for the same model
+    assert pipe.text.jina_tokenizer(PROMPT)["input_ids"] == folder_jina(PROMPT)["input_ids"]
     # explicit components win over the folder's; a folder lacking one says what it looked for
     (models / "vae" / "ae.safetensors").rename(tmp_path / "elsewhere.safetensors")
     (models / "vae" / "ae.config.json").rename(tmp_path / "elsewhere.config.json")

@@ -1,11 +1,11 @@
-"""Tokenizers from a ComfyUI file's embedded SentencePiece model give HF's ids, special tokens included."""
+"""Tokenizers converted from a ComfyUI file's embedded SentencePiece model give HF's ids, special tokens included."""
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from newbie.errors import CheckpointError
-from newbie.loading.spiece import SPIECE_KEY, file_tokenizer, gemma_tokenizer, jina_tokenizer
+from newbie.loading.spiece import SPIECE_KEY, file_tokenizer, gemma_tokenizer, jina_tokenizer, parse_model
 from tests.loading import comfy_files as cf
 
 TEXTS = [
@@ -44,7 +44,6 @@ def test_gemma_ids_equal_hf(models):
 def test_jina_ids_equal_hf_in_both_numberings(models, numbering):
     _, original, hf_numbered, _, hf_j = models
     ours = jina_tokenizer(hf_numbered if numbering == "hf" else original, "jina")
-    assert ours.offset == (0 if numbering == "hf" else 1)
     for text in TEXTS:
         assert ours(text)["input_ids"] == hf_j(text)["input_ids"], text
     assert ours("")["input_ids"] == [0, 2]
@@ -107,3 +106,28 @@ def test_decode_and_vocabulary_as_hf(models):
             assert ours.decode(ids, skip_special_tokens=skip) == hf_g.decode(ids, skip_special_tokens=skip)
     a, b = vocab_of(ours, cf.DEMO_VOCAB), vocab_of(hf_g, cf.DEMO_VOCAB)
     assert a.pieces == b.pieces and torch.equal(a.content, b.content) and torch.equal(a.wordy, b.wordy)
+
+
+def test_the_protobuf_reader_reads_what_protobuf_reads(models):
+    """parse_model reads the model bytes itself (no protobuf at run time): the same pieces and ids as
+    sentencepiece's generated protobuf class."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    for proto in models[:3]:
+        ref = pb.ModelProto()
+        ref.ParseFromString(proto)
+        ours = parse_model(proto, "x")
+        assert [(p.piece, p.score, p.type) for p in ours.pieces] == [
+            (p.piece, p.score, p.type) for p in ref.pieces
+        ]
+        spec = ref.trainer_spec
+        assert (ours.unk_id, ours.bos_id, ours.eos_id, ours.pad_id) == (
+            spec.unk_id,
+            spec.bos_id,
+            spec.eos_id,
+            spec.pad_id,
+        )
+        assert ours.charsmap == ref.normalizer_spec.precompiled_charsmap
+    assert any(parse_model(p, "x").pad_id == -1 for p in models[:3])  # a negative id survives
+    with pytest.raises(CheckpointError, match="is not a SentencePiece model"):
+        parse_model(models[0][:-3], "x")  # cut short

@@ -95,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
         save_comfy(out, pipe, dtypes, spec_json(pipe.spec))
     else:
-        check_tokenizers(pipe)
         if args.to == "diffusers":
             from newbie.loading.diffusers_writer import save_diffusers
 
@@ -106,16 +105,6 @@ def run(args: argparse.Namespace) -> int:
     print(out)
     print(f"{folder.name} -> {args.to} layout in {out}", file=sys.stderr)
     return 0
-
-
-def check_tokenizers(pipe) -> None:
-    """Folder layouts hold Hugging Face tokenizer files; a ComfyUI file's embedded model is not one."""
-    for tok, what in ((pipe.text.gemma_tokenizer, "Gemma"), (pipe.text.jina_tokenizer, "Jina")):
-        if not hasattr(tok, "save_pretrained"):
-            raise NewbieError(
-                f"the {what} tokenizer is a ComfyUI file's embedded SentencePiece model; writing it as a "
-                "tokenizer folder is not supported"
-            )
 
 
 def save_folder(root: Path, pipe, dtypes: dict) -> None:

@@ -19,7 +19,8 @@ def word_tokenizer(words: list[str], style: str):
     """A word-level tokenizer built in-process. style 'gemma': <pad>=0 <eos>=1 <bos>=2, '<bos> text';
     style 'jina' (XLM-R): <s>=0 <pad>=1 </s>=2, '<s> text </s>'. Tags like red_hair are single tokens."""
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+
+    from newbie.loading.tokenizer import Tokenizer as Ours
 
     if style == "gemma":
         specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
@@ -43,14 +44,9 @@ def word_tokenizer(words: list[str], style: str):
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A {eos}", special_tokens=[(bos, vocab[bos]), (eos, vocab[eos])]
         )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=bos,
-        eos_token=eos,
-        pad_token=pad,
-        unk_token="<unk>",
-        padding_side="right",
-    )
+    tok.add_special_tokens(specials)  # as transformers marks a tokenizer's named special tokens
+    named = {"bos_token": bos, "eos_token": eos, "unk_token": "<unk>", "pad_token": pad}
+    return Ours(tok, named, {"padding_side": "right"})
 
 
 @dataclass(frozen=True)

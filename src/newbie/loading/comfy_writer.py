@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from newbie.errors import NewbieError
 from newbie.loading.comfy import SIDECAR_SUFFIX, diffusers_vae_key
-from newbie.loading.spiece import SPIECE_KEY, spiece_bytes
+from newbie.loading.spiece import MODEL_FILES, SPIECE_KEY, spiece_bytes
 from newbie.loading.writer import _JINA_TO_FLASH, dit_config_json, gemma_config_json, jina_config_json
 
 FILES = {
@@ -26,8 +26,6 @@ FILES = {
     "clip_model": "text_encoders/jina_clip_v2_bf16.safetensors",
     "vae": "vae/ae.safetensors",
 }
-# the SentencePiece model of a tokenizer folder, by encoder (Gemma's own; XLM-R's original numbering)
-SPIECE_FILES = {"Gemma": ("tokenizer.model",), "Jina": ("sentencepiece.bpe.model", "tokenizer.model")}
 
 
 def find_spiece(sources: list[Path], what: str) -> bytes:
@@ -35,12 +33,12 @@ def find_spiece(sources: list[Path], what: str) -> bytes:
     for src in sources:
         if src.is_file():
             return spiece_bytes(src)
-        for name in SPIECE_FILES[what]:
+        for name in MODEL_FILES[what]:
             if (src / name).is_file():
                 return (src / name).read_bytes()
     raise NewbieError(
         f"the ComfyUI layout embeds each text encoder's SentencePiece model, and the {what} tokenizer in "
-        f"{', '.join(str(s) for s in sources if s.exists())} has none ({' or '.join(SPIECE_FILES[what])}); "
+        f"{', '.join(str(s) for s in sources if s.exists())} has none ({' or '.join(MODEL_FILES[what])}); "
         "convert to a folder instead"
     )
 

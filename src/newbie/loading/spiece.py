@@ -1,149 +1,27 @@
-"""Tokenizers from the SentencePiece model that a ComfyUI text-encoder file embeds (tensor `spiece_model`).
+"""Tokenizers from a SentencePiece model: the one a ComfyUI text-encoder file embeds (tensor `spiece_model`),
+or a folder's tokenizer.model / sentencepiece.bpe.model without a tokenizer.json.
 
-They give the same ids and special tokens as the Hugging Face tokenizers of the same models, and the same
-call surface that newbie.model.text uses (padding, pad_to_multiple_of, truncation, return_tensors).
+The model is converted to a `tokenizers` pipeline as transformers 5 converts it for GemmaTokenizer and
+XLMRobertaTokenizer (convert_slow_tokenizer.py: SentencePieceExtractor, XLMRobertaConverter), so the ids,
+special tokens and decoded text are theirs.
 """
 
 from __future__ import annotations
 
-import re
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tokenizers import AddedToken, models, normalizers
+from tokenizers import Tokenizer as Backend
 
 from newbie.errors import CheckpointError
+from newbie.loading.tokenizer import PIPELINES, Tokenizer, build, gemma_pipeline, xlmr_pipeline
 
 SPIECE_KEY = "spiece_model"
-
-
-class SentencePieceTokenizer:
-    """sentencepiece underneath; `offset` shifts every piece id (XLM-R's fairseq numbering), `bos`/`eos` are
-    added around each text (None: not added), text spelling a special token becomes that token, as in HF."""
-
-    def __init__(
-        self,
-        proto: bytes,
-        *,
-        bos: int | None,
-        eos: int | None,
-        pad: int,
-        unk: int,
-        offset: int = 0,
-        extra_specials: dict[str, int] | None = None,
-        where: str = "",
-    ):
-        self.sp = _processor(proto, where)
-        self.bos, self.eos, self.pad, self.unk, self.offset = bos, eos, pad, unk, offset
-        self.bos_token_id, self.eos_token_id, self.pad_token_id = bos, eos, pad
-        self.padding_side = "right"
-        # HF matches special tokens in the raw text before the model sees it; sentencepiece never emits
-        # control pieces for text, so those are split out here (user-defined pieces it keeps whole itself).
-        self.specials = {
-            self.sp.id_to_piece(i): self._map(i)
-            for i in range(self.sp.get_piece_size())
-            if self.sp.is_control(i) or self.sp.is_unknown(i)
-        }
-        self.specials.update(extra_specials or {})
-        names = sorted(self.specials, key=len, reverse=True)
-        self._split = re.compile("(" + "|".join(re.escape(n) for n in names) + ")") if names else None
-        self.vocab_size = max([self.sp.get_piece_size() - 1 + offset, *self.specials.values()]) + 1
-
-    def _map(self, i: int) -> int:
-        if self.offset and i == self.sp.unk_id():
-            return self.unk
-        return i + self.offset
-
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        parts = self._split.split(text) if self._split else [text]
-        ids: list[int] = []
-        for k, part in enumerate(parts):
-            if k % 2:  # a special token's text
-                ids.append(self.specials[part])
-            elif part:
-                ids += [self._map(i) for i in self.sp.encode(part)]
-        return self._wrap(ids) if add_special_tokens else ids
-
-    def _wrap(self, ids: list[int]) -> list[int]:
-        return (
-            ([self.bos] if self.bos is not None else []) + ids + ([self.eos] if self.eos is not None else [])
-        )
-
-    def __call__(
-        self,
-        text: str | list[str],
-        padding: bool | str = False,
-        pad_to_multiple_of: int | None = None,
-        max_length: int | None = None,
-        truncation: bool = False,
-        return_tensors: str | None = None,
-        add_special_tokens: bool = True,
-    ):
-        from transformers import BatchEncoding
-
-        single = isinstance(text, str)
-        rows = []
-        for t in [text] if single else text:
-            ids = self.encode(t, add_special_tokens=False)
-            if truncation and max_length is not None:
-                # as HF: the added special tokens count against max_length and are never cut
-                n_special = (self.bos is not None) + (self.eos is not None) if add_special_tokens else 0
-                ids = ids[: max(max_length - n_special, 0)]
-            rows.append(self._wrap(ids) if add_special_tokens else ids)
-        masks = [[1] * len(r) for r in rows]
-        if padding in (True, "longest", "max_length"):
-            n = max_length if padding == "max_length" and max_length else max(len(r) for r in rows)
-            if pad_to_multiple_of:
-                n = -(-n // pad_to_multiple_of) * pad_to_multiple_of
-            for r, m in zip(rows, masks):
-                fill = n - len(r)
-                if self.padding_side == "left":
-                    r[:0], m[:0] = [self.pad] * fill, [0] * fill
-                else:
-                    r += [self.pad] * fill
-                    m += [0] * fill
-        elif return_tensors and len({len(r) for r in rows}) > 1:
-            raise ValueError("texts of different lengths need padding=True to become one tensor")
-        data = {"input_ids": rows[0] if single else rows, "attention_mask": masks[0] if single else masks}
-        if return_tensors == "pt" and single:
-            data = {k: [v] for k, v in data.items()}
-        return BatchEncoding(data, tensor_type=return_tensors)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    # -- the rest of the HF tokenizer surface that newbie uses (prompts.llm reads the vocabulary as text) --
-
-    @property
-    def all_special_ids(self) -> list[int]:
-        return sorted(
-            {*self.specials.values(), *(i for i in (self.bos, self.eos, self.pad) if i is not None)}
-        )
-
-    @property
-    def added_tokens_decoder(self) -> dict:
-        from tokenizers import AddedToken
-
-        return {i: AddedToken(name, special=True) for name, i in self.specials.items()}
-
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        names = {i: name for name, i in self.specials.items()}
-        out: list[str] = []
-        run: list[int] = []
-        for i in (int(i) for i in ids):
-            if i in names:
-                if run:
-                    out.append(self.sp.decode(run))
-                    run = []
-                if not skip_special_tokens:
-                    out.append(names[i])
-            else:
-                run.append(i - self.offset)
-        if run:
-            out.append(self.sp.decode(run))
-        return "".join(out)
-
-    def batch_decode(self, seqs, skip_special_tokens: bool = False) -> list[str]:
-        return [self.decode(s, skip_special_tokens) for s in seqs]
+# a folder's SentencePiece model, by encoder (Gemma's own; XLM-R's original numbering)
+MODEL_FILES = {"Gemma": ("tokenizer.model",), "Jina": ("sentencepiece.bpe.model", "tokenizer.model")}
 
 
 def _first_line(e: BaseException) -> str:
@@ -168,55 +46,170 @@ def spiece_bytes(path: Path) -> bytes:
     return t.to(torch.uint8).numpy().tobytes()
 
 
-def _processor(proto: bytes, where: str):
-    import sentencepiece
+CONTROL, USER_DEFINED = 3, 4  # SentencePiece piece types
 
+
+@dataclass
+class Piece:
+    piece: str
+    score: float = 0.0
+    type: int = 1  # NORMAL; 2 UNKNOWN, 3 CONTROL, 4 USER_DEFINED, 5 UNUSED, 6 BYTE
+
+
+@dataclass
+class SpmModel:
+    """The parts of a SentencePiece ModelProto that the conversion reads (defaults: the proto's own)."""
+
+    pieces: list[Piece] = field(default_factory=list)
+    unk_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    pad_id: int = -1
+    charsmap: bytes = b""  # normalizer_spec.precompiled_charsmap
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[i]  # an IndexError past the end: a truncated model
+        value |= (b & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not b & 0x80:
+            return value, i
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: bytes):
+    """(field number, value) of one protobuf message: ints for varints, bytes for the rest."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            value, i = buf[i : i + n], i + n
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value, i = buf[i : i + n], i + n
+        else:
+            raise ValueError(f"wire type {wire}")
+        if i > len(buf):
+            raise ValueError("truncated")
+        yield number, value
+
+
+def _int32(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def parse_model(proto: bytes, where: str) -> SpmModel:
+    """A SentencePiece model's pieces, special ids and character map, read from its protobuf bytes directly
+    (sentencepiece_model.proto field numbers), so that neither sentencepiece nor protobuf is needed."""
+    model = SpmModel()
     try:
-        return sentencepiece.SentencePieceProcessor(model_proto=proto)
-    except (RuntimeError, OSError, TypeError) as e:  # sentencepiece's own errors, with its own text
+        for number, value in _fields(proto):
+            if number == 1:  # pieces
+                piece = Piece("")
+                for n, v in _fields(value):
+                    if n == 1:
+                        piece.piece = v.decode("utf-8")
+                    elif n == 2:
+                        piece.score = struct.unpack("<f", v)[0]
+                    elif n == 3:
+                        piece.type = v
+                model.pieces.append(piece)
+            elif number == 2:  # trainer_spec
+                ids = {40: "unk_id", 41: "bos_id", 42: "eos_id", 43: "pad_id"}
+                for n, v in _fields(value):
+                    if n in ids:
+                        setattr(model, ids[n], _int32(v))
+            elif number == 3:  # normalizer_spec
+                model.charsmap = next((v for n, v in _fields(value) if n == 2), b"")
+    except (ValueError, IndexError, TypeError, AttributeError, struct.error) as e:
+        raise CheckpointError(f"{where}: '{SPIECE_KEY}' is not a SentencePiece model ({e})") from None
+    if not model.pieces:
+        raise CheckpointError(f"{where}: '{SPIECE_KEY}' is not a SentencePiece model (no pieces)")
+    return model
+
+
+def _spm_added(model) -> list[AddedToken]:
+    """Control pieces are special tokens, user-defined ones are kept whole but are not special (transformers'
+    SentencePieceExtractor)."""
+    return [
+        AddedToken(p.piece, normalized=False, special=p.type == CONTROL)
+        for p in model.pieces
+        if p.type in (CONTROL, USER_DEFINED)
+    ]
+
+
+def bpe_merges(vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """transformers' generate_merges without scores: for each piece in id order, every split of it into two
+    pieces of the vocabulary, shortest left part first."""
+    return [(p[:k], p[k:]) for p in vocab for k in range(1, len(p)) if p[:k] in vocab and p[k:] in vocab]
+
+
+def gemma_tokenizer(proto: bytes, where: str) -> Tokenizer:
+    """Gemma (a BPE SentencePiece model): the model's own ids, `<bos>` first, no end token (transformers'
+    GemmaTokenizer with gemma-3's add_bos_token / no add_eos_token)."""
+    model = parse_model(proto, where)
+    if not (0 <= model.bos_id < len(model.pieces) and 0 <= model.unk_id < len(model.pieces)):
         raise CheckpointError(
-            f"{where}: '{SPIECE_KEY}' is not a SentencePiece model ({_first_line(e)})"
-        ) from None
+            f"{where}: '{SPIECE_KEY}' defines no <bos> or <unk> piece (a Gemma tokenizer needs both)"
+        )
+    vocab = {p.piece: i for i, p in enumerate(model.pieces)}
+    unk = model.pieces[model.unk_id].piece
+    backend = Backend(
+        models.BPE(vocab=vocab, merges=bpe_merges(vocab), fuse_unk=True, unk_token=unk, byte_fallback=True)
+    )
+    gemma_pipeline(backend)
+    config = {"tokenizer_class": "GemmaTokenizer", "add_bos_token": True, "add_eos_token": False}
+    for name, i in (
+        ("bos", model.bos_id),
+        ("eos", model.eos_id),
+        ("unk", model.unk_id),
+        ("pad", model.pad_id),
+    ):
+        if 0 <= i < len(model.pieces):
+            config[f"{name}_token"] = model.pieces[i].piece
+    config["mask_token"] = "<mask>" if "<mask>" in vocab else None  # never a token past the embedding table
+    added = _spm_added(model)
+    config["extra_special_tokens"] = [t.content for t in added]
+    return build(backend, config, where, extra_added=added)
 
 
-def gemma_tokenizer(proto: bytes, where: str) -> SentencePieceTokenizer:
-    """Gemma: the model's own ids, `<bos>` first, no end token (HF GemmaTokenizer's add_bos/no add_eos)."""
-    sp = _processor(proto, where)  # its special ids first (the tokenizer's vocabulary pass comes once, after)
-    bos, pad, unk = sp.bos_id(), sp.pad_id(), sp.unk_id()
-    if bos < 0:
-        raise CheckpointError(f"{where}: '{SPIECE_KEY}' defines no <bos> piece (a Gemma tokenizer needs one)")
-    return SentencePieceTokenizer(proto, bos=bos, eos=None, pad=max(pad, 0), unk=unk, where=where)
-
-
-def jina_tokenizer(proto: bytes, where: str) -> SentencePieceTokenizer:
-    """Jina CLIP v2 (XLM-RoBERTa): `<s>`=0 ... `</s>`=2, pad 1, unk 3, as HF's XLMRobertaTokenizer.
+def jina_tokenizer(proto: bytes, where: str) -> Tokenizer:
+    """Jina CLIP v2 (XLM-RoBERTa, a unigram SentencePiece model): `<s>`=0 `<pad>`=1 `</s>`=2 `<unk>`=3, as
+    transformers' XLMRobertaTokenizer.
 
     Two numberings are accepted. A model already in HF numbering (<s> 0, <pad> 1, </s> 2, <unk> 3), which is
     what ComfyUI's own use of the raw ids implies; or the original XLM-R sentencepiece.bpe.model (<unk> 0,
     <s> 1, </s> 2), which HF shifts by one (fairseq offset) and closes with <mask> after the last piece."""
-    sp = _processor(proto, where)
-    ids = (sp.bos_id(), sp.pad_id(), sp.eos_id(), sp.unk_id())
+    model = parse_model(proto, where)
+    ids = (model.bos_id, model.pad_id, model.eos_id, model.unk_id)
+    pieces = [(p.piece, p.score) for p in model.pieces]
     if ids == (0, 1, 2, 3):
-        return SentencePieceTokenizer(proto, bos=0, eos=2, pad=1, unk=3, where=where)
-    if (sp.unk_id(), sp.bos_id(), sp.eos_id()) == (0, 1, 2):
-        extra = {
-            sp.id_to_piece(sp.bos_id()): 0,
-            "<pad>": 1,
-            sp.id_to_piece(sp.eos_id()): 2,
-            sp.id_to_piece(sp.unk_id()): 3,
-            "<mask>": sp.get_piece_size() + 1,
-        }
-        return SentencePieceTokenizer(
-            proto, bos=0, eos=2, pad=1, unk=3, offset=1, extra_specials=extra, where=where
+        vocab = pieces
+    elif (model.unk_id, model.bos_id, model.eos_id) == (0, 1, 2):
+        head = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+        vocab = head + pieces[3:] + [("<mask>", 0.0)]
+    else:
+        raise CheckpointError(
+            f"{where}: '{SPIECE_KEY}' has special ids bos={ids[0]} pad={ids[1]} eos={ids[2]} "
+            f"unk={ids[3]}; expected an XLM-RoBERTa numbering (<s>/<pad>/</s>/<unk> = 0/1/2/3, "
+            "or the original <unk>/<s>/</s> = 0/1/2)"
         )
-    raise CheckpointError(
-        f"{where}: '{SPIECE_KEY}' has special ids bos={ids[0]} pad={ids[1]} eos={ids[2]} "
-        f"unk={ids[3]}; expected an XLM-RoBERTa numbering (<s>/<pad>/</s>/<unk> = 0/1/2/3, "
-        "or the original <unk>/<s>/</s> = 0/1/2)"
-    )
+    backend = Backend(models.Unigram(vocab, unk_id=3, byte_fallback=False))
+    xlmr_pipeline(backend, normalizers.Precompiled(model.charsmap) if model.charsmap else None)
+    added = _spm_added(model)
+    config = {"tokenizer_class": "XLMRobertaTokenizer", **PIPELINES["XLMRobertaTokenizer"][1]}
+    config["extra_special_tokens"] = [t.content for t in added]
+    return build(backend, config, where, extra_added=added)
 
 
-def file_tokenizer(path: Path, what: str) -> SentencePieceTokenizer:
+def file_tokenizer(path: Path, what: str) -> Tokenizer:
     from newbie.loading.safetensors_io import read_header
 
     proto = spiece_bytes(path)
@@ -227,8 +220,8 @@ def file_tokenizer(path: Path, what: str) -> SentencePieceTokenizer:
         (k for k in header if k.endswith(("embed_tokens.weight", "embeddings.word_embeddings.weight"))), None
     )
     rows = header[table]["shape"][0] if table else None
-    if rows is not None and tok.vocab_size > rows:
+    if rows is not None and len(tok) > rows:
         raise CheckpointError(
-            f"{path}: '{SPIECE_KEY}' has {tok.vocab_size} token ids but '{table}' only {rows} rows"
+            f"{path}: '{SPIECE_KEY}' has {len(tok)} token ids but '{table}' only {rows} rows"
         )
     return tok

@@ -229,27 +229,19 @@ def load_jina(folder: Path, dtype: torch.dtype, device="cpu"):
 
 
 def load_tokenizer(folders: list[Path], what: str):
-    """The first folder holding tokenizer files, or a ComfyUI file's embedded SentencePiece model (`what`:
-    "Gemma" or "Jina" picks its special tokens). Never runs remote code."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-    from transformers.utils import logging as hf_logging
+    """newbie.loading.tokenizer.Tokenizer from the first folder holding tokenizer files (tokenizer.json, else a
+    SentencePiece model), or a ComfyUI file's embedded SentencePiece model (`what`: "Gemma" or "Jina" picks
+    its conversion and special tokens). Never runs remote code, never imports transformers."""
+    from newbie.loading import spiece
+    from newbie.loading.tokenizer import from_folder
 
+    convert = spiece.gemma_tokenizer if what == "Gemma" else spiece.jina_tokenizer
     for folder in folders:
         if folder.is_file():
-            from newbie.loading.spiece import file_tokenizer
-
-            return file_tokenizer(folder, what)
-        if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
-            # jina-clip's config.json names a model type transformers does not know; the tokenizer files are
-            # standard, so the "instantiate a model of type" notice about it is noise here.
-            level = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()
-            try:
-                return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
-            except Exception:
-                if (folder / "tokenizer.json").is_file():
-                    return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
-                raise
-            finally:
-                hf_logging.set_verbosity(level)
+            return spiece.file_tokenizer(folder, what)
+        if (folder / "tokenizer.json").is_file():
+            return from_folder(folder)
+        for name in spiece.MODEL_FILES[what]:
+            if (folder / name).is_file():
+                return convert((folder / name).read_bytes(), str(folder / name))
     raise CheckpointError(f"no {what} tokenizer found in {' or '.join(str(f) for f in folders)}")
