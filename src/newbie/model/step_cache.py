@@ -9,7 +9,12 @@ from it whether the other layers run or their last residual is added instead:
   the sum grows with every skipped step, so a slow drift forces a full step where the plain test would not.
 Both take a warm-up of full calls (the first steps lay down the composition and change fastest; a reused
 residual there shows in the final image) and a cap on consecutive skips (the reused residual goes stale
-whatever the probe says). `auto` is the setting measured best on the demo model (bench/step_cache_policies.py).
+whatever the probe says). Two refinements after cache-dit's DBCache and TaylorSeer:
+- `last` (DBCache's Bn): the last joint layers run on every call, also a skipped one, so only the middle's
+  residual is reused and the last layers correct it from this step's own first-layer output.
+- `order=1` (TaylorSeer, first order): the reused residual is extrapolated linearly from the last two full
+  calls (in call counts), instead of held constant since the last one.
+`auto` is the setting measured best on the demo model (bench/step_cache_policies.py).
 One cache per CFG branch and per request; off by default (it trades exactness for speed).
 """
 
@@ -28,6 +33,8 @@ class StepPolicy:
     warmup: int = 0
     max_skips: int = 0
     accumulate: bool = False
+    last: int = 0  # joint layers at the end that run on every call (0: a hit skips all but the first)
+    order: int = 0  # 1: extrapolate the reused residual from the last two full calls; 0: reuse it as is
     name: str = ""
 
 
@@ -60,10 +67,14 @@ class StepCache:
     warmup: int = 0
     max_skips: int = 0
     accumulate: bool = False
+    last: int = 0
+    order: int = 0
     prev_first: Tensor | None = None  # first-layer residual at the last fully computed step
     rest: Tensor | None = None  # (output of the last layer) - (output of the first layer) at that step
     last_first: Tensor | None = None  # first-layer residual at the previous call (accumulate only)
     drift: float = 0.0  # accumulated change since the last full step (accumulate only)
+    older: Tensor | None = None  # `rest` of the full call before (order 1 only)
+    rest_at: tuple[int, int] = (0, 0)  # the call numbers of `older` and `rest`
     in_row: int = 0  # consecutive skipped calls
     calls: int = 0
     hits: int = 0
@@ -103,5 +114,17 @@ class StepCache:
 
     def store(self, first_residual: Tensor, rest: Tensor) -> None:
         """After a full call: the new reference and the deep layers' residual to reuse."""
+        if self.order and self.rest is not None and self.rest.shape == rest.shape:
+            self.older, self.rest_at = self.rest, (self.rest_at[1], self.calls)
+        else:
+            self.older, self.rest_at = None, (self.calls, self.calls)
         self.prev_first, self.rest = first_residual, rest
         self.drift, self.in_row = 0.0, 0
+
+    def reused(self) -> Tensor:
+        """The residual a skipped call adds: the last full call's, or its linear extrapolation to this call
+        (first-order TaylorSeer: the residual's change per call between the last two full calls)."""
+        if self.older is None:
+            return self.rest
+        (a, b), k = self.rest_at, self.calls
+        return self.rest + (self.rest - self.older) * ((k - b) / (b - a))
