@@ -116,13 +116,26 @@ def test_peer_and_cache_sections_run_on_a_tiny_model(tiny_pipeline, tmp_path):
     assert run.section("peers", 0, lambda: speed._diffusers_peers(S, res, run))
     assert res["peers"]["diffusers_eager"] > 0
     assert run.section("step_cache", 0, lambda: speed._cache_comparison(S, res, run, steps=4))
-    out = res["cache_comparison"]
-    assert out["newbie_uncached_s"] > 0
-    for th in (0.05, 0.1, "auto"):
-        assert out[f"newbie_step_cache_{th}"]["calls"] == 8
-        assert res[f"step_cache_{th}"]["psnr_vs_uncached"] > 0
+    from newbie.bench.step_cache_eval import POLICIES
+
+    rows = res["step_cache_policies"]
+    assert set(POLICIES) <= set(rows)  # every policy of the table on the trajectory
+    assert rows["none"]["calls"] == rows["none"]["full_calls"] == 8 and rows["none"]["psnr_db"] is None
+    for name in POLICIES:
+        row = rows[name]
+        assert row["of_calls"] == 8 and row["full_calls"] <= row["calls"] <= 8
+        assert name == "none" or row["psnr_db"] > 0
+        assert row["binding"] == "not measured" and row["setting"]
+    assert rows["first_block_0.05"]["setting"] == "--step-cache 0.05"
     dbcache = res["peers"]["cache_dit_dbcache"]
     assert isinstance(dbcache, float) or dbcache.startswith("not run: cache-dit not installed")
+    if isinstance(dbcache, float):  # cache-dit there: its rows beside ours, on our weights, and the match
+        from newbie.bench.speed_cache import DBCACHE
+
+        out = res["cache_comparison"]
+        assert all(rows[n]["of_calls"] == 8 and rows[n]["psnr_db"] > 0 for n in DBCACHE)
+        assert out["diffusers_uncached_psnr_vs_newbie_db"] > 40  # the same model and start on both sides
+        assert set(out["matched"]) == set(DBCACHE)
 
 
 def test_step_and_first_call_timeline(tiny_pipeline):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from newbie.bench.speed_cache import cache_comparison as _cache_comparison
+
 # Scripts (bench/speed_diag.py, bench/compile_smoke.py), the startup bench and tests reach these through this
 # module: `x as x` keeps them here.
 from newbie.bench.speed_measure import TARGETS as TARGETS
@@ -30,7 +32,7 @@ from newbie.bench.speed_measure import matmul_tflops as matmul_tflops
 from newbie.bench.speed_measure import psnr as psnr
 from newbie.bench.speed_measure import step_flops as step_flops
 from newbie.bench.speed_measure import step_flops_exact as step_flops_exact
-from newbie.bench.speed_peers import _cache_comparison, _cache_dit_fp8, _diffusers_compiled
+from newbie.bench.speed_peers import _cache_dit_fp8, _diffusers_compiled
 from newbie.bench.speed_peers import _diffusers_peers as _diffusers_peers
 from newbie.bench.speed_peers import _trajectory as _trajectory
 from newbie.bench.speed_peers import lumina2_like as lumina2_like
@@ -54,6 +56,7 @@ def add_parser(bench_sub) -> None:
 def run(args) -> int:
     if not torch.cuda.is_available():
         raise NewbieError("newbie bench speed needs a CUDA GPU")
+    from newbie.bench import speed_cache
     from newbie.bench import speed_sections as sec
     from newbie.model import fused
 
@@ -101,6 +104,7 @@ def run(args) -> int:
     R.section("sizes", 15, lambda: sec.sizes(b))
     R.section("peers", 8, lambda: sec.peers(b))
     R.section("step_cache", 12, lambda: _cache_comparison(S, res, R, args.steps))
+    R.section("step_cache_binding", 20, lambda: speed_cache.binding(res), limit_s=120)
     _late_peers(S, res, R)
     _finish(res, R)
     print(paths[0])
@@ -116,7 +120,13 @@ def _late_peers(S: dict, res: dict, R: _Run) -> None:
     if "cache_dit_fp8_compiled" not in res["peers"]:
         if importlib.util.find_spec("cache_dit") is None:
             res["peers"]["cache_dit_fp8_compiled"] = "not run: cache-dit is not installed"
-        elif not R.section("cache_dit_fp8", 25, lambda: _cache_dit_fp8(S, res, R), limit_s=90):
+        elif importlib.util.find_spec("torchao") is None:
+            res["peers"]["cache_dit_fp8_compiled"] = (
+                "not run: cache-dit's fp8 (float8_per_row) quantizes through torchao, which is not installed"
+            )
+        # inductor compiles cache-dit's fp8 graphs for minutes: a limit of its own, the compile timed apart
+        # (cache_dit_fp8_compile_s; 2026-12-07 stopped at 90 s inside inductor)
+        elif not R.section("cache_dit_fp8", 60, lambda: _cache_dit_fp8(S, res, R), limit_s=240):
             res["peers"].setdefault(
                 "cache_dit_fp8_compiled",
                 res.get("skipped", {}).get("cache_dit_fp8") or res["errors"]["cache_dit_fp8"],
