@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from newbie.bench.llm_tokens import llm_section
 from newbie.bench.speed_cache import cache_comparison as _cache_comparison
 
 # Scripts (bench/speed_diag.py, bench/compile_smoke.py), the startup bench and tests reach these through this
@@ -103,6 +104,10 @@ def run(args) -> int:
         res.setdefault("image_official_fp8_s", f"not run: {why}")
     R.section("sizes", 15, lambda: sec.sizes(b))
     R.section("peers", 8, lambda: sec.peers(b))
+    # Gemma prompt expansion's decoder on the loaded (random, Gemma3-4B-shaped) text encoder
+    if not R.section("llm", 15, lambda: llm_section(res, S["pipe"].text.gemma, "cuda"), limit_s=90):
+        why = res.get("skipped", {}).get("llm") or res.get("errors", {}).get("llm")
+        res.setdefault("llm_tokens_per_s", f"not run: {why}")
     R.section("step_cache", 12, lambda: _cache_comparison(S, res, R, args.steps))
     R.section("step_cache_binding", 20, lambda: speed_cache.binding(res), limit_s=120)
     _late_peers(S, res, R)
