@@ -44,6 +44,23 @@ def test_targets_report_met_missed_and_absent():
     assert t["2048² step >= 80% of ceiling"]["met"] is True
     assert t["fp8 step <= 0.075 s"] == {"value": "not run: --no-fp8", "met": None}
     assert t["compile warm <= 5 s"]["met"] is None
+    t = speed._targets({"llm_tokens_per_s": 250.0, "cache_comparison": {"newbie_matches_dbcache": False}})
+    assert t["Gemma expansion >= 200 tokens/s"] == {"value": 250.0, "met": True}
+    assert t["step cache >= DBCache's PSNR at <= its calls"]["met"] is False
+
+
+def test_matched_takes_our_best_psnr_within_dbcache_calls():
+    from newbie.bench.speed_cache import matched
+
+    rows = {
+        "none": {"calls": 56.0, "psnr_db": None},
+        "first_block_0.1": {"calls": 20.0, "psnr_db": 44.0},
+        "first_block_0.05": {"calls": 30.0, "psnr_db": 53.0},
+        "auto": {"calls": 22.0, "psnr_db": 48.0},
+    }
+    m = matched(rows, {"a": {"calls": 22.5, "psnr_db": 47.5}, "b": {"calls": 10.0, "psnr_db": 40.0}})
+    assert m["a"]["newbie"] == "auto" and m["a"]["newbie_at_least_dbcache"] is True  # 0.05 spends more
+    assert m["b"]["newbie"] is None  # nothing of ours is that cheap
 
 
 def test_sections_skip_on_budget_record_errors_and_save(tmp_path):

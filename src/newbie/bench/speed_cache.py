@@ -177,6 +177,10 @@ def _dbcache(S, res, R, steps: int, decode, out: dict) -> None:
         first = next(iter(table.values()))
         res.setdefault("peers", {})["cache_dit_dbcache"] = t_ref / first["speedup"] / steps
         out["matched"] = matched(res["step_cache_policies"], table)
+        # a DBCache row that spends fewer calls than any of our policies counts against us
+        out["newbie_matches_dbcache"] = all(
+            m.get("newbie_at_least_dbcache", False) for m in out["matched"].values()
+        )
 
 
 def _newbie_uncached(S, steps: int) -> torch.Tensor:
