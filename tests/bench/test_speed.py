@@ -174,3 +174,17 @@ def test_step_and_first_call_timeline(tiny_pipeline):
     summary = _summarise(rows)
     assert {s[0].split()[0] for s in summary} == {"layers", "noise_refiner", "context_refiner"}
     assert sum(s[1] for s in summary) == len(rows)
+
+
+def test_binding_rows_join_the_policy_table():
+    # the demo model's binding per policy, merged into step_cache_policies beside the trajectory's rows
+    from newbie.bench.speed_cache import binding
+
+    res = {"step_cache_policies": {"first_block_0.15": {"calls": 20.0, "binding": "not measured"}}}
+    binding(res, policies={"none": 0.0, "first_block_0.15": 0.15}, scenes=1)
+    rows = res["step_cache_policies"]
+    assert rows["first_block_0.15"]["calls"] == 20.0  # the trajectory's numbers stay
+    demo = rows["first_block_0.15"]["binding"]
+    assert demo["of_calls"] == rows["none"]["binding"]["of_calls"] == 40  # 20 Euler steps, two branches
+    assert demo["full_calls"] < 40 and 0 <= demo["hair"] <= 1 and demo["psnr_db"] > 20
+    assert rows["none"]["binding"]["psnr_db"] is None and res["step_cache_demo"]["images"] == 1

@@ -214,11 +214,12 @@ def matched(rows: dict, theirs: dict) -> dict:
     return out
 
 
-def binding(res: dict, device: str = "cpu") -> None:
+def binding(res: dict, device: str = "cpu", policies: dict | None = None, scenes: int = 4) -> None:
     """The demo model's binding for every policy (its trained trajectory; on the CPU, as the CPU table)."""
-    demo = demo_binding(POLICIES, scenes=4, seeds=1, device=device)
+    policies = POLICIES if policies is None else policies
+    demo = demo_binding(policies, scenes=scenes, seeds=1, device=device)
     res["step_cache_demo"] = {k: v for k, v in demo.items() if k != "policies"}
     rows = res.setdefault("step_cache_policies", {})
     for name, row in demo["policies"].items():
-        entry = rows.setdefault(name, {"setting": describe(POLICIES.get(name, 0.0))})
+        entry = rows.setdefault(name, {"setting": describe(policies.get(name, 0.0))})
         entry["binding"] = row
