@@ -118,3 +118,16 @@ def test_last_layers_run_on_a_skipped_call():
     exact = dit(x, t1, cap, None, pooled)
     assert not torch.equal(outs[0], outs[1])
     assert (outs[1] - exact).norm() < (outs[0] - exact).norm()  # the last layer sees this step's time
+
+
+def test_first_order_extrapolates_in_model_time_when_given():
+    # full calls at t = 0.1 and 0.4 (unevenly spaced, as a shifted schedule's), a skip at t = 0.5:
+    # r + d * (0.5 - 0.4) / (0.4 - 0.1), per sample
+    cache = StepCache.of(StepPolicy(10.0, order=1))
+    r, d, p = torch.rand(2, 3, 4), torch.rand(2, 3, 4), torch.ones(2, 3, 4)
+    for k, (t, rest) in enumerate(((0.1, r), (0.4, r + d)), start=1):
+        cache.calls, cache.now = k, torch.full((2,), t)
+        cache.store(p, rest)
+    cache.calls, cache.now = 3, torch.tensor([0.5, 0.7])
+    expected = r + d + d * (torch.tensor([0.1, 0.3]) / 0.3).view(2, 1, 1)
+    assert torch.allclose(cache.reused(), expected, atol=1e-6)

@@ -290,6 +290,8 @@ class NextDiT(nn.Module):
         joint_mask = None
         if cap_mask is not None:
             joint_mask = torch.cat([cap_mask, cap_mask.new_ones(b, img.shape[1])], dim=1)
+        if cache is not None:
+            cache.now = t  # the time a first-order step cache extrapolates in
         joint = self.joint(torch.cat([cap, img], dim=1), rope, joint_mask, adaln, cache)
         return self.unpatchify(self.final_layer(joint[:, n_cap:], adaln), h, w)
 

@@ -13,7 +13,8 @@ whatever the probe says). Two refinements after cache-dit's DBCache and TaylorSe
 - `last` (DBCache's Bn): the last joint layers run on every call, also a skipped one, so only the middle's
   residual is reused and the last layers correct it from this step's own first-layer output.
 - `order=1` (TaylorSeer, first order): the reused residual is extrapolated linearly from the last two full
-  calls (in call counts), instead of held constant since the last one.
+  calls, in the model's time (the DiT sets `now`; call counts without it), instead of held constant since
+  the last one. In time, not calls: a shifted schedule's steps are far from evenly spaced.
 `auto` is the setting measured best on the demo model (bench/step_cache_policies.py).
 One cache per CFG branch and per request; off by default (it trades exactness for speed).
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import torch
 from torch import Tensor
 
 
@@ -74,7 +76,8 @@ class StepCache:
     last_first: Tensor | None = None  # first-layer residual at the previous call (accumulate only)
     drift: float = 0.0  # accumulated change since the last full step (accumulate only)
     older: Tensor | None = None  # `rest` of the full call before (order 1 only)
-    rest_at: tuple[int, int] = (0, 0)  # the call numbers of `older` and `rest`
+    rest_at: tuple[Tensor, Tensor] | None = None  # the times of `older` and `rest`
+    now: Tensor | None = None  # (B,) model time of this call, set by the DiT (order 1 only)
     in_row: int = 0  # consecutive skipped calls
     calls: int = 0
     hits: int = 0
@@ -114,17 +117,27 @@ class StepCache:
 
     def store(self, first_residual: Tensor, rest: Tensor) -> None:
         """After a full call: the new reference and the deep layers' residual to reuse."""
-        if self.order and self.rest is not None and self.rest.shape == rest.shape:
-            self.older, self.rest_at = self.rest, (self.rest_at[1], self.calls)
-        else:
-            self.older, self.rest_at = None, (self.calls, self.calls)
+        if self.order:
+            at = self._clock()
+            if self.rest is not None and self.rest.shape == rest.shape:
+                self.older, self.rest_at = self.rest, (self.rest_at[1], at)
+            else:
+                self.older, self.rest_at = None, (at, at)
         self.prev_first, self.rest = first_residual, rest
         self.drift, self.in_row = 0.0, 0
 
+    def _clock(self) -> Tensor:
+        # a tensor, so that extrapolating costs no host sync; per sample, to broadcast over (B, N, D)
+        if self.now is None:
+            return torch.tensor(float(self.calls))
+        return self.now.detach().float().reshape(-1, 1, 1)
+
     def reused(self) -> Tensor:
         """The residual a skipped call adds: the last full call's, or its linear extrapolation to this call
-        (first-order TaylorSeer: the residual's change per call between the last two full calls)."""
+        (first-order TaylorSeer: the residual's rate of change between the last two full calls)."""
         if self.older is None:
             return self.rest
-        (a, b), k = self.rest_at, self.calls
-        return self.rest + (self.rest - self.older) * ((k - b) / (b - a))
+        (a, b), k = self.rest_at, self._clock()
+        gap = b - a
+        rate = torch.where(gap.abs() > 1e-9, (k - b) / torch.where(gap == 0, 1.0, gap), 0.0)
+        return self.rest + (self.rest - self.older) * rate.to(self.rest.device, self.rest.dtype)
