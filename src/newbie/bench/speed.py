@@ -6,8 +6,10 @@ caption shorter, as with an empty negative) eager, compiled (fast block: measure
 w1|w3 GEMM), with CUDA graphs, and with fp8 compute; the compile cold and warm (a second process on the
 same on-disk cache); whole images with the official recipe (18 midpoint steps, CFG until t = 0.25, encode
 + decode included) in bf16 and fp8, and 28 Euler steps with CFG on every step; the VAE decode variants; a
-scaling table over image sizes; peers (diffusers eager and compiled, cache-dit fp8 + compile, cache-dit's
-DBCache against our step cache at matched PSNR on the same trajectory). Every section is timed against
+scaling table over image sizes; Gemma's decode speed for prompt expansion (`llm_tokens_per_s`, against its
+bandwidth bound); peers (diffusers eager and compiled, cache-dit fp8 + compile with its compile timed apart);
+every step cache policy and cache-dit's DBCache on one trajectory with the demo model's binding for each
+(`step_cache_policies`, newbie.bench.speed_cache). Every section is timed against
 `--budget-s` and stopped at its limit; one that no longer fits is recorded with the reason. The JSON
 (bench/results/speed-<device>-<date>.json, and $OUT when set) is rewritten after every section, so a run
 cut short still leaves its numbers.
