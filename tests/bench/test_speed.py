@@ -188,3 +188,20 @@ def test_binding_rows_join_the_policy_table():
     assert demo["of_calls"] == rows["none"]["binding"]["of_calls"] == 40  # 20 Euler steps, two branches
     assert demo["full_calls"] < 40 and 0 <= demo["hair"] <= 1 and demo["psnr_db"] > 20
     assert rows["none"]["binding"]["psnr_db"] is None and res["step_cache_demo"]["images"] == 1
+
+
+def test_cache_dit_fp8_names_torchao_when_it_is_missing(tmp_path, monkeypatch):
+    # cache-dit quantizes to fp8 only through torchao: with cache-dit there and torchao not, the peer says so
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "torchao" else (object() if name == "cache_dit" else real(name, *a)),
+    )
+    res = {"peers": {}}
+    speed._late_peers({}, res, speed._Run(res, [tmp_path / "r.json"], budget_s=1e9))
+    assert "torchao" in res["peers"]["cache_dit_fp8_compiled"]
+    assert res["peers"]["cache_dit_fp8_compiled"].startswith("not run:")
+    assert res["peers"]["cache_dit_dbcache"].startswith("not run")  # every peer names why
