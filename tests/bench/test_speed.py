@@ -145,7 +145,10 @@ def test_peer_and_cache_sections_run_on_a_tiny_model(tiny_pipeline, tmp_path):
         assert row["binding"] == "not measured" and row["setting"]
     assert rows["first_block_0.05"]["setting"] == "--step-cache 0.05"
     dbcache = res["peers"]["cache_dit_dbcache"]
+    import importlib.util
+
     assert isinstance(dbcache, float) or dbcache.startswith("not run: cache-dit not installed")
+    assert isinstance(dbcache, float) == (importlib.util.find_spec("cache_dit") is not None)
     if isinstance(dbcache, float):  # cache-dit there: its rows beside ours, on our weights, and the match
         from newbie.bench.speed_cache import DBCACHE
 

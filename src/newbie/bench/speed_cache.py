@@ -92,12 +92,11 @@ def _merge(res: dict, table: dict) -> None:
             entry["setting"] = describe(setting or 0.0)
 
 
-def _dbcache(S, res, R, steps: int, decode, out: dict) -> None:
-    import cache_dit
-    from cache_dit import DBCacheConfig, TaylorSeerCalibratorConfig
-
-    dit, cond, unc, x = S["dit"], S["cond"], S["unc"], S["x"]
-    # eager: cache-dit's hooks go on before any compile
+def _twin(S):
+    """diffusers' Lumina2 (eager: cache-dit's hooks go on before any compile) carrying our DiT's weights, with
+    our conditioning vector (time + pooled Jina feature) in place of its time embedding, which has no pooled
+    path -> (model, undo the embedding's replacement)."""
+    dit, cond, unc = S["dit"], S["cond"], S["unc"]
     model = S["lumina2"] if S.get("lumina2") is not None else _lumina2(dit)
     sd = {k.replace("_orig_mod.", ""): v for k, v in dit.state_dict().items()}
     missing, unexpected = model.load_state_dict(lumina2_state_dict(sd, dit.cfg), strict=False)
@@ -105,12 +104,20 @@ def _dbcache(S, res, R, steps: int, decode, out: dict) -> None:
         raise RuntimeError(
             f"our weights do not map onto Lumina2: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
-    caps, mask, _ = _diffusers_inputs(S)
-    pooled = torch.cat([cond.pooled, unc.pooled]).to(caps.dtype)
+    p = next(model.parameters())
+    pooled = torch.cat([cond.pooled, unc.pooled]).to(p.device, p.dtype)
     embed = model.time_caption_embed
-    # Lumina2 has no pooled-caption path: our conditioning vector (time + pooled Jina feature) in its place
     embed.forward = lambda hs, ts, ehs: (dit.conditioning(ts, pooled, hs.dtype), embed.caption_embedder(ehs))
-    n_layers = len(model.layers)
+    return model, lambda: delattr(embed, "forward")
+
+
+def _dbcache_runner(S, model, steps: int):
+    """run((Fn, Bn, threshold, order)) -> (latent, seconds, cached steps) on the twin; threshold 0: no cache."""
+    import cache_dit
+    from cache_dit import DBCacheConfig, TaylorSeerCalibratorConfig
+
+    x = S["x"]
+    caps, mask, _ = _diffusers_inputs(S)
 
     def pair_fn(z, sigma):
         t = torch.full((2,), 1.0 - sigma, device=z.device, dtype=caps.dtype)
@@ -143,39 +150,46 @@ def _dbcache(S, res, R, steps: int, decode, out: dict) -> None:
             cache_dit.disable_cache(model)
         return z, secs, cached
 
+    return run
+
+
+def _dbcache_row(setting, cached: int, steps: int, n_layers: int) -> dict:
+    fn, bn, threshold, order = setting
+    return {
+        # a cached step of the batched pair still runs Fn + Bn layers for both branches
+        "calls": round(2 * (steps - cached) + 2 * cached * (fn + bn) / n_layers, 2),
+        "full_calls": 2 * (steps - cached),
+        "of_calls": 2 * steps,
+        "setting": f"DBCache F{fn}B{bn}, threshold {threshold}, 2 warm-up steps"
+        + (f", TaylorSeer order {order}" if order else ""),
+        "binding": "not measured: cache-dit runs on diffusers' Lumina2, not on the demo model",
+    }
+
+
+def _dbcache(S, res, R, steps: int, decode, out: dict) -> None:
+    model, undo = _twin(S)
+    run = _dbcache_runner(S, model, steps)
+    table = {}
     try:
         z_ref, t_ref, _ = run((0, 0, 0.0, 0))
         img_ref = decode(z_ref)
         out["diffusers_uncached_s"] = t_ref
         # the two implementations' uncached images: how far "the same trajectory" is from itself
         out["diffusers_uncached_psnr_vs_newbie_db"] = psnr(img_ref, decode(_newbie_uncached(S, steps)))
-        table = {}
         for name, setting in DBCACHE.items():
             if R.left() < t_ref + 8:
                 out.setdefault("skipped", []).append(name)
                 continue
             z, secs, cached = run(setting)
-            fn, bn = setting[:2]
-            # a cached step of the batched pair still runs Fn + Bn layers for both branches
-            calls = 2 * (steps - cached) + 2 * cached * (fn + bn) / n_layers
-            table[name] = {
-                "calls": round(calls, 2),
-                "full_calls": 2 * (steps - cached),
-                "of_calls": 2 * steps,
-                "psnr_db": psnr(decode(z), img_ref),
-                "speedup": t_ref / secs,
-                "setting": f"DBCache F{fn}B{bn}, threshold {setting[2]}, 2 warm-up steps"
-                + (f", TaylorSeer order {setting[3]}" if setting[3] else ""),
-                "binding": "not measured: cache-dit runs on diffusers' Lumina2, not on the demo model",
-            }
+            table[name] = _dbcache_row(setting, cached, steps, len(model.layers))
+            table[name].update(psnr_db=psnr(decode(z), img_ref), speedup=t_ref / secs, s=secs)
             R.save()
     finally:
-        del embed.forward
+        undo()
     out["cache_dit_dbcache"] = table
     res.setdefault("step_cache_policies", {}).update(table)
     if table:
-        first = next(iter(table.values()))
-        res.setdefault("peers", {})["cache_dit_dbcache"] = t_ref / first["speedup"] / steps
+        res.setdefault("peers", {})["cache_dit_dbcache"] = next(iter(table.values()))["s"] / steps
         out["matched"] = matched(res["step_cache_policies"], table)
         # a DBCache row that spends fewer calls than any of our policies counts against us
         out["newbie_matches_dbcache"] = all(
