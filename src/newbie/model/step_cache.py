@@ -41,8 +41,10 @@ class StepPolicy:
 
 
 # Chosen by bench/step_cache_policies.py on the demo model (CPU, 20 Euler steps, CFG 4): the plain first-block
-# test at 0.15 took 65 of 160 calls (2.5x fewer) at 52 dB; warm-up + a skip cap of 2 spent 72 calls for 45 dB
-# (the cap forces full calls late, where they buy little). See docs/benchmarks.md.
+# test at 0.15 ran 65 of 160 calls in full (76.9 call equivalents with the probe layer: 2.08x fewer) at 52.4 dB,
+# binding as without a cache; warm-up + a skip cap of 2 spent 72 for 45 dB, `last=1` 88.8 equivalents for 55.9
+# dB, first order 88.2 for 44.7 dB (34.5 dB at 2x). On a random-weight DiT first order wins (+15.6 dB at the
+# same calls), but random weights say nothing of a picture. See docs/benchmarks.md.
 AUTO = StepPolicy(threshold=0.15, name="auto")
 
 
