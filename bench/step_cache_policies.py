@@ -1,113 +1,99 @@
-"""Step cache policies on the demo model's trained trajectory: DiT calls, PSNR against no cache, binding.
+"""Step cache policies: DiT calls, PSNR against no cache, and binding on the demo model's trained trajectory;
+or (--random) calls and PSNR on a random-weight DiT's trajectory, the CPU twin of `newbie bench speed`'s.
 
-python bench/step_cache_policies.py [--seeds 2] [--scenes N] [--policies a,b] [--device cpu] [--out FILE]
+python bench/step_cache_policies.py [--scenes 4] [--seeds 1] [--policies a,b] [--out FILE]
+python bench/step_cache_policies.py --random [--layers 12] [--size 256] [--steps 28] [--out FILE]
 
-Each policy generates the held-out binding scenes of newbie.demo.evaluate with the same seeds; the full
-DiT calls are counted from the step caches (first layer always runs; a hit skips the rest), the PSNR is
-against the uncached images, the binding scores are newbie.demo.evaluate.score's.
+The policies are newbie.bench.step_cache_eval.POLICIES (the speed bench's table). Demo: the held-out binding
+scenes of newbie.demo.evaluate, same seeds for every policy, binding = newbie.demo.evaluate.score. Random: a
+NextDiT of the demo's width with `--layers` joint layers and default-initialised weights, random captions
+(cond 24 tokens, uncond 8), Euler with CFG 5 on every step, decoded through the demo model's VAE.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import newbie  # noqa: E402
-import newbie.pipeline.pipeline as pipeline_module  # noqa: E402
-from newbie.demo.evaluate import held_out_scenes, score  # noqa: E402
-from newbie.demo.world import xml_caption  # noqa: E402
-from newbie.model.step_cache import AUTO, StepPolicy  # noqa: E402
-
-POLICIES = {
-    "off": StepPolicy(0.0),  # never skips: counts the calls, same images as no cache
-    "first_block_0.05": 0.05,
-    "first_block_0.15": 0.15,
-    "first_block_0.3": 0.3,
-    "warmup_cap_0.15": StepPolicy(0.15, warmup=4, max_skips=2),
-    "warmup_cap_0.3": StepPolicy(0.3, warmup=4, max_skips=2),
-    "accumulated_0.3": StepPolicy(0.3, warmup=4, max_skips=2, accumulate=True),
-    "accumulated_0.5": StepPolicy(0.5, warmup=4, max_skips=3, accumulate=True),
-    "warmup_0.15": StepPolicy(0.15, warmup=2),
-    "accumulated_0.25": StepPolicy(0.25, accumulate=True),
-    "auto": AUTO,
-}
+from newbie.bench.speed_measure import psnr  # noqa: E402
+from newbie.bench.step_cache_eval import POLICIES, demo_binding, describe, trajectory_table  # noqa: E402
 
 
-def run(pipe, setting, scenes, seeds: int) -> tuple[torch.Tensor, int, int]:
-    """Images (N,3,H,W in [0,1]) and the (first-layer calls, full calls) over all branches."""
-    caches = []
-    real = pipeline_module.cfg_model
+def random_table(policies: dict, layers: int, size: int, steps: int) -> dict:
+    from dataclasses import replace
 
-    def catching(*args, **kwargs):
-        model, cs = real(*args, **kwargs)
-        caches.extend(c for c in cs if c is not None)
-        return model, cs
+    from newbie.bench.speed_peers import _trajectory
+    from newbie.model.dit import NextDiT
+    from newbie.model.step_cache import StepCache
+    from newbie.model.text import TextEmbeds
+    from newbie.sampling.guidance import split_pair, velocity_fn
 
-    pipeline_module.cfg_model = catching
-    pipe.step_cache = setting
-    try:
-        images = []
-        for scene in scenes:
-            gen = pipe.generate(xml_caption(scene), seed=0, batch=seeds)
-            images += [
-                torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255 for im in gen.images
-            ]
-    finally:
-        pipeline_module.cfg_model, pipe.step_cache = real, 0.0
-    calls = sum(c.calls for c in caches)
-    return torch.stack(images), calls, calls - sum(c.hits for c in caches)
+    pipe = newbie.load(None, device="cpu")  # the demo model's VAE decodes
+    torch.manual_seed(0)
+    cfg = replace(pipe.dit.cfg, n_layers=layers)
+    dit = NextDiT(cfg).eval()
+    g = torch.Generator().manual_seed(1)
 
+    def embeds(n):
+        return TextEmbeds(
+            torch.randn(1, n, cfg.cap_feat_dim, generator=g),
+            torch.ones(1, n, dtype=torch.bool),
+            torch.randn(1, cfg.clip_text_dim, generator=g),
+        )
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+    cond, unc = embeds(24), embeds(8)
+    x = torch.randn(1, cfg.in_channels, size // 8, size // 8, generator=g)
+    grid = (size // 16, size // 16)
+    rc = dit.rope(cond.cap_mask.sum(1), 24, *grid)
+    ru = dit.rope(unc.cap_mask.sum(1), 8, *grid)
+
+    def run(setting):
+        caches = [StepCache.of(setting), StepCache.of(setting)] if setting else [None, None]
+        pair = split_pair(velocity_fn(dit, cond, rc, caches[0]), velocity_fn(dit, unc, ru, caches[1]))
+        t0 = time.perf_counter()
+        z = _trajectory(pair, x, steps)
+        return z, time.perf_counter() - t0, [c for c in caches if c]
+
+    def decode(z):
+        return pipe.codec.decode(z)[0].float()
+
+    with torch.no_grad():
+        table = trajectory_table(run, decode, layers, 2 * steps, policies, psnr)
+    return {
+        "model": f"random NextDiT, dim {cfg.dim}, {layers} joint layers, {size}x{size}",
+        "policies": table,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--per-triple", type=int, default=1)
-    ap.add_argument("--scenes", type=int, default=0, help="only the first N held-out scenes (0 = all)")
+    ap.add_argument(
+        "--random", action="store_true", help="a random-weight DiT's trajectory instead of the demo"
+    )
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=28)
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--scenes", type=int, default=4, help="the first N held-out scenes")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--out")
     args = ap.parse_args()
-    pipe = newbie.load(args.model, device=args.device)
-    scenes = held_out_scenes(args.per_triple)[: args.scenes or None]
-    flat = [s for s in scenes for _ in range(args.seeds)]
-    ref = None
-    table = {}
-    for name in ["off"] + [n for n in args.policies.split(",") if n != "off"]:
-        t = time.perf_counter()
-        images, probes, full = run(pipe, POLICIES[name], scenes, args.seeds)
-        ref = images if ref is None else ref
-        binding = score(images, flat)
-        entry = {
-            "dit_calls": full,
-            "first_layer_calls": probes,
-            "psnr_db": psnr(images, ref),
-            "hair_accuracy": binding["hair_accuracy"],
-            "background_accuracy": binding["background_accuracy"],
-            "seconds": round(time.perf_counter() - t, 1),
-        }
-        table[name] = entry
-        print(name, json.dumps(entry), file=sys.stderr, flush=True)
-    out = {
-        "device": "2-core CPU, demo model",
-        "images": len(flat),
-        "hair_checks": score(ref, flat)["hair_checks"],
-        "step_cache_policies": table,
-    }
+    chosen = {n: POLICIES[n] for n in args.policies.split(",")}
+    torch.set_grad_enabled(False)
+    if args.random:
+        out = random_table(chosen, args.layers, args.size, args.steps)
+    else:
+        out = demo_binding(chosen, args.scenes, args.seeds)
+    out["settings"] = {n: describe(s) for n, s in chosen.items()}
+    out["device"] = "CPU"
     text = json.dumps(out, indent=1)
     if args.out:
         Path(args.out).write_text(text + "\n")

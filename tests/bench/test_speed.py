@@ -44,6 +44,23 @@ def test_targets_report_met_missed_and_absent():
     assert t["2048² step >= 80% of ceiling"]["met"] is True
     assert t["fp8 step <= 0.075 s"] == {"value": "not run: --no-fp8", "met": None}
     assert t["compile warm <= 5 s"]["met"] is None
+    t = speed._targets({"llm_tokens_per_s": 250.0, "cache_comparison": {"newbie_matches_dbcache": False}})
+    assert t["Gemma expansion >= 200 tokens/s"] == {"value": 250.0, "met": True}
+    assert t["step cache >= DBCache's PSNR at <= its calls"]["met"] is False
+
+
+def test_matched_takes_our_best_psnr_within_dbcache_calls():
+    from newbie.bench.speed_cache import matched
+
+    rows = {
+        "none": {"calls": 56.0, "psnr_db": None},
+        "first_block_0.1": {"calls": 20.0, "psnr_db": 44.0},
+        "first_block_0.05": {"calls": 30.0, "psnr_db": 53.0},
+        "auto": {"calls": 22.0, "psnr_db": 48.0},
+    }
+    m = matched(rows, {"a": {"calls": 22.5, "psnr_db": 47.5}, "b": {"calls": 10.0, "psnr_db": 40.0}})
+    assert m["a"]["newbie"] == "auto" and m["a"]["newbie_at_least_dbcache"] is True  # 0.05 spends more
+    assert m["b"]["newbie"] is None  # nothing of ours is that cheap
 
 
 def test_sections_skip_on_budget_record_errors_and_save(tmp_path):
@@ -116,13 +133,29 @@ def test_peer_and_cache_sections_run_on_a_tiny_model(tiny_pipeline, tmp_path):
     assert run.section("peers", 0, lambda: speed._diffusers_peers(S, res, run))
     assert res["peers"]["diffusers_eager"] > 0
     assert run.section("step_cache", 0, lambda: speed._cache_comparison(S, res, run, steps=4))
-    out = res["cache_comparison"]
-    assert out["newbie_uncached_s"] > 0
-    for th in (0.05, 0.1, "auto"):
-        assert out[f"newbie_step_cache_{th}"]["calls"] == 8
-        assert res[f"step_cache_{th}"]["psnr_vs_uncached"] > 0
+    from newbie.bench.step_cache_eval import POLICIES
+
+    rows = res["step_cache_policies"]
+    assert set(POLICIES) <= set(rows)  # every policy of the table on the trajectory
+    assert rows["none"]["calls"] == rows["none"]["full_calls"] == 8 and rows["none"]["psnr_db"] is None
+    for name in POLICIES:
+        row = rows[name]
+        assert row["of_calls"] == 8 and row["full_calls"] <= row["calls"] <= 8
+        assert name == "none" or row["psnr_db"] > 0
+        assert row["binding"] == "not measured" and row["setting"]
+    assert rows["first_block_0.05"]["setting"] == "--step-cache 0.05"
     dbcache = res["peers"]["cache_dit_dbcache"]
+    import importlib.util
+
     assert isinstance(dbcache, float) or dbcache.startswith("not run: cache-dit not installed")
+    assert isinstance(dbcache, float) == (importlib.util.find_spec("cache_dit") is not None)
+    if isinstance(dbcache, float):  # cache-dit there: its rows beside ours, on our weights, and the match
+        from newbie.bench.speed_cache import DBCACHE
+
+        out = res["cache_comparison"]
+        assert all(rows[n]["of_calls"] == 8 and rows[n]["psnr_db"] > 0 for n in DBCACHE)
+        assert out["diffusers_uncached_psnr_vs_newbie_db"] > 40  # the same model and start on both sides
+        assert set(out["matched"]) == set(DBCACHE)
 
 
 def test_step_and_first_call_timeline(tiny_pipeline):
@@ -144,3 +177,34 @@ def test_step_and_first_call_timeline(tiny_pipeline):
     summary = _summarise(rows)
     assert {s[0].split()[0] for s in summary} == {"layers", "noise_refiner", "context_refiner"}
     assert sum(s[1] for s in summary) == len(rows)
+
+
+def test_binding_rows_join_the_policy_table():
+    # the demo model's binding per policy, merged into step_cache_policies beside the trajectory's rows
+    from newbie.bench.speed_cache import binding
+
+    res = {"step_cache_policies": {"first_block_0.15": {"calls": 20.0, "binding": "not measured"}}}
+    binding(res, policies={"none": 0.0, "first_block_0.15": 0.15}, scenes=1)
+    rows = res["step_cache_policies"]
+    assert rows["first_block_0.15"]["calls"] == 20.0  # the trajectory's numbers stay
+    demo = rows["first_block_0.15"]["binding"]
+    assert demo["of_calls"] == rows["none"]["binding"]["of_calls"] == 40  # 20 Euler steps, two branches
+    assert demo["full_calls"] < 40 and 0 <= demo["hair"] <= 1 and demo["psnr_db"] > 20
+    assert rows["none"]["binding"]["psnr_db"] is None and res["step_cache_demo"]["images"] == 1
+
+
+def test_cache_dit_fp8_names_torchao_when_it_is_missing(tmp_path, monkeypatch):
+    # cache-dit quantizes to fp8 only through torchao: with cache-dit there and torchao not, the peer says so
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "torchao" else (object() if name == "cache_dit" else real(name, *a)),
+    )
+    res = {"peers": {}}
+    speed._late_peers({}, res, speed._Run(res, [tmp_path / "r.json"], budget_s=1e9))
+    assert "torchao" in res["peers"]["cache_dit_fp8_compiled"]
+    assert res["peers"]["cache_dit_fp8_compiled"].startswith("not run:")
+    assert res["peers"]["cache_dit_dbcache"].startswith("not run")  # every peer names why

@@ -4,11 +4,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from newbie.bench.speed_peers import lumina2_state_dict
 from newbie.config import DiTConfig
 from newbie.errors import CheckpointError
 from newbie.loading.dit import load_dit
 from newbie.model.dit import NextDiT
-from tests.model.test_dit_parity import official_to_diffusers
 
 BASE = DiTConfig()  # spec defaults: the tiny folder's config.json must override them
 
@@ -51,8 +51,8 @@ def test_diffusers_layout_and_prefixes_give_the_same_model(tiny_model_dir, tmp_p
     sd, cfg = _reference(tiny_model_dir)
     ref = load_dit(tiny_model_dir, BASE, torch.float32)
     dcfg = ref.cfg
-    diff = official_to_diffusers({k: v for k, v in sd.items() if k != "norm_final.weight"}, dcfg)
-    # official_to_diffusers skips the pooled path (the parity test feeds it); the Disty0 layout nests it
+    diff = lumina2_state_dict({k: v for k, v in sd.items() if k != "norm_final.weight"}, dcfg)
+    # lumina2_state_dict skips the pooled path (the parity test feeds it); the Disty0 layout nests it
     for k, v in sd.items():
         if k.startswith(("clip_text_pooled_proj.", "time_text_embed.")):
             diff["time_caption_embed." + k] = v

@@ -2,43 +2,9 @@
 
 import torch
 
+from newbie.bench.speed_peers import lumina2_state_dict
 from newbie.demo.tiny import tiny_dit_config
 from newbie.model.dit import NextDiT
-
-
-def official_to_diffusers(sd: dict, cfg) -> dict:
-    out = {}
-    q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    for k, v in sd.items():
-        n = k
-        if n.startswith(("clip_text_pooled_proj.", "time_text_embed.")):
-            continue  # diffusers Lumina2 has no pooled path; the test feeds our adaln into it
-        n = n.replace("cap_embedder.", "time_caption_embed.caption_embedder.")
-        n = n.replace("t_embedder.mlp.0.", "time_caption_embed.timestep_embedder.linear_1.")
-        n = n.replace("t_embedder.mlp.2.", "time_caption_embed.timestep_embedder.linear_2.")
-        n = n.replace("final_layer.adaLN_modulation.1.", "norm_out.linear_1.")
-        n = n.replace("final_layer.linear.", "norm_out.linear_2.")
-        if n.endswith("attention.qkv.weight"):
-            base = n[: -len("attention.qkv.weight")]
-            wq, wk, wv = v.split([q, kv, kv])
-            out[base + "attn.to_q.weight"], out[base + "attn.to_k.weight"], out[base + "attn.to_v.weight"] = (
-                wq,
-                wk,
-                wv,
-            )
-            continue
-        n = n.replace("attention.out.", "attn.to_out.0.").replace("attention.q_norm.", "attn.norm_q.")
-        n = n.replace("attention.k_norm.", "attn.norm_k.")
-        for i in (1, 2, 3):
-            n = n.replace(f"feed_forward.w{i}.", f"feed_forward.linear_{i}.")
-        n = n.replace("adaLN_modulation.1.", "norm1.linear.")
-        if n.startswith("context_refiner."):
-            n = n.replace("attention_norm1.", "norm1.")
-        else:
-            n = n.replace("attention_norm1.", "norm1.norm.")
-        n = n.replace("attention_norm2.", "norm2.")
-        out[n] = v
-    return out
 
 
 @torch.no_grad()
@@ -51,7 +17,7 @@ def test_matches_diffusers_lumina2():
     for p in ours.parameters():
         p.add_(0.05 * torch.randn_like(p))
     theirs = lumina2_like(cfg, sample_size=16).eval()
-    missing, unexpected = theirs.load_state_dict(official_to_diffusers(ours.state_dict(), cfg), strict=False)
+    missing, unexpected = theirs.load_state_dict(lumina2_state_dict(ours.state_dict(), cfg), strict=False)
     assert not unexpected and not missing
 
     g = torch.Generator().manual_seed(3)

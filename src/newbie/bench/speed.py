@@ -6,8 +6,10 @@ caption shorter, as with an empty negative) eager, compiled (fast block: measure
 w1|w3 GEMM), with CUDA graphs, and with fp8 compute; the compile cold and warm (a second process on the
 same on-disk cache); whole images with the official recipe (18 midpoint steps, CFG until t = 0.25, encode
 + decode included) in bf16 and fp8, and 28 Euler steps with CFG on every step; the VAE decode variants; a
-scaling table over image sizes; peers (diffusers eager and compiled, cache-dit fp8 + compile, cache-dit's
-DBCache against our step cache at matched PSNR on the same trajectory). Every section is timed against
+scaling table over image sizes; Gemma's decode speed for prompt expansion (`llm_tokens_per_s`, against its
+bandwidth bound); peers (diffusers eager and compiled, cache-dit fp8 + compile with its compile timed apart);
+every step cache policy and cache-dit's DBCache on one trajectory with the demo model's binding for each
+(`step_cache_policies`, newbie.bench.speed_cache). Every section is timed against
 `--budget-s` and stopped at its limit; one that no longer fits is recorded with the reason. The JSON
 (bench/results/speed-<device>-<date>.json, and $OUT when set) is rewritten after every section, so a run
 cut short still leaves its numbers.
@@ -18,6 +20,9 @@ import os
 from pathlib import Path
 
 import torch
+
+from newbie.bench.llm_tokens import llm_section
+from newbie.bench.speed_cache import cache_comparison as _cache_comparison
 
 # Scripts (bench/speed_diag.py, bench/compile_smoke.py), the startup bench and tests reach these through this
 # module: `x as x` keeps them here.
@@ -30,7 +35,7 @@ from newbie.bench.speed_measure import matmul_tflops as matmul_tflops
 from newbie.bench.speed_measure import psnr as psnr
 from newbie.bench.speed_measure import step_flops as step_flops
 from newbie.bench.speed_measure import step_flops_exact as step_flops_exact
-from newbie.bench.speed_peers import _cache_comparison, _cache_dit_fp8, _diffusers_compiled
+from newbie.bench.speed_peers import _cache_dit_fp8, _diffusers_compiled
 from newbie.bench.speed_peers import _diffusers_peers as _diffusers_peers
 from newbie.bench.speed_peers import _trajectory as _trajectory
 from newbie.bench.speed_peers import lumina2_like as lumina2_like
@@ -54,6 +59,7 @@ def add_parser(bench_sub) -> None:
 def run(args) -> int:
     if not torch.cuda.is_available():
         raise NewbieError("newbie bench speed needs a CUDA GPU")
+    from newbie.bench import speed_cache
     from newbie.bench import speed_sections as sec
     from newbie.model import fused
 
@@ -101,7 +107,12 @@ def run(args) -> int:
         res.setdefault("image_official_fp8_s", f"not run: {why}")
     R.section("sizes", 15, lambda: sec.sizes(b))
     R.section("peers", 8, lambda: sec.peers(b))
+    # Gemma prompt expansion's decoder on the loaded (random, Gemma3-4B-shaped) text encoder
+    if not R.section("llm", 15, lambda: llm_section(res, S["pipe"].text.gemma, "cuda"), limit_s=90):
+        why = res.get("skipped", {}).get("llm") or res.get("errors", {}).get("llm")
+        res.setdefault("llm_tokens_per_s", f"not run: {why}")
     R.section("step_cache", 12, lambda: _cache_comparison(S, res, R, args.steps))
+    R.section("step_cache_binding", 20, lambda: speed_cache.binding(res), limit_s=120)
     _late_peers(S, res, R)
     _finish(res, R)
     print(paths[0])
@@ -117,7 +128,13 @@ def _late_peers(S: dict, res: dict, R: _Run) -> None:
     if "cache_dit_fp8_compiled" not in res["peers"]:
         if importlib.util.find_spec("cache_dit") is None:
             res["peers"]["cache_dit_fp8_compiled"] = "not run: cache-dit is not installed"
-        elif not R.section("cache_dit_fp8", 25, lambda: _cache_dit_fp8(S, res, R), limit_s=90):
+        elif importlib.util.find_spec("torchao") is None:
+            res["peers"]["cache_dit_fp8_compiled"] = (
+                "not run: cache-dit's fp8 (float8_per_row) quantizes through torchao, which is not installed"
+            )
+        # inductor compiles cache-dit's fp8 graphs for minutes: a limit of its own, the compile timed apart
+        # (cache_dit_fp8_compile_s; 2026-12-07 stopped at 90 s inside inductor)
+        elif not R.section("cache_dit_fp8", 60, lambda: _cache_dit_fp8(S, res, R), limit_s=240):
             res["peers"].setdefault(
                 "cache_dit_fp8_compiled",
                 res.get("skipped", {}).get("cache_dit_fp8") or res["errors"]["cache_dit_fp8"],

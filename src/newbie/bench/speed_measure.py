@@ -178,6 +178,9 @@ TARGETS = {  # issue 15, H200
     "official image fp8 <= 2.3 s": ("image_official_fp8_s", lambda v: v <= 2.3),
     "compile cold <= 20 s": ("compile_cold_s", lambda v: v <= 20),
     "compile warm <= 5 s": ("compile_warm_s", lambda v: v <= 5),
+    # issue 26
+    "step cache >= DBCache's PSNR at <= its calls": (("cache_comparison", "newbie_matches_dbcache"), bool),
+    "Gemma expansion >= 200 tokens/s": ("llm_tokens_per_s", lambda v: v >= 200),
 }
 
 
@@ -209,6 +212,7 @@ def _print_table(res: dict) -> None:
         ("image official fp8 s", res.get("image_official_fp8_s")),
         ("newbie s/image (28 euler)", res.get("newbie_s_per_image")),
         ("peak GiB", res.get("peak_gib")),
+        ("Gemma decode tokens/s", res.get("llm_tokens_per_s")),
     ]
     for name, value in rows:
         print(f"{name:<34} {f'{value:.4f}' if isinstance(value, (int, float)) else '-'}")

@@ -1,5 +1,5 @@
 """The peers of `newbie bench speed`: diffusers' Lumina2 at our DiT's shapes (eager, regional compile,
-cache-dit fp8 + compile), and our first-block step cache against cache-dit's DBCache on one trajectory."""
+cache-dit fp8 + compile). The step cache against cache-dit's DBCache: newbie.bench.speed_cache."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from newbie.bench.speed_measure import _sync, _time, psnr
+from newbie.bench.speed_measure import _sync, _time
 
 
 def lumina2_like(cfg, sample_size: int = 128):
@@ -31,6 +31,43 @@ def lumina2_like(cfg, sample_size: int = 128):
         axes_lens=cfg.axes_lens,
         cap_feat_dim=cfg.cap_feat_dim,
     )
+
+
+def lumina2_state_dict(sd: dict, cfg) -> dict:
+    """Our (official) DiT state dict in diffusers' Lumina2 names (spec §1.3), the pooled-caption path left out:
+    Lumina2 has none, so its caller feeds our conditioning vector in its place."""
+    out = {}
+    q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    for k, v in sd.items():
+        n = k
+        if n.startswith(("clip_text_pooled_proj.", "time_text_embed.")):
+            continue
+        n = n.replace("cap_embedder.", "time_caption_embed.caption_embedder.")
+        n = n.replace("t_embedder.mlp.0.", "time_caption_embed.timestep_embedder.linear_1.")
+        n = n.replace("t_embedder.mlp.2.", "time_caption_embed.timestep_embedder.linear_2.")
+        n = n.replace("final_layer.adaLN_modulation.1.", "norm_out.linear_1.")
+        n = n.replace("final_layer.linear.", "norm_out.linear_2.")
+        if n.endswith("attention.qkv.weight"):
+            base = n[: -len("attention.qkv.weight")]
+            wq, wk, wv = v.split([q, kv, kv])
+            out[base + "attn.to_q.weight"], out[base + "attn.to_k.weight"], out[base + "attn.to_v.weight"] = (
+                wq,
+                wk,
+                wv,
+            )
+            continue
+        n = n.replace("attention.out.", "attn.to_out.0.").replace("attention.q_norm.", "attn.norm_q.")
+        n = n.replace("attention.k_norm.", "attn.norm_k.")
+        for i in (1, 2, 3):
+            n = n.replace(f"feed_forward.w{i}.", f"feed_forward.linear_{i}.")
+        n = n.replace("adaLN_modulation.1.", "norm1.linear.")
+        if n.startswith("context_refiner."):
+            n = n.replace("attention_norm1.", "norm1.")
+        else:
+            n = n.replace("attention_norm1.", "norm1.norm.")
+        n = n.replace("attention_norm2.", "norm2.")
+        out[n] = v
+    return out
 
 
 def _lumina2(dit):
@@ -136,151 +173,3 @@ def _trajectory(pair_fn, x: torch.Tensor, steps: int, cfg: float = 5.0) -> torch
         c, u = pair_fn(x, sig[i]).float().chunk(2)
         x = x + (sig[i + 1] - sig[i]) * (u + cfg * (c - u))
     return x
-
-
-def _cache_comparison(S, res, R, steps: int) -> None:
-    """Our first-block step cache and cache-dit's DBCache (F1B0: also the first block decides), each against
-    its own uncached run on the same trajectory (same noise, captions, Euler steps, CFG 5), image PSNR through
-    our VAE; the PSNR-matched pair is the one to compare."""
-    from newbie.model import fused
-
-    pipe, dit = S["pipe"], S["dit"]
-    fused.use_cuda_graphs(dit, False)  # the step cache syncs with the host: plain compiled forward
-
-    def decode(z):
-        return pipe.codec.decode(z)[0].permute(1, 2, 0).cpu()
-
-    out: dict = {"steps": steps, "cfg": 5.0, "sampler": "euler"}
-    res["cache_comparison"] = out
-
-    with torch.no_grad():
-        _ours_cached(S, res, R, steps, decode, out)
-        try:
-            # only whether they are there: _dbcache_cached imports them again
-            import cache_dit  # noqa: F401
-            from cache_dit import DBCacheConfig  # noqa: F401
-        except ImportError as e:
-            res.setdefault("peers", {})["cache_dit_dbcache"] = f"not run: cache-dit not installed ({e})"
-            return
-        if R.left() < 25:
-            res.setdefault("peers", {})["cache_dit_dbcache"] = "not run: device budget"
-            return
-        _dbcache_cached(S, res, R, steps, decode, out)
-        torch.cuda.empty_cache()
-
-
-def _ours_cached(S, res, R, steps: int, decode, out: dict) -> None:
-    """Our step cache at thresholds 0.05 and 0.1 and --step-cache auto's policy against our uncached trajectory."""
-    from newbie.model.step_cache import AUTO, StepCache
-    from newbie.sampling.guidance import split_pair, velocity_fn
-
-    dit, cond, unc, grid, x = (S[k] for k in ("dit", "cond", "unc", "grid", "x"))
-    rc = dit.rope(cond.cap_mask.sum(1), cond.cap_feats.shape[1], grid, grid)
-    ru = dit.rope(unc.cap_mask.sum(1), unc.cap_feats.shape[1], grid, grid)
-
-    def ours(threshold):
-        setting = AUTO if threshold == "auto" else threshold
-        caches = [StepCache.of(setting), StepCache.of(setting)] if setting else [None, None]
-        pair = split_pair(velocity_fn(dit, cond, rc, caches[0]), velocity_fn(dit, unc, ru, caches[1]))
-        _sync(x.device)
-        t0 = time.perf_counter()
-        z = _trajectory(pair, x, steps)
-        _sync(x.device)
-        hits = sum(c.hits for c in caches if c)
-        return z, time.perf_counter() - t0, hits
-
-    z_ref, t_ref, _ = ours(0.0)
-    img_ref = decode(z_ref)
-    out["newbie_uncached_s"] = t_ref
-    for th in (0.05, 0.1, "auto"):  # auto: --step-cache auto's policy (model/step_cache.py)
-        z, secs, hits = ours(th)
-        entry = {
-            "s": secs,
-            "speedup": t_ref / secs,
-            "psnr": psnr(decode(z), img_ref),
-            "reused_calls": hits,
-            "calls": 2 * steps,
-        }
-        out[f"newbie_step_cache_{th}"] = entry
-        res[f"step_cache_{th}"] = {
-            "s_per_trajectory": secs,
-            "speedup": entry["speedup"],
-            "psnr_vs_uncached": entry["psnr"],
-            "reused_calls": hits,
-            "calls": 2 * steps,
-        }
-        R.save()
-
-
-def _dbcache_cached(S, res, R, steps: int, decode, out: dict) -> None:
-    """cache-dit's DBCache on diffusers' Lumina2 against its uncached trajectory, matched by PSNR to ours."""
-    import cache_dit
-    from cache_dit import DBCacheConfig
-
-    x = S["x"]
-    # eager: cache-dit's hooks go on before any compile
-    model = S["lumina2"] if S.get("lumina2") is not None else _lumina2(S["dit"])
-    caps, mask, _ = _diffusers_inputs(S)
-
-    def pair_fn(z, sigma):
-        t = torch.full((2,), 1.0 - sigma, device=z.device, dtype=caps.dtype)
-        return -model(z.repeat(2, 1, 1, 1).to(caps.dtype), t, caps, mask, return_dict=False)[0]
-
-    def theirs(threshold):
-        if threshold:
-            cache_dit.enable_cache(
-                model,
-                cache_config=DBCacheConfig(
-                    Fn_compute_blocks=1,
-                    Bn_compute_blocks=0,
-                    residual_diff_threshold=threshold,
-                    max_warmup_steps=2,
-                    num_inference_steps=steps,
-                    enable_separate_cfg=False,
-                ),
-            )
-        _sync(x.device)
-        t0 = time.perf_counter()
-        z = _trajectory(pair_fn, x, steps)
-        _sync(x.device)
-        secs = time.perf_counter() - t0
-        cached = None
-        if threshold:
-            stats = cache_dit.summary(model)
-            cached = len(stats[0].cached_steps) if stats else None
-            cache_dit.disable_cache(model)
-        return z, secs, cached
-
-    z_ref, t_ref, _ = theirs(0.0)
-    img_ref = decode(z_ref)
-    out["diffusers_eager_uncached_s"] = t_ref
-    best = None
-    for th in (0.1,):  # the same threshold as ours: both measure the first block's relative L1 change
-        if R.left() < t_ref + 8:
-            res.setdefault("peers", {})["cache_dit_dbcache"] = "not run: device budget"
-            break
-        z, secs, cached = theirs(th)
-        entry = {
-            "s": secs,
-            "speedup": t_ref / secs,
-            "psnr": psnr(decode(z), img_ref),
-            "cached_steps": cached,
-        }
-        out[f"cache_dit_dbcache_{th}"] = entry
-        ours_match = min(
-            (v for k, v in out.items() if k.startswith("newbie_step_cache_")),
-            key=lambda v: abs(v["psnr"] - entry["psnr"]),
-        )
-        if best is None or abs(ours_match["psnr"] - entry["psnr"]) < best[0]:
-            best = (abs(ours_match["psnr"] - entry["psnr"]), th, entry, ours_match)
-        R.save()
-    if best:
-        _, th, entry, mine = best
-        out["matched"] = {
-            "cache_dit_threshold": th,
-            "cache_dit_speedup": entry["speedup"],
-            "cache_dit_psnr": entry["psnr"],
-            "newbie_speedup": mine["speedup"],
-            "newbie_psnr": mine["psnr"],
-        }
-        res.setdefault("peers", {})["cache_dit_dbcache"] = entry["s"] / steps

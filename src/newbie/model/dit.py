@@ -290,6 +290,8 @@ class NextDiT(nn.Module):
         joint_mask = None
         if cap_mask is not None:
             joint_mask = torch.cat([cap_mask, cap_mask.new_ones(b, img.shape[1])], dim=1)
+        if cache is not None:
+            cache.now = t  # the time a first-order step cache extrapolates in
         joint = self.joint(torch.cat([cap, img], dim=1), rope, joint_mask, adaln, cache)
         return self.unpatchify(self.final_layer(joint[:, n_cap:], adaln), h, w)
 
@@ -335,14 +337,19 @@ class NextDiT(nn.Module):
         first = self.layers[0](joint, rope, mask, adaln)
         first_residual = first - joint
         cache.calls += 1
+        # the last `cache.last` layers run on every call: they correct the reused middle (DBCache's Bn)
+        tail = len(self.layers) - min(cache.last, len(self.layers) - 1)
         shard = rope.shard  # sequence parallel: every rank must take the same branch
         if cache.usable(first_residual) if shard is None else shard.cache_usable(cache, first_residual):
             cache.hits += 1
-            return first + cache.rest
-        out = first
-        for block in self.layers[1:]:
+            out = first + cache.reused()
+        else:
+            out = first
+            for block in self.layers[1:tail]:
+                out = block(out, rope, mask, adaln)
+            cache.store(first_residual, out - first)
+        for block in self.layers[tail:]:
             out = block(out, rope, mask, adaln)
-        cache.store(first_residual, out - first)
         return out
 
 

@@ -9,7 +9,13 @@ from it whether the other layers run or their last residual is added instead:
   the sum grows with every skipped step, so a slow drift forces a full step where the plain test would not.
 Both take a warm-up of full calls (the first steps lay down the composition and change fastest; a reused
 residual there shows in the final image) and a cap on consecutive skips (the reused residual goes stale
-whatever the probe says). `auto` is the setting measured best on the demo model (bench/step_cache_policies.py).
+whatever the probe says). Two refinements after cache-dit's DBCache and TaylorSeer:
+- `last` (DBCache's Bn): the last joint layers run on every call, also a skipped one, so only the middle's
+  residual is reused and the last layers correct it from this step's own first-layer output.
+- `order=1` (TaylorSeer, first order): the reused residual is extrapolated linearly from the last two full
+  calls, in the model's time (the DiT sets `now`; call counts without it), instead of held constant since
+  the last one. In time, not calls: a shifted schedule's steps are far from evenly spaced.
+`auto` is the setting measured best on the demo model (bench/step_cache_policies.py).
 One cache per CFG branch and per request; off by default (it trades exactness for speed).
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import torch
 from torch import Tensor
 
 
@@ -28,12 +35,16 @@ class StepPolicy:
     warmup: int = 0
     max_skips: int = 0
     accumulate: bool = False
+    last: int = 0  # joint layers at the end that run on every call (0: a hit skips all but the first)
+    order: int = 0  # 1: extrapolate the reused residual from the last two full calls; 0: reuse it as is
     name: str = ""
 
 
 # Chosen by bench/step_cache_policies.py on the demo model (CPU, 20 Euler steps, CFG 4): the plain first-block
-# test at 0.15 took 65 of 160 calls (2.5x fewer) at 52 dB; warm-up + a skip cap of 2 spent 72 calls for 45 dB
-# (the cap forces full calls late, where they buy little). See docs/benchmarks.md.
+# test at 0.15 ran 65 of 160 calls in full (76.9 call equivalents with the probe layer: 2.08x fewer) at 52.4 dB,
+# binding as without a cache; warm-up + a skip cap of 2 spent 72 for 45 dB, `last=1` 88.8 equivalents for 55.9
+# dB, first order 88.2 for 44.7 dB (34.5 dB at 2x). On a random-weight DiT first order wins (+15.6 dB at the
+# same calls), but random weights say nothing of a picture. See docs/benchmarks.md.
 AUTO = StepPolicy(threshold=0.15, name="auto")
 
 
@@ -60,10 +71,15 @@ class StepCache:
     warmup: int = 0
     max_skips: int = 0
     accumulate: bool = False
+    last: int = 0
+    order: int = 0
     prev_first: Tensor | None = None  # first-layer residual at the last fully computed step
     rest: Tensor | None = None  # (output of the last layer) - (output of the first layer) at that step
     last_first: Tensor | None = None  # first-layer residual at the previous call (accumulate only)
     drift: float = 0.0  # accumulated change since the last full step (accumulate only)
+    older: Tensor | None = None  # `rest` of the full call before (order 1 only)
+    rest_at: tuple[Tensor, Tensor] | None = None  # the times of `older` and `rest`
+    now: Tensor | None = None  # (B,) model time of this call, set by the DiT (order 1 only)
     in_row: int = 0  # consecutive skipped calls
     calls: int = 0
     hits: int = 0
@@ -103,5 +119,27 @@ class StepCache:
 
     def store(self, first_residual: Tensor, rest: Tensor) -> None:
         """After a full call: the new reference and the deep layers' residual to reuse."""
+        if self.order:
+            at = self._clock()
+            if self.rest is not None and self.rest.shape == rest.shape:
+                self.older, self.rest_at = self.rest, (self.rest_at[1], at)
+            else:
+                self.older, self.rest_at = None, (at, at)
         self.prev_first, self.rest = first_residual, rest
         self.drift, self.in_row = 0.0, 0
+
+    def _clock(self) -> Tensor:
+        # a tensor, so that extrapolating costs no host sync; per sample, to broadcast over (B, N, D)
+        if self.now is None:
+            return torch.tensor(float(self.calls))
+        return self.now.detach().float().reshape(-1, 1, 1)
+
+    def reused(self) -> Tensor:
+        """The residual a skipped call adds: the last full call's, or its linear extrapolation to this call
+        (first-order TaylorSeer: the residual's rate of change between the last two full calls)."""
+        if self.older is None:
+            return self.rest
+        (a, b), k = self.rest_at, self._clock()
+        gap = b - a
+        rate = torch.where(gap.abs() > 1e-9, (k - b) / torch.where(gap == 0, 1.0, gap), 0.0)
+        return self.rest + (self.rest - self.older) * rate.to(self.rest.device, self.rest.dtype)

@@ -196,6 +196,8 @@ class ShardedForward:
         cos = torch.cat([cap_rope.cos, img_rope.cos], dim=1)
         joint_rope = Rope(cos, torch.cat([cap_rope.sin, img_rope.sin], dim=1), joint_shard)
         mask = sp.joint_mask(cap_mask, cap_shard, img_shard)
+        if cache is not None:
+            cache.now = t  # as NextDiT.forward: the time a first-order step cache extrapolates in
         joint = dit.joint(torch.cat([cap, img], dim=1), joint_rope, mask, adaln, cache)
         out = dit.final_layer(joint[:, c1 - c0 :], adaln)
         return dit.unpatchify(img_shard.gather(out), h, w)
