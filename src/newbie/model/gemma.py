@@ -160,9 +160,14 @@ class RotaryEmbedding(nn.Module):
             inv = 1.0 / (p["rope_theta"] ** exps)
             self.inv_freq[t] = inv / p["factor"] if p["rope_type"] == "linear" else inv
 
+        self.moved: dict[tuple[str, torch.device], Tensor] = {}  # the frequencies copied to each device once
+
     def forward(self, x: Tensor, position_ids: Tensor, layer_type: str) -> tuple[Tensor, Tensor]:
         """position_ids (B, T) -> cos, sin (B, T, head_dim) in x's dtype."""
-        inv = self.inv_freq[layer_type].to(x.device)
+        key = (layer_type, x.device)
+        if key not in self.moved:
+            self.moved[key] = self.inv_freq[layer_type].to(x.device)
+        inv = self.moved[key]
         freqs = position_ids[..., None].float() * inv
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
