@@ -320,3 +320,21 @@ class Gemma(nn.Module):
         for layer in self.layers[: len(self.layers) if n_layers is None else n_layers]:
             h = layer(h, rope[layer.layer_type], masks[layer.layer_type])
         return self.norm(h) if n_layers is None else h
+
+
+@torch.no_grad()
+def init_weights(model: Gemma, std: float = 0.02) -> Gemma:
+    """Random weights as transformers initialises Gemma3 (same draws in the same order, after the module
+    constructors' own): the tiny test and benchmark checkpoints keep the bits they had."""
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            m.weight.normal_(0.0, std)
+            if m.padding_idx is not None:
+                m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.Linear):
+            m.weight.normal_(0.0, std)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, RMSNorm):
+            m.weight.zero_()  # the norm scales by 1 + w
+    return model
