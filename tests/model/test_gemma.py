@@ -207,3 +207,25 @@ print("ok")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_a_folder_we_write_is_read_by_transformers_as_the_same_model(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, Gemma3TextModel
+
+    from newbie.demo.tiny import word_tokenizer
+    from newbie.loading.writer import GEMMA_SAVE_PREFIX, save_gemma
+
+    ours = ours_from(hf_model(seed=4))
+    save_gemma(tmp_path, ours, word_tokenizer(["a", "b"], "gemma"))
+    cfg = AutoConfig.from_pretrained(str(tmp_path)).text_config
+    cfg._attn_implementation = "sdpa"
+    theirs = Gemma3TextModel(cfg).eval()
+    sd = load_file(str(tmp_path / "model.safetensors"))
+    theirs.load_state_dict({k.removeprefix(GEMMA_SAVE_PREFIX): v for k, v in sd.items()}, strict=True)
+    ids, mask = batch([10, 6], 10)
+    with torch.no_grad():
+        ref = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = ours(input_ids=ids, attention_mask=mask)
+    assert cfg.layer_types == TYPES and cfg.query_pre_attn_scalar == 6
+    torch.testing.assert_close(got[mask.bool()], ref[mask.bool()], rtol=0, atol=0)
