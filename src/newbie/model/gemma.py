@@ -101,8 +101,8 @@ def _rope_parameters(raw: dict, where: str) -> dict[str, dict]:
     else:
         full = {"rope_type": "default", **(raw.get("rope_scaling") or {})}
         params = {SLIDING: {"rope_type": "default"}, FULL: full}
-    params[FULL].setdefault("rope_theta", raw.get("rope_theta", 1_000_000.0))
-    params[SLIDING].setdefault("rope_theta", raw.get("rope_local_base_freq", 10_000.0))
+    params[FULL].setdefault("rope_theta", raw.get("rope_theta") or 1_000_000.0)
+    params[SLIDING].setdefault("rope_theta", raw.get("rope_local_base_freq") or 10_000.0)
     for t, p in params.items():
         p["rope_type"] = p.pop("type", None) or p.get("rope_type") or "default"
         if p["rope_type"] not in ROPE_TYPES:
