@@ -229,3 +229,26 @@ def test_a_folder_we_write_is_read_by_transformers_as_the_same_model(tmp_path):
         got = ours(input_ids=ids, attention_mask=mask)
     assert cfg.layer_types == TYPES and cfg.query_pre_attn_scalar == 6
     torch.testing.assert_close(got[mask.bool()], ref[mask.bool()], rtol=0, atol=0)
+
+
+def test_the_demo_models_gemma_gives_transformers_bits():
+    """The shipped demo model's text encoder, loaded by us and by transformers: the same cap_feats, padding
+    included, so the demo image does not change."""
+    from transformers import AutoConfig, Gemma3TextModel
+
+    from newbie.demo.model import PACKAGED
+    from newbie.loading.text import build_gemma, read_gemma
+
+    folder = PACKAGED / "text_encoder"
+    read = read_gemma(folder, torch.float32)
+    cfg = AutoConfig.from_pretrained(str(folder)).text_config
+    cfg._attn_implementation = "sdpa"
+    theirs = Gemma3TextModel(cfg).eval()
+    theirs.load_state_dict(read[2], strict=True)
+    ours = build_gemma(folder, read)
+    ids, mask = batch([40, 1, 17], 40)
+    ids = ids % cfg.vocab_size
+    with torch.no_grad():
+        ref = theirs(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
+        got = ours(input_ids=ids, attention_mask=mask, n_layers=hidden_state_layers(-2, len(ours.layers)))
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
