@@ -93,6 +93,12 @@ def test_every_hidden_state_is_transformers_bit_for_bit_in_fp32(case):
                 torch.testing.assert_close(got, ref[index], rtol=0, atol=0)
 
 
+def test_hidden_state_indices_count_layers_as_transformers_does():
+    assert [hidden_state_layers(i, 3) for i in (-4, -3, -2, -1, 0, 2, 3)] == [0, 1, 2, None, 0, 2, None]
+    with pytest.raises(ValueError, match="hidden state -5 of a 3-layer Gemma"):
+        hidden_state_layers(-5, 3)
+
+
 def test_bf16_matches_transformers_and_embeds_in_place_of_ids():
     hf = hf_model(torch.bfloat16, seed=3)
     ours = ours_from(hf)

@@ -115,6 +115,8 @@ def _rope_parameters(raw: dict, where: str) -> dict[str, dict]:
 def hidden_state_layers(index: int, n_layers: int) -> int | None:
     """transformers' hidden_states[index] as a layer count for Gemma.forward: entry i < n_layers is the
     input of layer i (i layers run), the last one the final-normed output (None)."""
+    if not -(n_layers + 1) <= index <= n_layers:
+        raise ValueError(f"hidden state {index} of a {n_layers}-layer Gemma does not exist")
     i = index % (n_layers + 1)
     return None if i == n_layers else i
 
