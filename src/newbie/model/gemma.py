@@ -136,8 +136,8 @@ class RMSNorm(nn.Module):
 
 
 class ScaledEmbedding(nn.Embedding):
-    """Token embeddings times sqrt(hidden), the factor rounded to the weight dtype first (55.4256 -> 55.5 in
-    bf16 at width 3072), as Gemma was trained."""
+    """Token embeddings times sqrt(hidden), the factor rounded to the weight dtype first (sqrt(2560) = 50.596
+    -> 50.5 in bf16), as transformers does."""
 
     def __init__(self, vocab: int, dim: int, padding_idx: int | None):
         super().__init__(vocab, dim, padding_idx)
@@ -161,7 +161,6 @@ class RotaryEmbedding(nn.Module):
             exps = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim
             inv = 1.0 / (p["rope_theta"] ** exps)
             self.inv_freq[t] = inv / p["factor"] if p["rope_type"] == "linear" else inv
-
         self.moved: dict[tuple[str, torch.device], Tensor] = {}  # the frequencies copied to each device once
 
     def forward(self, x: Tensor, position_ids: Tensor, layer_type: str) -> tuple[Tensor, Tensor]:
