@@ -178,8 +178,8 @@ def test_bad_configs_are_one_line_errors(change, message):
 
 
 def test_loading_and_encoding_a_gemma_imports_no_transformers(tmp_path):
-    """read_gemma + build_gemma on a checkpoint written with safetensors alone, then an encode, in a fresh
-    process: transformers (and diffusers) stay out of sys.modules."""
+    """read_gemma + build_gemma on a checkpoint written with safetensors alone, then an encode and a few
+    decoded tokens, in a fresh process: transformers, diffusers and accelerate stay out of sys.modules."""
     from safetensors.torch import save_file
 
     hf = hf_model()
@@ -206,6 +206,9 @@ with torch.no_grad():
     out = gemma(input_ids=io["ids"], attention_mask=io["mask"], n_layers=hidden_state_layers(-2, len(gemma.layers)))
 valid = io["mask"].bool()
 assert torch.equal(out[valid], io["ref"][valid])
+from newbie.prompts.llm_model import make_decoder
+dec = make_decoder(gemma, 16, torch.device("cpu"))
+assert dec.prefill([2, 5, 6]).shape == (60,) and dec.step(7).isfinite().all()
 bad = [m for m in ("transformers", "diffusers", "accelerate") if m in sys.modules]
 assert not bad, bad
 print("ok")
