@@ -197,12 +197,16 @@ class KVSlot:
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
     """Causal GQA attention as transformers' SDPA path runs it: no mask -> is_causal with shared KV heads;
-    a boolean mask -> KV heads expanded (masked GQA would fall back to SDPA's slow math kernel on CUDA)."""
+    a boolean mask -> KV heads expanded (masked GQA would fall back to SDPA's slow math kernel on CUDA);
+    one query (a decode step) -> each KV head's query heads attend as its rows, with no KV copy."""
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1, scale=scale, enable_gqa=True)
-    rep = q.shape[1] // k.shape[1]
+    b, h, n, d = k.shape
+    rep = q.shape[1] // h
+    if rep > 1 and q.shape[2] == 1:
+        o = F.scaled_dot_product_attention(q.reshape(b, h, rep, d), k, v, attn_mask=mask, scale=scale)
+        return o.reshape(b, h * rep, 1, d)
     if rep > 1:
-        b, h, n, d = k.shape
         k = k[:, :, None].expand(b, h, rep, n, d).reshape(b, h * rep, n, d)
         v = v[:, :, None].expand(b, h, rep, n, d).reshape(b, h * rep, n, d)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
