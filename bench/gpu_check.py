@@ -42,13 +42,14 @@ def flux_vae():
 
 
 def write_full_size(root: Path) -> dict:
-    from transformers import Gemma3TextModel, JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
+    from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
 
     from newbie.config import DiTConfig
     from newbie.demo.tiny import word_tokenizer
     from newbie.demo.vocab import toy_words
     from newbie.loading import writer
     from newbie.model.dit import NextDiT
+    from newbie.model.gemma import Gemma, init_weights
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
@@ -60,9 +61,8 @@ def write_full_size(root: Path) -> dict:
     n_dit = sum(p.numel() for p in dit.parameters())
     del dit
     cfg = gemma3_4b_text_config()
-    cfg._attn_implementation = "sdpa"
     with torch.device("cuda"):
-        gemma = Gemma3TextModel(cfg).to(torch.bfloat16)
+        gemma = init_weights(Gemma(cfg)).to(torch.bfloat16)
     writer.save_gemma(root / "text_encoder", gemma, word_tokenizer(words, "gemma"))
     n_gemma = sum(p.numel() for p in gemma.parameters())
     del gemma

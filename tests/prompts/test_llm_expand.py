@@ -12,14 +12,13 @@ from newbie.prompts import CHARACTER_FIELDS, expand, parse, to_xml
 from newbie.prompts.llm import (
     SYSTEM_PROMPT,
     TAG_FIELD_TOKENS,
-    ReferenceDecoder,
-    StaticDecoder,
     chat_text,
     examples,
     expand_llm,
     expand_with_pipeline,
     lm_logits,
     load_gemma_only,
+    make_decoder,
     vocab_of,
 )
 
@@ -132,16 +131,37 @@ def test_token_budget_closes_open_tags_and_keeps_the_users_caption(demo_gemma):
         assert "budget" in out.note
 
 
-def test_static_decoder_matches_the_transformers_forward_greedily(demo_gemma):
+class FullForwardDecoder:
+    """No cache: the whole sequence through the model's own forward at every token."""
+
+    graph, graph_error = None, ""
+
+    def __init__(self, gemma):
+        self.gemma, self.ids = gemma, []
+
+    def prefill(self, ids):
+        self.ids = list(ids)
+        return lm_logits(self.gemma, self.gemma(input_ids=torch.tensor([self.ids]))[0, -1])
+
+    def step(self, token):
+        return self.prefill(self.ids + [token])
+
+
+def test_static_decoder_writes_what_full_forwards_write_greedily(monkeypatch, demo_gemma):
+    from newbie.prompts import llm
+
     gemma, tok = demo_gemma
-    a = expand_llm(INPUTS[1], gemma, tok, max_new_tokens=30, decoder="static")
-    b = expand_llm(INPUTS[1], gemma, tok, max_new_tokens=30, decoder="reference")
-    assert a.stats.decoder == "StaticDecoder" and b.stats.decoder == "ReferenceDecoder"
+    a = expand_llm(INPUTS[1], gemma, tok, max_new_tokens=30)
+    assert a.stats.decoder == "StaticDecoder"
+    monkeypatch.setattr(llm, "make_decoder", lambda *a, **k: FullForwardDecoder(gemma))
+    b = expand_llm(INPUTS[1], gemma, tok, max_new_tokens=30)
     assert a.raw == b.raw
 
 
-def test_static_decoder_logits_equal_a_full_forward_with_sliding_window_and_softcap():
+def test_static_decoder_logits_equal_transformers_full_forward_with_sliding_window_and_softcap():
     from transformers import Gemma3TextConfig, Gemma3TextModel
+
+    from newbie.model.gemma import Gemma, GemmaConfig
 
     torch.manual_seed(0)
     cfg = Gemma3TextConfig(
@@ -165,18 +185,18 @@ def test_static_decoder_logits_equal_a_full_forward_with_sliding_window_and_soft
         eos_token_id=1,
     )
     cfg._attn_implementation = "sdpa"
-    model = Gemma3TextModel(cfg).eval()
+    reference = Gemma3TextModel(cfg).eval()  # transformers: the reference, in tests only
     with torch.no_grad():
-        for p in model.parameters():  # RMSNorm weights start at 0: give every weight a value
+        for p in reference.parameters():  # RMSNorm weights start at 0: give every weight a value
             p.normal_(0, 0.3)
+        model = Gemma(GemmaConfig.from_dict(cfg.to_dict())).eval()
+        model.load_state_dict(reference.state_dict())
         ids = torch.randint(3, 50, (1, 12))
-        hidden = model(input_ids=ids).last_hidden_state[0]
+        hidden = reference(input_ids=ids).last_hidden_state[0]
         full = torch.stack([lm_logits(model, h) for h in hidden])
         assert full.abs().max() <= 3.0  # softcapped
-        for dec in (
-            StaticDecoder(model, 16, torch.device("cpu")),
-            ReferenceDecoder(model, torch.device("cpu")),
-        ):
+        for kind in ("auto", "eager"):
+            dec = make_decoder(model, 16, torch.device("cpu"), kind)
             got = [dec.prefill(ids[0, :5].tolist())] + [dec.step(int(t)) for t in ids[0, 5:]]
             torch.testing.assert_close(torch.stack(got), full[4:], atol=1e-4, rtol=1e-4)
 
@@ -272,17 +292,23 @@ def test_cli_expand_llm_bad_dtype_is_exit_2(capsys):
     assert (code, out) == (2, "") and err.startswith("error: unknown dtype 'fp7'") and err.count("\n") == 1
 
 
-def test_auto_decoder_falls_back_to_the_transformers_forward_when_layers_live_elsewhere(demo_gemma):
+def test_every_token_goes_through_each_layers_forward_so_streaming_hooks_fire(demo_gemma):
     import copy
-
-    from newbie.prompts.llm import make_decoder
 
     gemma, _ = demo_gemma
     cpu = torch.device("cpu")
-    assert isinstance(make_decoder(gemma, 64, cpu), StaticDecoder)
+    seen = []
+    hook = gemma.layers[1].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    try:
+        dec = make_decoder(gemma, 64, cpu)
+        dec.prefill([2, 5, 6])
+        dec.step(7)
+    finally:
+        hook.remove()
+    assert seen == [3, 1] and dec.resident
     streamed = copy.deepcopy(gemma)
     streamed.layers[1].to("meta")  # as a memory plan's streamed block sits in pinned CPU memory between uses
-    assert isinstance(make_decoder(streamed, 64, cpu), ReferenceDecoder)
+    assert not make_decoder(streamed, 64, cpu).resident  # no CUDA graph over weights that move
     with pytest.raises(NewbieError, match="unknown decoder"):
         make_decoder(gemma, 64, cpu, "fast")
 

@@ -65,9 +65,8 @@ def stream_save(tensors: dict[str, torch.Tensor], filename, metadata: dict[str, 
 def gemma3_4b_text_config():
     """Spec §3.1: the Gemma3-4B text model's widths, with the structure the ComfyUI loader also uses (bench/gpu_check.py
     and the startup bench build from this one list)."""
-    from transformers import Gemma3TextConfig
-
     from newbie.loading.comfy import gemma3_4b_fields
+    from newbie.model.gemma import GemmaConfig
 
     fields = gemma3_4b_fields(
         vocab_size=262208,
@@ -78,7 +77,7 @@ def gemma3_4b_text_config():
         num_key_value_heads=4,
         head_dim=256,
     )
-    return Gemma3TextConfig(**fields)
+    return GemmaConfig.from_dict(fields)
 
 
 def _detached(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,21 +101,21 @@ def save_components(root: Path, dit, gemma, gemma_tok, jina, jina_tok, vae) -> N
 def full_size_components(device: str):
     """Every model at the real shapes with random weights, the big ones built on `device` in bf16."""
     from diffusers import AutoencoderKL
-    from transformers import Gemma3TextModel, JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
+    from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
 
     from newbie.config import DiTConfig
     from newbie.demo.tiny import word_tokenizer
     from newbie.demo.vocab import toy_words
     from newbie.loading.comfy import FLUX_VAE_CONFIG
     from newbie.model.dit import NextDiT
+    from newbie.model.gemma import Gemma, init_weights
 
     torch.manual_seed(0)
     words = toy_words() + [f"tag{i}" for i in range(2000)]
     cfg = gemma3_4b_text_config()
-    cfg._attn_implementation = "sdpa"
     with torch.device(device):
         dit = NextDiT(DiTConfig()).to(torch.bfloat16)
-        gemma = Gemma3TextModel(cfg).to(torch.bfloat16)
+        gemma = init_weights(Gemma(cfg)).to(torch.bfloat16)
         jina = JinaEmbeddingsV3Model(JinaEmbeddingsV3Config(), add_pooling_layer=False).to(torch.bfloat16)
     vae = AutoencoderKL.from_config(json.loads(FLUX_VAE_CONFIG.read_text()))
     return dit, gemma, word_tokenizer(words, "gemma"), jina, word_tokenizer(words, "jina"), vae

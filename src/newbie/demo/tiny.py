@@ -76,29 +76,27 @@ def tiny_dit_config(sizes: TinySizes = TinySizes(), **changes) -> DiTConfig:
 
 
 def tiny_gemma(vocab_size: int, sizes: TinySizes, seed: int):
-    from newbie.quiet_imports import import_model_libraries
-
-    import_model_libraries()
-    from transformers import Gemma3TextConfig, Gemma3TextModel
+    from newbie.model.gemma import Gemma, GemmaConfig, init_weights
 
     torch.manual_seed(seed)
-    cfg = Gemma3TextConfig(
-        vocab_size=vocab_size,
-        hidden_size=sizes.gemma_hidden,
-        intermediate_size=2 * sizes.gemma_hidden,
-        num_hidden_layers=sizes.gemma_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        sliding_window=64,
-        max_position_embeddings=1024,
-        query_pre_attn_scalar=16,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=1,
+    cfg = GemmaConfig.from_dict(
+        dict(
+            vocab_size=vocab_size,
+            hidden_size=sizes.gemma_hidden,
+            intermediate_size=2 * sizes.gemma_hidden,
+            num_hidden_layers=sizes.gemma_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            sliding_window=64,
+            max_position_embeddings=1024,
+            query_pre_attn_scalar=16,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=1,
+        )
     )
-    cfg._attn_implementation = "sdpa"
-    return Gemma3TextModel(cfg).eval()
+    return init_weights(Gemma(cfg)).eval()
 
 
 def tiny_jina(vocab_size: int, sizes: TinySizes, seed: int):
@@ -145,6 +143,9 @@ def tiny_vae(sizes: TinySizes, seed: int):
 
 
 def tiny_components(seed: int = 0, sizes: TinySizes = TinySizes(), dit_cfg: DiTConfig | None = None):
+    from newbie.quiet_imports import import_model_libraries
+
+    import_model_libraries()  # the model libraries the other parts still come from, without torchao's noise
     words = toy_words()
     gemma_tok, jina_tok = word_tokenizer(words, "gemma"), word_tokenizer(words, "jina")
     gemma = tiny_gemma(len(gemma_tok), sizes, seed)

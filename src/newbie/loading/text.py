@@ -12,6 +12,7 @@ from newbie.errors import CheckpointError
 from newbie.loading import comfy
 from newbie.loading.safetensors_io import component_files, load_tensors, meta_tensors, read_headers
 from newbie.loading.strict import build_empty, check_keys, load_strict
+from newbie.model.gemma import Gemma, GemmaConfig
 
 # Where the Gemma text decoder sits inside the saved model: Gemma3ForConditionalGeneration (original and
 # transformers-5 spellings), Gemma3ForCausalLM, or a bare Gemma3TextModel.
@@ -58,16 +59,13 @@ def _config_path(path: Path) -> Path | None:
     return comfy.sidecar_config(path) if path.is_file() else path / "config.json"
 
 
-def gemma_text_config(path: Path, headers: dict | None = None, prefix: str = "model."):
-    from transformers import Gemma3TextConfig
-
+def gemma_text_config(path: Path, headers: dict | None = None, prefix: str = "model.") -> GemmaConfig:
     cfg_path = _config_path(path)
     if cfg_path is None:
-        return Gemma3TextConfig(**comfy.gemma3_fields(headers or {}, prefix, str(path)))
+        return GemmaConfig.from_dict(comfy.gemma3_fields(headers or {}, prefix, str(path)), str(path))
     raw = _read_json(cfg_path)
     text = raw.get("text_config", raw) if raw.get("model_type") != "gemma3_text" else raw
-    text = {k: v for k, v in text.items() if k not in ("architectures", "model_type", "transformers_version")}
-    return Gemma3TextConfig(**text)
+    return GemmaConfig.from_dict(text, str(cfg_path))
 
 
 def _gemma_plan(folder: Path, headers: dict) -> tuple[str, set[str]]:
@@ -76,21 +74,16 @@ def _gemma_plan(folder: Path, headers: dict) -> tuple[str, set[str]]:
     return prefix, keys
 
 
-def _empty_gemma(path: Path, headers: dict, prefix: str, device="cpu"):
-    from newbie.quiet_imports import import_model_libraries
-
-    import_model_libraries()  # without torchao's import noise
-    from transformers import Gemma3TextModel
-
+def _empty_gemma(path: Path, headers: dict, prefix: str) -> Gemma:
     cfg = gemma_text_config(path, headers, prefix)
-    cfg._attn_implementation = "sdpa"
-    return build_empty(lambda: Gemma3TextModel(cfg), device)
+    with torch.device("meta"):  # parameters filled by an assign-load; it holds no buffers
+        return Gemma(cfg)
 
 
 def check_gemma(folder: Path, headers: dict) -> None:
     prefix, keys = _gemma_plan(folder, headers)
     sd = {k[len(prefix) :]: v for k, v in meta_tensors(headers, keys).items()}
-    check_keys(_empty_gemma(folder, headers, prefix, "meta"), sd, str(folder), "Gemma3 text encoder")
+    check_keys(_empty_gemma(folder, headers, prefix), sd, str(folder), "Gemma3 text encoder")
 
 
 def read_gemma(folder: Path, dtype: torch.dtype, device="cpu") -> tuple[dict, str, dict]:
@@ -105,14 +98,14 @@ def read_gemma(folder: Path, dtype: torch.dtype, device="cpu") -> tuple[dict, st
 
 def build_gemma(folder: Path, read: tuple[dict, str, dict], device="cpu"):
     headers, prefix, sd = read
-    model = _empty_gemma(folder, headers, prefix, device)
+    model = _empty_gemma(folder, headers, prefix)
     load_strict(model, sd, str(folder), "Gemma3 text encoder")
     return model.to(device).eval().requires_grad_(False)
 
 
 def load_gemma(folder: Path, dtype: torch.dtype, device="cpu"):
-    """Gemma3TextModel from any Gemma3 folder layout or a ComfyUI single file; every decoder weight must be
-    present."""
+    """Our Gemma3 text decoder (model/gemma.py) from any Gemma3 folder layout or a ComfyUI single file;
+    every decoder weight must be present."""
     return build_gemma(folder, read_gemma(folder, dtype, device), device)
 
 

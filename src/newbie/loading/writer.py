@@ -60,7 +60,7 @@ def save_dit(
 
 
 def save_gemma(folder: Path, gemma, tokenizer, prefix: str = GEMMA_SAVE_PREFIX, dtype=None) -> None:
-    """A Gemma3TextModel saved as the text part of a Gemma3ForConditionalGeneration folder."""
+    """A Gemma3 text decoder saved as the text part of a Gemma3ForConditionalGeneration folder."""
     folder.mkdir(parents=True, exist_ok=True)
     sd = {prefix + k: (v.to(dtype) if dtype else v) for k, v in gemma.state_dict().items()}
     save_file(_contiguous(sd), str(folder / "model.safetensors"))
@@ -69,7 +69,8 @@ def save_gemma(folder: Path, gemma, tokenizer, prefix: str = GEMMA_SAVE_PREFIX, 
 
 
 def gemma_config_json(gemma) -> dict:
-    """A Gemma3TextModel's config as the text part of a Gemma3ForConditionalGeneration config.json."""
+    """A Gemma3 text decoder's config (GemmaConfig.to_dict) as the text part of a Gemma3ForConditionalGeneration
+    config.json, which transformers reads."""
     text_cfg = gemma.config.to_dict()
     for k in ("architectures", "transformers_version", "_name_or_path"):
         text_cfg.pop(k, None)

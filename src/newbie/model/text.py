@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from newbie.config import TextConfig
+from newbie.model.gemma import hidden_state_layers
 from newbie.prompt_kind import prompt_kind
 
 
@@ -88,16 +89,15 @@ class TextEncoders:
             return_tensors="pt",
         ).to(device)
         table = self.gemma.embed_tokens.weight
+        # hidden_states[hidden_layer] (-2: the input of the last layer): only the layers before it run
+        n_layers = hidden_state_layers(self.cfg.hidden_layer, len(self.gemma.layers))
         if table.device != device:  # a memory plan keeps the 1.3 GB table on the CPU: look up there
             embeds = self.gemma.embed_tokens(tok.input_ids.to(table.device)).to(device)
-            out = self.gemma(
-                inputs_embeds=embeds, attention_mask=tok.attention_mask, output_hidden_states=True
-            )
+            cap_feats = self.gemma(inputs_embeds=embeds, attention_mask=tok.attention_mask, n_layers=n_layers)
         else:
-            out = self.gemma(
-                input_ids=tok.input_ids, attention_mask=tok.attention_mask, output_hidden_states=True
+            cap_feats = self.gemma(
+                input_ids=tok.input_ids, attention_mask=tok.attention_mask, n_layers=n_layers
             )
-        cap_feats = out.hidden_states[self.cfg.hidden_layer]
         cap_mask = tok.attention_mask.bool()
 
         jtok = self.jina_tokenizer(

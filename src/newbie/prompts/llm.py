@@ -31,7 +31,6 @@ from .llm_grammar import MAX_CHARACTERS as MAX_CHARACTERS
 from .llm_grammar import TAG_FIELD_TOKENS as TAG_FIELD_TOKENS
 from .llm_grammar import GenerationStats, GrammarWriter, _encode, vocab_of
 from .llm_grammar import Vocab as Vocab
-from .llm_model import ReferenceDecoder as ReferenceDecoder
 from .llm_model import StaticDecoder as StaticDecoder
 from .llm_model import _indexed as _indexed
 from .llm_model import _sync, make_decoder

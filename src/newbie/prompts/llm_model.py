@@ -1,13 +1,12 @@
 """Gemma3 as a chat model: loaded alone (no DiT, Jina or VAE), and run token by token with its tied embedding
-table as the output head, over our own static KV cache (a CUDA graph per token on CUDA) or transformers'
-forward (streamed layers)."""
+table as the output head, over our own static KV cache (a CUDA graph per token on CUDA)."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from newbie.errors import NewbieError
+from newbie.model.gemma import FULL, SLIDING, KVSlot
 
 
 def lm_logits(gemma, hidden: torch.Tensor) -> torch.Tensor:
@@ -25,15 +24,12 @@ def _embed(gemma, ids: torch.Tensor, device) -> torch.Tensor:
     return gemma.embed_tokens(ids.to(table.device)).to(device)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    a, b = x.chunk(2, dim=-1)
-    return torch.cat((-b, a), dim=-1)
-
-
 class StaticDecoder:
-    """Gemma3TextModel's math over a preallocated KV cache: the prompt in one pass, then one token per step.
-    On CUDA the step (embedding, 34 layers, logits) is captured once as a CUDA graph, so a token costs one
-    graph launch instead of thousands of kernel launches from Python. Same modules and weights as the encoder."""
+    """Our Gemma decoder over a preallocated KV cache: the prompt in one pass, then one token per step, each
+    through every layer's own forward (so a memory plan's streaming hooks fire). On CUDA, with every weight
+    on the device, the step (embedding, layers, logits) is captured once as a CUDA graph, so a token costs
+    one graph launch instead of thousands of kernel launches from Python. Same modules and weights as the
+    encoder."""
 
     def __init__(self, gemma, max_len: int, device: torch.device, use_graph: bool = True):
         cfg = gemma.config
@@ -41,50 +37,39 @@ class StaticDecoder:
         self.gemma, self.device, self.max_len = gemma, device, max_len
         dtype = gemma.norm.weight.dtype
         kv_shape = (1, cfg.num_key_value_heads, max_len, cfg.head_dim)
-        self.k = [torch.zeros(kv_shape, device=device, dtype=dtype) for _ in gemma.layers]
-        self.v = [torch.zeros(kv_shape, device=device, dtype=dtype) for _ in gemma.layers]
+        self.slots = [
+            KVSlot(
+                torch.zeros(kv_shape, device=device, dtype=dtype),
+                torch.zeros(kv_shape, device=device, dtype=dtype),
+            )
+            for _ in gemma.layers
+        ]
         self.keys = torch.arange(max_len, device=device)
-        self.types = list(cfg.layer_types)
         # cos/sin for every position, per layer type, from the model's own rotary module (its scaling rules)
         probe = torch.zeros(1, device=device, dtype=dtype)
-        self.rope = {t: gemma.rotary_emb(probe, self.keys[None], t) for t in set(self.types)}
+        self.rope = {t: gemma.rotary_emb(probe, self.keys[None], t) for t in set(cfg.layer_types)}
         self.window = cfg.sliding_window
         self.graph = None
         self.graph_error = ""
-        if use_graph and device.type == "cuda" and gemma.embed_tokens.weight.device == device:
+        self.resident = _all_on(gemma, device)  # else some weights come and go in hooks: no graph
+        if use_graph and device.type == "cuda" and self.resident:
             self._capture()
 
     def forward(self, h: torch.Tensor, pos: torch.Tensor, n_keys: int | None = None) -> torch.Tensor:
         """h (1, T, D) embedded tokens at positions pos (T,) -> (1, D) final-normed hidden of the last one.
         n_keys: attend over the first n_keys cache slots only (eager steps); a CUDA graph reads them all."""
-        T, L = h.shape[1], n_keys or self.max_len
-        keys = self.keys[:L]
+        keys = self.keys[: n_keys or self.max_len]
         causal = keys[None, :] <= pos[:, None]  # (T, L): unwritten slots are never read
-        sliding = causal & (keys[None, :] > pos[:, None] - self.window)
+        masks = {
+            FULL: causal[None, None],
+            SLIDING: (causal & (keys[None, :] > pos[:, None] - self.window))[None, None],
+        }
         rope = {
-            k: [t.index_select(1, pos)[:, None] for t in cs] for k, cs in self.rope.items()
+            t: tuple(c.index_select(1, pos)[:, None] for c in cs) for t, cs in self.rope.items()
         }  # (1, 1, T, hd)
-        for i, layer in enumerate(self.gemma.layers):
-            attn = layer.self_attn
-            cos, sin = rope[self.types[i]]
-            x = layer.input_layernorm(h)
-            q = attn.q_norm(attn.q_proj(x).view(1, T, -1, attn.head_dim).transpose(1, 2))  # (1, H, T, hd)
-            k = attn.k_norm(attn.k_proj(x).view(1, T, -1, attn.head_dim).transpose(1, 2))  # (1, KV, T, hd)
-            v = attn.v_proj(x).view(1, T, -1, attn.head_dim).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-            self.k[i].index_copy_(2, pos, k)
-            self.v[i].index_copy_(2, pos, v)
-            mask = sliding if self.types[i] == "sliding_attention" else causal
-            o = F.scaled_dot_product_attention(
-                q,
-                self.k[i][:, :, :L],
-                self.v[i][:, :, :L],
-                attn_mask=mask[None, None],
-                scale=attn.scaling,
-                enable_gqa=True,
-            )
-            h = h + layer.post_attention_layernorm(attn.o_proj(o.transpose(1, 2).reshape(1, T, -1)))
-            h = h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
+        for layer, slot in zip(self.gemma.layers, self.slots):
+            slot.pos, slot.n_keys = pos, n_keys
+            h = layer(h, rope[layer.layer_type], masks[layer.layer_type], slot)
         return self.gemma.norm(h[:, -1])
 
     def _logits_at(self, ids: torch.Tensor, pos: torch.Tensor, n_keys: int | None = None) -> torch.Tensor:
@@ -134,30 +119,6 @@ class StaticDecoder:
         return out
 
 
-class ReferenceDecoder:
-    """Gemma3TextModel.forward with transformers' DynamicCache. Slower, but it goes through each layer's
-    forward, so streamed layers (memory plans that move blocks in forward hooks) work; also the reference
-    the static decoder is tested against."""
-
-    def __init__(self, gemma, device: torch.device):
-        from transformers import DynamicCache
-
-        self.gemma, self.device = gemma, device
-        self.cache = DynamicCache(config=gemma.config)
-        self.graph, self.graph_error = None, ""
-
-    def _run(self, ids: list[int]) -> torch.Tensor:
-        embeds = _embed(self.gemma, torch.tensor([ids]), self.device)
-        out = self.gemma(inputs_embeds=embeds, past_key_values=self.cache, use_cache=True)
-        return lm_logits(self.gemma, out.last_hidden_state[:, -1])
-
-    def prefill(self, ids: list[int]) -> torch.Tensor:
-        return self._run(ids)
-
-    def step(self, token: int) -> torch.Tensor:
-        return self._run([token])
-
-
 def _all_on(module, device: torch.device) -> bool:
     return all(p.device == device for p in module.parameters())
 
@@ -171,19 +132,11 @@ def _indexed(device: torch.device) -> torch.device:
     return device
 
 
-def make_decoder(gemma, max_len: int, device: torch.device, kind: str = "auto"):
-    """ "static" (own KV cache, CUDA graph on CUDA), "reference" (transformers forward), or "auto": static
-    unless some layer weights are elsewhere (streamed by a memory plan)."""
-    device = _indexed(device)
-    if kind == "auto":
-        kind = (
-            "static" if _all_on(gemma.layers, device) and gemma.norm.weight.device == device else "reference"
-        )
-    if kind == "static":
-        return StaticDecoder(gemma, max_len, device)
-    if kind == "reference":
-        return ReferenceDecoder(gemma, device)
-    raise NewbieError(f"unknown decoder '{kind}' (choose from auto, static, reference)")
+def make_decoder(gemma, max_len: int, device: torch.device, kind: str = "auto") -> StaticDecoder:
+    """ "auto" (a CUDA graph on CUDA when every weight is on the device) or "eager" (never a graph)."""
+    if kind not in ("auto", "eager"):
+        raise NewbieError(f"unknown decoder '{kind}' (choose from auto, eager)")
+    return StaticDecoder(gemma, max_len, device, use_graph=kind == "auto")
 
 
 def _sync(device: torch.device) -> None:
