@@ -12,6 +12,16 @@ from pathlib import Path
 _LOCK = threading.Lock()  # one read-modify-write of the cache file at a time (load() hashes in a thread)
 
 
+def _fresh_lock_after_fork() -> None:
+    # a process forked while a background hash thread held the lock would inherit it held, with no thread
+    # left to release it (seen: `--parallel` workers forked during load() hung in their first hash)
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_after_fork)
+
+
 def cache_file() -> Path:
     root = Path(os.environ.get("NEWBIE_CACHE", Path.home() / ".cache" / "newbie"))
     return root / "hashes.json"
