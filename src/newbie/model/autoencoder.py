@@ -53,18 +53,16 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> AutoencoderConfig:
-        """From a parsed config.json; ValueError names the first key that this autoencoder cannot build."""
+        """From a parsed config.json (ValueError, from the checks below, names what cannot be built)."""
         if not isinstance(raw, dict):
             raise ValueError(f"VAE config must be a JSON object, got {type(raw).__name__}")
         names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
         extra = {k: v for k, v in raw.items() if k not in names and k != "_use_default_values"}
         if "_class_name" in extra:
             extra["_class_name"] = "AutoencoderKL"
-        cfg = cls(**{k: raw[k] for k in names if k in raw}, extra=extra)
-        cfg._check()
-        return cfg
+        return cls(**{k: raw[k] for k in names if k in raw}, extra=extra)
 
-    def _check(self) -> None:
+    def __post_init__(self) -> None:
         def count(name: str, value) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"VAE config: {name} must be a positive integer, got {value!r}")
