@@ -342,7 +342,8 @@ class AutoencoderKL(nn.Module):
     def disable_tiling(self) -> None:
         self.use_tiling = False
 
-    def _moments(self, x: Tensor) -> Tensor:
+    def moments(self, x: Tensor) -> Tensor:
+        """(B, in, H, W) -> (B, 2 * latent, H/f, W/f): the posterior's mean and log-variance (whole, untiled)."""
         x = self.encoder(x)
         return x if self.quant_conv is None else self.quant_conv(x)
 
@@ -355,9 +356,9 @@ class AutoencoderKL(nn.Module):
         """(B, in, H, W) -> (B, latent, H/f, W/f): the mean half of the moments."""
         size = self.tile_sample_min_size
         if self.use_tiling and (x.shape[-1] > size or x.shape[-2] > size):
-            moments = _tiled(x, self._moments, size, self.tile_latent_min_size, self.tile_overlap_factor)
+            moments = _tiled(x, self.moments, size, self.tile_latent_min_size, self.tile_overlap_factor)
         else:
-            moments = self._moments(x)
+            moments = self.moments(x)
         return moments.chunk(2, dim=1)[0]
 
     def decode(self, z: Tensor) -> Tensor:
