@@ -160,3 +160,21 @@ def test_unbuildable_configs_are_named(change, message):
     raw = {**_raw(**CONFIGS["two-blocks"]), **change}
     with pytest.raises(ValueError, match=f"^VAE config: {message}"):
         AutoencoderConfig.from_dict(raw)
+
+
+@torch.no_grad()
+def test_demo_vae_decodes_and_encodes_as_diffusers_did():
+    """The embedded demo model's VAE (trained weights) through our loader: the pictures it makes are
+    bit-identical to the ones diffusers' AutoencoderKL made before."""
+    from newbie.loading.vae import load_vae
+
+    ours, _ = load_vae(PACKAGED / "vae")
+    with torch.device("meta"):
+        theirs = DiffusersAutoencoderKL.from_config(
+            json.loads((PACKAGED / "vae" / "config.json").read_text())
+        )
+    theirs.load_state_dict(ours.state_dict(), assign=True)
+    z = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(3))
+    image = ours.decode(z)
+    assert torch.equal(image, theirs.decode(z).sample)
+    assert torch.equal(ours.encode(image), theirs.encode(image).latent_dist.mode())
