@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import json
 import math
@@ -95,10 +96,13 @@ def train_vae(vae, args, state, device) -> dict:
     deadline = time.perf_counter() + args.vae_minutes * 60
     while time.perf_counter() < deadline:
         x = render(scenes_batch(rng, args.vae_batch, None), device) * 2 - 1
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
+        mean, logvar = vae.moments(x).chunk(2, dim=1)
+        logvar = logvar.clamp(
+            -30.0, 20.0
+        )  # the diagonal Gaussian posterior, as diffusers' VAE training has it
+        rec = vae.decode(mean + torch.exp(0.5 * logvar) * torch.randn_like(mean))
         rec_loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
-        kl = post.kl().mean() / x[0].numel()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=[1, 2, 3]).mean() / x[0].numel()
         loss = rec_loss + args.vae_kl * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,8 +127,8 @@ def vae_stats(vae, device) -> dict:
     """Reconstruction PSNR on fresh scenes, and the latent mean/std that set the VAE's shift/scale."""
     rng = random.Random(7)
     x = render(scenes_batch(rng, 256, None), device) * 2 - 1
-    z = vae.encode(x).latent_dist.mode()
-    rec = vae.decode(z).sample.clamp(-1, 1)
+    z = vae.encode(x)
+    rec = vae.decode(z).clamp(-1, 1)
     mse = F.mse_loss((rec + 1) / 2, (x + 1) / 2).item()
     return {"psnr": 10 * math.log10(1 / mse), "latent_mean": z.mean().item(), "latent_std": z.std().item()}
 
@@ -148,7 +152,7 @@ def build_pool(
     lat, feats, masks, pooled = [], [], [], []
     for start in range(0, n, 1024):
         scenes = scenes_batch(rng, min(1024, n - start), exclude)
-        z = vae.encode(render(scenes, device) * 2 - 1).latent_dist.mode()
+        z = vae.encode(render(scenes, device) * 2 - 1)
         lat.append((z - shift) * scale)
         emb = text.encode([caption_for(s, rng) for s in scenes])
         feats.append(emb.cap_feats.to(torch.bfloat16))
@@ -304,7 +308,7 @@ def main() -> None:
     else:
         vae_info = train_vae(vae, args, state, device)
     shift, scale = vae_info["latent_mean"], 1.0 / vae_info["latent_std"]
-    vae.register_to_config(scaling_factor=round(scale, 4), shift_factor=round(shift, 4))
+    vae.config = dataclasses.replace(vae.config, scaling_factor=round(scale, 4), shift_factor=round(shift, 4))
     vae.requires_grad_(False)
     dit_info = train_dit(dit, vae, text, args, state, device, round(scale, 4), round(shift, 4))
     previous = []

@@ -34,11 +34,10 @@ def flux_vae():
     """The FLUX.1-dev VAE architecture (random weights), from the config newbie ships for ae.safetensors."""
     import json
 
-    from diffusers import AutoencoderKL
-
     from newbie.loading.comfy import FLUX_VAE_CONFIG
+    from newbie.model.autoencoder import AutoencoderConfig, AutoencoderKL
 
-    return AutoencoderKL.from_config(json.loads(FLUX_VAE_CONFIG.read_text()))
+    return AutoencoderKL(AutoencoderConfig.from_dict(json.loads(FLUX_VAE_CONFIG.read_text())))
 
 
 def write_full_size(root: Path) -> dict:

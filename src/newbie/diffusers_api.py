@@ -144,6 +144,9 @@ class NewbiePipeline:
 
     @property
     def vae(self):
+        """Our AutoencoderKL (newbie.model.autoencoder): diffusers' config keys and tiling attributes, but
+        decode(z) returns the image tensor and encode(x) the posterior mode (diffusers: `.sample`,
+        `.latent_dist.mode()`)."""
         return self.engine.codec.vae
 
     @property

@@ -23,7 +23,8 @@ from newbie.loading import comfy
 from newbie.loading.folder import locate
 from newbie.loading.safetensors_io import read_header
 from newbie.loading.text import check_gemma, check_jina, load_gemma, load_tokenizer
-from newbie.loading.vae import autoencoder_class, check_vae, load_vae
+from newbie.loading.vae import check_vae, load_vae
+from newbie.model.autoencoder import AutoencoderConfig, AutoencoderKL
 from tests.loading import comfy_files as cf
 
 # every sampling setting given: a ComfyUI folder has no newbie_spec.json, so defaults would differ by layout
@@ -282,9 +283,8 @@ def test_vae_file_without_sidecar_is_the_flux_vae(tmp_path):
         and cfg["latent_channels"] == 16
         and cfg["block_out_channels"] == [128, 256, 512, 512]
     )
-    AutoencoderKL = autoencoder_class()
     with torch.device("meta"):
-        flux = AutoencoderKL.from_config(cfg)
+        flux = AutoencoderKL(AutoencoderConfig.from_dict(cfg))
     n_up = len(cfg["up_block_types"])
     headers = {}
     for k, v in flux.state_dict().items():

@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-from diffusers import AutoencoderKL  # noqa: F401 - imported once here: the forked ranks reuse it
 
 from newbie.demo.model import PACKAGED
 from newbie.errors import NewbieError

@@ -100,13 +100,13 @@ def save_components(root: Path, dit, gemma, gemma_tok, jina, jina_tok, vae) -> N
 
 def full_size_components(device: str):
     """Every model at the real shapes with random weights, the big ones built on `device` in bf16."""
-    from diffusers import AutoencoderKL
     from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
 
     from newbie.config import DiTConfig
     from newbie.demo.tiny import word_tokenizer
     from newbie.demo.vocab import toy_words
     from newbie.loading.comfy import FLUX_VAE_CONFIG
+    from newbie.model.autoencoder import AutoencoderConfig, AutoencoderKL
     from newbie.model.dit import NextDiT
     from newbie.model.gemma import Gemma, init_weights
 
@@ -117,7 +117,7 @@ def full_size_components(device: str):
         dit = NextDiT(DiTConfig()).to(torch.bfloat16)
         gemma = init_weights(Gemma(cfg)).to(torch.bfloat16)
         jina = JinaEmbeddingsV3Model(JinaEmbeddingsV3Config(), add_pooling_layer=False).to(torch.bfloat16)
-    vae = AutoencoderKL.from_config(json.loads(FLUX_VAE_CONFIG.read_text()))
+    vae = AutoencoderKL(AutoencoderConfig.from_dict(json.loads(FLUX_VAE_CONFIG.read_text())))
     return dit, gemma, word_tokenizer(words, "gemma"), jina, word_tokenizer(words, "jina"), vae
 
 

@@ -116,13 +116,11 @@ def tiny_jina(vocab_size: int, sizes: TinySizes, seed: int):
 
 
 def tiny_vae(sizes: TinySizes, seed: int):
-    from newbie.loading.vae import autoencoder_class
-
-    AutoencoderKL = autoencoder_class()  # without torchao's import noise
+    from newbie.model.autoencoder import AutoencoderConfig, AutoencoderKL
 
     torch.manual_seed(seed)
     n = len(sizes.vae_channels)
-    return AutoencoderKL(
+    cfg = AutoencoderConfig(
         in_channels=3,
         out_channels=3,
         latent_channels=16,
@@ -139,7 +137,8 @@ def tiny_vae(sizes: TinySizes, seed: int):
         shift_factor=0.1159,
         sample_size=128,
         force_upcast=True,
-    ).eval()
+    )
+    return AutoencoderKL(cfg).eval()
 
 
 def tiny_components(seed: int = 0, sizes: TinySizes = TinySizes(), dit_cfg: DiTConfig | None = None):

@@ -103,5 +103,5 @@ def save_comfy(models: Path, pipe, dtypes: dict[str, torch.dtype | None], spec: 
     save_file({**jina, SPIECE_KEY: _tensor(jina_proto)}, str(files["clip_model"]))
     _sidecar(files["clip_model"], jina_config_json(pipe.text.jina))
     save_file(vae_bfl_keys(_sd(pipe.codec.vae, dtypes["vae"])), str(files["vae"]))
-    _sidecar(files["vae"], dict(pipe.codec.vae.config))
+    _sidecar(files["vae"], pipe.codec.vae.config.to_dict())
     return files

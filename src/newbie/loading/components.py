@@ -26,7 +26,7 @@ from newbie.errors import NewbieError
 from newbie.loading.dit import load_dit
 from newbie.loading.folder import ModelFolder
 from newbie.loading.text import build_gemma, build_jina, load_tokenizer, read_gemma, read_jina
-from newbie.loading.vae import autoencoder_class, build_vae, read_vae
+from newbie.loading.vae import build_vae, read_vae
 from newbie.model.dit import NextDiT
 
 
@@ -51,8 +51,6 @@ def import_model_classes() -> None:
     import_model_libraries()  # first, so that none of them imports torchao (its import noise)
     import accelerate  # noqa: F401  (build_empty)
     from transformers import JinaEmbeddingsV3Model  # noqa: F401
-
-    autoencoder_class()
 
 
 def _check_widths(gemma, jina, dit: NextDiT) -> None:

@@ -12,24 +12,8 @@ from newbie.config import VAEConfig
 from newbie.errors import CheckpointError
 from newbie.loading import comfy
 from newbie.loading.safetensors_io import component_files, load_tensors, meta_tensors, read_headers
-from newbie.loading.strict import build_empty, check_keys, load_strict
-
-
-def autoencoder_class():
-    """diffusers' AutoencoderKL, imported without its notice about optional torchao serialization types
-    and without torchao (newbie.quiet_imports)."""
-    from newbie.quiet_imports import import_model_libraries
-
-    import_model_libraries()
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        from diffusers import AutoencoderKL
-    finally:
-        diffusers_logging.set_verbosity(level)
-    return AutoencoderKL
+from newbie.loading.strict import check_keys, load_strict
+from newbie.model.autoencoder import AutoencoderConfig, AutoencoderKL
 
 
 def _vae_config(folder: Path) -> dict:
@@ -39,6 +23,17 @@ def _vae_config(folder: Path) -> dict:
         return json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{folder / 'config.json'}: unreadable VAE config ({e})") from None
+
+
+def _empty_model(folder: Path, raw: dict) -> AutoencoderKL:
+    """The model of `raw` with its parameters on the meta device (filled by an assign-load)."""
+    try:
+        cfg = AutoencoderConfig.from_dict(raw)
+    except ValueError as e:
+        where = folder / "config.json" if folder.is_dir() else folder
+        raise CheckpointError(f"{where}: {e}") from None
+    with torch.device("meta"):
+        return AutoencoderKL(cfg)
 
 
 def _diffusers_names(model, headers: dict, where: str) -> dict[str, str]:
@@ -51,26 +46,21 @@ def _diffusers_names(model, headers: dict, where: str) -> dict[str, str]:
 
 
 def check_vae(folder: Path, headers: dict) -> None:
-    AutoencoderKL = autoencoder_class()
-
-    raw = _vae_config(folder)
-    model = build_empty(lambda: AutoencoderKL.from_config(raw), "meta")
+    model = _empty_model(folder, _vae_config(folder))
     names = _diffusers_names(model, headers, str(folder))
     renamed = {names[k]: {"shape": comfy.bfl_attention_shape(k, h["shape"])} for k, h in headers.items()}
     check_keys(model, meta_tensors(renamed), str(folder), "VAE")
 
 
 def read_vae(folder: Path, dtype: torch.dtype = torch.float32, device="cpu") -> tuple[dict, dict]:
-    """The VAE's file headers and tensors read onto `device` under the file's names; no diffusers, so that
-    it can run while another thread imports it."""
+    """The VAE's file headers and tensors read onto `device` under the file's names (in a reader thread
+    while the main one builds the other components)."""
     files = component_files(folder)
     headers = read_headers(files)  # damaged files fail here with the file named
     return headers, load_tensors(files, dtype=dtype, device=device)
 
 
 def build_vae(folder: Path, read: tuple[dict, dict], device="cpu"):
-    AutoencoderKL = autoencoder_class()
-
     headers, tensors = read
     raw = _vae_config(folder)
     cfg = VAEConfig(
@@ -79,7 +69,7 @@ def build_vae(folder: Path, read: tuple[dict, dict], device="cpu"):
         shift_factor=float(raw.get("shift_factor") or 0.0),
         downscale=2 ** (len(raw.get("block_out_channels", [0, 0, 0, 0])) - 1),
     )
-    model = build_empty(lambda: AutoencoderKL.from_config(raw), device)
+    model = _empty_model(folder, raw)
     names = _diffusers_names(model, headers, str(folder))
     sd = {names[k]: t.reshape(comfy.bfl_attention_shape(k, tuple(t.shape))) for k, t in tensors.items()}
     load_strict(model, sd, str(folder), "VAE")

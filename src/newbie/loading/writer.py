@@ -147,7 +147,11 @@ def jina_config_json(jina) -> dict:
 
 
 def save_vae(folder: Path, vae) -> None:
-    vae.save_pretrained(str(folder), safe_serialization=True)
+    """The files diffusers' save_pretrained writes for an AutoencoderKL (model/autoencoder.py)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(vae.config.to_json())
+    sd = {k: v.contiguous() for k, v in vae.state_dict().items()}
+    save_file(sd, str(folder / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
 
 
 def write_model_index(root: Path) -> None:

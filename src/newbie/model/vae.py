@@ -22,7 +22,7 @@ class LatentCodec:
         decoder's full-resolution activations (about 5 GiB at 1024^2 in fp32) would grow with the batch and
         break a memory plan's budget, and batching buys almost no speed here."""
         z = latent.to(self.dtype) / self.cfg.scaling_factor + self.cfg.shift_factor
-        image = torch.cat([self.vae.decode(one).sample.float() for one in z.split(1)])
+        image = torch.cat([self.vae.decode(one).float() for one in z.split(1)])
         return ((image + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
@@ -30,5 +30,5 @@ class LatentCodec:
         """Image (B, 3, H, W) in [0, 1] -> model latent, using the posterior mode as in training (one image
         at a time, for the same reason as decode)."""
         x = image.to(self.dtype) * 2 - 1
-        z = torch.cat([self.vae.encode(one).latent_dist.mode() for one in x.split(1)])
+        z = torch.cat([self.vae.encode(one) for one in x.split(1)])
         return ((z - self.cfg.shift_factor) * self.cfg.scaling_factor).float()

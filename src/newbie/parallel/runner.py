@@ -125,9 +125,7 @@ def _import_for_fork() -> None:
     from newbie.quiet_imports import import_model_libraries
 
     import_model_libraries()  # without torchao's import noise
-    import diffusers  # noqa: F401
     import transformers  # noqa: F401
-    from diffusers import AutoencoderKL  # noqa: F401
     from transformers import JinaEmbeddingsV3Model  # noqa: F401
 
 

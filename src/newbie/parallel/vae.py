@@ -11,8 +11,8 @@ float rounding:
 Nearest-neighbour upsampling, 1x1 convolutions and activations are row-local and run unchanged. At the end
 the bands' pixel rows are all-gathered, so every rank holds the image (the pipeline's checks run everywhere).
 
-The diffusers decoder runs its own forward; only its leaf modules are swapped for banded wrappers during the
-call and restored after.
+The decoder (model/autoencoder.py) runs its own forward; only its leaf modules are swapped for banded wrappers
+during the call and restored after.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from newbie.model.autoencoder import Attention
 from newbie.parallel.sequence import SequenceGroup, all_gather_uneven, shard_sizes
 
 
@@ -108,10 +109,6 @@ class GatheredRows(nn.Module):
         return self.band.gather_rows(self.linear(x), dim=1, scale=width)
 
 
-def _is_attention(m: nn.Module) -> bool:
-    return hasattr(m, "to_k") and hasattr(m, "to_v") and hasattr(m, "processor")
-
-
 def wrappers(decoder: nn.Module, band: Band) -> list[tuple[nn.Module, str, nn.Module]]:
     """(parent, child name, replacement) for every module of the decoder that crosses band edges."""
     out = []
@@ -128,7 +125,7 @@ def wrappers(decoder: nn.Module, band: Band) -> list[tuple[nn.Module, str, nn.Mo
                 out.append((parent, name, HaloConv(child, band)))
             elif isinstance(child, nn.GroupNorm):
                 out.append((parent, name, SharedGroupNorm(child, band)))
-            elif _is_attention(parent) and name in ("to_k", "to_v"):
+            elif isinstance(parent, Attention) and name in ("to_k", "to_v"):
                 out.append((parent, name, GatheredRows(child, band)))
     return out
 
@@ -171,7 +168,7 @@ class BandCodec:
         vae, images = codec.vae, []
         with banded(vae.decoder, band):
             for one in z.split(1):  # one image at a time, as LatentCodec.decode (activation memory)
-                if getattr(vae, "post_quant_conv", None) is not None:  # 1x1: row-local
+                if vae.post_quant_conv is not None:  # 1x1: row-local
                     one = vae.post_quant_conv(one)
                 mine = vae.decoder(one)
                 scale = mine.shape[2] // rows[self.sp.rank]
