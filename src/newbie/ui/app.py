@@ -34,7 +34,6 @@ state = st.session_state
 @st.cache_resource(show_spinner="Loading the model ...", max_entries=1)  # one model in memory at a time
 def load_model(model: str | None, device: str | None, dtype: str):
     import newbie
-
     from newbie.pipeline.load import warm_up
 
     pipe = newbie.load(model, device=device, dtype=dtype)
