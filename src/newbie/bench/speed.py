@@ -52,6 +52,7 @@ def add_parser(bench_sub) -> None:
     p.add_argument("--no-diffusers", action="store_true")
     p.add_argument("--no-fp8", action="store_true")
     p.add_argument("--budget-s", type=float, default=1e9, help="skip sections that would end past this")
+    p.add_argument("--skip", default="", help="comma list of sections not to run (e.g. compile_warm,sizes)")
     p.add_argument("--out", default="bench/results")
     p.set_defaults(func=run)
 
@@ -74,7 +75,7 @@ def run(args) -> int:
     name = res["device"].replace("NVIDIA ", "").replace(" ", "-").lower()
     fname = f"speed-{name}-{res['date']}.json"
     paths = [Path(args.out) / fname] + ([Path(os.environ["OUT"]) / fname] if os.environ.get("OUT") else [])
-    R = _Run(res, paths, args.budget_s)
+    R = _Run(res, paths, args.budget_s, tuple(s.strip() for s in args.skip.split(",") if s.strip()))
     cache_dir = fused.compile_cache(
         os.environ.get("NEWBIE_BENCH_CACHE", f"/tmp/newbie-inductor-{os.getpid()}")
     )

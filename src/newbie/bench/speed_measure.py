@@ -128,8 +128,9 @@ def _image_tensor(img) -> torch.Tensor:
 class _Run:
     """Sections against a time budget; the JSON is rewritten after each one."""
 
-    def __init__(self, res: dict, paths: list[Path], budget_s: float):
+    def __init__(self, res: dict, paths: list[Path], budget_s: float, skip: tuple[str, ...] = ()):
         self.res, self.paths, self.t0, self.budget = res, paths, time.perf_counter(), budget_s
+        self.skip = skip
 
     def left(self) -> float:
         return self.budget - (time.perf_counter() - self.t0)
@@ -145,6 +146,10 @@ class _Run:
         """Run fn unless fewer than need_s seconds are left; stop it after limit_s (default: what is left of
         the budget), so one slow or hung section cannot take the run's other numbers with it; record failures
         with the reason and go on."""
+        if name in self.skip:
+            self.res.setdefault("skipped", {})[name] = "not run: --skip"
+            self.save()
+            return False
         if self.left() < need_s:
             why = f"not run: {self.left():.0f} s of the device budget left, the section needs ~{need_s:.0f} s"
             self.res.setdefault("skipped", {})[name] = why
@@ -179,6 +184,9 @@ TARGETS = {  # issue 15, H200
     "compile cold <= 20 s": ("compile_cold_s", lambda v: v <= 20),
     "compile warm <= 5 s": ("compile_warm_s", lambda v: v <= 5),
     # issue 26
+    "attention bf16 >= 550 TFLOP/s": ("attention_tflops_bf16", lambda v: v >= 550),
+    "attention fp8 >= 800 TFLOP/s": ("attention_tflops_fp8", lambda v: v >= 800),
+    "fp8 step <= 0.60x bf16": ("fp8_step_ratio_vs_bf16", lambda v: v <= 0.60),
     "step cache >= DBCache's PSNR at <= its calls": (("cache_comparison", "newbie_matches_dbcache"), bool),
     "Gemma expansion >= 200 tokens/s": ("llm_tokens_per_s", lambda v: v >= 200),
 }

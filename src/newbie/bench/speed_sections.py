@@ -270,6 +270,8 @@ def fp8(b: SpeedRun) -> None:
         graphs8 = g < a
         fused.use_cuda_graphs(dit8, graphs8)
     res["newbie_fp8_s_per_step"] = min(a, g)
+    if isinstance(res.get("newbie_s_per_step"), float):
+        res["fp8_step_ratio_vs_bf16"] = res["newbie_fp8_s_per_step"] / res["newbie_s_per_step"]
     res["newbie_fp8_compiled_graphed_s"] = [a, g]
     res["fp8_cuda_graphs_used"] = graphs8
     res["fp8_attention"] = (
