@@ -102,13 +102,14 @@ def save_components(root: Path, dit, gemma, gemma_tok, jina, jina_tok, vae) -> N
 def full_size_components(device: str):
     """Every model at the real shapes with random weights, the big ones built on `device` in bf16."""
     from diffusers import AutoencoderKL
-    from transformers import Gemma3TextModel, JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
+    from transformers import Gemma3TextModel
 
     from newbie.config import DiTConfig
     from newbie.demo.tiny import word_tokenizer
     from newbie.demo.vocab import toy_words
     from newbie.loading.comfy import FLUX_VAE_CONFIG
     from newbie.model.dit import NextDiT
+    from newbie.model.jina import JinaConfig, JinaTextModel
 
     torch.manual_seed(0)
     words = toy_words() + [f"tag{i}" for i in range(2000)]
@@ -117,7 +118,7 @@ def full_size_components(device: str):
     with torch.device(device):
         dit = NextDiT(DiTConfig()).to(torch.bfloat16)
         gemma = Gemma3TextModel(cfg).to(torch.bfloat16)
-        jina = JinaEmbeddingsV3Model(JinaEmbeddingsV3Config(), add_pooling_layer=False).to(torch.bfloat16)
+        jina = JinaTextModel(JinaConfig()).to(torch.bfloat16)
     vae = AutoencoderKL.from_config(json.loads(FLUX_VAE_CONFIG.read_text()))
     return dit, gemma, word_tokenizer(words, "gemma"), jina, word_tokenizer(words, "jina"), vae
 

@@ -50,7 +50,7 @@ def import_model_classes() -> None:
 
     import_model_libraries()  # first, so that none of them imports torchao (its import noise)
     import accelerate  # noqa: F401  (build_empty)
-    from transformers import AutoTokenizer, Gemma3TextModel, JinaEmbeddingsV3Model  # noqa: F401
+    from transformers import AutoTokenizer, Gemma3TextModel  # noqa: F401
 
     autoencoder_class()
 

@@ -128,7 +128,7 @@ def _import_for_fork() -> None:
     import diffusers  # noqa: F401
     import transformers  # noqa: F401
     from diffusers import AutoencoderKL  # noqa: F401
-    from transformers import Gemma3TextModel, JinaEmbeddingsV3Model  # noqa: F401
+    from transformers import Gemma3TextModel  # noqa: F401
 
 
 def generate(
