@@ -101,7 +101,7 @@ class Attention(nn.Module):
             for p in (self.q_proj, self.k_proj, self.v_proj)
         )
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        # the scale as a Python float, as transformers passes it (SDPA's own default rounds differently)
+        # softmax scale 1/sqrt(head_dim), passed as transformers passes it
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.head_dim**-0.5)
         return self.o_proj(out.transpose(1, 2).reshape(B, L, -1))
 
