@@ -159,12 +159,14 @@ class JinaTextModel(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """input_ids, attention_mask (B, L) -> last hidden state (B, L, hidden_size). Padded keys are masked;
         padded positions still get (meaningless) outputs, which the caller's masked mean leaves out."""
+        L = input_ids.shape[1]
         x = self.embeddings(input_ids)
-        cos, sin = self.rope(input_ids.shape[1], x)
+        cos, sin = self.rope(L, x)
         mask = None
-        # No padding: no mask, which lets SDPA pick its fastest kernel (and matches transformers to the bit).
+        # No padding: no mask, which lets SDPA pick its fastest kernel. With padding, the mask transformers
+        # builds, materialized (B, 1, L, L), so that SDPA takes the same kernel path (equal bits on a GPU too).
         if attention_mask is not None and not bool(attention_mask.all()):
-            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L): keys only
+            mask = attention_mask.bool()[:, None, None, :].expand(-1, 1, L, -1).contiguous()  # keys only
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
         return x
