@@ -106,7 +106,8 @@ def test_built_on_meta_keeps_a_real_rope_table():
 
 def test_loading_and_running_a_jina_clip_checkpoint_imports_neither_transformers_nor_diffusers(tmp_path):
     """A tiny tower in jina-clip-v2's own layout (flash names, fused Wqkv, LoRA parametrizations) is read,
-    built and run without transformers (or diffusers, or accelerate) being imported."""
+    built and run without transformers, diffusers or accelerate being imported, nor torch._dynamo (seconds
+    each in a fresh process; an init run on meta tensors would import the last)."""
     from newbie.loading.writer import save_jina
 
     torch.manual_seed(0)
@@ -122,7 +123,8 @@ def test_loading_and_running_a_jina_clip_checkpoint_imports_neither_transformers
         f"jina = load_jina(__import__('pathlib').Path({str(tmp_path)!r}), torch.float32)\n"
         "with torch.no_grad():\n"
         "    assert torch.equal(jina(d['ids'], d['mask']), d['want'])\n"
-        "print([m for m in ('transformers', 'diffusers', 'accelerate') if m in sys.modules])\n"
+        "heavy = ('transformers', 'diffusers', 'accelerate', 'torch._dynamo')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
     )
     env = {**os.environ, "PYTHONPATH": SRC}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)

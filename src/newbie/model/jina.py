@@ -75,11 +75,20 @@ def rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def embedding(n: int, dim: int) -> nn.Embedding:
+    """nn.Embedding with its own N(0, 1) init, skipped when built on meta: normal_ on a meta tensor imports
+    torch._dynamo (about 3 s in a fresh process), and a meta build is filled by the loader anyway."""
+    weight = torch.empty(n, dim)
+    if not weight.is_meta:
+        nn.init.normal_(weight)
+    return nn.Embedding(n, dim, _weight=weight)
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: JinaConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.word_embeddings = embedding(cfg.vocab_size, cfg.hidden_size)
+        self.token_type_embeddings = embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, input_ids: Tensor) -> Tensor:
@@ -164,7 +173,8 @@ class JinaTextModel(nn.Module):
         cos, sin = self.rope(L, x)
         mask = None
         # No padding: no mask, which lets SDPA pick its fastest kernel. With padding, the mask transformers
-        # builds, materialized (B, 1, L, L), so that SDPA takes the same kernel path (equal bits on a GPU too).
+        # builds, materialized (B, 1, L, L), so that SDPA takes its kernel path on a GPU too
+        # (tests/model/jina_device_check.py compares there).
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :].expand(-1, 1, L, -1).contiguous()  # keys only
         for layer in self.layers:
