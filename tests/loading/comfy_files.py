@@ -123,7 +123,7 @@ def vae_to_bfl(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def native_to_comfy_jina(model) -> dict[str, torch.Tensor]:
-    """transformers' JinaEmbeddingsV3Model state dict in ComfyUI's Jina names (without the `model.` prefix):
+    """A Jina text tower's native state dict in ComfyUI's Jina names (without the `model.` prefix):
     the original flash names, q/k/v fused into Wqkv."""
     return {k.removeprefix("model."): v for k, v in jina_comfy_keys(model.state_dict()).items()}
 

@@ -315,10 +315,11 @@ def test_vae_file_without_sidecar_is_the_flux_vae(tmp_path):
 def test_text_files_without_sidecar_are_gemma3_4b_and_jina_v2(tmp_path):
     """The configs a ComfyUI text-encoder file leaves out: Gemma3-4B-it's and Jina CLIP v2's, widths from the
     shapes. Checked at full size on shapes alone."""
-    from transformers import Gemma3TextConfig, Gemma3TextModel, JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
+    from transformers import Gemma3TextConfig, Gemma3TextModel
 
     from newbie.loading.strict import build_empty
     from newbie.loading.text import gemma_text_config, jina_config
+    from newbie.model.jina import JinaConfig, JinaTextModel
 
     real = Gemma3TextConfig(
         vocab_size=262208,
@@ -360,9 +361,8 @@ def test_text_files_without_sidecar_are_gemma3_4b_and_jina_v2(tmp_path):
     with pytest.raises(CheckpointError, match="layers.33.mlp.up_proj.weight"):
         check_gemma(tmp_path / "gemma.safetensors", headers)
 
-    jmodel = build_empty(
-        lambda: JinaEmbeddingsV3Model(JinaEmbeddingsV3Config(), add_pooling_layer=False), "meta"
-    )
+    with torch.device("meta"):
+        jmodel = JinaTextModel(JinaConfig())
     jheaders = {
         "model." + k: {"dtype": "BF16", "shape": tuple(v.shape)}
         for k, v in cf.native_to_comfy_jina(jmodel).items()
@@ -377,7 +377,7 @@ def test_text_files_without_sidecar_are_gemma3_4b_and_jina_v2(tmp_path):
         jcfg.hidden_size,
         jcfg.num_attention_heads,
         jcfg.intermediate_size,
-        jcfg.rope_parameters["rope_theta"],
+        jcfg.rope_theta,
         jcfg.pad_token_id,
     ) == (24, 1024, 16, 4096, 20000.0, 1)
     check_jina(tmp_path / "jina.safetensors", jheaders)

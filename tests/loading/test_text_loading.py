@@ -52,7 +52,7 @@ def test_gemma_under_an_unknown_prefix_is_an_error(parts, tmp_path):
 
 
 def _pooled(jina, ids):
-    return jina(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    return jina(ids, torch.ones_like(ids))
 
 
 def test_jina_clip_text_tower_loads_natively_and_ignores_lora(parts, tmp_path):
@@ -78,6 +78,50 @@ def test_jina_shape_mismatch_names_the_tensor(parts, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"layers\.0\.mlp\.fc1\.weight"):
         load_jina(tmp_path, torch.float32)
+
+
+def test_jina_reads_a_native_jina_embeddings_v3_config(parts, tmp_path):
+    """transformers' own config.json for the tower (rope_parameters, not rotary_emb_base) gives the same model;
+    a RoPE base it does not say is not assumed away: a different base, different outputs."""
+    _, _, jina, jtok = parts
+    save_jina(tmp_path, jina, jtok)
+    c = jina.config
+    native = {
+        "model_type": "jina_embeddings_v3",
+        "architectures": ["JinaEmbeddingsV3Model"],
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "intermediate_size": c.intermediate_size,
+        "max_position_embeddings": 8194,
+        "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(native))
+    ids = torch.tensor([[0, 10, 11, 12, 2]])
+    assert torch.equal(_pooled(load_jina(tmp_path, torch.float32), ids), _pooled(jina, ids))
+    native["rope_parameters"]["rope_theta"] = 10.0
+    (tmp_path / "config.json").write_text(json.dumps(native))
+    assert not torch.equal(_pooled(load_jina(tmp_path, torch.float32), ids), _pooled(jina, ids))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("hidden_act", "relu", "hidden_act 'relu' is not supported"),
+        ("num_attention_heads", 5, "must split into 5 heads"),
+        ("hidden_size", "wide", "hidden_size must be a positive integer"),
+    ],
+)
+def test_jina_bad_config_is_one_line_naming_the_file(parts, tmp_path, field, value, says):
+    _, _, jina, jtok = parts
+    save_jina(tmp_path, jina, jtok)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["text_config"]["hf_model_config_kwargs"][field] = value
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="config.json: bad Jina CLIP config") as e:
+        load_jina(tmp_path, torch.float32)
+    assert says in str(e.value) and "\n" not in str(e.value)
 
 
 def test_tokenizers_round_trip(parts, tmp_path):

@@ -100,7 +100,6 @@ def save_components(root: Path, dit, gemma, gemma_tok, jina, jina_tok, vae) -> N
 
 def full_size_components(device: str):
     """Every model at the real shapes with random weights, the big ones built on `device` in bf16."""
-    from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
 
     from newbie.config import DiTConfig
     from newbie.demo.tiny import word_tokenizer
@@ -109,6 +108,7 @@ def full_size_components(device: str):
     from newbie.model.autoencoder import AutoencoderConfig, AutoencoderKL
     from newbie.model.dit import NextDiT
     from newbie.model.gemma import Gemma, init_weights
+    from newbie.model.jina import JinaConfig, JinaTextModel
 
     torch.manual_seed(0)
     words = toy_words() + [f"tag{i}" for i in range(2000)]
@@ -116,7 +116,7 @@ def full_size_components(device: str):
     with torch.device(device):
         dit = NextDiT(DiTConfig()).to(torch.bfloat16)
         gemma = init_weights(Gemma(cfg)).to(torch.bfloat16)
-        jina = JinaEmbeddingsV3Model(JinaEmbeddingsV3Config(), add_pooling_layer=False).to(torch.bfloat16)
+        jina = JinaTextModel(JinaConfig()).to(torch.bfloat16)
     vae = AutoencoderKL(AutoencoderConfig.from_dict(json.loads(FLUX_VAE_CONFIG.read_text())))
     return dit, gemma, word_tokenizer(words, "gemma"), jina, word_tokenizer(words, "jina"), vae
 

@@ -13,6 +13,7 @@ import torch
 from newbie.config import DiTConfig
 from newbie.demo.vocab import toy_words
 from newbie.model.dit import NextDiT
+from newbie.model.jina import JinaConfig, JinaTextModel
 
 
 def word_tokenizer(words: list[str], style: str):
@@ -99,20 +100,23 @@ def tiny_gemma(vocab_size: int, sizes: TinySizes, seed: int):
     return init_weights(Gemma(cfg)).eval()
 
 
-def tiny_jina(vocab_size: int, sizes: TinySizes, seed: int):
+def tiny_jina(vocab_size: int, sizes: TinySizes, seed: int) -> JinaTextModel:
     from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
 
-    torch.manual_seed(seed)
-    cfg = JinaEmbeddingsV3Config(
+    widths = dict(
         vocab_size=vocab_size,
         hidden_size=sizes.jina_hidden,
         num_hidden_layers=sizes.jina_layers,
         num_attention_heads=4,
         intermediate_size=2 * sizes.jina_hidden,
-        max_position_embeddings=2048,
     )
-    cfg._attn_implementation = "sdpa"
-    return JinaEmbeddingsV3Model(cfg, add_pooling_layer=False).eval()
+    # Our model with the weights transformers' seeded init draws: the tiny checkpoints the tests write, and
+    # the demo model trained from them, stay what they were.
+    torch.manual_seed(seed)
+    drawn = JinaEmbeddingsV3Model(JinaEmbeddingsV3Config(**widths), add_pooling_layer=False)
+    jina = JinaTextModel(JinaConfig(**widths))
+    jina.load_state_dict(drawn.state_dict())
+    return jina.eval()
 
 
 def tiny_vae(sizes: TinySizes, seed: int):
@@ -142,9 +146,6 @@ def tiny_vae(sizes: TinySizes, seed: int):
 
 
 def tiny_components(seed: int = 0, sizes: TinySizes = TinySizes(), dit_cfg: DiTConfig | None = None):
-    from newbie.quiet_imports import import_model_libraries
-
-    import_model_libraries()  # the model libraries the other parts still come from, without torchao's noise
     words = toy_words()
     gemma_tok, jina_tok = word_tokenizer(words, "gemma"), word_tokenizer(words, "jina")
     gemma = tiny_gemma(len(gemma_tok), sizes, seed)

@@ -312,7 +312,7 @@ def gemma3_4b_fields(**widths) -> dict:
 
 
 def jina_fields(headers: dict, prefix: str, where: str) -> dict:
-    """JinaEmbeddingsV3Config fields for a ComfyUI Jina file: widths from its shapes, heads of 64
+    """JinaConfig fields for a ComfyUI Jina file: widths from its shapes, heads of 64
     (Jina CLIP v2: 1024 wide, 16 heads), RoPE base 20000, pad 1 (ComfyUI's XLMRobertaConfig)."""
     what = "Jina CLIP"
     vocab, hidden = _shape(headers, prefix + "embeddings.word_embeddings.weight", where, what)
@@ -329,5 +329,5 @@ def jina_fields(headers: dict, prefix: str, where: str) -> dict:
         "pad_token_id": 1,
         "bos_token_id": 0,
         "eos_token_id": 2,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 20000.0},
+        "rope_theta": 20000.0,
     }

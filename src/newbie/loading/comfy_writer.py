@@ -54,7 +54,7 @@ def _sd(module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
 
 
 def jina_comfy_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers' JinaEmbeddingsV3Model names -> ComfyUI's (the original flash names, q/k/v fused)."""
+    """Native Jina names (model/jina.py) -> ComfyUI's (the original flash names, q/k/v fused)."""
     out = {}
     for k, v in sd.items():
         if ".self_attn.k_proj." in k or ".self_attn.v_proj." in k:

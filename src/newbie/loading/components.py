@@ -1,15 +1,10 @@
 """Loading a model's four components at once.
 
-A fresh process spends most of a load on two things that do not wait on each other: reading the weights
-(I/O and host-to-device copies, which release the GIL) and importing transformers and diffusers (seconds of
-pure Python). So the DiT, Gemma, Jina and VAE weights are read in four threads straight onto the target device
-in their target dtype, while this thread imports the model classes and the tokenizers; the empty models are
-then built and assigned the tensors. The result is the same tensors as reading one component after the other
+The DiT, Gemma, Jina and VAE weights are read in four threads straight onto the target device in their target
+dtype (I/O and host-to-device copies, which release the GIL), while this thread loads the tokenizers; the
+empty models (our own classes, built on the meta device: no transformers, diffusers or accelerate import) are
+then assigned the tensors. The result is the same tensors as reading one component after the other
 (tests/loading/test_components.py), with the same strict key checks and the same first error.
-
-Only this thread builds the transformers and diffusers models: their empty-weight construction
-(strict.build_empty, accelerate's init_empty_weights) patches nn.Module for every thread while it runs, so the
-reader threads construct no module then (the DiT's meta-device build is finished before build_gemma starts).
 """
 
 from __future__ import annotations
@@ -41,16 +36,6 @@ class Components:
     vae_cfg: object
     # seconds from the start of the load to the end of each part (newbie bench startup reports them)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def import_model_classes() -> None:
-    """transformers' and diffusers' classes, imported by one thread: two threads importing the same package
-    tree at once can meet a partly initialised module."""
-    from newbie.quiet_imports import import_model_libraries
-
-    import_model_libraries()  # first, so that none of them imports torchao (its import noise)
-    import accelerate  # noqa: F401  (build_empty)
-    from transformers import JinaEmbeddingsV3Model  # noqa: F401
 
 
 def _check_widths(gemma, jina, dit: NextDiT) -> None:
@@ -106,7 +91,6 @@ def load_components(
         gemma_f = pool.submit(timed, "gemma_read", read_gemma, te, dtypes["text"], device)
         jina_f = pool.submit(timed, "jina_read", read_jina, cm, dtypes["text"], device)
         vae_f = pool.submit(timed, "vae_read", read_vae, va, dtypes["vae"], device)
-        timed("imports", import_model_classes)
         # the tokenizers while the weights are still coming (a cold disk); a failure waits for its turn
         tokenizers = _attempt(
             lambda: timed("tokenizers", _tokenizers, folder.gemma_tokenizer_dirs, folder.clip_tokenizer_dirs)

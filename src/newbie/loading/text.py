@@ -11,8 +11,9 @@ import torch
 from newbie.errors import CheckpointError
 from newbie.loading import comfy
 from newbie.loading.safetensors_io import component_files, load_tensors, meta_tensors, read_headers
-from newbie.loading.strict import build_empty, check_keys, load_strict
+from newbie.loading.strict import check_keys, load_strict
 from newbie.model.gemma import Gemma, GemmaConfig
+from newbie.model.jina import JinaConfig, JinaTextModel
 
 # Where the Gemma text decoder sits inside the saved model: Gemma3ForConditionalGeneration (original and
 # transformers-5 spellings), Gemma3ForCausalLM, or a bare Gemma3TextModel.
@@ -28,7 +29,7 @@ JINA_PREFIXES = (
     "model.",
     "",
 )  # model.: ComfyUI
-# original (flash) XLM-RoBERTa names -> transformers' native JinaEmbeddingsV3Model names
+# original (flash) XLM-RoBERTa names -> the native ones (transformers' JinaEmbeddingsV3Model, model/jina.py)
 JINA_RENAMES = [
     (r"^emb_ln\.", "embeddings.LayerNorm."),
     (r"^encoder\.layers\.", "layers."),
@@ -109,41 +110,22 @@ def load_gemma(folder: Path, dtype: torch.dtype, device="cpu"):
     return build_gemma(folder, read_gemma(folder, dtype, device), device)
 
 
-def jina_config(path: Path, headers: dict | None = None, prefix: str = "model."):
-    """JinaEmbeddingsV3Config: a native config, or jina-clip's text_config overrides on the v3 defaults
+def jina_config(path: Path, headers: dict | None = None, prefix: str = "model.") -> JinaConfig:
+    """A native jina_embeddings_v3 config, or jina-clip's text_config overrides on the v3 defaults
     (a ComfyUI file without a sidecar config: the widths from its shapes)."""
-    from transformers import JinaEmbeddingsV3Config
-
     cfg_path = _config_path(path)
     if cfg_path is None:
-        return JinaEmbeddingsV3Config(**comfy.jina_fields(headers or {}, prefix, str(path)))
-    raw = _read_json(cfg_path)
-    if raw.get("model_type") == "jina_embeddings_v3":
-        fields = {
-            k: v for k, v in raw.items() if k not in ("architectures", "model_type", "transformers_version")
-        }
+        fields = comfy.jina_fields(headers or {}, prefix, str(path))
     else:
-        text = raw.get("text_config") or {}
-        fields = dict(text.get("hf_model_config_kwargs") or {})
-    keep = {
-        "vocab_size",
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "intermediate_size",
-        "hidden_act",
-        "max_position_embeddings",
-        "type_vocab_size",
-        "layer_norm_eps",
-        "pad_token_id",
-        "bos_token_id",
-        "eos_token_id",
-        "rope_parameters",
-    }
-    cfg = {k: v for k, v in fields.items() if k in keep}
-    if "rotary_emb_base" in fields and "rope_parameters" not in cfg:
-        cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": float(fields["rotary_emb_base"])}
-    return JinaEmbeddingsV3Config(**cfg)
+        raw = _read_json(cfg_path)
+        if raw.get("model_type") == "jina_embeddings_v3":
+            fields = raw
+        else:
+            fields = (raw.get("text_config") or {}).get("hf_model_config_kwargs") or {}
+    try:
+        return JinaConfig.from_fields(fields)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{cfg_path or path}: bad Jina CLIP config ({e})") from None
 
 
 def jina_state_dict(raw: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -181,21 +163,17 @@ def _jina_plan(folder: Path, headers: dict) -> tuple[str, set[str]]:
     return prefix, keys
 
 
-def _empty_jina(path: Path, headers: dict, prefix: str, device="cpu"):
-    from newbie.quiet_imports import import_model_libraries
-
-    import_model_libraries()  # without torchao's import noise
-    from transformers import JinaEmbeddingsV3Model
-
+def _empty_jina(path: Path, headers: dict, prefix: str) -> JinaTextModel:
+    """Parameters on meta, filled by an assign-load; the RoPE table is built for real (model/jina.py)."""
     cfg = jina_config(path, headers, prefix)
-    cfg._attn_implementation = "sdpa"
-    return build_empty(lambda: JinaEmbeddingsV3Model(cfg, add_pooling_layer=False), device)
+    with torch.device("meta"):
+        return JinaTextModel(cfg)
 
 
 def check_jina(folder: Path, headers: dict) -> None:
     prefix, keys = _jina_plan(folder, headers)
     sd = jina_state_dict(meta_tensors(headers, keys), prefix)
-    check_keys(_empty_jina(folder, headers, prefix, "meta"), sd, str(folder), "Jina CLIP text tower")
+    check_keys(_empty_jina(folder, headers, prefix), sd, str(folder), "Jina CLIP text tower")
 
 
 def read_jina(folder: Path, dtype: torch.dtype, device="cpu") -> tuple[dict, str, dict]:
@@ -212,7 +190,7 @@ def read_jina(folder: Path, dtype: torch.dtype, device="cpu") -> tuple[dict, str
 
 def build_jina(folder: Path, read: tuple[dict, str, dict], device="cpu"):
     headers, prefix, sd = read
-    model = _empty_jina(folder, headers, prefix, device)
+    model = _empty_jina(folder, headers, prefix)
     load_strict(model, sd, str(folder), "Jina CLIP text tower")
     return model.to(device).eval().requires_grad_(False)
 

@@ -81,7 +81,7 @@ def gemma_config_json(gemma) -> dict:
     }
 
 
-# native JinaEmbeddingsV3Model names -> original XLM-RoBERTa flash names (inverse of loading/text.py)
+# native Jina names (model/jina.py) -> original XLM-RoBERTa flash names (inverse of loading/text.py)
 _JINA_TO_FLASH = [
     (r"^embeddings\.LayerNorm\.", "emb_ln."),
     (r"^layers\.", "encoder.layers."),
@@ -92,7 +92,7 @@ _JINA_TO_FLASH = [
 
 
 def save_jina(folder: Path, jina, tokenizer, lora_rank: int = 0, dtype=None) -> None:
-    """A JinaEmbeddingsV3Model saved like jina-clip-v2's text tower: flash names, fused Wqkv, weights as
+    """A JinaTextModel saved like jina-clip-v2's text tower: flash names, fused Wqkv, weights as
     `parametrizations.weight.original` and (optionally) unused LoRA adapter tensors beside them."""
     folder.mkdir(parents=True, exist_ok=True)
     native = {k: (v.to(dtype) if dtype else v) for k, v in jina.state_dict().items()}
@@ -121,7 +121,7 @@ def save_jina(folder: Path, jina, tokenizer, lora_rank: int = 0, dtype=None) -> 
 
 
 def jina_config_json(jina) -> dict:
-    """A JinaEmbeddingsV3Model's config as jina-clip-v2's config.json spells it."""
+    """A JinaTextModel's config as jina-clip-v2's config.json spells it."""
     c = jina.config
     return {
         "architectures": ["JinaCLIPModel"],
@@ -139,7 +139,7 @@ def jina_config_json(jina) -> dict:
                 "num_hidden_layers": c.num_hidden_layers,
                 "num_attention_heads": c.num_attention_heads,
                 "intermediate_size": c.intermediate_size,
-                "rotary_emb_base": float(c.rope_parameters["rope_theta"]),
+                "rotary_emb_base": float(c.rope_theta),
                 "pad_token_id": c.pad_token_id,
             },
         },

@@ -107,9 +107,7 @@ class TextEncoders:
             truncation=True,
             return_tensors="pt",
         ).to(self.jina.device)
-        hidden = self.jina(
-            input_ids=jtok.input_ids, attention_mask=jtok.attention_mask
-        ).last_hidden_state.float()
+        hidden = self.jina(jtok.input_ids, jtok.attention_mask).float()
         m = jtok.attention_mask[..., None].to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # masked mean; no projection, no normalisation
         return TextEmbeds(cap_feats, cap_mask, pooled.to(device, cap_feats.dtype))

@@ -120,15 +120,6 @@ def _rank_main(rank: int, world: int, device: str, job: Job):
     return dataclasses.replace(gen, latents=gen.latents.cpu().numpy()), pipe.notice
 
 
-def _import_for_fork() -> None:
-    """CPU ranks are forked: import the model libraries once here, not in every child (seconds each)."""
-    from newbie.quiet_imports import import_model_libraries
-
-    import_model_libraries()  # without torchao's import noise
-    import transformers  # noqa: F401
-    from transformers import JinaEmbeddingsV3Model  # noqa: F401
-
-
 def generate(
     layout: Layout,
     placement: Placement,
@@ -152,8 +143,6 @@ def generate(
     if settings.get("seed") is None:
         settings["seed"] = secrets.randbelow(2**32)
     job = Job(layout, dict(load), prompt, negative, settings, progress, step_cache, compile)
-    if not placement.cuda:
-        _import_for_fork()
     results = run_group(_rank_main, (job,), placement, timeout_s)
     gen, notice = results[0]
     return dataclasses.replace(gen, latents=torch.from_numpy(gen.latents)), notice

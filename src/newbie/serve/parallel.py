@@ -208,10 +208,6 @@ def parallel_service(args, limits, load: dict):
             Placement.for_world(layout.world, ",".join(devices[i : i + layout.world]))
             for i in range(0, len(devices), layout.world)
         ]
-    if not groups[0].cuda:
-        from newbie.parallel.runner import _import_for_fork
-
-        _import_for_fork()
     runners = [
         GroupRunner(
             layout, p, load, getattr(args, "step_cache", 0.0), compile=getattr(args, "compile", False)
