@@ -118,7 +118,7 @@ def main() -> int:
                         from newbie.model import flash_triton
 
                         pre = flash.quantize_fp8(q, k, v)
-                        fn = lambda: flash_triton.fp8_from_quantized(q, *pre)  # noqa: E731
+                        fn = lambda: flash_triton.fp8_from_quantized(q, *pre, block=flash.FP8_BLOCK)  # noqa: E731
                         row["quantize_ms"] = do_bench(
                             lambda: flash.quantize_fp8(q, k, v), return_mode="median"
                         )

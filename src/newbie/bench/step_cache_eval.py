@@ -78,13 +78,14 @@ def demo_binding(policies: dict, scenes: int = 4, seeds: int = 1, device: str = 
     CFG 4, 128x128): the picture-quality side of the table, on a trained model."""
     import numpy as np
 
-    import newbie
     import newbie.pipeline.pipeline as pipeline_module
     from newbie.bench.speed_measure import psnr
     from newbie.demo.evaluate import held_out_scenes, score
     from newbie.demo.world import xml_caption
 
-    pipe = pipe or newbie.load(None, device=device)
+    from newbie.pipeline.load import load
+
+    pipe = pipe or load(None, device=device)
     chosen = held_out_scenes(1)[:scenes]
     flat = [s for s in chosen for _ in range(seeds)]
     n_layers = len(pipe.dit.layers)

@@ -132,7 +132,9 @@ def flash96(q: Tensor, k: Tensor, v: Tensor, fp8: bool) -> Tensor:
     from newbie.model import flash_triton
 
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    return flash_triton.attention_fp8(q, k, v) if fp8 else flash_triton.attention_bf16(q, k, v)
+    if fp8:
+        return flash_triton.fp8_from_quantized(q, *quantize_fp8(q, k, v), block=FP8_BLOCK)
+    return flash_triton.attention_bf16(q, k, v)
 
 
 @flash96.register_fake

@@ -289,29 +289,20 @@ def _attention_fp8(
     tl.store(o_base + d1[None, :], out1.to(O.dtype.element_ty), mask=row_ok)
 
 
-def attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """As attention_bf16, with Q, K, V quantized to e4m3 first (flash.quantize_fp8: the scales)."""
-    from newbie.model.flash import quantize_fp8
-
-    assert q.shape[-1] == 96 and q.shape[2] % k.shape[2] == 0
-    return fp8_from_quantized(q, *quantize_fp8(q, k, v))
-
-
-def fp8_from_quantized(q, q8, qs, k8, ks, vt8, vs) -> torch.Tensor:
-    """The fp8 kernel alone, on flash.quantize_fp8's output (q: only its shape and dtype are read)."""
-    from newbie.model.flash import FP8_BLOCK
-
+def fp8_from_quantized(q, q8, qs, k8, ks, vt8, vs, block: int = 128) -> torch.Tensor:
+    """The fp8 kernel on flash.quantize_fp8's output (q: only its shape and dtype are read; block: the rows
+    that share one scale, the kernel's BLOCK_M)."""
     B, n_q, H, D = q.shape
     n_kv, Hk = k8.shape[1], k8.shape[2]
     o = torch.empty(B, n_q, H, D, device=q.device, dtype=q.dtype)
     sm_log2 = D**-0.5 * 1.4426950408889634
-    grid = (triton.cdiv(n_q, FP8_BLOCK), B * H)
+    grid = (triton.cdiv(n_q, block), B * H)
     _attention_fp8[grid](
         q8, k8, vt8, o, qs, ks, vs, sm_log2, n_q, n_kv,
         q8.stride(0), q8.stride(1), q8.stride(2), k8.stride(0), k8.stride(1), k8.stride(2),
         vt8.stride(0), vt8.stride(1), vt8.stride(2), o.stride(0), o.stride(1), o.stride(2),
         qs.stride(0), ks.stride(0), ks.shape[-1],
-        H=H, GROUPS=H // Hk, BLOCK_M=FP8_BLOCK,
+        H=H, GROUPS=H // Hk, BLOCK_M=block,
     )  # fmt: skip
     return o.flatten(2)
 
