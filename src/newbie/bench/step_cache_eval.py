@@ -82,7 +82,6 @@ def demo_binding(policies: dict, scenes: int = 4, seeds: int = 1, device: str = 
     from newbie.bench.speed_measure import psnr
     from newbie.demo.evaluate import held_out_scenes, score
     from newbie.demo.world import xml_caption
-
     from newbie.pipeline.load import load
 
     pipe = pipe or load(None, device=device)
