@@ -14,7 +14,7 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 [ -f /tmp/newbie-full/vae/config.json ] || python3 -m newbie.bench.random_checkpoint /tmp/newbie-full | tail -1
 echo "[$SECONDS s] kernels"
-timeout 100 python3 bench/attention_kernel.py --json "$OUT/attention-kernel.json" 2>&1 | grep -v "^  \|^Traceback" | tail -20
+timeout 80 python3 bench/attention_kernel.py --json "$OUT/attention-kernel.json" 2>&1 | grep -v "^  \|^Traceback" | tail -20
 echo "[$SECONDS s] startup"
 timeout 260 python3 -m newbie bench startup --model /tmp/newbie-full --out "$OUT" --timeout-s 120 \
   --sections "$STARTUP" --budget-s 200 2>&1 | tail -25
