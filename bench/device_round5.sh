@@ -14,11 +14,11 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 [ -f /tmp/newbie-full/vae/config.json ] || python3 -m newbie.bench.random_checkpoint /tmp/newbie-full | tail -1
 echo "[$SECONDS s] kernels"
-timeout 80 python3 bench/attention_kernel.py --json "$OUT/attention-kernel.json" 2>&1 | grep -v "^  \|^Traceback" | tail -20
+[ "${KERNELS:-1}" = 0 ] || timeout 80 python3 bench/attention_kernel.py --json "$OUT/attention-kernel.json" 2>&1 | grep -v "^  \|^Traceback" | tail -20
 echo "[$SECONDS s] startup"
 timeout 260 python3 -m newbie bench startup --model /tmp/newbie-full --out "$OUT" --timeout-s 120 \
   --sections "$STARTUP" --budget-s 200 2>&1 | tail -25
 echo "[$SECONDS s] speed"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/peers/*.whl
 python3 -m newbie bench speed --model /tmp/newbie-full --budget-s $(( LIMIT - SECONDS - 25 )) --out "$OUT" \
-  --skip compile_warm,sizes,step_cache_binding,diffusers_compiled,cache_dit_fp8 2>&1 | tail -40
+  --skip "${SPEED_SKIP:-compile_warm,sizes,step_cache_binding,diffusers_compiled,cache_dit_fp8}" 2>&1 | tail -40
