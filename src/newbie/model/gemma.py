@@ -143,6 +143,12 @@ class ScaledEmbedding(nn.Embedding):
         super().__init__(vocab, dim, padding_idx)
         self.scale = dim**0.5
 
+    def reset_parameters(self) -> None:
+        # normal_ on a meta tensor imports torch._dynamo (1.5 s here, several on the GPU machine, on the load's
+        # critical path); a meta build is filled by the loader, and a real one draws as before
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
     def forward(self, ids: Tensor) -> Tensor:
         # a CPU 0-dim tensor: no host-to-device copy (CUDA-graph safe), multiplied in the weight dtype
         return super().forward(ids) * torch.tensor(self.scale, dtype=self.weight.dtype)
