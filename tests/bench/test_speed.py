@@ -208,3 +208,13 @@ def test_cache_dit_fp8_names_torchao_when_it_is_missing(tmp_path, monkeypatch):
     assert "torchao" in res["peers"]["cache_dit_fp8_compiled"]
     assert res["peers"]["cache_dit_fp8_compiled"].startswith("not run:")
     assert res["peers"]["cache_dit_dbcache"].startswith("not run")  # every peer names why
+
+
+def test_the_bench_prompt_is_a_valid_request():
+    """The images' prompt passes the request check every door applies (2026-12-07: the official-recipe image
+    and the fp8 image failed on the GPU with 'stray text outside any tag')."""
+    from newbie.bench.speed import BENCH_PROMPT
+    from newbie.prompts.parse import check_xml, parse
+
+    check_xml(BENCH_PROMPT)
+    assert len(parse(BENCH_PROMPT).general.other) == 200
