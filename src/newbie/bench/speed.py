@@ -41,7 +41,6 @@ from newbie.bench.speed_peers import _trajectory as _trajectory
 from newbie.bench.speed_peers import lumina2_like as lumina2_like
 from newbie.errors import NewbieError
 
-
 # the images' prompt: a character and 200 general tags (about the 256 caption tokens the step timings use), valid
 # XML as every door requires
 BENCH_PROMPT = (
