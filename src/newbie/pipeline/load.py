@@ -135,5 +135,12 @@ def warm_up(pipe: Pipeline) -> float:
     pipe.embed([pipe.spec.sampling.negative], [])
     side = 8 * pipe.codec.cfg.downscale  # a tiny image: 64 px with FLUX's VAE (an 8x8 latent)
     pipe.generate("warm-up", seed=0, steps=1, width=side, height=side, sampler="euler", cfg_trunc=1.0)
+    if pipe.device.type == "cuda":
+        # kernels are chosen per shape (cuDNN attention plans, GEMM heuristics): one step at the default size
+        # too, or the first real step ran 1.8x a later one after the tiny image alone (H100, 2026-12-07)
+        d = pipe.spec.sampling
+        pipe.generate(
+            "warm-up", seed=0, steps=1, width=d.width, height=d.height, sampler="euler", cfg_trunc=1.0
+        )
     synchronize(pipe.device)
     return time.perf_counter() - t0
