@@ -23,3 +23,24 @@ def test_offload_and_streaming_are_bit_identical(tiny_pipeline):
         streamer.remove()
     assert torch.equal(out, ref)
     assert not any(b._forward_pre_hooks or b._forward_hooks for b in dit.layers)
+
+
+def test_streaming_prefetches_only_the_blocks_a_forward_reaches():
+    """A forward that stops early (the text encoder runs the layers before its hidden state) leaves no block
+    it never reaches prefetched on the device: the plan's allowance of in-use + prefetched blocks holds."""
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(6))
+    streamer = BlockStreamer(blocks, torch.device("cpu"), resident=set(), prefetch=2)
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        for _ in range(3):  # three forwards through the first 4 blocks only
+            h = x
+            for b in blocks[:4]:
+                h = b(h)
+                assert len(streamer.inflight) <= 2
+    assert set(streamer.inflight) <= {0, 1}  # wrapping to the next forward's first blocks, not to 4 or 5
+    ref = x
+    for b in blocks[:4]:
+        ref = b(ref)
+    assert torch.equal(h, ref)
+    streamer.remove()

@@ -108,6 +108,11 @@ class BlockStreamer:
         self.cuda = self.device.type == "cuda"
         self.copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
         self.inflight: dict[int, tuple[list[torch.Tensor], object]] = {}
+        # the streamed blocks a forward actually entered, in order: a forward may stop early (the text encoder
+        # runs only the layers before the hidden state it returns), and prefetching a block it never reaches
+        # would keep that block on the GPU past the plan's allowance
+        self.order: list[int] = []
+        self.run: list[int] = []
         self.handles = []
         # Host-side work (copies, events, .data swaps) that torch.compile must not trace: a compiled block
         # runs its hooks too, and traced they recompile once per block index until the recompile limit fails
@@ -140,9 +145,15 @@ class BlockStreamer:
                     torch.cuda.current_stream(self.device)
                 )  # memory stays valid until compute ends
             p.data = t
-        k = self.streamed.index(i)
+        if self.run and i <= self.run[-1]:  # a new forward
+            self.order, self.run = self.run, []
+        self.run.append(i)
+        seq = self.order if i in self.order else self.streamed
+        for stale in [j for j in self.inflight if j not in seq]:
+            del self.inflight[stale]
+        k = seq.index(i)
         for j in range(1, self.prefetch + 1):  # the next streamed blocks, wrapping into the next forward
-            self._start(self.streamed[(k + j) % len(self.streamed)])
+            self._start(seq[(k + j) % len(seq)])
 
     def _leave(self, i: int) -> None:
         for p, cpu in self.cpu[i]:
