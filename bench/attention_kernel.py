@@ -68,19 +68,13 @@ def main() -> int:
         r = ref32(q, k, v)
         out = flash.flash96(q, k, v, False)
         o8 = flash.flash96(q, k, v, True)
-        from newbie.model import flash_triton
 
-        try:
-            tma_rel = rel(flash_triton.attention_bf16_tma(q, k, v), r)
-        except Exception as e:  # noqa: BLE001
-            tma_rel = f"{type(e).__name__}: {str(e)[:300]}"
         c = {
             "B": B,
             "N": N,
             "M": M or N,
             "layout": layout,
             "bf16_rel": rel(out, r),
-            "tma_rel": tma_rel,
             "fp8_rel": rel(o8, r),
             "sdpa_bf16_rel": rel(sdpa(q, k, v), r),
             "finite": bool(out.isfinite().all() and o8.isfinite().all()),
@@ -110,7 +104,6 @@ def main() -> int:
                 ("efficient", lambda: sdpa(q, k, v, SDPBackend.EFFICIENT_ATTENTION)),
                 ("triton", lambda: flash.flash96(q, k, v, False)),
                 ("triton-fp8", lambda: flash.flash96(q, k, v, True)),
-                ("triton-tma", lambda: flash_triton.attention_bf16_tma(q, k, v)),
                 ("triton-fp8-kernel-only", None),
             ):
                 try:
@@ -139,7 +132,6 @@ def main() -> int:
     res["autotune"] = {
         "bf16": str(getattr(flash_triton._attention_bf16, "best_config", None)),
         "fp8": str(getattr(flash_triton._attention_fp8, "best_config", None)),
-        "tma": str(getattr(flash_triton._attention_bf16_tma, "best_config", None)),
     }
     print(res["autotune"])
     if args.json:
