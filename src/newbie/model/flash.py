@@ -67,8 +67,9 @@ def quantize_fp8(q: Tensor, k: Tensor, v: Tensor):
     k = k.float() - k.float().mean(1, keepdim=True)
     B, N, H, D = q.shape
     M, Hk = k.shape[1], k.shape[2]
-    qs = (_block_amax(q, FP8_BLOCK) / E4M3_MAX).clamp(min=1e-12)
-    ks = (_block_amax(k, FP8_BLOCK) / E4M3_MAX).clamp(min=1e-12)
+    # contiguous: the kernel indexes the scales as rows of (B*H, blocks); the amax below is a permuted view
+    qs = (_block_amax(q, FP8_BLOCK) / E4M3_MAX).clamp(min=1e-12).contiguous()
+    ks = (_block_amax(k, FP8_BLOCK) / E4M3_MAX).clamp(min=1e-12).contiguous()
 
     def scaled(x, s, heads):
         n = x.shape[1]
@@ -98,7 +99,8 @@ def fp8_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     # the kernel rounds the unnormalised exp2 terms (max 1) to e4m3; normalising after is the same up to
     # that rounding, which is what this reproduces
     e = torch.exp(s - s.amax(-1, keepdim=True))
-    p = e.to(torch.float8_e4m3fn).float() / e.sum(-1, keepdim=True)
+    e8 = (e * 256).to(torch.float8_e4m3fn).float()
+    p = e8 / e8.sum(-1, keepdim=True)
     vdt = (vt8[..., :M].float()).permute(0, 1, 3, 2).repeat_interleave(groups, 1)  # codes (B, H, M, D)
     out = (p @ vdt) * vs.view(B, Hk, D).repeat_interleave(groups, 1)[:, :, None]
     return out.to(q.dtype).transpose(1, 2).flatten(2)
