@@ -7,7 +7,7 @@ accumulators (P V0, P V1). Online softmax in base 2 with the 1/sqrt(d) scale fol
 math, block for block, is `flash.blockwise_reference` (tested on the CPU); this file needs a CUDA GPU.
 
 fp8: Q and K in e4m3 with one scale per 128-row block (per head), V in e4m3 with one scale per channel (it
-factors out of P V, so it is applied to the output), P in e4m3 as it is (0..1). V is stored transposed
+factors out of P V, so it is applied to the output), P in e4m3 scaled x256. V is stored transposed
 (B, Hkv, D, N), the operand order Hopper's fp8 matrix instructions read.
 """
 
@@ -29,6 +29,37 @@ _CONFIGS = [
         (64, 64, 4, 4),
     )
 ]
+
+
+_LOG2E = 1.4426950408889634  # the kernels exponentiate in base 2
+
+
+@triton.jit
+def _program(H, GROUPS, BLOCK_M: tl.constexpr):
+    """This program's query block and head: (pid_m, b * H + h, b, h, its KV head, the query rows)."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    return pid_m, bh, b, h, h // GROUPS, pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+
+
+@triton.jit
+def _load_q(Q, b, h, offs_m, n_q, stride_qb, stride_qn, stride_qh):
+    """The query block's two parts (BLOCK_M, 64) and (BLOCK_M, 32); rows past n_q read as zeros."""
+    row_ok = offs_m[:, None] < n_q
+    base = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
+    q0 = tl.load(base + tl.arange(0, 64)[None, :], mask=row_ok, other=0.0)
+    q1 = tl.load(base + 64 + tl.arange(0, 32)[None, :], mask=row_ok, other=0.0)
+    return q0, q1
+
+
+@triton.jit
+def _store_o(O, out0, out1, b, h, offs_m, n_q, stride_ob, stride_on, stride_oh):
+    row_ok = offs_m[:, None] < n_q
+    base = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
+    tl.store(base + tl.arange(0, 64)[None, :], out0.to(O.dtype.element_ty), mask=row_ok)
+    tl.store(base + 64 + tl.arange(0, 32)[None, :], out1.to(O.dtype.element_ty), mask=row_ok)
 
 
 @triton.jit
@@ -109,19 +140,11 @@ def _attention_bf16(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    hk = h // GROUPS
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pid_m, bh, b, h, hk, offs_m = _program(H, GROUPS, BLOCK_M)
+    q0, q1 = _load_q(Q, b, h, offs_m, n_q, stride_qb, stride_qn, stride_qh)
     offs_n = tl.arange(0, BLOCK_N)
     d0 = tl.arange(0, 64)
     d1 = 64 + tl.arange(0, 32)
-    row_ok = offs_m[:, None] < n_q
-    q_base = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
-    q0 = tl.load(q_base + d0[None, :], mask=row_ok, other=0.0)
-    q1 = tl.load(q_base + d1[None, :], mask=row_ok, other=0.0)
     k_base = K + b * stride_kb + hk * stride_kh + offs_n[None, :] * stride_kn
     k_ptrs0 = k_base + d0[:, None]  # K^T tiles (64, BLOCK_N) and (32, BLOCK_N)
     k_ptrs1 = k_base + d1[:, None]
@@ -172,9 +195,7 @@ def _attention_bf16(
             stride_vn,
             True,
         )
-    o_base = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
-    tl.store(o_base + d0[None, :], (acc0 / l_i[:, None]).to(O.dtype.element_ty), mask=row_ok)
-    tl.store(o_base + d1[None, :], (acc1 / l_i[:, None]).to(O.dtype.element_ty), mask=row_ok)
+    _store_o(O, acc0 / l_i[:, None], acc1 / l_i[:, None], b, h, offs_m, n_q, stride_ob, stride_on, stride_oh)
 
 
 def attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -183,7 +204,7 @@ def attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     n_kv, Hk = k.shape[1], k.shape[2]
     assert D == 96 and H % Hk == 0 and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
     o = torch.empty(B, n_q, H, D, device=q.device, dtype=q.dtype)
-    scale = D**-0.5 * 1.4426950408889634  # log2(e): the kernel exponentiates in base 2
+    scale = D**-0.5 * _LOG2E
 
     def grid(meta):
         return (triton.cdiv(n_q, meta["BLOCK_M"]), B * H)
@@ -232,25 +253,16 @@ def _attention_fp8(
     stride_oh,
     qs_bh,
     ks_bh,
-    n_kblocks,
     H: tl.constexpr,
     GROUPS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    hk = h // GROUPS
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pid_m, bh, b, h, hk, offs_m = _program(H, GROUPS, BLOCK_M)
+    q0, q1 = _load_q(Q, b, h, offs_m, n_q, stride_qb, stride_qn, stride_qh)
     offs_n = tl.arange(0, BLOCK_N)
     d0 = tl.arange(0, 64)
     d1 = 64 + tl.arange(0, 32)
-    row_ok = offs_m[:, None] < n_q
-    q_base = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
-    q0 = tl.load(q_base + d0[None, :], mask=row_ok, other=0.0)
-    q1 = tl.load(q_base + d1[None, :], mask=row_ok, other=0.0)
     q_scale = tl.load(QS + bh * qs_bh + pid_m) * sm_log2
     bk = b * (H // GROUPS) + hk
     k_base = K + b * stride_kb + hk * stride_kh + offs_n[None, :] * stride_kn
@@ -286,9 +298,7 @@ def _attention_fp8(
     vs = VS + bk * 96
     out0 = acc0 / l_i[:, None] * tl.load(vs + d0)[None, :]
     out1 = acc1 / l_i[:, None] * tl.load(vs + d1)[None, :]
-    o_base = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
-    tl.store(o_base + d0[None, :], out0.to(O.dtype.element_ty), mask=row_ok)
-    tl.store(o_base + d1[None, :], out1.to(O.dtype.element_ty), mask=row_ok)
+    _store_o(O, out0, out1, b, h, offs_m, n_q, stride_ob, stride_on, stride_oh)
 
 
 def fp8_from_quantized(q, q8, qs, k8, ks, vt8, vs, block: int = 128) -> torch.Tensor:
@@ -297,13 +307,13 @@ def fp8_from_quantized(q, q8, qs, k8, ks, vt8, vs, block: int = 128) -> torch.Te
     B, n_q, H, D = q.shape
     n_kv, Hk = k8.shape[1], k8.shape[2]
     o = torch.empty(B, n_q, H, D, device=q.device, dtype=q.dtype)
-    sm_log2 = D**-0.5 * 1.4426950408889634
+    sm_log2 = D**-0.5 * _LOG2E
     grid = (triton.cdiv(n_q, block), B * H)
     _attention_fp8[grid](
         q8, k8, vt8, o, qs, ks, vs, sm_log2, n_q, n_kv,
         q8.stride(0), q8.stride(1), q8.stride(2), k8.stride(0), k8.stride(1), k8.stride(2),
         vt8.stride(0), vt8.stride(1), vt8.stride(2), o.stride(0), o.stride(1), o.stride(2),
-        qs.stride(0), ks.stride(0), ks.shape[-1],
+        qs.stride(0), ks.stride(0),
         H=H, GROUPS=H // Hk, BLOCK_M=block,
     )  # fmt: skip
     return o.flatten(2)
