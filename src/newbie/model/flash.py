@@ -9,6 +9,8 @@ compiled block call them as one opaque node.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 
 import torch
@@ -57,6 +59,12 @@ def _block_amax(x: Tensor, block: int) -> Tensor:
     return a.unflatten(1, (nb, block)).amax(2).permute(0, 2, 1).reshape(B * H, nb)
 
 
+def _row_scales(scales: Tensor, batch: int, heads: int, n: int) -> Tensor:
+    """Per-block scales (batch*heads, blocks) -> each row's scale, (batch, n, heads, 1)."""
+    per_head = scales.view(batch, heads, -1).repeat_interleave(FP8_BLOCK, 2)[:, :, :n]
+    return per_head.permute(0, 2, 1)[..., None]
+
+
 def quantize_fp8(q: Tensor, k: Tensor, v: Tensor):
     """(q8, q_scales, k8, k_scales, vt8, v_scales): Q and K in e4m3 with one scale per 128 rows of each head,
     V transposed to (B, Hkv, D, M rounded up to 16) in e4m3 with one scale per channel of each KV head.
@@ -71,16 +79,13 @@ def quantize_fp8(q: Tensor, k: Tensor, v: Tensor):
     qs = (_block_amax(q, FP8_BLOCK) / E4M3_MAX).clamp(min=1e-12).contiguous()
     ks = (_block_amax(k, FP8_BLOCK) / E4M3_MAX).clamp(min=1e-12).contiguous()
 
-    def scaled(x, s, heads):
-        n = x.shape[1]
-        per_row = s.view(B, heads, -1).repeat_interleave(FP8_BLOCK, 2)[:, :, :n]  # (B, H, n)
-        return (x.float() / per_row.permute(0, 2, 1)[..., None]).to(fp8)
-
     vs = (v.abs().amax(1).float() / E4M3_MAX).clamp(min=1e-12)  # (B, Hk, D)
     m16 = -(-M // 16) * 16
     vt = (v.float() / vs[:, None]).permute(0, 2, 3, 1)  # (B, Hk, D, M)
     vt8 = torch.nn.functional.pad(vt, (0, m16 - M)).to(fp8).contiguous()
-    return scaled(q, qs, H), qs, scaled(k, ks, Hk), ks, vt8, vs.reshape(B * Hk, D).contiguous()
+    q8 = (q.float() / _row_scales(qs, B, H, N)).to(fp8)
+    k8 = (k / _row_scales(ks, B, Hk, M)).to(fp8)
+    return q8, qs, k8, ks, vt8, vs.reshape(B * Hk, D).contiguous()
 
 
 def fp8_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -89,15 +94,11 @@ def fp8_reference(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     M, Hk = k.shape[1], k.shape[2]
     q8, qs, k8, ks, vt8, vs = quantize_fp8(q, k, v)
 
-    def deq(x8, s, heads, n):
-        per_row = s.view(B, heads, -1).repeat_interleave(FP8_BLOCK, 2)[:, :, :n].permute(0, 2, 1)
-        return x8.float() * per_row[..., None]
-
-    qd, kd = deq(q8, qs, H, N), deq(k8, ks, Hk, M)
+    qd, kd = q8.float() * _row_scales(qs, B, H, N), k8.float() * _row_scales(ks, B, Hk, M)
     groups = H // Hk
     s = (qd.transpose(1, 2) @ kd.transpose(1, 2).repeat_interleave(groups, 1).transpose(-1, -2)) * D**-0.5
-    # the kernel rounds the unnormalised exp2 terms (max 1) to e4m3; normalising after is the same up to
-    # that rounding, which is what this reproduces
+    # the kernel rounds the unnormalised weights (max 1) x256 to e4m3 and divides by the sum of the rounded
+    # ones; its running max makes its rounding differ slightly from this global-max form
     e = torch.exp(s - s.amax(-1, keepdim=True))
     e8 = (e * 256).to(torch.float8_e4m3fn).float()
     p = e8 / e8.sum(-1, keepdim=True)
@@ -117,16 +118,9 @@ def supported(q: Tensor, k: Tensor) -> bool:
     )
 
 
-_TRITON: bool | None = None
-
-
+@functools.cache
 def _triton_available() -> bool:
-    global _TRITON
-    if _TRITON is None:
-        import importlib.util
-
-        _TRITON = importlib.util.find_spec("triton") is not None
-    return _TRITON
+    return importlib.util.find_spec("triton") is not None
 
 
 @torch.library.custom_op("newbie::flash96", mutates_args=())
