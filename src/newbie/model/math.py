@@ -83,8 +83,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, backend:
         return flash.flash96(q, k, v, backend == "triton-fp8")
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, D)
     groups = q.shape[1] // k.shape[1]
-    if key_mask is None and backend_order(backend):
-        with sdpa_kernel(backend_order(backend), set_priority=True):
+    order = backend_order(backend) if key_mask is None else []
+    if order:
+        with sdpa_kernel(order, set_priority=True):
             out = F.scaled_dot_product_attention(q, k, v, enable_gqa=groups > 1)
     elif key_mask is None:
         out = F.scaled_dot_product_attention(q, k, v, enable_gqa=groups > 1)
