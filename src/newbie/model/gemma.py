@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from newbie.errors import CheckpointError
+from newbie.model.embedding import Embedding
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 ROPE_TYPES = ("default", "linear")
@@ -135,19 +136,13 @@ class RMSNorm(nn.Module):
         return (y * (1.0 + self.weight.float())).type_as(x)
 
 
-class ScaledEmbedding(nn.Embedding):
+class ScaledEmbedding(Embedding):
     """Token embeddings times sqrt(hidden), the factor rounded to the weight dtype first (sqrt(2560) = 50.596
     -> 50.5 in bf16), as transformers does."""
 
     def __init__(self, vocab: int, dim: int, padding_idx: int | None):
         super().__init__(vocab, dim, padding_idx)
         self.scale = dim**0.5
-
-    def reset_parameters(self) -> None:
-        # normal_ on a meta tensor imports torch._dynamo (1.5 s here, several on the GPU machine, on the load's
-        # critical path); a meta build is filled by the loader, and a real one draws as before
-        if not self.weight.is_meta:
-            super().reset_parameters()
 
     def forward(self, ids: Tensor) -> Tensor:
         # a CPU 0-dim tensor: no host-to-device copy (CUDA-graph safe), multiplied in the weight dtype

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from newbie.model.embedding import Embedding
+
 
 @dataclass(frozen=True)
 class JinaConfig:
@@ -75,20 +77,11 @@ def rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def embedding(n: int, dim: int) -> nn.Embedding:
-    """nn.Embedding with its own N(0, 1) init, skipped when built on meta: normal_ on a meta tensor imports
-    torch._dynamo (about 3 s in a fresh process), and a meta build is filled by the loader anyway."""
-    weight = torch.empty(n, dim)
-    if not weight.is_meta:
-        nn.init.normal_(weight)
-    return nn.Embedding(n, dim, _weight=weight)
-
-
 class Embeddings(nn.Module):
     def __init__(self, cfg: JinaConfig):
         super().__init__()
-        self.word_embeddings = embedding(cfg.vocab_size, cfg.hidden_size)
-        self.token_type_embeddings = embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.word_embeddings = Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.token_type_embeddings = Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, input_ids: Tensor) -> Tensor:
