@@ -40,3 +40,12 @@ def test_quantizing_still_imports_torchao_quietly():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "True\n" and "_pytree" not in done.stderr
+
+
+def test_the_tiny_checkpoints_build_quietly():
+    """demo/tiny draws the tiny Jina's weights with transformers (the seeded draws the test checkpoints and the
+    demo model came from): that import must not bring torchao's noise with it."""
+    pytest.importorskip("torchao")
+    done = _run("from newbie.demo.tiny import tiny_components\ntiny_components(0)\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""

@@ -101,6 +101,9 @@ def tiny_gemma(vocab_size: int, sizes: TinySizes, seed: int):
 
 
 def tiny_jina(vocab_size: int, sizes: TinySizes, seed: int) -> JinaTextModel:
+    from newbie.quiet_imports import import_model_libraries
+
+    import_model_libraries()  # transformers without torchao's import noise
     from transformers import JinaEmbeddingsV3Config, JinaEmbeddingsV3Model
 
     widths = dict(
