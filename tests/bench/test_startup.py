@@ -38,7 +38,7 @@ def test_cli_parsing_up_to_the_load_stays_light(tiny_model_dir):
 
 
 def test_bench_startup_runs_end_to_end_on_cpu(tiny_model_dir, tmp_path):
-    sections = "read,import,load,compile,vram,megacache"
+    sections = "read,import,load,cli,compile,vram,megacache"
     p = _python(
         "-m", "newbie", "bench", "startup", "--model", str(tiny_model_dir), "--device", "cpu",
         "--size", "64", "--sections", sections, "--out", str(tmp_path),
@@ -54,6 +54,10 @@ def test_bench_startup_runs_end_to_end_on_cpu(tiny_model_dir, tmp_path):
     for key in ("cli_compiled_cold_s", "cli_compiled_warm_s", "cli_compiled_warm_megacache_s", "cli_vram8_s"):
         assert "CUDA" in res[key]  # the reason it could not run here, not a number
     assert set(res["section_s"]) == set(sections.split(","))
+    # the command's own account of its time, read back from its output
+    phases = res["cli_eager_phases"]
+    assert isinstance(res["cli_eager_s"], float) and phases["load_s"] > 0 and phases["denoise_s"] > 0
+    assert phases["setup_s"] + phases["load_s"] <= phases["total_s"] <= res["cli_eager_s"]
 
 
 def test_bench_startup_refuses_bad_input_in_one_line(tmp_path):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from newbie.cli.main import main
 from newbie.errors import NewbieError
+from newbie.pipeline.timings import parse_timings
 from newbie.sampling.samplers import SAMPLERS
 
 
@@ -43,6 +44,10 @@ def test_generate_writes_png_with_recipe_and_remakes_it_bit_for_bit(tiny_model_d
     assert code == 0, err
     assert stdout.strip() == str(out)
     assert "it/s" in err and "ETA" in err
+    # where the time went, one line the startup bench reads back: every phase up to the saved PNG
+    times = parse_timings(err)
+    assert set(times) == {f"{p}_s" for p in ("setup", "load", "encode", "denoise", "decode", "save", "total")}
+    assert times["total_s"] >= times["load_s"] + times["denoise_s"]
     with Image.open(out) as im:
         rec = json.loads(im.info["newbie"])
         assert im.size == (32, 48)

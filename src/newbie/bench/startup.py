@@ -25,6 +25,7 @@ from datetime import date
 from pathlib import Path
 
 from newbie.errors import NewbieError
+from newbie.pipeline.timings import parse_timings
 
 # in the order they run: the issue's headline figures first, in case the budget runs out
 SECTIONS = ("read", "import", "load", "cli", "compile", "vram", "serve", "cold", "peers", "megacache")
@@ -65,7 +66,8 @@ class Run:
             self.path.write_text(text + "\n")
 
     def child(self, argv: list[str], env: dict | None = None) -> tuple[dict | None, float, str]:
-        """(the @@ line's JSON or None, wall seconds from spawn to exit, the output's tail on a failure)."""
+        """(the @@ line's JSON or None, wall seconds from spawn to exit, the output: stdout then stderr, or the
+        tail of the failure)."""
         t0 = time.perf_counter()
         try:
             p = subprocess.run(
@@ -81,7 +83,11 @@ class Run:
         lines = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
         if p.returncode != 0:
             return None, wall, (p.stderr or p.stdout).strip()[-400:] or f"exit status {p.returncode}"
-        return (json.loads(lines[-1][2:]) if lines else None), wall, p.stdout.strip()
+        return (
+            (json.loads(lines[-1][2:]) if lines else None),
+            wall,
+            p.stdout.strip() + "\n" + p.stderr.strip(),
+        )
 
     def probe(self, what: str, **kwargs) -> dict:
         data, _, tail = self.child(["-m", "newbie.bench.startup_child", what, json.dumps(kwargs)])
@@ -165,24 +171,28 @@ def section_cold(r: Run) -> None:
         r.res["cold_load_s"] = data.get("load_s", data)
 
 
-def _generate(r: Run, *extra: str, env: dict | None = None):
+def _generate(r: Run, key: str, *extra: str, env: dict | None = None) -> None:
+    """One `newbie generate` from process start to PNG into res[key] (wall seconds, or why it failed), and the
+    command's own account of where the time went (its timings line) into res[key without _s + "_phases"]."""
     out = r.work / "cli.png"
     argv = ["-m", "newbie", "generate", PROMPT, "--model", str(r.model), "--device", r.device, "--seed", "0"]
-    argv += ["--size", f"{r.size}x{r.size}", "--out", str(out), "--quiet", *extra]
+    argv += ["--size", f"{r.size}x{r.size}", "--out", str(out), *extra]
     if r.args.steps:
         argv += ["--steps", str(r.args.steps)]
     _, wall, tail = r.child(argv, env)
     ok = out.is_file() and "Traceback" not in tail
     if out.is_file():
         out.unlink()
-    return wall if ok else f"failed: {tail[-300:]}"
+    r.res[key] = wall if ok else f"failed: {tail[-300:]}"
+    if ok:
+        r.res[key.removesuffix("_s") + "_phases"] = parse_timings(tail)
 
 
 def section_cli(r: Run) -> None:
-    r.res["cli_eager_s"] = _generate(r)
+    _generate(r, "cli_eager_s")
     r.save()
     # a model this machine has never hashed (a new download): the hash every PNG records is computed too
-    r.res["cli_eager_unhashed_model_s"] = _generate(r, env={"NEWBIE_CACHE": str(r.work / "fresh-cache")})
+    _generate(r, "cli_eager_unhashed_model_s", env={"NEWBIE_CACHE": str(r.work / "fresh-cache")})
 
 
 def _compiled_pair(r: Run, keys: tuple[str, str], env: dict) -> None:
@@ -190,9 +200,9 @@ def _compiled_pair(r: Run, keys: tuple[str, str], env: dict) -> None:
     if not r.device.startswith("cuda"):
         r.res.update(dict.fromkeys(keys, "compile sections run on CUDA only"))
         return
-    r.res[keys[0]] = _generate(r, "--compile", env=env)
+    _generate(r, keys[0], "--compile", env=env)
     r.save()
-    r.res[keys[1]] = _generate(r, "--compile", env=env)
+    _generate(r, keys[1], "--compile", env=env)
 
 
 def section_compile(r: Run) -> None:
@@ -211,7 +221,7 @@ def section_vram(r: Run) -> None:
     if not r.device.startswith("cuda"):
         r.res["cli_vram8_s"] = "--vram plans need CUDA"
         return
-    r.res["cli_vram8_s"] = _generate(r, "--vram", "8GB")
+    _generate(r, "cli_vram8_s", "--vram", "8GB")
 
 
 def _free_port() -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from newbie.cli.request_args import (
 )
 from newbie.errors import NewbieError, debug_enabled, describe, failure_context
 from newbie.pipeline.request import Settings, check
+
+STARTED = time.perf_counter()  # the command's clock starts with the CLI's first import (torch comes later)
 
 # Each feature package registers its own subcommands with add_parser(subparsers); heavy imports stay inside run.
 COMMAND_MODULES = (
@@ -120,6 +123,8 @@ def cmd_generate(args) -> int:
     dtype, _, recipe_quant = dtype.partition("+")  # a quantized recipe records e.g. "bf16+int8"
     size = (settings.width, settings.height) if settings else (recipe.width, recipe.height)
     size = size if all(size) else None  # the plan's size; None: the model's default
+    phases = {"setup_s": time.perf_counter() - STARTED}  # imports and every check before the weights
+    t0 = time.perf_counter()
     pipe = load_from_args(
         args,
         dtype=dtype,
@@ -130,8 +135,11 @@ def cmd_generate(args) -> int:
     )
     if pipe.plan is not None and not args.quiet:
         print(pipe.plan.describe(), file=sys.stderr)
+    phases["load_s"] = time.perf_counter() - t0
     if args.compile:
+        t0 = time.perf_counter()
         pipe.compile()
+        phases["compile_s"] = time.perf_counter() - t0
     if pipe.notice and not args.quiet:
         print(pipe.notice, file=sys.stderr)
     for note in comfy.notes if comfy is not None else ():
@@ -148,7 +156,7 @@ def cmd_generate(args) -> int:
         else:
             bar = None if args.quiet else ProgressBar(req.total_steps, stream=sys.stderr)
             gen = pipe.run(req, progress=bar)
-    write_generation(gen, out, args.quiet)
+    write_generation(gen, out, args.quiet, phases, STARTED)
     return 0
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from newbie.errors import NewbieError
+from newbie.pipeline.timings import timings_line
 
 DEFAULT_FOLDER, PREFIX = Path("outputs"), "newbie"
 
@@ -54,8 +56,15 @@ def output_paths(spec: OutputSpec, n: int) -> list[Path]:
     return numbered_paths(spec.folder, n) if spec.file is None else batch_paths(spec.file, n)
 
 
-def write_generation(gen, spec: OutputSpec, quiet: bool) -> None:
+def write_generation(
+    gen, spec: OutputSpec, quiet: bool, phases: dict | None = None, started: float | None = None
+) -> None:
+    """The images, their paths on stdout; unless quiet, warnings, seeds and where the time went: the phases
+    before the pipeline (`phases`: setup, load, compile), the pipeline's own, saving, and the total since
+    `started` (perf_counter when the command began)."""
     from newbie.pipeline.images import save_png
+
+    t0 = time.perf_counter()
 
     shown = set()
     for rec in gen.recipes:
@@ -72,8 +81,5 @@ def write_generation(gen, spec: OutputSpec, quiet: bool) -> None:
             print(f"seed {rec.seed} -> {path}", file=sys.stderr)
         print(path)
     if not quiet:
-        t = gen.timings
-        print(
-            f"encode {t['encode_s']:.2f}s  denoise {t['denoise_s']:.2f}s  decode {t['decode_s']:.2f}s",
-            file=sys.stderr,
-        )
+        times = {**(phases or {}), **gen.timings, "save_s": time.perf_counter() - t0}
+        print(timings_line(times, started), file=sys.stderr)
