@@ -1,6 +1,8 @@
 """The fast paths (model/fused.py: Attention.backend, FeedForward.fuse, regional compile, CUDA graphs) compute the
 reference modules' function (CPU, fresh random inputs)."""
 
+import json
+
 import pytest
 import torch
 
@@ -150,3 +152,27 @@ def test_compile_cache_points_inductor_at_one_folder(tmp_path, monkeypatch):
     assert torch._inductor.config.fx_graph_cache and torch._functorch.config.enable_autograd_cache
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "env"))
     assert fused.compile_cache() == str(tmp_path / "env")  # the user's own setting wins over the default
+
+
+def test_a_measured_backend_choice_is_remembered_per_key_and_a_bad_file_is_measured_over(tmp_path):
+    path = tmp_path / "cache" / "attention-backend.json"
+    calls = []
+
+    def measure(answer):
+        return lambda: calls.append(answer) or answer
+
+    assert fused.remembered_choice(path, "h100|a", measure("cudnn")) == "cudnn"
+    assert fused.remembered_choice(path, "h100|a", measure("flash")) == "cudnn"  # not measured again
+    assert fused.remembered_choice(path, "h200|a", measure("triton")) == "triton"  # another GPU: its own
+    assert calls == ["cudnn", "triton"]
+    assert json.loads(path.read_text()) == {"h100|a": "cudnn", "h200|a": "triton"}
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+    path.write_text("{half a fi")
+    assert fused.remembered_choice(path, "h100|a", measure("auto")) == "auto"
+    assert json.loads(path.read_text()) == {"h100|a": "auto"}
+
+
+def test_the_backend_key_names_what_the_choice_depends_on():
+    key = fused.backend_key(24, 8, 96, 4352, "cpu", torch.bfloat16)
+    assert torch.__version__ in key and "24/8x96" in key and "4352" in key and "bfloat16" in key
+    assert key != fused.backend_key(24, 8, 96, 16640, "cpu", torch.bfloat16)

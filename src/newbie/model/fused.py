@@ -96,12 +96,57 @@ def choose(times: dict, margin: float = 0.03) -> str:
     return best
 
 
-def pick_backend(dit: nn.Module, tokens: int = 4096 + 256) -> str:
+def pick_backend(dit: nn.Module, tokens: int = 4096 + 256, cache_dir: str | None = None) -> str:
     """The backend to use, measured on this GPU at this model's attention shape (default: 1024², a 256-token
-    caption)."""
+    caption). cache_dir: remember the choice there (`remembered_choice`), so a later process on this machine
+    skips the measurement (and building and autotuning our Triton kernel in it)."""
     cfg = dit.cfg
     p = next(dit.parameters())
-    return choose(time_backends(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, tokens, p.device, p.dtype))
+
+    def measure() -> str:
+        return choose(time_backends(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, tokens, p.device, p.dtype))
+
+    if cache_dir is None:
+        return measure()
+    key = backend_key(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, tokens, p.device, p.dtype)
+    return remembered_choice(Path(cache_dir) / "attention-backend.json", key, measure)
+
+
+def backend_key(heads: int, kv_heads: int, head_dim: int, tokens: int, device, dtype) -> str:
+    """What a measured choice depends on: the GPU, torch and Triton, the attention shape and dtype."""
+    from importlib import metadata
+
+    try:
+        triton = metadata.version("triton")
+    except metadata.PackageNotFoundError:
+        triton = "none"
+    device = torch.device(device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return f"{gpu}|torch {torch.__version__}|triton {triton}|{heads}/{kv_heads}x{head_dim}|{tokens}|{dtype}"
+
+
+def remembered_choice(path: Path, key: str, measure) -> str:
+    """The choice stored under `key` in the JSON file `path`, else measure() stored there (written whole,
+    then renamed: a reader never sees half a file). An unreadable file is measured over; delete the file to
+    measure again."""
+    import json
+
+    try:
+        known = json.loads(path.read_text())
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), str):
+        return known[key]
+    known[key] = choice = measure()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known, indent=1) + "\n")
+        tmp.replace(path)
+    except OSError:  # a read-only cache folder: measured again next time, nothing else lost
+        pass
+    return choice
 
 
 # -- switching the fast paths on --

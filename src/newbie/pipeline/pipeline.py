@@ -154,14 +154,13 @@ class Pipeline:
 
         if self.compiled:
             return 0.0
-        if backend == "inductor":
-            fused.compile_cache(cache_dir)
+        folder = fused.compile_cache(cache_dir) if backend == "inductor" else None
         cuda = self.device.type == "cuda"
         resident = self.residency is None
         self.fast_paths = {}
         if fast:
             if attention is None:
-                attention = fused.pick_backend(self.dit) if cuda else "auto"
+                attention = fused.pick_backend(self.dit, cache_dir=folder) if cuda else "auto"
             self.fast_paths = fused.enable(self.dit, attention, w13=resident)
         fused.compile_blocks(self.dit, backend=backend, mode=mode, dynamic=dynamic)
         if vae and cuda and backend == "inductor":
@@ -179,8 +178,11 @@ class Pipeline:
         warm = dict(seed=0, steps=1, width=d.width, height=d.height, sampler="euler", cfg_trunc=1.0)
         opts = dict(backend=backend, mode=mode, dynamic=dynamic, vae=vae, **self.fast_paths)
         bundle = compile_cache.open_bundle(self.dit, self.device, opts) if backend == "inductor" else None
-        self.generate("warm-up", **warm)
-        self.generate("a longer warm-up prompt, " * 6, negative="low quality, blurry", **warm)
+        # latents only: the eager VAE has nothing to compile (a compiled one, vae=True, is warmed by decoding)
+        self.run(self.request("warm-up", **warm), decode=vae)
+        self.run(
+            self.request("a longer warm-up prompt, " * 6, negative="low quality, blurry", **warm), decode=vae
+        )
         compile_cache.close_bundle(bundle)  # torch's mega-cache, opt-in (newbie.precision.compile_cache)
         synchronize(self.device)
         return time.perf_counter() - t0
@@ -244,14 +246,21 @@ class Pipeline:
             [gen.images[i]], [gen.recipes[i]], gen.latents[i : i + 1], gen.timings, gen.guard_events
         )
 
-    def run(self, req: Request, progress: Callable[[dict], None] | None = None, branches=LOCAL) -> Generation:
+    def run(
+        self,
+        req: Request,
+        progress: Callable[[dict], None] | None = None,
+        branches=LOCAL,
+        decode: bool = True,
+    ) -> Generation:
         """Execute a Request. On running out of GPU memory, retry with the next smaller memory plan.
-        branches: where the CFG branches run (LocalBranches, or cfg_parallel's per-rank branches)."""
-        return guards.run_stepping_down(self, req, lambda: self._run(req, progress, branches))
+        branches: where the CFG branches run (LocalBranches, or cfg_parallel's per-rank branches).
+        decode=False: the final latents only, no images (compile's warm-up)."""
+        return guards.run_stepping_down(self, req, lambda: self._run(req, progress, branches, decode))
 
     # -- the core path: encode -> schedule -> sample -> (hires) -> decode -> composite --
 
-    def _run(self, req: Request, progress, branches) -> Generation:
+    def _run(self, req: Request, progress, branches, decode: bool = True) -> Generation:
         timings, events = {}, list(self.plan_notes)
         # the request's adapters, or none: the base model, bit for bit
         events += self.adapters.activate(self.dit, req.loras, req.fuse_loras)
@@ -281,7 +290,7 @@ class Pipeline:
             )
         synchronize(self.device)
         timings["denoise_s"] = time.perf_counter() - t0
-        if branches.rank != 0:  # the parallel ranks other than 0 only sample
+        if branches.rank != 0 or not decode:  # the parallel ranks other than 0 only sample
             return Generation([], [], latents.cpu(), timings, events)
 
         t0 = time.perf_counter()
