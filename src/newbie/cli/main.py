@@ -22,6 +22,7 @@ from newbie.cli.request_args import (
     settings_from_args,
 )
 from newbie.errors import NewbieError, debug_enabled, describe, failure_context
+from newbie.loading.prefetch import prefetch, weight_paths
 from newbie.pipeline.request import Settings, check
 
 STARTED = time.perf_counter()  # the command's clock starts with the CLI's first import (torch comes later)
@@ -104,6 +105,8 @@ def _add_debug(parser: argparse.ArgumentParser, default) -> None:
 
 
 def cmd_generate(args) -> int:
+    # the disk reads the weights while torch imports (the checks below import it): newbie.loading.prefetch
+    prefetch(weight_paths(args.model, args.text_encoder, args.clip_model, args.vae))
     out = preflight(args)  # the files and the device, before loading anything
     if getattr(args, "parallel", None):
         from newbie.cli.parallel import cmd_generate_parallel
