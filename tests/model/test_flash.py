@@ -88,3 +88,18 @@ def test_kernels_on_the_gpu(B, N, M):
     assert out.isfinite().all() and _rel(out, exact) < 2 * _rel(_sdpa(q, k, v), exact) + 1e-3
     o8 = flash.flash96(q, k, v, True)
     assert _rel(o8, flash.fp8_reference(q, k, v)) < 0.06 and _rel(o8, exact) < 0.1
+
+
+def test_the_fp8_quantization_traces_as_one_graph_for_inductor_to_fuse():
+    # flash96(fp8=True) runs quantize_fp8 as torch code in front of the kernel's op, so a compiled block
+    # traces it (no graph break, any caption length) and inductor fuses it; the result is the eager one
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(flash.quantize_fp8, fullgraph=True, dynamic=True, backend="aot_eager")
+        for n in (200, 333):
+            q, k, v = (torch.randn(2, n, h, 96).bfloat16() for h in (6, 2, 2))
+            for got, want in zip(compiled(q, k, v), flash.quantize_fp8(q, k, v)):
+                assert got.dtype == want.dtype and got.shape == want.shape
+                torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=0)
+    finally:
+        torch._dynamo.reset()

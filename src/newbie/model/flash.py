@@ -123,16 +123,38 @@ def _triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-@torch.library.custom_op("newbie::flash96", mutates_args=())
 def flash96(q: Tensor, k: Tensor, v: Tensor, fp8: bool) -> Tensor:
-    from newbie.model import flash_triton
-
+    """Our kernels on (B, N, H, 96) inputs -> (B, N, Hq*96). fp8: the quantization is torch code in front
+    of the kernel's op, so inside a compiled block inductor fuses it into a few kernels of its own (it was
+    the bulk of the fp8 call's time at 4,352 tokens as separate eager kernels); the kernels themselves
+    are opaque custom ops."""
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     if fp8:
-        return flash_triton.fp8_from_quantized(q, *quantize_fp8(q, k, v), block=FP8_BLOCK)
+        return _flash96_fp8(q, *quantize_fp8(q, k, v))
+    return _flash96_bf16(q, k, v)
+
+
+@torch.library.custom_op("newbie::flash96", mutates_args=())
+def _flash96_bf16(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    from newbie.model import flash_triton
+
     return flash_triton.attention_bf16(q, k, v)
 
 
-@flash96.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, fp8: bool) -> Tensor:
+@_flash96_bf16.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    return q.new_empty(q.shape[0], q.shape[1], q.shape[2] * q.shape[3])
+
+
+@torch.library.custom_op("newbie::flash96_fp8", mutates_args=())
+def _flash96_fp8(
+    q: Tensor, q8: Tensor, qs: Tensor, k8: Tensor, ks: Tensor, vt8: Tensor, vs: Tensor
+) -> Tensor:
+    from newbie.model import flash_triton
+
+    return flash_triton.fp8_from_quantized(q, q8, qs, k8, ks, vt8, vs, block=FP8_BLOCK)
+
+
+@_flash96_fp8.register_fake
+def _(q: Tensor, q8: Tensor, qs: Tensor, k8: Tensor, ks: Tensor, vt8: Tensor, vs: Tensor) -> Tensor:
     return q.new_empty(q.shape[0], q.shape[1], q.shape[2] * q.shape[3])
