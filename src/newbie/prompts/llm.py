@@ -155,6 +155,7 @@ def generate_xml(
     )  # aligned rows suit the attention kernels
     dec = make_decoder(gemma, cache_len, device, decoder)
     stats.decoder, stats.graph, stats.graph_error = type(dec).__name__, dec.graph is not None, dec.graph_error
+    stats.compiled = getattr(dec, "compiled", None) is not None
     gen = torch.Generator(device=out_device).manual_seed(seed) if seed is not None else None
     _sync(device)
     stats.setup_s = time.perf_counter() - t0
