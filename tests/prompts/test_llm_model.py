@@ -105,3 +105,14 @@ def test_the_inductor_step_matches_the_eager_step(gemma):
         _decode(dec), _decode(make_decoder(gemma, 16, CPU, "eager")), atol=1e-5, rtol=1e-5
     )
     assert time.perf_counter() - t < 60  # compile included; ~12 s on a 2-core CPU
+
+
+def test_the_static_steps_embedding_has_the_modules_bits(gemma):
+    import copy
+
+    half = copy.deepcopy(gemma).to(torch.bfloat16)  # sqrt(32) = 5.657 -> 5.656 in bf16: the rounded factor
+    dec = make_decoder(half, 16, CPU, "eager")
+    assert dec.embed_scale.dtype == torch.bfloat16 and dec.embed_scale.device == CPU
+    tok = torch.tensor(IDS)
+    ours = torch.nn.functional.embedding(tok, half.embed_tokens.weight) * dec.embed_scale
+    assert torch.equal(ours, half.embed_tokens(tok))

@@ -5,6 +5,7 @@ the torch.compile'd one)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from newbie.errors import NewbieError
 from newbie.model.gemma import FULL, SLIDING, KVSlot
@@ -65,6 +66,10 @@ class StaticDecoder:
         probe = torch.zeros(1, device=device, dtype=dtype)
         self.rope = {t: gemma.rotary_emb(probe, self.keys[None], t) for t in set(cfg.layer_types)}
         self.window = cfg.sliding_window
+        # the embedding's sqrt(hidden) factor on the device: the module multiplies by a CPU scalar tensor, which
+        # inside a compiled step becomes a host-to-device copy that a CUDA graph cannot hold (same bits)
+        emb = gemma.embed_tokens
+        self.embed_scale = torch.tensor(emb.scale, dtype=emb.weight.dtype).to(emb.weight.device)
         # the static step's inputs: the token and its position, written in place before each step
         self.tok = torch.zeros(1, dtype=torch.long, device=device)
         self.pos = torch.full((1,), max_len - 1, dtype=torch.long, device=device)  # warm-up slot
@@ -99,8 +104,9 @@ class StaticDecoder:
 
     def static_step(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """One token (1,) at position pos (1,) over the whole cache: the same shapes at every step, so it can
-        be captured and compiled."""
-        return self._logits_at(tok, pos)
+        be captured and compiled. Only with every weight on the device: no hook to fire."""
+        h = F.embedding(tok[None], self.gemma.embed_tokens.weight) * self.embed_scale  # (1, 1, D)
+        return lm_logits(self.gemma, self.forward(h, pos))
 
     def _compile(self, backend: str) -> None:
         fn = torch.compile(self.static_step, backend=backend, fullgraph=True, dynamic=False)
