@@ -103,3 +103,19 @@ def test_kernel_table_sums_by_name_and_keeps_the_top():
         {"name": "rope", "count": 1, "total_us": 3.0},
     ]
     assert kernel_table(kernels)[-1] == {"name": ("norm" + "x" * 100)[:80], "count": 2, "total_us": 2.5}
+
+
+def test_profile_step_counts_one_steps_work(tiny_pipeline):
+    # on the CPU its outermost aten ops (on CUDA the kernels): the counting and the table, end to end
+    gemma = tiny_pipeline.text.gemma
+    out = llm_tokens.profile_step(gemma, "cpu", "eager", prompt_tokens=8, new_tokens=4)
+    n_layers = len(gemma.layers)
+    assert (
+        out["kernels_per_token"] > 10 * n_layers
+    )  # norms, projections, rope, cache writes, attention per layer
+    top = out["top"]
+    assert 0 < len(top) <= 12 and [r["total_us"] for r in top] == sorted(
+        (r["total_us"] for r in top), reverse=True
+    )
+    assert {"aten::linear", "aten::scaled_dot_product_attention"} <= {r["name"] for r in top}
+    assert sum(r["count"] for r in top) <= out["kernels_per_token"]

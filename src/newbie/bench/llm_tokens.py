@@ -126,29 +126,47 @@ def kernel_table(kernels: list[tuple[str, float]], top: int = 12) -> list[dict]:
     return sorted(rows, key=lambda r: -r["total_us"])[:top]
 
 
-def profile_step(gemma, device, prompt_tokens: int = 512, top: int = 12) -> dict:
-    """One eager decode step (no graph: each kernel launched from Python) under torch.profiler, CUDA
-    activity only: how many kernels a token costs and which take the time."""
+def profile_step(
+    gemma,
+    device,
+    kind: str = "eager",
+    prompt_tokens: int = 512,
+    new_tokens: int = 256,
+    top: int = 12,
+    backend="inductor",
+) -> dict | str:
+    """One decode step under torch.profiler, CUDA activity only (on the CPU: its outermost aten ops): how many kernels a token costs and which take
+    the time. "eager": each kernel launched from Python; "compiled": the compiled step called as it is (no
+    graph: a replay's kernels are the same ones), at decode_speed's cache length so the compile is reused."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     from newbie.prompts.llm_model import make_decoder
 
     device = torch.device(device)
-    dec = make_decoder(gemma, prompt_tokens + 3, device, "eager")
+    dec = make_decoder(gemma, prompt_tokens + new_tokens + 1, device, kind, backend)
+    if kind == "compiled" and dec.compiled is None:
+        return f"not run: no compiled step ({dec.graph_error})"
     with torch.no_grad():
         token = int(dec.prefill(_prompt(gemma, prompt_tokens)).argmax())
         token = int(dec.step(token).argmax())  # a step first: one-time work stays out of the profile
+        dec.tok.fill_(token)
+        dec.pos.fill_(dec.n)
+        run = (lambda: dec.step(token)) if kind == "eager" else (lambda: dec.compiled(dec.tok, dec.pos))
         _sync(device)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            dec.step(token)
+        cuda = device.type == "cuda"  # on the CPU: its outermost ops, for the tests
+        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            run()
             _sync(device)
-    events = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    if cuda:
+        events = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    else:
+        events = [e for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None]
     kernels = [
         (e.name, e.time_range.elapsed_us()) for e in events if not e.name.startswith(("Memcpy", "Memset"))
     ]
     return {
-        "step": f"eager, one token after a {prompt_tokens}-token prefill",
+        "step": f"{kind}, one token after a {prompt_tokens}-token prefill",
         "kernels_per_token": len(kernels),
         "copies_per_token": len(events) - len(kernels),
         "kernel_us_per_token": round(sum(us for _, us in kernels), 1),
@@ -209,11 +227,16 @@ def llm_section(
         by_kind[kind] = out
         _pick_best(res)
         if i == 0:  # the profile between the kinds: cheap, and before the compile that may run out of time
-            res["llm_decode"]["profile"] = _profile_or_why(gemma, device)
+            res["llm_decode"]["profile"] = _profile_or_why(gemma, device, "eager", new_tokens, backend)
+        if kind == "compiled" and out.get("compiled"):  # its compile is cached by now: the same shapes
+            res["llm_decode"]["profile_compiled"] = _profile_or_why(gemma, device, kind, new_tokens, backend)
     if "llm_decoder" not in res:
         raise RuntimeError(
             "no Gemma decoder ran: " + "; ".join(f"{k}: {v['error']}" for k, v in by_kind.items())
         )
+
+
+_NOT_A_KINDS = ("weight_gb", "copy_bandwidth_tb_s", "bound_tokens_per_s", "profile", "profile_compiled")
 
 
 def _pick_best(res: dict) -> None:
@@ -222,7 +245,7 @@ def _pick_best(res: dict) -> None:
         return
     best = max(ran, key=lambda k: ran[k]["tokens_per_s"])
     d = res["llm_decode"]
-    keep = {k: d[k] for k in ("weight_gb", "copy_bandwidth_tb_s", "bound_tokens_per_s", "profile") if k in d}
+    keep = {k: d[k] for k in _NOT_A_KINDS if k in d}
     d.clear()
     d.update(ran[best], **keep)
     d["pct_of_bound"] = 100 * d["tokens_per_s"] / d["bound_tokens_per_s"]
@@ -230,11 +253,14 @@ def _pick_best(res: dict) -> None:
     res["llm_decoder"] = best
 
 
-def _profile_or_why(gemma, device: torch.device):
+def _profile_or_why(gemma, device: torch.device, kind: str, new_tokens: int, backend):
     if device.type != "cuda":
         return "not run: the kernel profile is for CUDA"
     try:
-        return profile_step(gemma, device)
+        with time_limit(60, KindTimeout, "stopped after 60 s (the profile's cap)"):
+            return profile_step(gemma, device, kind, new_tokens=new_tokens, backend=backend)
+    except KindTimeout as e:
+        return f"failed: {e}"
     except TimeoutError:
         raise
     except Exception as e:  # noqa: BLE001 - the figures stand without it

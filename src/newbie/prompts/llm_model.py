@@ -77,10 +77,13 @@ class StaticDecoder:
         self.graph_error = ""
         self.compiled = None  # the compiled static step, once it has run
         self.resident = _all_on(gemma, device)  # else some weights come and go in hooks: no graph
-        if compile_backend and self.resident:
-            self._compile(compile_backend)
-        if use_graph and device.type == "cuda" and self.resident:
-            self._capture()
+        with (
+            torch.no_grad()
+        ):  # inference only: a step compiled or captured under autograd records for nothing
+            if compile_backend and self.resident:
+                self._compile(compile_backend)
+            if use_graph and device.type == "cuda" and self.resident:
+                self._capture()
 
     def forward(self, h: torch.Tensor, pos: torch.Tensor, n_keys: int | None = None) -> torch.Tensor:
         """h (1, T, D) embedded tokens at positions pos (T,) -> (1, D) final-normed hidden of the last one.
@@ -152,6 +155,7 @@ class StaticDecoder:
             self.graph = None
             self.graph_error = f"{self.graph_error}; {why}" if self.graph_error else why
 
+    @torch.no_grad()
     def prefill(self, ids: list[int]) -> torch.Tensor:
         n = len(ids)
         if n >= self.max_len:
@@ -160,6 +164,7 @@ class StaticDecoder:
         self.n = n
         return self._logits_at(t, torch.arange(n, device=self.device), n)
 
+    @torch.no_grad()  # the compiled step was traced so: no recompile for a caller with autograd on
     def step(self, token: int) -> torch.Tensor:
         if self.n >= self.max_len:
             raise NewbieError("the expansion ran past its token budget")
