@@ -152,7 +152,7 @@ def profile_step(
         token = int(dec.step(token).argmax())  # a step first: one-time work stays out of the profile
         dec.tok.fill_(token)
         dec.pos.fill_(dec.n)
-        run = (lambda: dec.step(token)) if kind == "eager" else (lambda: dec.compiled(dec.tok, dec.pos))
+        run = (lambda: dec.step(token)) if kind == "eager" else (lambda: dec.run_static(dec.tok, dec.pos))
         _sync(device)
         cuda = device.type == "cuda"  # on the CPU: its outermost ops, for the tests
         with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:

@@ -75,11 +75,11 @@ class StaticDecoder:
         self.pos = torch.full((1,), max_len - 1, dtype=torch.long, device=device)  # warm-up slot
         self.graph = None
         self.graph_error = ""
-        self.compiled = None  # the compiled static step, once it has run
+        # StaticDecoder.static_step compiled, once it has run (unbound: no reference cycle through self)
+        self.compiled = None
         self.resident = _all_on(gemma, device)  # else some weights come and go in hooks: no graph
-        with (
-            torch.no_grad()
-        ):  # inference only: a step compiled or captured under autograd records for nothing
+        # inference only: a step compiled or captured under autograd would record for nothing
+        with torch.no_grad():
             if compile_backend and self.resident:
                 self._compile(compile_backend)
             if use_graph and device.type == "cuda" and self.resident:
@@ -112,35 +112,42 @@ class StaticDecoder:
         return lm_logits(self.gemma, self.forward(h, pos))
 
     def _compile(self, backend: str) -> None:
-        fn = torch.compile(self.static_step, backend=backend, fullgraph=True, dynamic=False)
+        # dynamo caches per code object: a later decoder of the same shapes runs this one's code, no compile
+        fn = torch.compile(StaticDecoder.static_step, backend=backend, fullgraph=True, dynamic=False)
         try:
-            self._warm_up(fn)  # compiles now: its cost is the decoder's setup, its failure said here
             self.compiled = fn
+            self._warm_up()  # compiles now: its cost is the decoder's setup, its failure said here
         except TimeoutError:  # a caller's time limit, not a failed compile
             raise
         except Exception as e:  # noqa: BLE001 - the plain step still works; graph_error says why
+            self.compiled = None
             self.graph_error = f"compile failed, plain step instead: {type(e).__name__}: {e}"
             _sync(self.device)
 
-    def _warm_up(self, fn) -> None:
-        """fn twice at the warm-up slot, on a side stream on CUDA (as capture needs)."""
+    def run_static(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The static step, compiled when it is."""
+        if self.compiled is not None:
+            return self.compiled(self, tok, pos)
+        return self.static_step(tok, pos)
+
+    def _warm_up(self) -> None:
+        """The static step twice at the warm-up slot, on a side stream on CUDA (as capture needs)."""
         if self.device.type != "cuda":
-            fn(self.tok, self.pos)
+            self.run_static(self.tok, self.pos)
             return
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                fn(self.tok, self.pos)
+                self.run_static(self.tok, self.pos)
         torch.cuda.current_stream(self.device).wait_stream(side)
 
     def _capture(self) -> None:
-        fn = self.compiled or self.static_step
         try:
-            self._warm_up(fn)
+            self._warm_up()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                self.out = fn(self.tok, self.pos)
+                self.out = self.run_static(self.tok, self.pos)
             self.graph = graph
         except TimeoutError:
             raise
@@ -175,7 +182,7 @@ class StaticDecoder:
                 self.graph.replay()
                 out = self.out
             else:
-                out = self.compiled(self.tok, self.pos)
+                out = self.run_static(self.tok, self.pos)
         else:
             out = self._logits_at(
                 torch.tensor([token], device=self.device),
