@@ -314,6 +314,7 @@ def test_cli_expand_llm_compiled_decoder(capsys, monkeypatch):
     argv = ["expand", "--llm", "--device", "cpu", "--max-new-tokens", "12", INPUTS[0]]
     code, compiled, err = run_cli(capsys, *argv, "--decoder", "compiled")
     assert code == 0 and kinds == ["compiled"] and "note: decoder" not in err
+    assert "decoder compiled set up in " in err  # the compile's cost, said
     code, plain, _ = run_cli(capsys, *argv, "--decoder", "eager")
     assert code == 0 and kinds == ["compiled", "eager"]
     assert compiled == plain  # greedy: the same tokens from the compiled step

@@ -176,7 +176,8 @@ def _expand(args) -> int:
         how = "greedy" if args.seed is None else f"seed {args.seed}, temperature {args.temperature:g}"
         print(
             f"gemma: {s.new_tokens} tokens in {s.decode_s:.2f} s ({s.tokens_per_s:.1f} tok/s, {how}, "
-            f"prompt {s.prompt_tokens} tokens in {s.prefill_s:.2f} s)",
+            f"prompt {s.prompt_tokens} tokens in {s.prefill_s:.2f} s, "
+            f"decoder {args.decoder} set up in {s.setup_s:.2f} s)",
             file=sys.stderr,
         )
     if out.stats is not None and out.stats.graph_error:
