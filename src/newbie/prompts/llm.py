@@ -150,8 +150,8 @@ def generate_xml(
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     prompt_ids = bos + _encode(tokenizer, chat_text(text))
     stats.prompt_tokens = len(prompt_ids)
-    # aligned rows suit the attention kernels; a compiled step is compiled once per cache length, so its lengths
-    # come in coarser steps (a few more masked rows to read; fewer compiles in a long-lived process)
+    # aligned rows suit the attention kernels; a compiled step is compiled once per cache length, so its
+    # lengths come in coarser steps (a few more masked rows to read; fewer compiles in a long-lived process)
     align = 256 if decoder == "compiled" else 64
     cache_len = -(-(len(prompt_ids) + max_new_tokens + 1) // align) * align
     dec = make_decoder(gemma, cache_len, device, decoder)

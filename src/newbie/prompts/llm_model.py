@@ -1,6 +1,6 @@
 """Gemma3 as a chat model: loaded alone (no DiT, Jina or VAE), and run token by token with its tied embedding
-table as the output head, over our own static KV cache (a CUDA graph per token on CUDA, of the eager step or of
-the torch.compile'd one)."""
+table as the output head, over our own static KV cache (a CUDA graph per token on CUDA, of the eager step or
+of the torch.compile'd one)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ class StaticDecoder:
         probe = torch.zeros(1, device=device, dtype=dtype)
         self.rope = {t: gemma.rotary_emb(probe, self.keys[None], t) for t in set(cfg.layer_types)}
         self.window = cfg.sliding_window
-        # the embedding's sqrt(hidden) factor on the device: the module multiplies by a CPU scalar tensor, which
-        # inside a compiled step becomes a host-to-device copy that a CUDA graph cannot hold (same bits)
+        # the embedding's sqrt(hidden) factor on the device: the module multiplies by a CPU scalar tensor,
+        # which inside a compiled step becomes a host-to-device copy that a CUDA graph cannot hold (same bits)
         emb = gemma.embed_tokens
         self.embed_scale = torch.tensor(emb.scale, dtype=emb.weight.dtype).to(emb.weight.device)
         # the static step's inputs: the token and its position, written in place before each step
