@@ -1,8 +1,6 @@
 """The static decoder's "compiled" kind on the CPU: the torch.compile'd one-token step writes what the eager
 step writes, compiles once per shape, and falls back to the plain step (saying why) when compiling fails."""
 
-import time
-
 import pytest
 import torch
 
@@ -96,15 +94,13 @@ def test_streamed_weights_get_no_compiled_step(gemma):
     assert not dec.resident and dec.compiled is None and dec.graph is None
 
 
+@pytest.mark.slow  # cold ~20 s on a loaded 2-core CPU (inductor's C++ kernels), ~6 s from its cache
 def test_the_inductor_step_matches_the_eager_step(gemma):
     # inductor's own CPU kernels (the GPU's are Triton: measured by the speed bench's llm section)
-    t = time.perf_counter()
     dec = make_decoder(gemma, 16, CPU, "compiled")
     assert dec.compiled is not None and dec.graph_error == "", dec.graph_error
-    torch.testing.assert_close(
-        _decode(dec), _decode(make_decoder(gemma, 16, CPU, "eager")), atol=1e-5, rtol=1e-5
-    )
-    assert time.perf_counter() - t < 60  # compile included; ~12 s on a 2-core CPU
+    eager = _decode(make_decoder(gemma, 16, CPU, "eager"))
+    torch.testing.assert_close(_decode(dec), eager, atol=1e-5, rtol=1e-5)
 
 
 def test_the_static_steps_embedding_has_the_modules_bits(gemma):
