@@ -109,6 +109,7 @@ def run(model, tok, device, decoder: str, max_new_tokens: int) -> dict:
     return {
         "decoder": s.decoder,
         "cuda_graph": s.graph,
+        "compiled": s.compiled,
         "graph_error": s.graph_error,
         "prompt_tokens": s.prompt_tokens,
         "new_tokens": s.new_tokens,
