@@ -5,9 +5,13 @@ weights in bf16 on CUDA, a word-level tokenizer of the same vocabulary size, and
 (system prompt + few-shot, token grammar, static KV cache, CUDA graph per step). Random weights measure speed
 only: the text is nonsense, but it is still valid XML, which is checked. Also one run without the CUDA graph
 (decoder "eager": each token's kernels launched from Python, as with streamed layers), for comparison.
+`--decoders auto,compiled` runs the loop with each decoder kind (compiled: the step torch.compile'd, then
+graphed); `--section` first runs the speed bench's Gemma section on the same model (newbie.bench.llm_tokens:
+every kind's raw decode speed, the bandwidth bound, the kernel profiles), without loading a whole pipeline.
 Needs torch only (our own Gemma, newbie.model.gemma).
 
     python bench/llm_speed.py --out llm-speed.json            # H200: < 90 s
+    python bench/llm_speed.py --section --decoders auto,compiled --out "$OUT/llm-decode.json"  # + the compile
     python bench/llm_speed.py --tiny --out /tmp/llm-tiny.json  # CPU check of the script itself
 """
 
@@ -105,6 +109,7 @@ def run(model, tok, device, decoder: str, max_new_tokens: int) -> dict:
     return {
         "decoder": s.decoder,
         "cuda_graph": s.graph,
+        "compiled": s.compiled,
         "graph_error": s.graph_error,
         "prompt_tokens": s.prompt_tokens,
         "new_tokens": s.new_tokens,
@@ -126,6 +131,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--eager-tokens", type=int, default=64, help="budget of the run without the CUDA graph")
+    ap.add_argument("--decoders", default="auto", help="comma list of decoder kinds: auto, compiled")
+    ap.add_argument("--section", action="store_true", help="also the speed bench's Gemma section, first")
     args = ap.parse_args()
 
     device = torch.device("cpu" if args.tiny else "cuda")
@@ -147,16 +154,48 @@ def main() -> None:
     t0 = time.perf_counter()
     vocab_of(tok, model.config.vocab_size)  # once per tokenizer (cached): reading every token's text
     res["vocab_table_s"] = round(time.perf_counter() - t0, 2)
+    if args.section:
+        section(res, model, device, args)
     with torch.no_grad():
-        res["warmup"] = run(model, tok, device, "auto", 32)
-        runs = [run(model, tok, device, "auto", args.max_new_tokens) for _ in range(args.repeats)]
-        res["runs"] = runs
-        res["tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in runs)
+        res["by_decoder"] = {}
+        for kind in args.decoders.split(","):
+            # the warm-up run builds the first decoder at the runs' cache length: for "compiled" that is the
+            # compile (its setup_s), which the runs then reuse
+            by = res["by_decoder"][kind] = {"warmup": run(model, tok, device, kind, args.max_new_tokens)}
+            by["runs"] = [run(model, tok, device, kind, args.max_new_tokens) for _ in range(args.repeats)]
+            by["tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in by["runs"])
+            Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        first = res["by_decoder"][args.decoders.split(",")[0]]
+        res["warmup"], res["runs"], res["tokens_per_s"] = (
+            first["warmup"],
+            first["runs"],
+            first["tokens_per_s"],
+        )
         res["eager"] = run(model, tok, device, "eager", args.eager_tokens)
     if device.type == "cuda":
         res["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     res["meets_60_tok_s"] = res["tokens_per_s"] >= 60
     print(json.dumps(res, indent=1), flush=True)
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+
+
+def section(res: dict, model, device: torch.device, args) -> None:
+    """newbie bench speed's Gemma section on this model (tiny: the aot_eager backend, no CPU code generation)."""
+    from newbie.bench.llm_tokens import llm_section
+
+    out: dict = {}
+    try:
+        llm_section(
+            out,
+            model,
+            device,
+            new_tokens=args.max_new_tokens,
+            backend="aot_eager" if args.tiny else "inductor",
+        )
+    except Exception as e:  # noqa: BLE001 - the expansion runs still tell their figures
+        out["error"] = f"{type(e).__name__}: {e}"[:400]
+    res["decode_section"] = out
+    print(json.dumps({k: out.get(k) for k in ("llm_tokens_per_s", "llm_decoder", "error")}), flush=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
 
 

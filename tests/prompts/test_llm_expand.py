@@ -292,6 +292,34 @@ def test_cli_expand_llm_bad_dtype_is_exit_2(capsys):
     assert (code, out) == (2, "") and err.startswith("error: unknown dtype 'fp7'") and err.count("\n") == 1
 
 
+def test_cli_expand_llm_unknown_decoder_is_exit_2_before_loading(capsys, monkeypatch):
+    from newbie.prompts import llm
+
+    monkeypatch.setattr(llm, "load_gemma_only", lambda *a, **k: pytest.fail("loaded for a bad decoder name"))
+    code, out, err = run_cli(capsys, "expand", "--llm", "--decoder", "fast", "a girl")
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert err.startswith("error: unknown decoder 'fast' (choose from auto, eager, compiled)")
+
+
+def test_cli_expand_llm_compiled_decoder(capsys, monkeypatch):
+    from newbie.prompts import llm
+
+    kinds = []
+
+    def recording(gemma, max_len, device, kind="auto", backend="inductor"):
+        kinds.append(kind)  # aot_eager: the same trace as inductor, without its CPU code generation
+        return make_decoder(gemma, max_len, device, kind, backend="aot_eager")
+
+    monkeypatch.setattr(llm, "make_decoder", recording)
+    argv = ["expand", "--llm", "--device", "cpu", "--max-new-tokens", "12", INPUTS[0]]
+    code, compiled, err = run_cli(capsys, *argv, "--decoder", "compiled")
+    assert code == 0 and kinds == ["compiled"] and "note: decoder" not in err
+    assert "decoder compiled set up in " in err  # the compile's cost, said
+    code, plain, _ = run_cli(capsys, *argv, "--decoder", "eager")
+    assert code == 0 and kinds == ["compiled", "eager"]
+    assert compiled == plain  # greedy: the same tokens from the compiled step
+
+
 def test_every_token_goes_through_each_layers_forward_so_streaming_hooks_fire(demo_gemma):
     import copy
 

@@ -6,13 +6,13 @@ caption shorter, as with an empty negative) eager, compiled (fast block: measure
 w1|w3 GEMM), with CUDA graphs, and with fp8 compute; the compile cold and warm (a second process on the
 same on-disk cache); whole images with the official recipe (18 midpoint steps, CFG until t = 0.25, encode
 + decode included) in bf16 and fp8, and 28 Euler steps with CFG on every step; the VAE decode variants; a
-scaling table over image sizes; Gemma's decode speed for prompt expansion (`llm_tokens_per_s`, against its
-bandwidth bound); peers (diffusers eager and compiled, cache-dit fp8 + compile with its compile timed apart);
-every step cache policy and cache-dit's DBCache on one trajectory with the demo model's binding for each
-(`step_cache_policies`, newbie.bench.speed_cache). Every section is timed against
-`--budget-s` and stopped at its limit; one that no longer fits is recorded with the reason. The JSON
-(bench/results/speed-<device>-<date>.json, and $OUT when set) is rewritten after every section, so a run
-cut short still leaves its numbers.
+scaling table over image sizes; Gemma's decode speed for prompt expansion (`llm_tokens_per_s`: the best of
+the plain and compiled decoders, against its bandwidth bound, with one eager step's kernel profile); peers
+(diffusers eager and compiled, cache-dit fp8 + compile with its compile timed apart); every step cache policy
+and cache-dit's DBCache on one trajectory with the demo model's binding for each (`step_cache_policies`,
+newbie.bench.speed_cache). Every section is timed against `--budget-s` and stopped at its limit; one that no
+longer fits is recorded with the reason. The JSON (bench/results/speed-<device>-<date>.json, and $OUT when
+set) is rewritten after every section, so a run cut short still leaves its numbers.
 """
 
 import importlib.util
@@ -112,8 +112,9 @@ def run(args) -> int:
         res.setdefault("image_official_fp8_s", f"not run: {why}")
     R.section("sizes", 15, lambda: sec.sizes(b))
     R.section("peers", 8, lambda: sec.peers(b))
-    # Gemma prompt expansion's decoder on the loaded (random, Gemma3-4B-shaped) text encoder
-    if not R.section("llm", 15, lambda: llm_section(res, S["pipe"].text.gemma, "cuda"), limit_s=90):
+    # Gemma prompt expansion's decoders on the loaded (random, Gemma3-4B-shaped) text encoder: the plain graph,
+    # a profile, then the compiled step (each kind capped inside: llm_tokens.CAPS_S)
+    if not R.section("llm", 30, lambda: llm_section(res, S["pipe"].text.gemma, "cuda"), limit_s=300):
         why = res.get("skipped", {}).get("llm") or res.get("errors", {}).get("llm")
         res.setdefault("llm_tokens_per_s", f"not run: {why}")
     R.section("step_cache", 12, lambda: _cache_comparison(S, res, R, args.steps))

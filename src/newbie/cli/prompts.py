@@ -55,6 +55,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, help="sample with this seed (default: greedy)")
     e.add_argument("--temperature", type=float, default=0.7, help="sampling temperature with --seed")
     e.add_argument("--max-new-tokens", type=int, default=512, help="token budget of the answer")
+    e.add_argument(
+        "--decoder",
+        default="auto",
+        help="Gemma's token step: auto (a CUDA graph on CUDA), eager, or compiled (torch.compile'd, then "
+        "graphed; compiling takes a while once per process)",
+    )
 
     p.set_defaults(func=run)
     return p
@@ -145,7 +151,10 @@ def _expand(args) -> int:
         print(to_xml(expand(text)))
         return 0
     from newbie.prompts.llm import expand_llm, load_gemma_only  # torch and the model only when asked for
+    from newbie.prompts.llm_model import DECODER_KINDS
 
+    if args.decoder not in DECODER_KINDS:  # before loading: a bad name costs nothing
+        raise NewbieError(f"unknown decoder '{args.decoder}' (choose from {', '.join(DECODER_KINDS)})")
     gemma, tokenizer, device, notice = load_gemma_only(args.model, args.text_encoder, args.device, args.dtype)
     if notice:
         print(notice, file=sys.stderr)
@@ -157,6 +166,7 @@ def _expand(args) -> int:
         temperature=args.temperature,
         max_new_tokens=args.max_new_tokens,
         device=device,
+        decoder=args.decoder,
     )
     print(out.xml)
     for w in out.warnings:
@@ -166,9 +176,12 @@ def _expand(args) -> int:
         how = "greedy" if args.seed is None else f"seed {args.seed}, temperature {args.temperature:g}"
         print(
             f"gemma: {s.new_tokens} tokens in {s.decode_s:.2f} s ({s.tokens_per_s:.1f} tok/s, {how}, "
-            f"prompt {s.prompt_tokens} tokens in {s.prefill_s:.2f} s)",
+            f"prompt {s.prompt_tokens} tokens in {s.prefill_s:.2f} s, "
+            f"decoder {args.decoder} set up in {s.setup_s:.2f} s)",
             file=sys.stderr,
         )
+    if out.stats is not None and out.stats.graph_error:
+        print(f"note: decoder {args.decoder}: {out.stats.graph_error}", file=sys.stderr)
     if out.note:
         print(f"note: {out.note}", file=sys.stderr)
     return 0

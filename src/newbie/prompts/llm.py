@@ -150,11 +150,13 @@ def generate_xml(
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     prompt_ids = bos + _encode(tokenizer, chat_text(text))
     stats.prompt_tokens = len(prompt_ids)
-    cache_len = (
-        -(-(len(prompt_ids) + max_new_tokens + 1) // 64) * 64
-    )  # aligned rows suit the attention kernels
+    # aligned rows suit the attention kernels; a compiled step is compiled once per cache length, so its
+    # lengths come in coarser steps (a few more masked rows to read; fewer compiles in a long-lived process)
+    align = 256 if decoder == "compiled" else 64
+    cache_len = -(-(len(prompt_ids) + max_new_tokens + 1) // align) * align
     dec = make_decoder(gemma, cache_len, device, decoder)
     stats.decoder, stats.graph, stats.graph_error = type(dec).__name__, dec.graph is not None, dec.graph_error
+    stats.compiled = getattr(dec, "compiled", None) is not None
     gen = torch.Generator(device=out_device).manual_seed(seed) if seed is not None else None
     _sync(device)
     stats.setup_s = time.perf_counter() - t0

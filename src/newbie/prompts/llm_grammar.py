@@ -80,10 +80,11 @@ class GenerationStats:
     chosen_tokens: int = 0  # of which picked from the model's distribution (more than one allowed)
     prefill_s: float = 0.0
     decode_s: float = 0.0
-    setup_s: float = 0.0  # cache allocation and CUDA graph capture
+    setup_s: float = 0.0  # cache allocation, compile (decoder "compiled") and CUDA graph capture
     decoder: str = ""
     graph: bool = False
-    graph_error: str = ""  # why the CUDA graph could not be captured (then each step runs eagerly)
+    graph_error: str = ""  # why the CUDA graph (or the compiled step) could not be had, and what runs instead
+    compiled: bool = False  # the step runs torch.compile'd code (decoder "compiled")
     truncated: bool = False  # the token budget ran out and the open tags were closed for it
 
     @property
