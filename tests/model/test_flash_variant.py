@@ -47,6 +47,7 @@ def test_size_one_dims_get_packed_strides():
 def fresh(monkeypatch):
     monkeypatch.setattr(fv, "_CHOSEN", {})
     monkeypatch.setattr(fv, "_RAN", {})
+    monkeypatch.setattr(fv, "_FAILED", {})
 
 
 def _runs(calls):
@@ -90,3 +91,22 @@ def test_pointer_wherever_tma_cannot_run_and_names_are_checked(fresh):
     assert key not in fv._CHOSEN and fv._RAN[key] == "pointer"
     with pytest.raises(ValueError, match="pointer, tma, auto; got 'fast'"):
         fv.select("fast", key, True, runs, never)
+
+
+def test_a_variant_that_fails_to_build_is_not_chosen(fresh):
+    q, k = torch.zeros(1, 8, H, D), torch.zeros(1, 8, HK, D)
+    key = fv.shape_key(q, k)
+
+    def broken():
+        raise RuntimeError("PassManager::run failed")
+
+    runs = {"pointer": lambda: None, "tma": broken}
+
+    def timer(fn):
+        fn()
+        return 5.0
+
+    assert fv.select("auto", key, True, runs, timer) == "pointer"
+    assert fv.failed(q, k) == {"tma": "RuntimeError: PassManager::run failed"}
+    with pytest.raises(RuntimeError, match="PassManager"):
+        fv.choose(("other",), {"tma": broken}, timer)

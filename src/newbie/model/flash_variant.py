@@ -16,6 +16,7 @@ VARIANTS = ("pointer", "tma")
 # (n_q, n_kv, heads, kv_heads, dtype, device) -> the variant timed faster there, and the one that last ran
 _CHOSEN: dict[tuple, str] = {}
 _RAN: dict[tuple, str] = {}
+_FAILED: dict[tuple, str] = {}  # (key, variant) -> the error it raised when timed
 
 
 def shape_key(q: Tensor, k: Tensor) -> tuple:
@@ -64,11 +65,26 @@ def cuda_ms(fn: Callable[[], object], reps: int = 5) -> float:
 
 def choose(key: tuple, runs: dict[str, Callable[[], Tensor]], timer=cuda_ms) -> str:
     """The variant to run for `key`: the one remembered, else each of `runs` timed (timer(fn) -> ms) and the
-    faster remembered."""
+    faster remembered. One that fails (a Triton that cannot build it for this GPU) is not chosen; `failed`
+    keeps its error. If all fail, the first error is raised."""
     if _CHOSEN.get(key) not in runs:
-        times = {name: timer(fn) for name, fn in runs.items()}
+        times, errors = {}, {}
+        for name, fn in runs.items():
+            try:
+                times[name] = timer(fn)
+            except Exception as e:  # noqa: BLE001 - the other variant runs instead
+                errors[name] = e
+        if not times:
+            raise next(iter(errors.values()))
+        _FAILED.update({(key, name): f"{type(e).__name__}: {e}"[:300] for name, e in errors.items()})
         _CHOSEN[key] = min(times, key=times.get)
     return _CHOSEN[key]
+
+
+def failed(q: Tensor, k: Tensor) -> dict[str, str]:
+    """The variants that failed when timed for this shape, with their errors."""
+    key = shape_key(q, k)
+    return {name: err for (k_, name), err in _FAILED.items() if k_ == key}
 
 
 def select(
