@@ -64,7 +64,7 @@ def _tma(q, k, v, block_m, block_n):
     o = torch.full((B, N, H, D), float("nan"))
     flash_tma._attention_bf16_tma.fn[(triton.cdiv(N, block_m), B * H)](
         *flash_tma.descriptors(q, k, v, block_m, block_n), o, D**-0.5 * flash.LOG2E, N, M, M - M % 128,
-        *o.stride()[:3], H=H, GROUPS=H // HK, BLOCK_M=block_m, BLOCK_N=block_n,
+        *o.stride()[:3], H=H, GROUPS=H // HK, FLAT=B == 1, BLOCK_M=block_m, BLOCK_N=block_n,
     )  # fmt: skip
     return o
 
@@ -73,7 +73,8 @@ def _bf16_checks() -> float:
     """The worst relative error of both bf16 kernels against exact attention over the cases."""
     worst = 0.0
     for B, N, M, fused, bm, bn in ((2, 200, 300, False, 64, 64), (2, 150, 150, True, 128, 64),
-                                   (1, 77, 260, False, 64, 128), (2, 131, 131, True, 64, 64)):  # fmt: skip
+                                   (1, 77, 260, False, 64, 128), (2, 131, 131, True, 64, 64),
+                                   (1, 100, 100, True, 128, 128)):  # fmt: skip
         q, k, v = _inputs(B, N, M, fused)
         exact = _exact(q, k, v)
         for name, kernel in (("pointer", _pointer), ("tma", _tma)):

@@ -3,8 +3,8 @@
 accelerator (TMA): host-side tensor descriptors, one per operand and part width (64 and 32), instead of
 pointer arithmetic. Same algorithm, same softmax step (`flash_triton._softmax_step`).
 
-Each descriptor spans (B, N, H*96), the tensor's own (image, row) strides: a block that runs past an image's
-last row reads zeros, never the next image's rows, so the last, partial key block needs only its scores
+Each descriptor spans (B, N, H*96) (one image: (N, H*96)), the tensor's own (image, row) strides: a block
+that runs past an image's last row reads zeros, never the next image's rows, so the last, partial key block needs only its scores
 masked (a zero key would score 0, not be absent). TMA needs a 16-byte-aligned base and strides and packed
 heads (`flash_variant.tma_aligned`); the caller takes the pointer kernel otherwise.
 """
@@ -23,10 +23,11 @@ _DESCRIPTORS = ("desc_q0", "desc_q1", "desc_k0", "desc_k1", "desc_v0", "desc_v1"
 
 
 def set_blocks(descs: dict, block_m: int, block_n: int) -> None:
-    """Each descriptor's box: one image, BLOCK_M query rows or BLOCK_N key rows, 64 or 32 channels."""
+    """Each descriptor's box: (one image,) BLOCK_M query rows or BLOCK_N key rows, 64 or 32 channels."""
     for name in _DESCRIPTORS:
         rows = block_m if name.startswith("desc_q") else block_n
-        descs[name].block_shape = [1, rows, 64 if name.endswith("0") else 32]
+        box = [rows, 64 if name.endswith("0") else 32]
+        descs[name].block_shape = box if len(descs[name].shape) == 2 else [1, *box]
 
 
 def _pre_hook(nargs: dict) -> None:
@@ -46,30 +47,42 @@ _CONFIGS = [
 
 def descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int = 64, block_n: int = 64):
     """The six descriptors (q, k, v; 64- and 32-wide parts) over (B, N, H*96) views of the tensors' memory, in
-    the kernel's argument order (the autotuner's pre-hook resets their boxes per config)."""
+    the kernel's argument order (the autotuner's pre-hook resets their boxes per config). One image: (N, H*96),
+    the same rows without the unit dimension (the kernel's FLAT), a plain 2-D load feeding the dot."""
     out = {}
     for name, t in zip(("q", "k", "v"), (q, k, v)):
         B, N, H, D = t.shape
+        (sb, sn), flat = tma_strides(t), B == 1
+        shape, strides = ([N, H * D], [sn, 1]) if flat else ([B, N, H * D], [sb, sn, 1])
         for part in "01":
-            out[f"desc_{name}{part}"] = TensorDescriptor(t, [B, N, H * D], [*tma_strides(t), 1], [1, 8, 32])
+            out[f"desc_{name}{part}"] = TensorDescriptor(t, shape, strides, [8, 32] if flat else [1, 8, 32])
     set_blocks(out, block_m, block_n)
     return [out[name] for name in _DESCRIPTORS]
 
 
 @triton.jit
+def _load(desc, b, row, col, ROWS: tl.constexpr, WIDTH: tl.constexpr, FLAT: tl.constexpr):
+    """The (ROWS, WIDTH) box at (image b,) row, col."""
+    if FLAT:
+        return desc.load([row, col])
+    else:
+        return desc.load([b, row, col]).reshape([ROWS, WIDTH])
+
+
+@triton.jit
 def _tma_tile(
     q0, q1, acc0, acc1, m_i, l_i, desc_k0, desc_k1, desc_v0, desc_v1, b, col, start, n_kv, qk_scale, offs_n,
-    BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+    BLOCK_N: tl.constexpr, FLAT: tl.constexpr, MASKED: tl.constexpr,
 ):  # fmt: skip
-    k0 = desc_k0.load([b, start, col]).reshape([BLOCK_N, 64])
-    k1 = desc_k1.load([b, start, col + 64]).reshape([BLOCK_N, 32])
-    v0 = desc_v0.load([b, start, col]).reshape([BLOCK_N, 64])
-    v1 = desc_v1.load([b, start, col + 64]).reshape([BLOCK_N, 32])
+    k0 = _load(desc_k0, b, start, col, BLOCK_N, 64, FLAT)
+    k1 = _load(desc_k1, b, start, col + 64, BLOCK_N, 32, FLAT)
+    v0 = _load(desc_v0, b, start, col, BLOCK_N, 64, FLAT)
+    v1 = _load(desc_v1, b, start, col + 64, BLOCK_N, 32, FLAT)
     valid = (start + offs_n) < n_kv
     return _softmax_step(q0, q1, k0.T, k1.T, v0, v1, acc0, acc1, m_i, l_i, qk_scale, valid, MASKED)
 
 
-@triton.autotune(configs=_CONFIGS, key=["n_q", "n_kv", "H", "GROUPS"])
+@triton.autotune(configs=_CONFIGS, key=["n_q", "n_kv", "H", "GROUPS", "FLAT"])
 @triton.jit
 def _attention_bf16_tma(
     desc_q0,
@@ -88,12 +101,13 @@ def _attention_bf16_tma(
     stride_oh,
     H: tl.constexpr,
     GROUPS: tl.constexpr,
+    FLAT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     pid_m, bh, b, h, hk, offs_m = _program(H, GROUPS, BLOCK_M)
-    q0 = desc_q0.load([b, pid_m * BLOCK_M, h * 96]).reshape([BLOCK_M, 64])  # rows past n_q: zeros
-    q1 = desc_q1.load([b, pid_m * BLOCK_M, h * 96 + 64]).reshape([BLOCK_M, 32])
+    q0 = _load(desc_q0, b, pid_m * BLOCK_M, h * 96, BLOCK_M, 64, FLAT)  # rows past n_q: zeros
+    q1 = _load(desc_q1, b, pid_m * BLOCK_M, h * 96 + 64, BLOCK_M, 32, FLAT)
     offs_n = tl.arange(0, BLOCK_N)
     col = hk * 96
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -103,12 +117,12 @@ def _attention_bf16_tma(
     for start in tl.range(0, n_full, BLOCK_N):
         acc0, acc1, m_i, l_i = _tma_tile(
             q0, q1, acc0, acc1, m_i, l_i, desc_k0, desc_k1, desc_v0, desc_v1, b, col, start, n_kv, qk_scale,
-            offs_n, BLOCK_N, False,
+            offs_n, BLOCK_N, FLAT, False,
         )  # fmt: skip
     for start in tl.range(n_full, n_kv, BLOCK_N):  # the last keys (n_full: a multiple of 128, so of BLOCK_N)
         acc0, acc1, m_i, l_i = _tma_tile(
             q0, q1, acc0, acc1, m_i, l_i, desc_k0, desc_k1, desc_v0, desc_v1, b, col, start, n_kv, qk_scale,
-            offs_n, BLOCK_N, True,
+            offs_n, BLOCK_N, FLAT, True,
         )  # fmt: skip
     _store_o(O, acc0 / l_i[:, None], acc1 / l_i[:, None], b, h, offs_m, n_q, stride_ob, stride_on, stride_oh)
 
@@ -125,6 +139,6 @@ def attention_bf16_tma(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
 
     _attention_bf16_tma[grid](
         *descriptors(q, k, v), o, D**-0.5 * _LOG2E, n_q, n_kv, n_kv - n_kv % 128,
-        o.stride(0), o.stride(1), o.stride(2), H=H, GROUPS=H // Hk,
+        o.stride(0), o.stride(1), o.stride(2), H=H, GROUPS=H // Hk, FLAT=B == 1,
     )  # fmt: skip
     return o.flatten(2)
