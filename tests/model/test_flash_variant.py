@@ -110,3 +110,35 @@ def test_a_variant_that_fails_to_build_is_not_chosen(fresh):
     assert fv.failed(q, k) == {"tma": "RuntimeError: PassManager::run failed"}
     with pytest.raises(RuntimeError, match="PassManager"):
         fv.choose(("other",), {"tma": broken}, timer)
+
+
+def test_flash_attention_bf16_runs_the_kernel_it_names(fresh, monkeypatch):
+    """flash.attention_bf16's wiring, with stand-ins for the two Triton kernels (a CPU has no Triton): TMA only
+    where the inputs are aligned, "auto" timed once per shape."""
+    import sys
+    import types
+
+    import newbie.model
+    from newbie.model import flash
+
+    called = []
+    for module, fn in (("flash_triton", "attention_bf16_pointer"), ("flash_tma", "attention_bf16_tma")):
+        fake = types.ModuleType(f"newbie.model.{module}")
+        setattr(fake, fn, lambda q, k, v, fn=fn: called.append(fn.rsplit("_", 1)[1]) or q.flatten(2))
+        monkeypatch.setitem(sys.modules, fake.__name__, fake)
+        monkeypatch.setattr(newbie.model, module, fake, raising=False)
+    monkeypatch.setattr(flash, "_tma_possible", lambda device: True)
+
+    def pointer_faster(fn):
+        fn()
+        return {"pointer": 1.0, "tma": 2.0}[called[-1]]
+
+    monkeypatch.setattr(fv, "cuda_ms", pointer_faster)
+    q, k, v = _fused(2, 40)
+    assert flash.attention_bf16(q, k, v, "tma").shape == (2, 40, H * D) and called == ["tma"]
+    assert flash.attention_bf16(q, k, v) is not None and called[1:] == ["pointer", "tma", "pointer"]
+    assert fv.ran(q, k) == "pointer"
+    called.clear()
+    heads_outer = torch.zeros(2, H, 40, D, dtype=torch.bfloat16).transpose(1, 2)
+    flash.attention_bf16(heads_outer, k, v, "tma")
+    assert called == ["pointer"] and fv.ran(heads_outer, k) == "pointer"

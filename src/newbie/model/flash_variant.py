@@ -63,15 +63,15 @@ def cuda_ms(fn: Callable[[], object], reps: int = 5) -> float:
     return start.elapsed_time(end) / reps
 
 
-def choose(key: tuple, runs: dict[str, Callable[[], Tensor]], timer=cuda_ms) -> str:
-    """The variant to run for `key`: the one remembered, else each of `runs` timed (timer(fn) -> ms) and the
-    faster remembered. One that fails (a Triton that cannot build it for this GPU) is not chosen; `failed`
+def choose(key: tuple, runs: dict[str, Callable[[], Tensor]], timer=None) -> str:
+    """The variant to run for `key`: the one remembered, else each of `runs` timed (timer(fn) -> ms, default
+    `cuda_ms`) and the faster remembered. One that fails (a Triton that cannot build it for this GPU) is not chosen; `failed`
     keeps its error. If all fail, the first error is raised."""
     if _CHOSEN.get(key) not in runs:
         times, errors = {}, {}
         for name, fn in runs.items():
             try:
-                times[name] = timer(fn)
+                times[name] = (timer or cuda_ms)(fn)
             except Exception as e:  # noqa: BLE001 - the other variant runs instead
                 errors[name] = e
         if not times:
@@ -88,7 +88,7 @@ def failed(q: Tensor, k: Tensor) -> dict[str, str]:
 
 
 def select(
-    requested: str, key: tuple, tma_possible: bool, runs: dict[str, Callable[[], Tensor]], timer=cuda_ms
+    requested: str, key: tuple, tma_possible: bool, runs: dict[str, Callable[[], Tensor]], timer=None
 ) -> str:
     """The variant that runs: `requested` ("pointer", "tma" or "auto"), "pointer" where TMA is not possible
     (no TensorDescriptor, a GPU before sm90, unaligned inputs) or while a CUDA graph is captured (no timing
