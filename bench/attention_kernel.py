@@ -58,7 +58,7 @@ def inputs(B, N, M=None, seed=0, layout="bnhd"):
 
 
 def variant_checks(q, k, v, r, c: dict) -> bool:
-    """Each bf16 variant's error against r into c (or why it did not run); whether all are within tolerance."""
+    """Each bf16 variant's error against r into c (or why it did not run); whether all are in tolerance."""
     ok = True
     bound = 2 * c["sdpa_bf16_rel"] + 1e-3
     for name in flash_variant.VARIANTS:

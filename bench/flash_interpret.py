@@ -10,10 +10,10 @@ fp32 -> e4m3 less precisely than the hardware (about 3.0% mean error against tor
 the fp8 kernel's error here is a little above the GPU's. The fp8 kernel is fed its quantized operands as fp32
 codes with P's rounding kept. This found the fp8 kernel's scale-indexing bug of 2026-12-07 on the CPU.
 
-The bf16 kernels run at ragged lengths with two images, on separate tensors and on strided views of one fused
-(B, N, (H + 2 Hk) * 96) projection, in both tile sizes; the TMA variant's descriptors zero-fill past an image's
-rows (the interpreter emulates that), checked by filling the second image's keys and values with inf: the
-first image's output must stay exact.
+The bf16 kernels run at ragged lengths with two images, on separate tensors and on strided views of one
+fused (B, N, (H + 2 Hk) * 96) projection, in both tile sizes; the TMA variant's descriptors zero-fill past an
+image's rows (the interpreter emulates that), checked by filling the second image's keys and values with inf:
+the first image's output must stay exact.
 """
 
 import os
@@ -92,8 +92,8 @@ def _bf16_checks() -> float:
 
 
 def _host_path() -> float:
-    """flash.attention_bf16's own path for each variant (descriptors, grid, the autotuner's pre-hook), with one
-    config per kernel (the autotuner's timing needs CUDA) and TMA declared possible (this is a CPU)."""
+    """flash.attention_bf16's own path for each variant (descriptors, grid, the autotuner's pre-hook), with
+    one config per kernel (the autotuner's timing needs CUDA) and TMA declared possible (this is a CPU)."""
     flash._tma_possible = lambda device: True
     for kernel in (flash_triton._attention_bf16, flash_tma._attention_bf16_tma):
         kernel.configs = [c for c in kernel.configs if c.kwargs == {"BLOCK_M": 128, "BLOCK_N": 64}][:1]

@@ -93,8 +93,8 @@ def test_kernels_on_the_gpu(B, N, M):
 @gpu
 @pytest.mark.parametrize("B,N,M,fused", [(2, 4097, 4097, True), (2, 300, 777, False), (1, 333, 333, True)])
 def test_both_bf16_variants_on_the_gpu(B, N, M, fused):
-    """Pointer and TMA (model/flash_tma.py, where the GPU has it) at ragged lengths, two images and views of one
-    fused qkv projection; the second image's keys inf must not reach the first image's output."""
+    """Pointer and TMA (model/flash_tma.py, where the GPU has it) at ragged lengths, two images and views of
+    one fused qkv projection; the second image's keys inf must not reach the first image's output."""
     from newbie.model import flash_variant
 
     if fused:

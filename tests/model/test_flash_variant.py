@@ -9,7 +9,7 @@ H, HK, D = 24, 8, 96
 
 
 def _fused(B, N, width_extra=0, dtype=torch.bfloat16):
-    """q, k, v as views into one (B, N, (H + 2 Hk) * D + width_extra) projection output, as the DiT makes them."""
+    """q, k, v: views into one (B, N, (H + 2 Hk) * D + width_extra) projection output, as the DiT has them."""
     x = torch.zeros(B, N, (H + 2 * HK) * D + width_extra, dtype=dtype)
     q, k, v, _ = x.split([H * D, HK * D, HK * D, width_extra], -1)
     return q.unflatten(-1, (H, D)), k.unflatten(-1, (HK, D)), v.unflatten(-1, (HK, D))
@@ -113,8 +113,8 @@ def test_a_variant_that_fails_to_build_is_not_chosen(fresh):
 
 
 def test_flash_attention_bf16_runs_the_kernel_it_names(fresh, monkeypatch):
-    """flash.attention_bf16's wiring, with stand-ins for the two Triton kernels (a CPU has no Triton): TMA only
-    where the inputs are aligned, "auto" timed once per shape."""
+    """flash.attention_bf16's wiring, with stand-ins for the two Triton kernels (a CPU has no Triton): TMA
+    only where the inputs are aligned, "auto" timed once per shape."""
     import sys
     import types
 

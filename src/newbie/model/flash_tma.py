@@ -3,10 +3,10 @@
 accelerator (TMA): host-side tensor descriptors, one per operand and part width (64 and 32), instead of
 pointer arithmetic. Same algorithm, same softmax step (`flash_triton._softmax_step`).
 
-Each descriptor spans (B, N, H*96) (one image: (N, H*96)), the tensor's own (image, row) strides: a block
-that runs past an image's last row reads zeros, never the next image's rows, so the last, partial key block needs only its scores
-masked (a zero key would score 0, not be absent). TMA needs a 16-byte-aligned base and strides and packed
-heads (`flash_variant.tma_aligned`); the caller takes the pointer kernel otherwise.
+Each descriptor spans (B, N, H*96) (one image: (N, H*96)) with the tensor's own (image, row) strides: a box
+that runs past an image's last row reads zeros, never the next image's rows, so the last, partial key block
+needs only its scores masked (a zero key would score 0, not be absent). TMA needs a 16-byte-aligned base and
+strides and packed heads (`flash_variant.tma_aligned`); the caller takes the pointer kernel otherwise.
 """
 
 from __future__ import annotations
@@ -40,15 +40,16 @@ _CONFIGS = [
     for n in (64, 128)
     for s in (2, 3, 4)
     for w in (4, 8)
-    # 8 warps on a tile below 128x128 leave each warp too little to do; 64x64 needs a deeper pipeline
+    # 8 warps on a tile below 128x128 leave each warp too little to do (the tutorial's rule); 64x64 tiles
+    # only with 3 or 4 stages, which keeps the space at 14 configs
     if not (w == 8 and m * n < 128 * 128) and not (m == n == 64 and s == 2)
 ]
 
 
 def descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int = 64, block_n: int = 64):
-    """The six descriptors (q, k, v; 64- and 32-wide parts) over (B, N, H*96) views of the tensors' memory, in
-    the kernel's argument order (the autotuner's pre-hook resets their boxes per config). One image: (N, H*96),
-    the same rows without the unit dimension (the kernel's FLAT), a plain 2-D load feeding the dot."""
+    """The six descriptors (q, k, v; 64- and 32-wide parts) over (B, N, H*96) views of the tensors' memory,
+    in the kernel's argument order (the autotuner's pre-hook resets their boxes per config). One image:
+    (N, H*96), the same rows without the unit dimension (the kernel's FLAT), a plain 2-D load into the dot."""
     out = {}
     for name, t in zip(("q", "k", "v"), (q, k, v)):
         B, N, H, D = t.shape

@@ -1,5 +1,5 @@
-"""Which of the bf16 attention kernel's two variants runs: "pointer" (model/flash_triton.py, every tile through
-pointer arithmetic, any strides) or "tma" (model/flash_tma.py, tiles through Hopper's tensor-memory
+"""Which of the bf16 attention kernel's two variants runs: "pointer" (model/flash_triton.py, every tile
+through pointer arithmetic, any strides) or "tma" (model/flash_tma.py, tiles through Hopper's tensor-memory
 accelerator). The choice is measured once per shape and remembered; what the CPU can check of it lives here
 (the alignment TMA needs, the choice with any timer), without importing Triton.
 """
@@ -65,8 +65,8 @@ def cuda_ms(fn: Callable[[], object], reps: int = 5) -> float:
 
 def choose(key: tuple, runs: dict[str, Callable[[], Tensor]], timer=None) -> str:
     """The variant to run for `key`: the one remembered, else each of `runs` timed (timer(fn) -> ms, default
-    `cuda_ms`) and the faster remembered. One that fails (a Triton that cannot build it for this GPU) is not chosen; `failed`
-    keeps its error. If all fail, the first error is raised."""
+    `cuda_ms`) and the faster remembered. One that fails (a Triton that cannot build it for this GPU) is not
+    chosen, `failed` keeps its error; if all fail, the first error is raised."""
     if _CHOSEN.get(key) not in runs:
         times, errors = {}, {}
         for name, fn in runs.items():
