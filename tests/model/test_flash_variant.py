@@ -32,6 +32,9 @@ def test_tma_refuses_what_its_descriptors_cannot_express():
         torch.zeros(1, 10, H, 2 * D, dtype=torch.bfloat16)[..., ::2]
     )  # strided channels
     assert not fv.tma_aligned(torch.zeros(1, 10, 3, 36, dtype=torch.bfloat16))  # a head of 72 bytes
+    assert not fv.tma_aligned(
+        torch.zeros(1, 10, H, D, dtype=torch.bfloat16).expand(2, -1, -1, -1)
+    )  # stride 0
     assert not fv.tma_aligned(torch.zeros(2, 10, H, D, dtype=torch.bfloat16), heads_outer)  # all must pass
 
 

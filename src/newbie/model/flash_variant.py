@@ -40,12 +40,14 @@ def tma_strides(t: Tensor) -> tuple[int, int]:
 
 def tma_aligned(*tensors: Tensor) -> bool:
     """Whether each (B, N, H, D) tensor can be read as a (B, N, H*D) tensor descriptor: heads packed within a
-    row, last dim contiguous, base address and strides multiples of 16 bytes (what TMA demands)."""
+    row, last dim contiguous, base address and strides multiples of 16 bytes (what TMA demands), no stride 0
+    (an expanded view: the pointer kernel reads those)."""
     for t in tensors:
         B, N, H, D = t.shape
         if t.stride(3) != 1 or (H > 1 and t.stride(2) != D) or t.data_ptr() % 16:
             return False
-        if any(s * t.element_size() % 16 for s in (*tma_strides(t), D)):
+        strides = tma_strides(t)
+        if min(strides) <= 0 or any(s * t.element_size() % 16 for s in (*strides, D)):
             return False
     return True
 
