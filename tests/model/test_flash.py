@@ -103,3 +103,27 @@ def test_the_fp8_quantization_traces_as_one_graph_for_inductor_to_fuse():
                 torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=0)
     finally:
         torch._dynamo.reset()
+
+
+@gpu
+@pytest.mark.parametrize("B,N,M,fused", [(2, 4097, 4097, True), (2, 300, 777, False), (1, 333, 333, True)])
+def test_both_bf16_variants_on_the_gpu(B, N, M, fused):
+    """Pointer and TMA (model/flash_tma.py, where the GPU has it) at ragged lengths, two images and views of
+    one fused qkv projection; the second image's keys inf must not reach the first image's output."""
+    from newbie.model import flash_variant
+
+    if fused:
+        x = torch.randn(B, N, (24 + 16) * 96, device="cuda", dtype=torch.bfloat16)
+        q, k, v = (t.unflatten(-1, (-1, 96)) for t in x.split([24 * 96, 8 * 96, 8 * 96], -1))
+    else:
+        q, k, v = (t.cuda() for t in _qkv(B, N, M, H=24, HK=8, dtype=torch.bfloat16, seed=N))
+    exact = _sdpa(q.float(), k.float(), v.float())
+    for variant in flash_variant.VARIANTS:
+        out = flash.attention_bf16(q, k, v, variant)
+        assert out.isfinite().all() and _rel(out, exact) < 2 * _rel(_sdpa(q, k, v), exact) + 1e-3, variant
+    if B == 2 and not fused:
+        k[1], v[1] = float("inf"), float("inf")
+        first = _sdpa(q[:1].float(), k[:1].float(), v[:1].float())
+        for variant in flash_variant.VARIANTS:
+            out = flash.attention_bf16(q, k, v, variant)[:1]
+            assert out.isfinite().all() and _rel(out, first) < 1e-2, variant

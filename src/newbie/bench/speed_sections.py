@@ -48,8 +48,9 @@ def ceiling(b: SpeedRun) -> None:
 
 def attention(b: SpeedRun) -> None:
     """Attention alone at the DiT's shapes (issue 26): PyTorch's backends and our kernels (model/flash.py), in
-    TFLOP/s of 4*N^2*D*Hq per call, at 4,352 tokens (1024², 256 caption tokens) and 16,640 (2048²); the fp8
-    kernel's relative error against fp32 attention and against our bf16 kernel on random inputs."""
+    TFLOP/s of 4*N^2*D*Hq per call, at 4,352 tokens (1024², 256 caption tokens) and 16,640 (2048²), our bf16
+    kernel also per variant (pointer, TMA; attention_tflops_bf16 is the best of ours); the fp8 kernel's
+    relative error against fp32 attention and against our bf16 kernel on random inputs."""
     from newbie.model import flash
 
     res = b.res
@@ -68,7 +69,10 @@ def attention(b: SpeedRun) -> None:
         vals = [row[name] for row in table.values() if isinstance(row.get(name), float)]
         return min(vals) if len(vals) == len(table) else None
 
-    res["attention_tflops_bf16"] = worst("triton")
+    by_variant, res["attention_bf16_auto_ran"] = _bf16_variant_tflops(H, HK, D, tuple(table))
+    res["attention_tflops_bf16_by_variant"] = by_variant
+    ours = [x for x in (worst("triton"), *by_variant.values()) if isinstance(x, float)]
+    res["attention_tflops_bf16"] = max(ours) if ours else None
     res["attention_tflops_fp8"] = worst("triton-fp8")
     g = torch.Generator("cuda").manual_seed(5)
     q, k, v = (
@@ -92,6 +96,40 @@ def attention(b: SpeedRun) -> None:
         res["attention_fp8_rel_err"] = rel(f8, exact)
         res["attention_fp8_rel_err_vs_bf16_kernel"] = rel(f8, bf.float())
     print(f"attention TFLOP/s {json.dumps(table, default=str)[:400]}", flush=True)
+
+
+def _bf16_variant_tflops(H: int, HK: int, D: int, tokens: tuple[int, ...]) -> tuple[dict, dict]:
+    """Each variant of our bf16 kernel ("pointer", "tma": model/flash_variant.py) on its own: its worst
+    TFLOP/s over the token counts, or why it did not run; and the variant the auto choice took per count."""
+    from newbie.model import flash, flash_variant
+
+    out: dict = {}
+    auto_ran: dict = {}
+    g = torch.Generator("cuda").manual_seed(6)
+    for name in flash_variant.VARIANTS:
+        worst = None
+        for n in tokens:
+            q, k, v = (
+                torch.randn(1, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g) for h in (H, HK, HK)
+            )
+            if not flash.supported(q, k):
+                worst = "not available: needs CUDA, Triton and head size 96"
+                break
+            try:
+                flash.attention_bf16(q, k, v, name)
+            except Exception as e:  # noqa: BLE001 - reported in place of the number
+                worst = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+                break
+            if flash_variant.ran(q, k) != name:
+                worst = f"not run: {flash_variant.ran(q, k)} instead (TMA not possible here)"
+                break
+            seconds = _time(lambda q=q, k=k, v=v, name=name: flash.attention_bf16(q, k, v, name), rep=20)
+            tflops = 4 * n * n * D * H / seconds / 1e12
+            worst = tflops if worst is None else min(worst, tflops)
+            flash.attention_bf16(q, k, v)
+            auto_ran[n] = flash_variant.ran(q, k)
+        out[name] = worst
+    return out, auto_ran
 
 
 def load(b: SpeedRun) -> None:

@@ -1,10 +1,11 @@
 """Our own attention kernels for the DiT's head size (96): the backends "triton" (bf16/fp16) and
 "triton-fp8" (e4m3 Q, K, V and P with per-block scales).
 
-The kernels themselves are Triton (model/flash_triton.py, CUDA only). This module holds what the CPU can
-check: the kernels' algorithm written in torch, tile for tile (`blockwise_reference`: split 96 = 64 + 32,
-online softmax in base 2), the fp8 quantization they read (`quantize_fp8`), and the custom ops that let a
-compiled block call them as one opaque node.
+The kernels themselves are Triton (model/flash_triton.py; the bf16 kernel's TMA variant model/flash_tma.py,
+chosen per shape by model/flash_variant.py; CUDA only). This module holds what the CPU can check: the
+kernels' algorithm written in torch, tile for tile (`blockwise_reference`: split 96 = 64 + 32, online softmax
+in base 2), the fp8 quantization they read (`quantize_fp8`), the bf16 kernel's entry (`attention_bf16`), and
+the custom ops that let a compiled block call them as one opaque node.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from newbie.model import flash_variant
 
 LOG2E = 1.4426950408889634
 FP8_BLOCK = 128  # rows of Q (and keys of K) that share one fp8 scale
@@ -123,6 +126,31 @@ def _triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+@functools.cache
+def _tma_possible(device: torch.device) -> bool:
+    """Whether this Triton has host tensor descriptors and this GPU TMA (sm90, Hopper, or later)."""
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def attention_bf16(q: Tensor, k: Tensor, v: Tensor, variant: str = "auto") -> Tensor:
+    """The bf16/fp16 kernel: q (B, N, Hq, 96), k/v (B, M, Hkv, 96), last dim contiguous -> (B, N, Hq*96).
+    variant: "pointer", "tma" or "auto" (the faster of the two, timed on the first call of each shape);
+    "pointer" wherever TMA cannot run. `flash_variant.ran(q, k)` says which one did."""
+    from newbie.model import flash_triton
+
+    runs = {"pointer": lambda: flash_triton.attention_bf16_pointer(q, k, v)}
+    possible = _tma_possible(q.device) and flash_variant.tma_aligned(q, k, v)
+    if possible:
+        from newbie.model import flash_tma
+
+        runs["tma"] = lambda: flash_tma.attention_bf16_tma(q, k, v)
+    return runs[flash_variant.select(variant, flash_variant.shape_key(q, k), possible, runs)]()
+
+
 def flash96(q: Tensor, k: Tensor, v: Tensor, fp8: bool) -> Tensor:
     """Our kernels on (B, N, H, 96) inputs -> (B, N, Hq*96). fp8: the quantization is torch code in front
     of the kernel's op, so inside a compiled block inductor fuses it into a few kernels of its own (it was
@@ -136,9 +164,7 @@ def flash96(q: Tensor, k: Tensor, v: Tensor, fp8: bool) -> Tensor:
 
 @torch.library.custom_op("newbie::flash96", mutates_args=())
 def _flash96_bf16(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    from newbie.model import flash_triton
-
-    return flash_triton.attention_bf16(q, k, v)
+    return attention_bf16(q, k, v)
 
 
 @_flash96_bf16.register_fake

@@ -3,8 +3,9 @@
 
 Triton tiles need power-of-two widths, and padding 96 to 128 would waste a quarter of both matrix products,
 so each head is split into a 64-wide and a 32-wide part: QK^T = Q0 K0^T + Q1 K1^T, and the output keeps two
-accumulators (P V0, P V1). Online softmax in base 2 with the 1/sqrt(d) scale folded into one multiply. The
-math, block for block, is `flash.blockwise_reference` (tested on the CPU); this file needs a CUDA GPU.
+accumulators (P V0, P V1). Online softmax in base 2 with the 1/sqrt(d) scale folded into one FMA. The
+math, block for block, is `flash.blockwise_reference` (tested on the CPU); this file needs a CUDA GPU. The
+bf16 softmax step (`_softmax_step`) takes loaded tiles: the TMA variant (model/flash_tma.py) shares it.
 
 fp8: Q and K in e4m3 with one scale per 128-row block (per head), V in e4m3 with one scale per channel (it
 factors out of P V, so it is applied to the output), P in e4m3 scaled x256. V is stored transposed
@@ -63,53 +64,46 @@ def _store_o(O, out0, out1, b, h, offs_m, n_q, stride_ob, stride_on, stride_oh):
 
 
 @triton.jit
-def _tile(
-    q0,
-    q1,
-    acc0,
-    acc1,
-    m_i,
-    l_i,
-    k_ptrs0,
-    k_ptrs1,
-    v_ptrs0,
-    v_ptrs1,
-    start,
-    n_kv,
-    qk_scale,
-    offs_n,
-    stride_kn,
-    stride_vn,
-    MASKED: tl.constexpr,
-):
-    if MASKED:
-        valid = (start + offs_n) < n_kv
-        k0 = tl.load(k_ptrs0 + start * stride_kn, mask=valid[None, :], other=0.0)
-        k1 = tl.load(k_ptrs1 + start * stride_kn, mask=valid[None, :], other=0.0)
-    else:
-        k0 = tl.load(k_ptrs0 + start * stride_kn)
-        k1 = tl.load(k_ptrs1 + start * stride_kn)
-    s = tl.dot(q0, k0)
-    s = tl.dot(q1, k1, s)
-    s = s * qk_scale
+def _softmax_step(q0, q1, kt0, kt1, v0, v1, acc0, acc1, m_i, l_i, qk_scale, valid, MASKED: tl.constexpr):
+    """One key block into the running softmax: the tiles come loaded (K transposed, (64, BLOCK_N) and
+    (32, BLOCK_N); V (BLOCK_N, 64) and (BLOCK_N, 32)), so the pointer and TMA kernels share this math.
+    MASKED: `valid` marks the keys that exist (the last, partial block; zero-filled keys would score 0)."""
+    s = tl.dot(q0, kt0)
+    s = tl.dot(q1, kt1, s)
     if MASKED:
         s = tl.where(valid[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    p = tl.math.exp2(s - m_new[:, None])
+    # the scale is positive, so max(s) * scale is max(s * scale) exactly, and s * scale - m is one FMA:
+    # one pass over the scores instead of a multiply and a subtract
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc0 = acc0 * alpha[:, None]
     acc1 = acc1 * alpha[:, None]
-    if MASKED:
-        v0 = tl.load(v_ptrs0 + start * stride_vn, mask=valid[:, None], other=0.0)
-        v1 = tl.load(v_ptrs1 + start * stride_vn, mask=valid[:, None], other=0.0)
-    else:
-        v0 = tl.load(v_ptrs0 + start * stride_vn)
-        v1 = tl.load(v_ptrs1 + start * stride_vn)
     p = p.to(v0.dtype)
     acc0 = tl.dot(p, v0, acc0)
     acc1 = tl.dot(p, v1, acc1)
     return acc0, acc1, m_new, l_i
+
+
+@triton.jit
+def _tile(
+    q0, q1, acc0, acc1, m_i, l_i, k_ptrs0, k_ptrs1, v_ptrs0, v_ptrs1, start, n_kv, qk_scale, offs_n,
+    stride_kn, stride_vn, MASKED: tl.constexpr,
+):  # fmt: skip
+    """The pointer kernel's loads of one key block (masked past n_kv when MASKED), then the shared step."""
+    valid = (start + offs_n) < n_kv
+    if MASKED:
+        k0 = tl.load(k_ptrs0 + start * stride_kn, mask=valid[None, :], other=0.0)
+        k1 = tl.load(k_ptrs1 + start * stride_kn, mask=valid[None, :], other=0.0)
+        v0 = tl.load(v_ptrs0 + start * stride_vn, mask=valid[:, None], other=0.0)
+        v1 = tl.load(v_ptrs1 + start * stride_vn, mask=valid[:, None], other=0.0)
+    else:
+        k0 = tl.load(k_ptrs0 + start * stride_kn)
+        k1 = tl.load(k_ptrs1 + start * stride_kn)
+        v0 = tl.load(v_ptrs0 + start * stride_vn)
+        v1 = tl.load(v_ptrs1 + start * stride_vn)
+    return _softmax_step(q0, q1, k0, k1, v0, v1, acc0, acc1, m_i, l_i, qk_scale, valid, MASKED)
 
 
 @triton.autotune(configs=_CONFIGS, key=["n_q", "n_kv", "H", "GROUPS"])
@@ -198,8 +192,9 @@ def _attention_bf16(
     _store_o(O, acc0 / l_i[:, None], acc1 / l_i[:, None], b, h, offs_m, n_q, stride_ob, stride_on, stride_oh)
 
 
-def attention_bf16(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """q (B, N, Hq, 96), k/v (B, M, Hkv, 96), last dim contiguous -> (B, N, Hq*96) in q's dtype."""
+def attention_bf16_pointer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """q (B, N, Hq, 96), k/v (B, M, Hkv, 96), last dim contiguous -> (B, N, Hq*96) in q's dtype. Every tile
+    through pointer arithmetic: any strides (the TMA variant, model/flash_tma.py, needs aligned ones)."""
     B, n_q, H, D = q.shape
     n_kv, Hk = k.shape[1], k.shape[2]
     assert D == 96 and H % Hk == 0 and q.stride(-1) == k.stride(-1) == v.stride(-1) == 1

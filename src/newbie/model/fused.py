@@ -45,18 +45,19 @@ def time_backends(
     k, v = (
         torch.randn(1, kv_heads, tokens, head_dim, device=device, dtype=dtype, generator=g) for _ in range(2)
     )
+    # our kernels take (B, N, H, D), heads packed as the DiT gives them (which the TMA variant needs)
+    ours = [t.transpose(1, 2).contiguous() for t in (q, k, v)]
     out = {}
     for name in names:
-        if name in flash.BACKENDS and not flash.supported(q.transpose(1, 2), k.transpose(1, 2)):
+        if name in flash.BACKENDS and not flash.supported(ours[0], ours[1]):
             out[name] = "not available: needs CUDA, Triton and head size 96"
             continue
         try:
             with sdpa_kernel(list(BACKENDS.values()) if name not in BACKENDS else [BACKENDS[name]]):
 
                 def call(name=name):
-                    if name in flash.BACKENDS:  # our kernels take (B, N, H, D): the transposed views
-                        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
-                        return flash.flash96(qt, kt, vt, name == "triton-fp8")
+                    if name in flash.BACKENDS:
+                        return flash.flash96(*ours, name == "triton-fp8")
                     return F.scaled_dot_product_attention(q, k, v, enable_gqa=heads != kv_heads)
 
                 for _ in range(2):
