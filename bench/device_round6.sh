@@ -21,5 +21,5 @@ if python3 -c "import pytest" 2>/dev/null; then
 fi
 echo "[$SECONDS s] speed"
 python3 -m newbie bench speed --model /tmp/newbie-full --budget-s $(( LIMIT - SECONDS - 25 )) --out "$OUT" \
-  --skip "${SPEED_SKIP:-compile_warm,sizes,step_cache,step_cache_binding,diffusers_compiled,cache_dit_fp8}" \
+  --skip "${SPEED_SKIP:-compile_warm,sizes,step_cache_binding,diffusers_compiled,cache_dit_fp8}" \
   2>&1 | tail -45
