@@ -97,6 +97,12 @@ def choose(times: dict, margin: float = 0.03) -> str:
     return best
 
 
+# The candidates `pick_backend` times: PyTorch's. Our Triton kernels lost to cuDNN at both DiT shapes on an H100
+# (310 vs 429 TFLOP/s at 4,352 tokens, 444 vs 483 at 16,640; 2026-12-07 evening), and timing them means building
+# and autotuning their 21 configs in every cold `--compile`; they stay a named choice (attention="triton").
+PICKED = ("auto", "cudnn", "flash", "efficient")
+
+
 def pick_backend(dit: nn.Module, tokens: int = 4096 + 256, cache_dir: str | None = None) -> str:
     """The backend to use, measured on this GPU at this model's attention shape (default: 1024², a 256-token
     caption). cache_dir: remember the choice there (`remembered_choice`), so a later process on this machine
@@ -105,7 +111,9 @@ def pick_backend(dit: nn.Module, tokens: int = 4096 + 256, cache_dir: str | None
     p = next(dit.parameters())
 
     def measure() -> str:
-        return choose(time_backends(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, tokens, p.device, p.dtype))
+        return choose(
+            time_backends(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, tokens, p.device, p.dtype, names=PICKED)
+        )
 
     if cache_dir is None:
         return measure()
