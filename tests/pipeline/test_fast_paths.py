@@ -100,20 +100,24 @@ def test_regional_compile_traces_whole_blocks_and_matches_eager(pipe):
 
 
 def test_compile_warm_up_leaves_no_recompile_for_the_first_real_prompt(tiny_model_dir):
-    # the empty negative's caption length 1 is specialized by dynamo, so a single warm-up left the first real
-    # prompt (another length) a recompile of every block family; compile() warms up two lengths
+    # dynamo specializes the first length it sees (and always a length of 1, the empty negative's), so an
+    # unprepared warm-up left the first real prompt (another length) a recompile of every block family
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     try:
         pipe = newbie.load(tiny_model_dir, device="cpu", dtype="fp32")
-        decodes = []
-        decode = pipe.codec.decode
+        decodes, runs = [], []
+        decode, run = pipe.codec.decode, pipe.run
         pipe.codec.decode = lambda *a, **k: decodes.append(1) or decode(*a, **k)
+        pipe.run = lambda *a, **k: runs.append(1) or run(*a, **k)
         pipe.compile(backend="eager")
         assert decodes == []  # the warm-up samples only: the eager VAE has nothing to compile
+        # the caption-carrying blocks are length-generic from their first call: one warm-up request builds
+        # the image-only refiner's graph, the two length-generic ones and the empty negative's length-1 graph
+        assert runs == [1] and pipe.dit.length_generic
         graphs = counters["stats"]["unique_graphs"]
-        assert graphs >= 4  # both block families, each with a length-generic graph
+        assert graphs == 4
         _gen(pipe, steps=2, negative="")
         _gen(pipe, steps=2, negative="a much longer negative prompt with many more words in it than before")
         assert counters["stats"]["unique_graphs"] == graphs

@@ -226,6 +226,8 @@ class NextDiT(nn.Module):
         self.context_refiner = nn.ModuleList([PlainBlock(cfg) for _ in range(cfg.n_refiner_layers)])
         self.layers = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.final_layer = FinalLayer(cfg)
+        # set by fused.compile_blocks: mark the caption-carrying sequences length-generic for dynamo
+        self.length_generic = False
         # `norm_final` of the checkpoint is never used by the reference forward; it is not built (the
         # loader in loading/dit.py drops it).
 
@@ -310,6 +312,8 @@ class NextDiT(nn.Module):
     def caption(self, cap_feats: Tensor, rope: Rope, cap_mask: Tensor | None) -> Tensor:
         """Caption features -> tokens through the context refiner (rope: the caption's tables)."""
         cap = self.cap_embedder(cap_feats)
+        if self.length_generic:
+            _length_generic(cap, rope.cos, rope.sin, cap_mask)
         for block in self.context_refiner:
             cap = block(cap, rope, cap_mask)
         return cap
@@ -325,6 +329,8 @@ class NextDiT(nn.Module):
         self, joint: Tensor, rope: Rope, mask: Tensor | None, adaln: Tensor, cache: StepCache | None = None
     ) -> Tensor:
         """The joint layers over [caption | image]; with a step cache, the deep layers may be skipped."""
+        if self.length_generic:
+            _length_generic(joint, rope.cos, rope.sin, mask)
         if cache is not None:
             return self._cached_layers(joint, rope, mask, adaln, cache)
         for block in self.layers:
@@ -351,6 +357,18 @@ class NextDiT(nn.Module):
         for block in self.layers[tail:]:
             out = block(out, rope, mask, adaln)
         return out
+
+
+def _length_generic(*tensors: Tensor | None) -> None:
+    """Mark the sequence dim (1) of a compiled block's inputs dynamic before its first call. The caption's
+    length changes with every prompt; unmarked, dynamo first specializes each block family to the first length
+    it sees and only recompiles a length-generic graph at the second, so a compile's warm-up had to run two
+    prompts and trace those families twice. A length of 1 stays specialized (dynamo's rule for sizes 0 and 1)."""
+    import torch._dynamo  # only reached with compiled blocks: an eager run never imports dynamo
+
+    for t in tensors:
+        if t is not None and t.shape[1] > 1:
+            torch._dynamo.maybe_mark_dynamic(t, 1)
 
 
 class _TimestepEmbedder(nn.Module):

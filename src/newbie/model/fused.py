@@ -182,6 +182,10 @@ def compile_blocks(dit: nn.Module, **compile_kwargs) -> None:
     """torch.compile each repeated block as one full graph (one compiled graph serves every layer of a kind)."""
     for block in dit.blocks():
         block.compile(fullgraph=True, **compile_kwargs)
+    if (
+        compile_kwargs.get("dynamic") is None
+    ):  # dynamo's own choice: the caption's length generic from the start
+        dit.length_generic = True
 
 
 # -- hooks added after compiling --

@@ -171,18 +171,22 @@ class Pipeline:
         self.compiled = True
         t0 = time.perf_counter()
         d = self.spec.sampling
-        # Two requests with different caption lengths, so each block family also gets its length-generic graph
-        # now instead of in the first user request (dynamo specializes a length of 1, the empty negative's,
-        # so one request alone leaves the first real prompt a recompile, more than twice the image's time;
-        # docs/benchmarks.md, "Figures behind the code")
+        # Every graph a request needs is built here, not in the first user request (a recompile there cost more
+        # than twice the image's time; docs/benchmarks.md, "Figures behind the code"). The caption-carrying
+        # blocks are marked length-generic before their first call (dit.length_generic), so one request with
+        # CFG builds them all: the image-only refiner's, the length-generic ones, and the length-1 graph of an
+        # empty negative (dynamo specializes sizes 0 and 1). With `dynamic` forced either way, a second request
+        # of another length covers what marking would have.
         warm = dict(seed=0, steps=1, width=d.width, height=d.height, sampler="euler", cfg_trunc=1.0)
         opts = dict(backend=backend, mode=mode, dynamic=dynamic, vae=vae, **self.fast_paths)
         bundle = compile_cache.open_bundle(self.dit, self.device, opts) if backend == "inductor" else None
         # latents only: the eager VAE has nothing to compile (a compiled one, vae=True, is warmed by decoding)
-        self.run(self.request("warm-up", **warm), decode=vae)
-        self.run(
-            self.request("a longer warm-up prompt, " * 6, negative="low quality, blurry", **warm), decode=vae
-        )
+        self.run(self.request("warm-up", negative="", **warm), decode=vae)
+        if not self.dit.length_generic:
+            self.run(
+                self.request("a longer warm-up prompt, " * 6, negative="low quality, blurry", **warm),
+                decode=vae,
+            )
         compile_cache.close_bundle(bundle)  # torch's mega-cache, opt-in (newbie.precision.compile_cache)
         synchronize(self.device)
         return time.perf_counter() - t0
