@@ -68,10 +68,14 @@ def _register(storage: torch.UntypedStorage, device: torch.device) -> None:
     storage itself (PyTorch keeps it alive while C++ holds a reference), so a finalizer on it runs when the
     last view is freed, as torch.distributed.checkpoint does for its staged copies."""
     ptr, size = storage.data_ptr(), storage.nbytes()
-    err = int(torch.cuda.cudart().cudaHostRegister(ptr, size, 0))
+    err = _register_raw(ptr, size)
     if err != 0:
         raise RuntimeError(f"cudaHostRegister of {size / 2**30:.1f} GiB failed (cudaError {err})")
     weakref.finalize(storage, _unregister, ptr, device).atexit = False  # no CUDA calls at interpreter exit
+
+
+def _register_raw(ptr: int, size: int) -> int:
+    return int(torch.cuda.cudart().cudaHostRegister(ptr, size, 0))  # 0: cudaHostRegisterDefault
 
 
 def _unregister(ptr: int, device: torch.device) -> None:

@@ -1,0 +1,86 @@
+"""Packing a holder's tensors into one buffer (newbie.memory.arena): same values, one storage, one lock."""
+
+import gc
+
+import pytest
+import torch
+
+from newbie.memory import arena
+from newbie.memory.arena import ALIGN, layout, pack
+
+
+def _tensors():
+    g = torch.Generator().manual_seed(0)
+    return [
+        torch.randn(7, 5, generator=g).to(torch.bfloat16),
+        torch.randn(3, generator=g),
+        torch.randn(4, 6, generator=g, dtype=torch.float64).t(),  # strided: a transposed view
+        torch.empty(0, 3),
+        torch.randint(0, 255, (9,), generator=g, dtype=torch.uint8),
+        torch.randn(2, 2, generator=g, dtype=torch.complex64),
+        torch.tensor([True, False, True]),
+    ]
+
+
+def test_layout_aligns_every_slot():
+    offsets, total = layout(_tensors())
+    assert offsets[0] == 0 and all(o % ALIGN == 0 for o in offsets) and total % ALIGN == 0
+    assert offsets[1] == ALIGN  # 70 bytes of bf16 round up to one slot
+    assert total == 6 * ALIGN  # the empty tensor takes no slot
+
+
+def test_packed_copies_equal_the_originals_and_share_one_storage():
+    src = _tensors()
+    out = pack(src, torch.device("cpu"))
+    ptr = out[0].untyped_storage().data_ptr()
+    for t, p in zip(src, out):
+        assert p.dtype == t.dtype and p.shape == t.shape and p.stride() == t.stride()
+        assert torch.equal(p, t) and p.device.type == "cpu"
+        assert p.untyped_storage().data_ptr() == ptr
+    assert out[0].data_ptr() != src[0].data_ptr()  # copies, not the originals
+    src[1].add_(1)
+    assert not torch.equal(out[1], src[1])
+
+
+def test_a_tied_tensor_gets_one_slot():
+    w = torch.randn(4, 4)
+    out = pack([w, torch.randn(2), w], torch.device("cpu"))
+    assert out[0] is out[2] and torch.equal(out[0], w)
+
+
+def test_a_packed_module_runs_unchanged():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        ref = net(x)
+        params = list(net.parameters())
+        for p, c in zip(params, pack(params, torch.device("cpu"))):
+            p.data = c
+        assert torch.equal(net(x), ref)
+    assert len({p.untyped_storage().data_ptr() for p in net.parameters()}) == 1
+
+
+def test_a_cuda_target_locks_the_buffer_once_and_unlocks_it_when_the_last_view_dies(monkeypatch):
+    """The CUDA calls are replaced (no GPU here); what is checked is when they happen and on which bytes."""
+    calls = []
+    monkeypatch.setattr(arena, "_register_raw", lambda ptr, size: calls.append(("register", ptr, size)) or 0)
+    monkeypatch.setattr(arena, "_unregister", lambda ptr, device: calls.append(("unregister", ptr, device)))
+    src = _tensors()
+    out = pack(src, torch.device("cuda:0"))
+    _, total = layout(src)
+    ptr = out[0].untyped_storage().data_ptr()
+    assert calls == [("register", ptr, total)]
+    keep = out[2]
+    del out
+    gc.collect()
+    assert len(calls) == 1  # one view still alive
+    del keep
+    gc.collect()
+    assert calls[1] == ("unregister", ptr, torch.device("cuda:0"))
+
+
+def test_a_failed_registration_names_itself(monkeypatch):
+    monkeypatch.setattr(arena, "_register_raw", lambda ptr, size: 2)
+    with pytest.raises(RuntimeError, match="cudaHostRegister of .* failed"):
+        pack([torch.randn(4)], torch.device("cuda"))
