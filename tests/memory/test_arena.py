@@ -2,11 +2,10 @@
 
 import gc
 
-import pytest
 import torch
 
 from newbie.memory import arena
-from newbie.memory.arena import ALIGN, layout, pack
+from newbie.memory.arena import ALIGN, PAGE, layout, pack
 
 
 def _tensors():
@@ -69,8 +68,9 @@ def test_a_cuda_target_locks_the_buffer_once_and_unlocks_it_when_the_last_view_d
     src = _tensors()
     out = pack(src, torch.device("cuda:0"))
     _, total = layout(src)
-    ptr = out[0].untyped_storage().data_ptr()
-    assert calls == [("register", ptr, total)]
+    ptr = out[0].data_ptr()  # the first slot starts the locked range, on a page of its own
+    assert calls == [("register", ptr, -(-total // PAGE) * PAGE)] and ptr % PAGE == 0
+    assert all(torch.equal(p, t) for p, t in zip(out, src))
     keep = out[2]
     del out
     gc.collect()
@@ -80,7 +80,17 @@ def test_a_cuda_target_locks_the_buffer_once_and_unlocks_it_when_the_last_view_d
     assert calls[1] == ("unregister", ptr, torch.device("cuda:0"))
 
 
-def test_a_failed_registration_names_itself(monkeypatch):
-    monkeypatch.setattr(arena, "_register_raw", lambda ptr, size: 2)
-    with pytest.raises(RuntimeError, match="cudaHostRegister of .* failed"):
-        pack([torch.randn(4)], torch.device("cuda"))
+def test_a_refused_registration_falls_back_to_one_pinned_buffer(monkeypatch):
+    buffers = []
+
+    def pinned_buffer(n):  # stands in for torch.empty(n, pin_memory=True), which needs a GPU
+        buffers.append(torch.empty(n, dtype=torch.uint8))
+        return buffers[-1]
+
+    monkeypatch.setattr(arena, "_register_raw", lambda ptr, size: 801)  # cudaErrorNotSupported
+    monkeypatch.setattr(arena, "_pinned_buffer", pinned_buffer)
+    src = _tensors()
+    out = pack(src, torch.device("cuda"))
+    assert len(buffers) == 1 and buffers[0].numel() == layout(src)[1]
+    assert all(p.untyped_storage().data_ptr() == buffers[0].data_ptr() for p in out)
+    assert all(torch.equal(p, t) and p.stride() == t.stride() for p, t in zip(out, src))

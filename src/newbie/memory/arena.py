@@ -3,17 +3,19 @@
 `t.pin_memory()` per tensor costs one cudaHostAlloc per weight (~1,500 of them for the full model) and rounds
 each up to a power of two (PyTorch's caching host allocator), locking up to twice the bytes: a plan's load ran
 5x the plain load (H100, 2026-12-07). Here each holder's tensors get slots in one ordinary CPU buffer, are
-copied in, and the buffer is registered with cudaHostRegister once, at its exact size.
+copied in, and the buffer is registered with cudaHostRegister once, at its size rounded to whole pages.
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import weakref
 
 import torch
 
 ALIGN = 512  # bytes between slots: every dtype's alignment, and what CUDA copies like to start on
+PAGE = mmap.PAGESIZE
 
 
 def _span(t: torch.Tensor) -> int:
@@ -37,7 +39,8 @@ def pack(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor
     `device` is a CUDA device so that `.to(device, non_blocking=True)` from them is asynchronous. The buffer
     lives as long as any of the copies (so as long as the holder that keeps them). Tensor subclasses
     (quantized weights) cannot be viewed into a byte buffer: they keep a copy of their own."""
-    pin = torch.device(device).type == "cuda"
+    device = torch.device(device)
+    pin = device.type == "cuda"
     first: dict[int, int] = {}  # a tensor listed twice (tied weights) gets one slot and one copy
     src = [first.setdefault(id(t), i) for i, t in enumerate(tensors)]
     tensors = [t.detach() for t in tensors]
@@ -48,30 +51,51 @@ def pack(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor
             out[i] = t.to("cpu").pin_memory() if pin else t.to("cpu")
     offsets, total = layout([tensors[i] for i in plain])
     if total:
-        storage = torch.empty(total, dtype=torch.uint8).untyped_storage()
-        for i, off in zip(plain, offsets):
-            t = tensors[i]
-            view = torch.empty(0, dtype=t.dtype).set_(storage, off // t.element_size(), t.shape, t.stride())
-            out[i] = view.copy_(t)
-    if pin and total:
-        # copied in first: the copy faults the pages in on all cores, and registering then only locks them
-        _register(storage, torch.device(device))
+        for i, view in zip(plain, _fill([tensors[i] for i in plain], offsets, total, pin, device)):
+            out[i] = view
     return [out[j] for j in src]
 
 
-def _register(storage: torch.UntypedStorage, device: torch.device) -> None:
-    """Page-lock `storage` in place and unlock it when it is freed.
+def _view(storage: torch.UntypedStorage, offset: int, t: torch.Tensor) -> torch.Tensor:
+    """A tensor shaped and strided like `t` at byte `offset` of `storage` (offsets are ALIGN-aligned)."""
+    return torch.empty(0, dtype=t.dtype).set_(storage, offset // t.element_size(), t.shape, t.stride())
+
+
+def _fill(tensors, offsets: list[int], total: int, pin: bool, device: torch.device) -> list[torch.Tensor]:
+    """Copies of `tensors` at `offsets` in one new buffer, page-locked if `pin`."""
+    # whole pages of its own: a registered range may share no page with other memory (CUDA refuses overlaps)
+    size = -(-total // PAGE) * PAGE
+    storage = torch.empty(size + PAGE, dtype=torch.uint8).untyped_storage()
+    start = -storage.data_ptr() % PAGE
+    views = [_view(storage, start + off, t).copy_(t) for t, off in zip(tensors, offsets)]
+    # copied in first: the copies fault the pages in on all cores, and registering then only locks them
+    if not pin or _register(storage, start, size, device):
+        return views
+    # cudaHostRegister refused (not every platform has it): one buffer from the caching host allocator, which
+    # locks more (its size rounded up to a power of two) but works wherever pin_memory() does
+    buf = _pinned_buffer(total)
+    buf.copy_(torch.empty(0, dtype=torch.uint8).set_(storage, start, (total,)))
+    return [_view(buf.untyped_storage(), off, t) for t, off in zip(tensors, offsets)]
+
+
+def _pinned_buffer(nbytes: int) -> torch.Tensor:
+    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+
+
+def _register(storage: torch.UntypedStorage, start: int, size: int, device: torch.device) -> bool:
+    """Page-lock `size` bytes of `storage` from `start` in place, and unlock them when the storage is freed.
+    False if CUDA refuses.
 
     cudaHostRegister rather than one torch.empty(pin_memory=True): the caching host allocator would round a
     5.5 GB arena up to 8 GB of locked memory (and keep it cached after the plan is gone); registering locks
-    the exact bytes and gives them back with the buffer. A storage's Python object lives as long as the
+    the bytes used and gives them back with the buffer. A storage's Python object lives as long as the
     storage itself (PyTorch keeps it alive while C++ holds a reference), so a finalizer on it runs when the
     last view is freed, as torch.distributed.checkpoint does for its staged copies."""
-    ptr, size = storage.data_ptr(), storage.nbytes()
-    err = _register_raw(ptr, size)
-    if err != 0:
-        raise RuntimeError(f"cudaHostRegister of {size / 2**30:.1f} GiB failed (cudaError {err})")
+    ptr = storage.data_ptr() + start
+    if _register_raw(ptr, size) != 0:
+        return False
     weakref.finalize(storage, _unregister, ptr, device).atexit = False  # no CUDA calls at interpreter exit
+    return True
 
 
 def _register_raw(ptr: int, size: int) -> int:
