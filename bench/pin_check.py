@@ -129,8 +129,13 @@ def main() -> None:
     torch._C._host_emptyCache()
 
     t0 = time.perf_counter()
+    unpinned = pack(ts, torch.device("cpu"))  # the same packing without the lock: what registering adds
+    copy_only = time.perf_counter() - t0
+    del unpinned
+    t0 = time.perf_counter()
     arena = pack(ts, dev)
-    r["arena"] = {"pin_s": round(time.perf_counter() - t0, 2), "host_allocator": host_bytes()}
+    r["arena"] = {"pin_s": round(time.perf_counter() - t0, 2), "copy_only_s": round(copy_only, 2)}
+    r["arena"]["host_allocator"] = host_bytes()  # unchanged: the arena bypasses the caching allocator
     big = max(range(len(ts)), key=lambda i: ts[i].numel())
     r["arena"].update(
         all_pinned=all(a.is_pinned() for a in arena),

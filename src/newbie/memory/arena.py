@@ -63,27 +63,37 @@ def _view(storage: torch.UntypedStorage, offset: int, t: torch.Tensor) -> torch.
 
 def _fill(tensors, offsets: list[int], total: int, pin: bool, device: torch.device) -> list[torch.Tensor]:
     """Copies of `tensors` at `offsets` in one new buffer, page-locked if `pin`."""
-    # whole pages of its own: a registered range may share no page with other memory (CUDA refuses overlaps)
     size = -(-total // PAGE) * PAGE
-    storage = torch.empty(size + PAGE, dtype=torch.uint8).untyped_storage()
-    start = -storage.data_ptr() % PAGE
-    views = [_view(storage, start + off, t).copy_(t) for t, off in zip(tensors, offsets)]
-    # copied in first: the copies fault the pages in on all cores, and registering then only locks them
-    if not pin or _register(storage, start, size, device):
+    storage = _host_buffer(size).untyped_storage()
+    views = [_view(storage, off, t).copy_(t) for t, off in zip(tensors, offsets)]
+    # copied in first: the copies fault the pages in, and registering then only locks them
+    if not pin or _register(storage, size, device):
         return views
     # cudaHostRegister refused (not every platform has it): one buffer from the caching host allocator, which
     # locks more (its size rounded up to a power of two) but works wherever pin_memory() does
     buf = _pinned_buffer(total)
-    buf.copy_(torch.empty(0, dtype=torch.uint8).set_(storage, start, (total,)))
+    buf.copy_(torch.empty(0, dtype=torch.uint8).set_(storage, 0, (total,)))
     return [_view(buf.untyped_storage(), off, t) for t, off in zip(tensors, offsets)]
+
+
+def _host_buffer(nbytes: int) -> torch.Tensor:
+    """Anonymous memory on pages of its own (CUDA refuses to register a range that overlaps another), given
+    back to the system when freed, and on huge pages where the kernel allows: copying 1 GB into fresh 4 KiB
+    pages (torch.empty) took 0.8-2.0 s, into MADV_HUGEPAGE ones 0.31-0.33 s (fresh processes, 2-core VM,
+    2026-12-07): the page faults, not the copy, were the cost."""
+    m = mmap.mmap(-1, nbytes)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):  # a kernel without transparent huge pages
+            m.madvise(mmap.MADV_HUGEPAGE)
+    return torch.frombuffer(m, dtype=torch.uint8)  # the storage holds `m` until the last view is freed
 
 
 def _pinned_buffer(nbytes: int) -> torch.Tensor:
     return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
 
 
-def _register(storage: torch.UntypedStorage, start: int, size: int, device: torch.device) -> bool:
-    """Page-lock `size` bytes of `storage` from `start` in place, and unlock them when the storage is freed.
+def _register(storage: torch.UntypedStorage, size: int, device: torch.device) -> bool:
+    """Page-lock the first `size` bytes of `storage` in place, and unlock them when the storage is freed.
     False if CUDA refuses.
 
     cudaHostRegister rather than one torch.empty(pin_memory=True): the caching host allocator would round a
@@ -91,7 +101,7 @@ def _register(storage: torch.UntypedStorage, start: int, size: int, device: torc
     the bytes used and gives them back with the buffer. A storage's Python object lives as long as the
     storage itself (PyTorch keeps it alive while C++ holds a reference), so a finalizer on it runs when the
     last view is freed, as torch.distributed.checkpoint does for its staged copies."""
-    ptr = storage.data_ptr() + start
+    ptr = storage.data_ptr()
     if _register_raw(ptr, size) != 0:
         return False
     weakref.finalize(storage, _unregister, ptr, device).atexit = False  # no CUDA calls at interpreter exit
