@@ -1,7 +1,9 @@
 """Packing a holder's tensors into one buffer (newbie.memory.arena): same values, one storage, one lock."""
 
 import gc
+import os
 
+import pytest
 import torch
 
 from newbie.memory import arena
@@ -94,3 +96,20 @@ def test_a_refused_registration_falls_back_to_one_pinned_buffer(monkeypatch):
     assert len(buffers) == 1 and buffers[0].numel() == layout(src)[1]
     assert all(p.untyped_storage().data_ptr() == buffers[0].data_ptr() for p in out)
     assert all(torch.equal(p, t) and p.stride() == t.stride() for p, t in zip(out, src))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux's mapping table")
+def test_the_unlock_comes_before_the_memory_is_unmapped(monkeypatch):
+    def mapped(ptr):
+        with open("/proc/self/maps") as f:
+            spans = [line.split()[0].split("-") for line in f]
+        return any(int(a, 16) <= ptr < int(b, 16) for a, b in spans)
+
+    seen = []
+    monkeypatch.setattr(arena, "_register_raw", lambda ptr, size: 0)
+    monkeypatch.setattr(arena, "_unregister", lambda ptr, device: seen.append(mapped(ptr)))
+    out = pack([torch.randn(1 << 20)], torch.device("cuda"))
+    ptr = out[0].data_ptr()
+    del out
+    gc.collect()
+    assert seen == [True] and not mapped(ptr)
