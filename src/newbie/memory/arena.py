@@ -9,6 +9,7 @@ copied in, and the buffer is registered with cudaHostRegister once, at its size 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import mmap
 import weakref
 
@@ -103,6 +104,7 @@ def _register(storage: torch.UntypedStorage, size: int, device: torch.device) ->
     last view is freed, as torch.distributed.checkpoint does for its staged copies."""
     ptr = storage.data_ptr()
     if _register_raw(ptr, size) != 0:
+        _clear_cuda_error()
         return False
     weakref.finalize(storage, _unregister, ptr, device).atexit = False  # no CUDA calls at interpreter exit
     return True
@@ -110,6 +112,15 @@ def _register(storage: torch.UntypedStorage, size: int, device: torch.device) ->
 
 def _register_raw(ptr: int, size: int) -> int:
     return int(torch.cuda.cudart().cudaHostRegister(ptr, size, 0))  # 0: cudaHostRegisterDefault
+
+
+def _clear_cuda_error() -> None:
+    """A refused call stays the CUDA runtime's "last error", which PyTorch's next kernel-launch check would
+    raise as its own: read it off (torch.cuda.cudart() has no cudaGetLastError). Best effort: the runtime is
+    found by its soname, so a torch with its own static copy keeps the error."""
+    major = (torch.version.cuda or "").split(".")[0]
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(f"libcudart.so.{major}").cudaGetLastError()
 
 
 def _unregister(ptr: int, device: torch.device) -> None:
