@@ -22,6 +22,11 @@ def test_offload_and_streaming_are_bit_identical(tiny_pipeline):
         holder.unload()
         streamer.remove()
     assert torch.equal(out, ref)
+    # each holder's CPU copies live in one arena (newbie.memory.arena): one storage per holder
+    streamed = {id(p) for i in streamer.streamed for p in dit.layers[i].parameters()}
+    arenas = {p.untyped_storage().data_ptr() for p in dit.parameters() if id(p) in streamed}
+    rest = {p.untyped_storage().data_ptr() for p in dit.parameters() if id(p) not in streamed}
+    assert len(arenas) == 1 and len(rest) == 1 and arenas != rest
     assert not any(b._forward_pre_hooks or b._forward_hooks for b in dit.layers)
 
 

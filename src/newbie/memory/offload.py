@@ -1,4 +1,5 @@
-"""Weights that live in pinned CPU memory and visit the GPU only while they are needed.
+"""Weights that live in pinned CPU memory (one arena per holder: newbie.memory.arena) and visit the GPU only
+while they are needed.
 
 `Offloaded`: a whole module (a text encoder, the DiT, the VAE) swapped in before its stage and out after it.
 `BlockStreamer`: the blocks of a ModuleList streamed one by one during forward, copies on a side CUDA stream
@@ -13,10 +14,7 @@ import weakref
 import torch
 from torch import nn
 
-
-def _pinned(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach().to("cpu")
-    return t.pin_memory() if torch.cuda.is_available() else t
+from newbie.memory.arena import pack
 
 
 class OffloadedUse(RuntimeError):
@@ -64,13 +62,16 @@ class Offloaded:
         `stage`: the residency stage that loads it; given, calls outside that stage raise OffloadedUse."""
         self.module, self.device = module, torch.device(device)
         skip = {id(m) for e in exclude for m in e.modules()}
-        self.tensors = [
-            (m, name, _pinned(t))
+        slots = [
+            (m, name, t)
             for m in module.modules()
             if id(m) not in skip
             for name, t in list(m._parameters.items()) + list(m._buffers.items())
             if t is not None
         ]
+        # one pinned arena per holder (newbie.memory.arena); its views keep it alive as long as the holder
+        cpu = pack([t for _, _, t in slots], self.device)
+        self.tensors = [(m, name, c) for (m, name, _), c in zip(slots, cpu)]
         self.unload()
         if stage:
             guard(self, module, stage, exclude)
@@ -101,7 +102,9 @@ class BlockStreamer:
         self.device = torch.device(device)
         self.streamed = [i for i in range(len(blocks)) if i not in resident]
         self.prefetch = prefetch
-        self.cpu = {i: [(p, _pinned(p)) for p in blocks[i].parameters()] for i in self.streamed}
+        params = {i: list(blocks[i].parameters()) for i in self.streamed}
+        cpu = iter(pack([p for i in self.streamed for p in params[i]], self.device))  # one arena for all
+        self.cpu = {i: [(p, next(cpu)) for p in params[i]] for i in self.streamed}
         for i in self.streamed:
             for p, cpu in self.cpu[i]:
                 p.data = cpu
