@@ -13,7 +13,7 @@ echo "[$SECONDS s] fp8 debug"
 timeout 90 python3 bench/fp8_debug.py > "$OUT/fp8-debug.json" 2> >(tail -5 >&2); tail -c 1500 "$OUT/fp8-debug.json"
 if [ -f bench/pin_check.py ]; then
   echo "[$SECONDS s] pin check"
-  timeout 60 python3 bench/pin_check.py > "$OUT/pin-check.json" 2> >(tail -5 >&2); tail -c 800 "$OUT/pin-check.json"
+  timeout 100 python3 bench/pin_check.py --gb 7 2>&1 | tail -c 1500
 fi
 echo "[$SECONDS s] llm"
 OUT="$OUT" timeout 150 bash bench/device_llm.sh 140 2>&1 | tail -25
