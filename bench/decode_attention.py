@@ -1,8 +1,9 @@
 """A Gemma decode step's attention alone, at Gemma3-4B's shapes (8 query / 4 KV heads, head size 256, bf16, one
 query over a static cache of 769 slots, boolean mask): SDPA (`model.gemma.attend`'s one-query branch, what the
 step ran before: cuDNN's flash kernel on an H100, 52 us a call in the compiled step's profile) against
-`model.gemma.attend_one` (plain fp32 math, what it runs now), each as eager kernels and torch.compile'd, each
-captured as one CUDA graph of 34 calls on 34 layers' own caches (one token's worth: no cache stays in L2).
+`model.gemma.attend_one` (plain fp32 math, what it runs now) and the same math as two batched GEMMs (`mm`, the
+alternative), each as eager kernels and torch.compile'd, each captured as one CUDA graph of 34 calls on 34
+layers' own caches (one token's worth: no cache stays in L2).
 
     python bench/decode_attention.py --json "$OUT/decode-attention.json"     # one GPU, ~1 min (compiles)
     python bench/decode_attention.py --cpu                                   # checks the script: no graph
@@ -41,18 +42,23 @@ def inputs(slots: int, device, dtype) -> tuple[list, torch.Tensor]:
     return layers, mask
 
 
+def attend_mm(q, k, v, mask, scale):
+    """The alternative to attend_one's products and sums: both products as batched GEMMs (cuBLAS, also under
+    inductor), fp32 scores from upcast operands, p rounded to the input dtype for p.v as flash kernels do."""
+    b, h, n, d = k.shape
+    rep = q.shape[1] // h
+    s = (q.reshape(b, h, rep, d).float() * scale) @ k.float().mT  # (B, KV, rep, L)
+    p = torch.where(mask, s, float("-inf")).softmax(-1)
+    return (p.to(v.dtype) @ v).reshape(b, h * rep, 1, d)
+
+
 def variants(cpu: bool) -> dict:
     backend = "aot_eager" if cpu else "inductor"  # on the CPU the script is checked, not timed
-    compiled = {
-        name: torch.compile(fn, backend=backend, fullgraph=True, dynamic=False)
-        for name, fn in (("sdpa", attend), ("math", attend_one))
-    }
-    return {
-        "sdpa": attend,
-        "sdpa_compiled": compiled["sdpa"],
-        "math": attend_one,
-        "math_compiled": compiled["math"],
-    }
+    out = {}
+    for name, fn in (("sdpa", attend), ("math", attend_one), ("mm", attend_mm)):
+        out[name] = fn
+        out[f"{name}_compiled"] = torch.compile(fn, backend=backend, fullgraph=True, dynamic=False)
+    return out
 
 
 def time_us(fn, layers, mask, cuda: bool) -> float | None:

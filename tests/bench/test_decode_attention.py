@@ -25,10 +25,10 @@ def test_every_variant_runs_and_the_math_is_as_close_to_fp32_as_sdpa(tmp_path):
     assert _script().main(["--cpu", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     got = res["variants"]
-    assert set(got) == {"sdpa", "sdpa_compiled", "math", "math_compiled"}
+    assert set(got) == {f"{n}{c}" for n in ("sdpa", "math", "mm") for c in ("", "_compiled")}
     assert all(v["us_per_call"] is None for v in got.values())  # not timed on the CPU
     assert res["kv_bytes_per_layer"] == 2 * 33 * 4 * 256 * 2
-    for name in ("math", "math_compiled"):
+    for name in ("math", "math_compiled", "mm", "mm_compiled"):
         assert 0 < got[name]["max_abs_diff_vs_fp32"] <= got["sdpa"]["max_abs_diff_vs_fp32"] * 1.5
 
 
