@@ -1,6 +1,7 @@
 """Gemma3's text decoder (spec §3.1): the part of transformers' Gemma3TextModel that NewBie reads, in plain
 torch, under the same module and state-dict names. Every operation follows transformers 5's modeling_gemma3
-(SDPA attention) in the same order and dtypes, so the hidden states are the same bits."""
+(SDPA attention) in the same order and dtypes, so the hidden states are the same bits. Only a chat decode
+step (one token over the KV cache, prompts/llm_model.py) attends by plain math instead (attend_one)."""
 
 from __future__ import annotations
 
