@@ -108,14 +108,17 @@ def test_kernel_table_sums_by_name_and_keeps_the_top():
 def test_profile_step_counts_one_steps_work(tiny_pipeline):
     # on the CPU its outermost aten ops (on CUDA the kernels): the counting and the table, end to end
     gemma = tiny_pipeline.text.gemma
-    out = llm_tokens.profile_step(gemma, "cpu", "eager", prompt_tokens=8, new_tokens=4)
+    out = llm_tokens.profile_step(gemma, "cpu", "eager", prompt_tokens=8, new_tokens=4, top=100)
     n_layers = len(gemma.layers)
     assert (
         out["kernels_per_token"] > 10 * n_layers
     )  # norms, projections, rope, cache writes, attention per layer
     top = out["top"]
-    assert 0 < len(top) <= 12 and [r["total_us"] for r in top] == sorted(
+    assert 0 < len(top) <= 100 and [r["total_us"] for r in top] == sorted(
         (r["total_us"] for r in top), reverse=True
     )
-    assert {"aten::linear", "aten::scaled_dot_product_attention"} <= {r["name"] for r in top}
+    # every op is in a table this long: a step's attention is the plain math (model.gemma.attend_one)
+    names = {r["name"] for r in top}
+    assert {"aten::linear", "aten::softmax", "aten::where"} <= names
+    assert "aten::scaled_dot_product_attention" not in names
     assert sum(r["count"] for r in top) <= out["kernels_per_token"]

@@ -261,3 +261,65 @@ def test_the_demo_models_gemma_gives_transformers_bits():
         ref = theirs(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
         got = ours(input_ids=ids, attention_mask=mask, n_layers=hidden_state_layers(-2, len(ours.layers)))
     torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+def _decode_case(dtype, heads=8, kv_heads=4, slots=33, pos=25, window=None, seed=0):
+    """One decode step's q (1, H, 1, hd), the cache's k, v (1, KV, slots, hd) and the decoder's boolean mask
+    (1, 1, 1, slots): slots past pos unwritten (garbage, as in a static cache), a sliding window if given."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (
+        torch.randn(1, n, t, 16, generator=g) for n, t in ((heads, 1), (kv_heads, slots), (kv_heads, slots))
+    )
+    keys = torch.arange(slots)
+    mask = keys <= pos
+    if window is not None:
+        mask &= keys > pos - window
+    return q.to(dtype), k.to(dtype), v.to(dtype), mask[None, None, None]
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(8, 4), (4, 4), (6, 2)])
+@pytest.mark.parametrize("window", [None, 5])
+def test_a_decode_steps_attention_is_sdpas_in_fp32_and_bf16(heads, kv_heads, window):
+    from newbie.model.gemma import attend, attend_one
+
+    for dtype, tol in ((torch.float32, 1e-6), (torch.bfloat16, 1.6e-2)):
+        q, k, v, mask = _decode_case(dtype, heads, kv_heads, window=window)
+        got, ref = attend_one(q, k, v, mask, 0.3), attend(q, k, v, mask, 0.3)
+        assert got.dtype == dtype and got.shape == (1, heads, 1, 16)
+        torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+
+
+def test_a_decode_step_reads_no_slot_its_mask_drops():
+    # the sliding window and the unwritten slots: what they hide changes nothing, and the rest is attention
+    # over the visible slots alone
+    from newbie.model.gemma import attend_one
+
+    q, k, v, mask = _decode_case(torch.float32, pos=25, window=5)
+    got = attend_one(q, k, v, mask, 0.3)
+    hidden = ~mask[0, 0, 0]
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, hidden], v2[:, :, hidden] = 1e4, -1e4
+    assert torch.equal(attend_one(q, k2, v2, mask, 0.3), got)
+    seen = slice(21, 26)
+    alone = attend_one(q, k[:, :, seen], v[:, :, seen], mask[..., seen], 0.3)
+    torch.testing.assert_close(got, alone, rtol=1e-6, atol=1e-6)
+
+
+def test_only_the_decoders_one_token_steps_take_the_decode_attention(monkeypatch):
+    import newbie.model.gemma as gemma_module
+    from newbie.prompts.llm_model import make_decoder
+
+    ours = ours_from(hf_model())
+    calls = []
+    real = gemma_module.attend_one
+    monkeypatch.setattr(gemma_module, "attend_one", lambda *a: calls.append(a[0].shape) or real(*a))
+    ids, mask = batch([6, 4], 6)
+    with torch.no_grad():
+        ours(input_ids=ids, attention_mask=mask)
+        ours(input_ids=ids[:1, :1])  # a one-token encode has no cache: SDPA as before
+        assert calls == []
+        dec = make_decoder(ours, 16, torch.device("cpu"), "eager")
+        dec.prefill([5, 6, 7])
+        assert calls == []
+        dec.step(8)
+    assert calls == [(1, 4, 1, 8)] * len(TYPES)
