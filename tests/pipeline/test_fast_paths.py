@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import newbie
+from newbie.errors import NewbieError
 from newbie.pipeline import pipeline as pipeline_module
 from newbie.sampling import guidance
 
@@ -123,3 +124,9 @@ def test_compile_warm_up_leaves_no_recompile_for_the_first_real_prompt(tiny_mode
         assert counters["stats"]["unique_graphs"] == graphs
     finally:
         torch._dynamo.reset()
+
+
+def test_the_fp8_attention_kernel_is_refused_until_it_works_on_the_gpu(pipe):
+    with pytest.raises(NewbieError, match="triton-fp8' is withheld"):
+        pipe.compile(backend="eager", attention="triton-fp8")
+    assert not pipe.compiled
