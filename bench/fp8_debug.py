@@ -1,7 +1,10 @@
 """Where the fp8 attention kernel's NaNs come from (2026-12-07 evening, H100: every output NaN, while Triton's
 interpreter on the CPU gives the dequantized attention within 0.07). Runs on a GPU: the quantized operands
-checked, then the kernel at each of its autotune configs (bypassing the autotuner), on one image at the DiT's
-shape and one ragged pair, against the fp8 math in torch (flash.fp8_reference). Prints one JSON object.
+checked, then the kernel at each of its autotune configs (bypassing the autotuner), and once with its second
+product in fp16 (PV_FP16: every e4m3 value is exact in fp16, so only the e4m3 operand path differs), on one
+image at the DiT's shape and one ragged pair, against the fp8 math in torch (flash.fp8_reference); for each, the
+NaN rows of the first head (their residues mod 16 and mod 128 tell a register-layout fault from a block-level
+one). Prints one JSON object. First GPU run, 2026-12-07: bench/results/fp8-debug-h100-2026-12-07.json.
 
     PYTHONPATH=src python bench/fp8_debug.py
 """
@@ -37,7 +40,8 @@ def run(B, N, M, H=24, HK=8, D=96):
     ref = flash.fp8_reference(q, k, v)
     out["ref_finite"] = bool(ref.isfinite().all())
     per = {}
-    for cfg in flash_triton._FP8_CONFIGS:
+    variants = [(c, False) for c in flash_triton._FP8_CONFIGS] + [(flash_triton._FP8_CONFIGS[0], True)]
+    for cfg, pv_fp16 in variants:
         bn, w, s = cfg.kwargs["BLOCK_N"], cfg.num_warps, cfg.num_stages
         o = torch.full((B, N, H, D), float("nan"), device="cuda", dtype=q.dtype)
         try:
@@ -46,10 +50,15 @@ def run(B, N, M, H=24, HK=8, D=96):
                 *q8.stride()[:3], *k8.stride()[:3], *vt8.stride()[:3], *o.stride()[:3],
                 qs.stride(0), ks.stride(0),
                 H=H, GROUPS=H // HK, BLOCK_M=flash.FP8_BLOCK, BLOCK_N=bn, num_warps=w, num_stages=s,
+                PV_FP16=pv_fp16,
             )  # fmt: skip
             torch.cuda.synchronize()
             bad = ~o.isfinite()
-            per[f"{bn}/{w}/{s}"] = {
+            rows = bad[0, :, 0].any(-1).nonzero().flatten().tolist()  # the first head's NaN rows
+            per[f"{bn}/{w}/{s}" + ("/pv_fp16" if pv_fp16 else "")] = {
+                "rows_mod_16": sorted({r % 16 for r in rows}),
+                "rows_mod_128_first": sorted({r % 128 for r in rows})[:20],
+                "first_rows": rows[:12],
                 "nonfinite": int(bad.sum()),
                 "nonfinite_rows": int(bad.any(-1).any(-1).sum()),
                 "nonfinite_heads": int(bad.any(-1).any(1).sum()),
@@ -59,7 +68,7 @@ def run(B, N, M, H=24, HK=8, D=96):
                 else None,
             }
         except Exception as e:  # noqa: BLE001
-            per[f"{bn}/{w}/{s}"] = f"{type(e).__name__}: {str(e)[:200]}"
+            per[f"{bn}/{w}/{s}" + ("/pv_fp16" if pv_fp16 else "")] = f"{type(e).__name__}: {str(e)[:200]}"
     out["configs"] = per
     auto = flash.flash96(q, k, v, True)
     out["flash96_nonfinite"] = int((~auto.isfinite()).sum())

@@ -252,6 +252,7 @@ def _attention_fp8(
     GROUPS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    PV_FP16: tl.constexpr = False,
 ):
     pid_m, bh, b, h, hk, offs_m = _program(H, GROUPS, BLOCK_M)
     q0, q1 = _load_q(Q, b, h, offs_m, n_q, stride_qb, stride_qn, stride_qh)
@@ -287,8 +288,15 @@ def _attention_fp8(
         acc1 = acc1 * alpha[:, None]
         vt0 = tl.load(vt_base + start + d0[:, None] * stride_vd, mask=valid[None, :], other=0.0)
         vt1 = tl.load(vt_base + start + d1[:, None] * stride_vd, mask=valid[None, :], other=0.0)
-        acc0 = tl.dot(p8, tl.trans(vt0), acc0)
-        acc1 = tl.dot(p8, tl.trans(vt1), acc1)
+        # PV_FP16 diagnoses the GPU's NaN rows (bench/fp8_debug.py): the second product in fp16, where every
+        # e4m3 value is exact, so only the e4m3 operand path differs
+        if PV_FP16:
+            pb = p8.to(tl.float16)
+            acc0 = tl.dot(pb, tl.trans(vt0.to(tl.float16)), acc0)
+            acc1 = tl.dot(pb, tl.trans(vt1.to(tl.float16)), acc1)
+        else:
+            acc0 = tl.dot(p8, tl.trans(vt0), acc0)
+            acc1 = tl.dot(p8, tl.trans(vt1), acc1)
         m_i = m_new
     vs = VS + bk * 96
     out0 = acc0 / l_i[:, None] * tl.load(vs + d0)[None, :]
