@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from newbie.model.flash_triton import _LOG2E, _program, _softmax_step, _store_o
+from newbie.model.flash_triton import _LOG2E, _fresh_state, _program, _softmax_step, _store_o
 from newbie.model.flash_variant import tma_aligned, tma_strides
 
 _DESCRIPTORS = ("desc_q0", "desc_q1", "desc_k0", "desc_k1", "desc_v0", "desc_v1")
@@ -111,10 +111,7 @@ def _attention_bf16_tma(
     q1 = _load(desc_q1, b, pid_m * BLOCK_M, h * 96 + 64, BLOCK_M, 32, FLAT)
     offs_n = tl.arange(0, BLOCK_N)
     col = hk * 96
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc0 = tl.zeros([BLOCK_M, 64], tl.float32)
-    acc1 = tl.zeros([BLOCK_M, 32], tl.float32)
+    m_i, l_i, acc0, acc1 = _fresh_state(BLOCK_M)
     for start in tl.range(0, n_full, BLOCK_N):
         acc0, acc1, m_i, l_i = _tma_tile(
             q0, q1, acc0, acc1, m_i, l_i, desc_k0, desc_k1, desc_v0, desc_v1, b, col, start, n_kv, qk_scale,

@@ -46,6 +46,14 @@ def _program(H, GROUPS, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
+def _fresh_state(BLOCK_M: tl.constexpr):
+    """Online softmax's start for a query block: running max -inf, running sum 0, both accumulators 0."""
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    return m_i, l_i, tl.zeros([BLOCK_M, 64], tl.float32), tl.zeros([BLOCK_M, 32], tl.float32)
+
+
+@triton.jit
 def _load_q(Q, b, h, offs_m, n_q, stride_qb, stride_qn, stride_qh):
     """The query block's two parts (BLOCK_M, 64) and (BLOCK_M, 32); rows past n_q read as zeros."""
     row_ok = offs_m[:, None] < n_q
@@ -145,10 +153,7 @@ def _attention_bf16(
     v_base = V + b * stride_vb + hk * stride_vh + offs_n[:, None] * stride_vn
     v_ptrs0 = v_base + d0[None, :]
     v_ptrs1 = v_base + d1[None, :]
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc0 = tl.zeros([BLOCK_M, 64], tl.float32)
-    acc1 = tl.zeros([BLOCK_M, 32], tl.float32)
+    m_i, l_i, acc0, acc1 = _fresh_state(BLOCK_M)
     for start in tl.range(0, n_full, BLOCK_N):
         acc0, acc1, m_i, l_i = _tile(
             q0,
@@ -263,10 +268,7 @@ def _attention_fp8(
     bk = b * (H // GROUPS) + hk
     k_base = K + b * stride_kb + hk * stride_kh + offs_n[None, :] * stride_kn
     vt_base = Vt + b * stride_vb + hk * stride_vh + offs_n[None, :]
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc0 = tl.zeros([BLOCK_M, 64], tl.float32)
-    acc1 = tl.zeros([BLOCK_M, 32], tl.float32)
+    m_i, l_i, acc0, acc1 = _fresh_state(BLOCK_M)
     for start in tl.range(0, n_kv, BLOCK_N):
         valid = (start + offs_n) < n_kv
         k0 = tl.load(k_base + start * stride_kn + d0[:, None], mask=valid[None, :], other=0.0)
