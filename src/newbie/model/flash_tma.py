@@ -112,16 +112,13 @@ def _attention_bf16_tma(
     offs_n = tl.arange(0, BLOCK_N)
     col = hk * 96
     m_i, l_i, acc0, acc1 = _fresh_state(BLOCK_M)
-    for start in tl.range(0, n_full, BLOCK_N):
-        acc0, acc1, m_i, l_i = _tma_tile(
-            q0, q1, acc0, acc1, m_i, l_i, desc_k0, desc_k1, desc_v0, desc_v1, b, col, start, n_kv, qk_scale,
-            offs_n, BLOCK_N, FLAT, False,
-        )  # fmt: skip
-    for start in tl.range(n_full, n_kv, BLOCK_N):  # the last keys (n_full: a multiple of 128, so of BLOCK_N)
-        acc0, acc1, m_i, l_i = _tma_tile(
-            q0, q1, acc0, acc1, m_i, l_i, desc_k0, desc_k1, desc_v0, desc_v1, b, col, start, n_kv, qk_scale,
-            offs_n, BLOCK_N, FLAT, True,
-        )  # fmt: skip
+    # the full key blocks unmasked, then the last keys (n_full: a multiple of 128, so of BLOCK_N) masked
+    for last in tl.static_range(2):
+        for start in tl.range(n_full if last else 0, n_kv if last else n_full, BLOCK_N):
+            acc0, acc1, m_i, l_i = _tma_tile(
+                q0, q1, acc0, acc1, m_i, l_i, desc_k0, desc_k1, desc_v0, desc_v1, b, col, start, n_kv,
+                qk_scale, offs_n, BLOCK_N, FLAT, last == 1,
+            )  # fmt: skip
     _store_o(O, acc0 / l_i[:, None], acc1 / l_i[:, None], b, h, offs_m, n_q, stride_ob, stride_on, stride_oh)
 
 
