@@ -25,6 +25,7 @@ from datetime import date
 from pathlib import Path
 
 from newbie.errors import NewbieError
+from newbie.loading.prefetch import weight_paths
 from newbie.pipeline.timings import parse_timings
 
 # in the order they run: the headline figures first, in case the budget runs out
@@ -95,7 +96,7 @@ class Run:
 
 
 def weight_files(model: Path) -> list[Path]:
-    return sorted(p for p in model.rglob("*.safetensors") if p.is_file())
+    return weight_paths(str(model))  # every .safetensors file below the folder, as the CLI prefetches them
 
 
 def read_all(files: list[Path], block: int = 64 * 2**20) -> float:

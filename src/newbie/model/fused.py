@@ -182,9 +182,8 @@ def compile_blocks(dit: nn.Module, **compile_kwargs) -> None:
     """torch.compile each repeated block as one full graph (one compiled graph serves every layer of a kind)."""
     for block in dit.blocks():
         block.compile(fullgraph=True, **compile_kwargs)
-    if (
-        compile_kwargs.get("dynamic") is None
-    ):  # dynamo's own choice: the caption's length generic from the start
+    # with dynamo left to choose (dynamic=None), the caption's length is made generic from the first call
+    if compile_kwargs.get("dynamic") is None:
         dit.length_generic = True
 
 
