@@ -76,13 +76,13 @@ def test_broken_entries_and_the_access_key_in_chromium(tmp_path, recipe_factory)
                 expect(page.locator(".st-key-gallery [data-testid='stImage'] img")).to_have_count(
                     1, timeout=60_000
                 )
-                page.get_by_role("button", name="Delete").click()
+                page.get_by_role("button", name="Delete", exact=True).click()
                 page.get_by_role("button", name="Yes, delete").click()
                 page.get_by_role("button", name=f"#{damaged.id}").click()
                 page.get_by_text(f"Image #{damaged.id} cannot be shown: the recipe is unreadable").wait_for(
                     timeout=60_000
                 )
-                page.get_by_role("button", name="Delete").click()
+                page.get_by_role("button", name="Delete", exact=True).click()
                 page.get_by_role("button", name="Yes, delete").click()
                 expect(page.get_by_text("Gallery · 1")).to_be_visible(timeout=60_000)
                 assert page.locator("[data-testid='stException']").count() == 0
