@@ -1,10 +1,12 @@
 """Where the fp8 attention kernel's NaNs come from (2026-12-07 evening, H100: every output NaN, while Triton's
 interpreter on the CPU gives the dequantized attention within 0.07). Runs on a GPU: the quantized operands
-checked, then the kernel at each of its autotune configs (bypassing the autotuner), and once with its second
-product in fp16 (PV_FP16: every e4m3 value is exact in fp16, so only the e4m3 operand path differs), on one
-image at the DiT's shape and one ragged pair, against the fp8 math in torch (flash.fp8_reference); for each, the
-NaN rows of the first head (their residues mod 16 and mod 128 tell a register-layout fault from a block-level
-one). Prints one JSON object. First GPU run, 2026-12-07: bench/results/fp8-debug-h100-2026-12-07.json.
+checked, then the kernel at each of its autotune configs (bypassing the autotuner), with its second product in
+fp16 (PV_FP16: every e4m3 value is exact in fp16, so only the e4m3 operand path differs) and with the second
+part of QK^T 64 channels wide (QK_WIDE: no 32-byte-wide e4m3 tile), each row's final running max and sum stored
+(STATS), on one image at the DiT's shape and one ragged pair, against the fp8 math in torch
+(flash.fp8_reference); for each, the NaN rows of the first head (their residues mod 16 and mod 128 tell a
+register-layout fault from a block-level one). Prints one JSON object. First GPU run, 2026-12-07:
+bench/results/fp8-debug-h100-2026-12-07.json.
 
     PYTHONPATH=src python bench/fp8_debug.py
 """
@@ -39,36 +41,57 @@ def run(B, N, M, H=24, HK=8, D=96):
     }
     ref = flash.fp8_reference(q, k, v)
     out["ref_finite"] = bool(ref.isfinite().all())
+    base = flash_triton._FP8_CONFIGS[0]
+    # every config as shipped, then the diagnoses on the first config, then QK_WIDE on every config (a fix
+    # must hold in each one the autotuner may pick)
+    variants = [(c, {}) for c in flash_triton._FP8_CONFIGS]
+    variants += [
+        (base, {"PV_FP16": True}),
+        (base, {"QK_WIDE": True}),
+        (base, {"QK_WIDE": True, "PV_FP16": True}),
+    ]
+    variants += [(c, {"QK_WIDE": True}) for c in flash_triton._FP8_CONFIGS[1:]]
     per = {}
-    variants = [(c, False) for c in flash_triton._FP8_CONFIGS] + [(flash_triton._FP8_CONFIGS[0], True)]
-    for cfg, pv_fp16 in variants:
+    for cfg, flags in variants:
         bn, w, s = cfg.kwargs["BLOCK_N"], cfg.num_warps, cfg.num_stages
+        name = f"{bn}/{w}/{s}" + "".join(f"/{f.lower()}" for f in sorted(flags))
         o = torch.full((B, N, H, D), float("nan"), device="cuda", dtype=q.dtype)
+        stats = torch.full((B * H, N, 2), float("nan"), device="cuda")
         try:
             flash_triton._attention_fp8.fn[(triton.cdiv(N, flash.FP8_BLOCK), B * H)](
                 q8, k8, vt8, o, qs, ks, vs, D**-0.5 * flash.LOG2E, N, M,
                 *q8.stride()[:3], *k8.stride()[:3], *vt8.stride()[:3], *o.stride()[:3],
                 qs.stride(0), ks.stride(0),
                 H=H, GROUPS=H // HK, BLOCK_M=flash.FP8_BLOCK, BLOCK_N=bn, num_warps=w, num_stages=s,
-                PV_FP16=pv_fp16,
+                STATS=True, Stats=stats, **flags,
             )  # fmt: skip
             torch.cuda.synchronize()
             bad = ~o.isfinite()
             rows = bad[0, :, 0].any(-1).nonzero().flatten().tolist()  # the first head's NaN rows
-            per[f"{bn}/{w}/{s}" + ("/pv_fp16" if pv_fp16 else "")] = {
+            bad_rh = bad[0].any(-1).transpose(0, 1).reshape(-1)  # (H*N,) in the stats' order (B = 1)
+            m_i, l_i = stats[..., 0].reshape(-1), stats[..., 1].reshape(-1)
+            per[name] = {
                 "rows_mod_16": sorted({r % 16 for r in rows}),
                 "rows_mod_128_first": sorted({r % 128 for r in rows})[:20],
                 "first_rows": rows[:12],
                 "nonfinite": int(bad.sum()),
+                "nan": int(o.isnan().sum()),
                 "nonfinite_rows": int(bad.any(-1).any(-1).sum()),
                 "nonfinite_heads": int(bad.any(-1).any(1).sum()),
+                # in the bad rows: is the running max already broken (QK^T), or the sum (the P rounding), or
+                # only the accumulator (P V)?
+                "bad_rows_m_nonfinite": int((~m_i[bad_rh].isfinite()).sum()),
+                "bad_rows_l_zero_or_nonfinite": int(((l_i[bad_rh] == 0) | ~l_i[bad_rh].isfinite()).sum()),
+                "good_rows_l_range": [float(l_i[~bad_rh].min()), float(l_i[~bad_rh].max())]
+                if (~bad_rh).any()
+                else None,
                 "rel_vs_ref": _rel(o.flatten(2), ref) if not bad.any() else None,
                 "rel_finite_part": _rel(o.flatten(2)[~bad.flatten(2)], ref[~bad.flatten(2)])
                 if bad.any() and not bad.all()
                 else None,
             }
         except Exception as e:  # noqa: BLE001
-            per[f"{bn}/{w}/{s}" + ("/pv_fp16" if pv_fp16 else "")] = f"{type(e).__name__}: {str(e)[:200]}"
+            per[name] = f"{type(e).__name__}: {str(e)[:200]}"
     out["configs"] = per
     auto = flash.flash96(q, k, v, True)
     out["flash96_nonfinite"] = int((~auto.isfinite()).sum())

@@ -29,6 +29,8 @@ POLICIES: dict[str, float | StepPolicy] = {
     "taylor1_0.2": StepPolicy(0.2, order=1),
     "last1_taylor1_0.2": StepPolicy(0.2, last=1, order=1),
     "taylor1_cap2_0.15": StepPolicy(0.15, max_skips=2, order=1),
+    # DBCache F1B0 + TaylorSeer's own shape: two full warm-up calls per branch, then first order
+    "taylor1_warm2_0.15": StepPolicy(0.15, warmup=2, order=1),
     "warmup_cap_0.3": StepPolicy(0.3, warmup=4, max_skips=2),
     "accumulated_0.25": StepPolicy(0.25, accumulate=True),
     "auto": AUTO,

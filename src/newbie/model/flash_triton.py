@@ -225,12 +225,23 @@ def _attention_fp8(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     PV_FP16: tl.constexpr = False,
+    QK_WIDE: tl.constexpr = False,
+    STATS: tl.constexpr = False,
+    Stats=None,
 ):
     pid_m, bh, b, h, hk, offs_m = _program(H, GROUPS, BLOCK_M)
-    q0, q1 = _load_q(Q, b, h, offs_m, n_q, stride_qb, stride_qn, stride_qh)
     offs_n = tl.arange(0, BLOCK_N)
     d0 = tl.arange(0, 64)
-    d1 = 64 + tl.arange(0, 32)
+    # QK_WIDE (diagnosis, bench/fp8_debug.py): the second part of QK^T 64 channels wide (64..127, zero past
+    # 95), so no e4m3 tile is 32 bytes wide (the one 32-byte swizzled operand shape the bf16 kernel never has)
+    d1 = 64 + tl.arange(0, 64 if QK_WIDE else 32)
+    dv1 = 64 + tl.arange(0, 32)
+    if QK_WIDE:
+        q0, _ = _load_q(Q, b, h, offs_m, n_q, stride_qb, stride_qn, stride_qh)
+        q_rows = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
+        q1 = tl.load(q_rows + d1[None, :], mask=(offs_m[:, None] < n_q) & (d1[None, :] < 96), other=0.0)
+    else:
+        q0, q1 = _load_q(Q, b, h, offs_m, n_q, stride_qb, stride_qn, stride_qh)
     q_scale = tl.load(QS + bh * qs_bh + pid_m) * sm_log2
     bk = b * (H // GROUPS) + hk
     k_base = K + b * stride_kb + hk * stride_kh + offs_n[None, :] * stride_kn
@@ -239,7 +250,9 @@ def _attention_fp8(
     for start in tl.range(0, n_kv, BLOCK_N):
         valid = (start + offs_n) < n_kv
         k0 = tl.load(k_base + start * stride_kn + d0[:, None], mask=valid[None, :], other=0.0)
-        k1 = tl.load(k_base + start * stride_kn + d1[:, None], mask=valid[None, :], other=0.0)
+        k1 = tl.load(
+            k_base + start * stride_kn + d1[:, None], mask=valid[None, :] & (d1[:, None] < 96), other=0.0
+        )
         # K scales come per 128 keys: BLOCK_N divides 128
         k_scale = tl.load(KS + bk * ks_bh + start // 128)
         s = tl.dot(q0, k0)
@@ -256,7 +269,7 @@ def _attention_fp8(
         acc0 = acc0 * alpha[:, None]
         acc1 = acc1 * alpha[:, None]
         vt0 = tl.load(vt_base + start + d0[:, None] * stride_vd, mask=valid[None, :], other=0.0)
-        vt1 = tl.load(vt_base + start + d1[:, None] * stride_vd, mask=valid[None, :], other=0.0)
+        vt1 = tl.load(vt_base + start + dv1[:, None] * stride_vd, mask=valid[None, :], other=0.0)
         # PV_FP16 diagnoses the GPU's NaN rows (bench/fp8_debug.py): the second product in fp16, where every
         # e4m3 value is exact, so only the e4m3 operand path differs
         if PV_FP16:
@@ -267,9 +280,13 @@ def _attention_fp8(
             acc0 = tl.dot(p8, tl.trans(vt0), acc0)
             acc1 = tl.dot(p8, tl.trans(vt1), acc1)
         m_i = m_new
+    if STATS:  # diagnosis: each row's final running max and sum, (B*H, n_q, 2)
+        row = Stats + (bh * n_q + offs_m) * 2
+        tl.store(row, m_i, mask=offs_m < n_q)
+        tl.store(row + 1, l_i, mask=offs_m < n_q)
     vs = VS + bk * 96
     out0 = acc0 / l_i[:, None] * tl.load(vs + d0)[None, :]
-    out1 = acc1 / l_i[:, None] * tl.load(vs + d1)[None, :]
+    out1 = acc1 / l_i[:, None] * tl.load(vs + dv1)[None, :]
     _store_o(O, out0, out1, b, h, offs_m, n_q, stride_ob, stride_on, stride_oh)
 
 
