@@ -74,6 +74,7 @@ def attention(b: SpeedRun) -> None:
     ours = [x for x in (worst("triton"), *by_variant.values()) if isinstance(x, float)]
     res["attention_tflops_bf16"] = max(ours) if ours else None
     res["attention_tflops_fp8"] = worst("triton-fp8")
+    res["attention_fp8_kernel"] = _fp8_kernel_alone(H, HK, D, tuple(table))
     g = torch.Generator("cuda").manual_seed(5)
     q, k, v = (
         torch.randn(1, 4352, h, D, device="cuda", dtype=torch.bfloat16, generator=g) for h in (H, HK, HK)
@@ -96,6 +97,32 @@ def attention(b: SpeedRun) -> None:
         res["attention_fp8_rel_err"] = rel(f8, exact)
         res["attention_fp8_rel_err_vs_bf16_kernel"] = rel(f8, bf.float())
     print(f"attention TFLOP/s {json.dumps(table, default=str)[:400]}", flush=True)
+
+
+def _fp8_kernel_alone(H: int, HK: int, D: int, tokens: tuple[int, ...]) -> dict:
+    """The fp8 kernel on operands already quantized (attention_tflops' "triton-fp8" includes the eager
+    quantization, which a compiled block fuses into the kernels in front of it), and the quantization apart,
+    per token count: {"tflops", "ms", "quantize_ms"} or why it did not run."""
+    from triton.testing import do_bench
+
+    from newbie.model import flash, flash_triton
+
+    out: dict = {}
+    g = torch.Generator("cuda").manual_seed(7)
+    for n in tokens:
+        q, k, v = (
+            torch.randn(1, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g) for h in (H, HK, HK)
+        )
+        try:
+            pre = flash.quantize_fp8(q, k, v)
+            ms = do_bench(
+                lambda q=q, pre=pre: flash_triton.fp8_from_quantized(q, *pre, block=flash.FP8_BLOCK), rep=200
+            )
+            qms = do_bench(lambda q=q, k=k, v=v: flash.quantize_fp8(q, k, v), rep=100)
+            out[str(n)] = {"tflops": 4 * n * n * D * H / (ms * 1e-3) / 1e12, "ms": ms, "quantize_ms": qms}
+        except Exception as e:  # noqa: BLE001 - recorded per count
+            out[str(n)] = f"not run: {type(e).__name__}: {str(e)[:160]}"
+    return out
 
 
 def _bf16_variant_tflops(H: int, HK: int, D: int, tokens: tuple[int, ...]) -> tuple[dict, dict]:
