@@ -14,7 +14,7 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 echo "[$SECONDS s] fp8 debug"
-timeout 150 python3 bench/fp8_debug.py > "$OUT/fp8-debug.json" 2> >(tail -3 >&2)
+timeout 120 python3 bench/fp8_debug.py > "$OUT/fp8-debug.json" 2> >(tail -3 >&2)
 python3 - "$OUT/fp8-debug.json" <<'PY'
 import json, re, sys
 from pathlib import Path
