@@ -14,36 +14,8 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 echo "[$SECONDS s] fp8 debug"
-timeout 120 python3 bench/fp8_debug.py > "$OUT/fp8-debug.json" 2> >(tail -3 >&2)
-python3 - "$OUT/fp8-debug.json" <<'PY'
-import json, re, sys
-from pathlib import Path
-try:
-    d = json.load(open(sys.argv[1]))
-except Exception as e:
-    print("no debug JSON:", e); sys.exit(0)
-fixes = {"qk_wide": True, "pv_fp16": True}
-seen = {"qk_wide": 0, "pv_fp16": 0}
-for run in d["runs"]:
-    for name, r in run["configs"].items():
-        brief = r if isinstance(r, str) else {k: r.get(k) for k in ("nonfinite", "rows_mod_16", "bad_rows_m_nonfinite",
-            "bad_rows_l_zero_or_nonfinite", "rel_vs_ref")}
-        print(run["shape"], name, brief)
-        flags = name.split("/")[3:]
-        if len(flags) == 1:
-            seen[flags[0]] += 1
-            fixes[flags[0]] &= isinstance(r, dict) and r["nonfinite"] == 0 and (r["rel_vs_ref"] or 1) < 0.15
-print("fixes every config:", fixes)
-pick = next((f for f in ("qk_wide", "pv_fp16") if fixes[f] and seen[f] >= 10), None)
-if pick:
-    p = Path("src/newbie/model/flash_triton.py")
-    s = p.read_text()
-    s2 = s.replace(f"{pick.upper()}: tl.constexpr = False", f"{pick.upper()}: tl.constexpr = True")
-    p.write_text(s2)
-    print(pick.upper(), "made the default here:", s2 != s)
-else:
-    print("no single switch fixes every config: the kernel is left as committed")
-PY
+timeout 120 python3 bench/fp8_debug.py "$OUT/fp8-debug.json" 2>&1 | tail -3
+python3 bench/fp8_pick.py "$OUT/fp8-debug.json"
 [ -f /tmp/newbie-full/vae/config.json ] || python3 -m newbie.bench.random_checkpoint /tmp/newbie-full | tail -1
 echo "[$SECONDS s] speed"
 python3 -m newbie bench speed --model /tmp/newbie-full --budget-s $(( LIMIT - SECONDS - 20 )) --out "$OUT" \

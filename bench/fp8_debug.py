@@ -8,11 +8,12 @@ part of QK^T 64 channels wide (QK_WIDE: no 32-byte-wide e4m3 tile), each row's f
 register-layout fault from a block-level one). Prints one JSON object. First GPU run, 2026-12-07:
 bench/results/fp8-debug-h100-2026-12-07.json.
 
-    PYTHONPATH=src python bench/fp8_debug.py
+    PYTHONPATH=src python bench/fp8_debug.py [OUT.json]   (OUT.json: written after every variant)
 """
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 import triton
@@ -25,13 +26,14 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def run(B, N, M, H=24, HK=8, D=96):
+def run(B, N, M, out, save, H=24, HK=8, D=96):
+    """Fills `out` (saved by `save` after every variant)."""
     g = torch.Generator("cuda").manual_seed(N)
     q, k, v = (
         torch.randn(B, n, h, D, device="cuda", generator=g).bfloat16() for n, h in ((N, H), (M, HK), (M, HK))
     )
     q8, qs, k8, ks, vt8, vs = flash.quantize_fp8(q, k, v)
-    out = {
+    out |= {
         "shape": [B, N, M],
         "nonfinite_operands": {
             n: int((~t.float().isfinite()).sum())
@@ -51,8 +53,9 @@ def run(B, N, M, H=24, HK=8, D=96):
         (base, {"QK_WIDE": True, "PV_FP16": True}),
     ]
     variants += [(c, {f: True}) for f in ("QK_WIDE", "PV_FP16") for c in flash_triton._FP8_CONFIGS[1:]]
-    per = {}
+    per = out["configs"] = {}
     for cfg, flags in variants:
+        save()
         bn, w, s = cfg.kwargs["BLOCK_N"], cfg.num_warps, cfg.num_stages
         name = f"{bn}/{w}/{s}" + "".join(f"/{f.lower()}" for f in sorted(flags))
         o = torch.full((B, N, H, D), float("nan"), device="cuda", dtype=q.dtype)
@@ -92,19 +95,25 @@ def run(B, N, M, H=24, HK=8, D=96):
             }
         except Exception as e:  # noqa: BLE001
             per[name] = f"{type(e).__name__}: {str(e)[:200]}"
-    out["configs"] = per
     auto = flash.flash96(q, k, v, True)
     out["flash96_nonfinite"] = int((~auto.isfinite()).sum())
     return out
 
 
 def main() -> int:
-    res = {
-        "device": torch.cuda.get_device_name(),
-        "triton": triton.__version__,
-        "runs": [run(1, 4352, 4352), run(1, 300, 777)],
-    }
-    print(json.dumps(res, indent=1))
+    res = {"device": torch.cuda.get_device_name(), "triton": triton.__version__, "runs": []}
+    path = sys.argv[1] if len(sys.argv) > 1 else None
+
+    def save():  # after every variant: a run stopped by its time limit keeps what it measured
+        if path:
+            Path(path).write_text(json.dumps(res, indent=1))
+
+    for shape in ((1, 4352, 4352), (1, 300, 777)):
+        res["runs"].append({})
+        run(*shape, res["runs"][-1], save)
+        save()
+    if not path:
+        print(json.dumps(res, indent=1))
     return 0
 
 
