@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
-# Issue 26's first call of 2026-12-07 (night): where the fp8 attention kernel's NaN rows come from
-# (bench/fp8_debug.py: every config, the second product in fp16, QK^T's second part 64 channels wide, each row's
-# final max and sum), then — only where every config with QK_WIDE (else PV_FP16) is finite and within 0.15 of
-# the fp8 math in torch on both shapes — that switch made the kernel's default on this copy (the same
-# one-line change is committed after the run), then `newbie bench speed` with every section in the time left.
+# Issue 26's full speed call (written 2026-12-07 night; no machine could be started for it that session): the
+# fp8 kernel's diagnosis (bench/fp8_debug.py), then `newbie bench speed` with every section in the time left.
 # Run from the repo root with .whl carried:   bash bench/device_round9.sh [seconds for the call, default 580]
+# (env SPEED_SKIP: the speed bench's skip list)
 set -uo pipefail
 LIMIT="${1:-580}"
 OUT="${OUT:-bench/results}"
@@ -15,7 +13,6 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 echo "[$SECONDS s] fp8 debug"
 timeout 120 python3 bench/fp8_debug.py "$OUT/fp8-debug.json" 2>&1 | tail -3
-python3 bench/fp8_pick.py "$OUT/fp8-debug.json"
 [ -f /tmp/newbie-full/vae/config.json ] || python3 -m newbie.bench.random_checkpoint /tmp/newbie-full | tail -1
 echo "[$SECONDS s] speed"
 python3 -m newbie bench speed --model /tmp/newbie-full --budget-s $(( LIMIT - SECONDS - 20 )) --out "$OUT" \
