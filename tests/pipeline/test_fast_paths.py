@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import newbie
-from newbie.errors import NewbieError
 from newbie.pipeline import pipeline as pipeline_module
 from newbie.sampling import guidance
 
@@ -127,7 +126,11 @@ def test_compile_warm_up_leaves_no_recompile_for_the_first_real_prompt(tiny_mode
         torch._dynamo.reset()
 
 
-def test_the_fp8_attention_kernel_is_refused_until_it_works_on_the_gpu(pipe):
-    with pytest.raises(NewbieError, match="triton-fp8' is withheld"):
-        pipe.compile(backend="eager", attention="triton-fp8")
-    assert not pipe.compiled
+def test_the_fp8_attention_backend_falls_back_to_sdpa_where_its_kernel_cannot_run(pipe):
+    # withheld while its kernel gave NaN on the GPU (2026-12-07 evening); fixed at night (P V in fp16,
+    # docs/benchmarks.md). A CPU has no Triton kernel: the backend must then compute plain attention
+    seed = int(torch.randint(0, 10_000, ()))
+    plain = _gen(pipe, seed=seed)
+    pipe.compile(backend="eager", attention="triton-fp8")
+    assert pipe.compiled and pipe.fast_paths["attention"] == "triton-fp8"
+    torch.testing.assert_close(_gen(pipe, seed=seed).latents, plain.latents, rtol=1e-4, atol=1e-4)

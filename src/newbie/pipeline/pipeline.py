@@ -152,11 +152,6 @@ class Pipeline:
         from newbie.model import fused
         from newbie.precision import compile_cache
 
-        if attention == "triton-fp8":  # its kernel gave NaN on an H100 (2026-12-07), cause not found yet
-            raise NewbieError(
-                "attention 'triton-fp8' is withheld: its kernel's output was NaN on the GPU in the last "
-                "benchmark (docs/benchmarks.md); use 'auto' or 'triton'"
-            )
         if self.compiled:
             return 0.0
         folder = fused.compile_cache(cache_dir) if backend == "inductor" else None
