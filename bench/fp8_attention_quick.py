@@ -13,32 +13,24 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench
 
-from newbie.bench.speed_sections import _fp8_kernel_alone
+from newbie.bench.speed_sections import attention_tflops, fp8_kernel_alone, random_qkv, sdpa_bnhd
 from newbie.model import flash
 
 H, HK, D = 24, 8, 96
 
 
-def _sdpa(q, k, v):
-    return torch.nn.functional.scaled_dot_product_attention(
-        *(t.transpose(1, 2) for t in (q, k, v)), enable_gqa=True
-    ).transpose(1, 2)
-
-
 def main() -> int:
-    out = {"device": torch.cuda.get_device_name(), "fp8_kernel": _fp8_kernel_alone(H, HK, D, (4352, 16640))}
+    out = {"device": torch.cuda.get_device_name(), "fp8_kernel": fp8_kernel_alone(H, HK, D, (4352, 16640))}
     g = torch.Generator("cuda").manual_seed(5)
     for n in (4352, 16640):
-        q, k, v = (
-            torch.randn(1, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g) for h in (H, HK, HK)
-        )
+        q, k, v = random_qkv(n, g, H, HK, D)
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            ms = do_bench(lambda q=q, k=k, v=v: _sdpa(q, k, v), rep=200)
-            cudnn = _sdpa(q, k, v).flatten(2).float()
-        exact = _sdpa(*(t.float() for t in (q, k, v))).flatten(2)
+            ms = do_bench(lambda q=q, k=k, v=v: sdpa_bnhd(q, k, v), rep=200)
+            cudnn = sdpa_bnhd(q, k, v).float()
+        exact = sdpa_bnhd(*(t.float() for t in (q, k, v)))
         f8 = flash.flash96(q, k, v, True).float()
         out[str(n)] = {
-            "cudnn_tflops": 4 * n * n * D * H / (ms * 1e-3) / 1e12,
+            "cudnn_tflops": attention_tflops(n, ms * 1e-3, H, D),
             "fp8_rel_err_vs_fp32": float((f8 - exact).norm() / exact.norm()),
             "fp8_rel_err_vs_cudnn_bf16": float((f8 - cudnn).norm() / cudnn.norm()),
             "cudnn_rel_err_vs_fp32": float((cudnn - exact).norm() / exact.norm()),

@@ -46,6 +46,24 @@ def ceiling(b: SpeedRun) -> None:
     print(f"bf16 matmul ceiling {res['matmul_tflops']:.0f} TFLOP/s", flush=True)
 
 
+def random_qkv(n: int, g: torch.Generator, H: int, HK: int, D: int):
+    """Random bf16 q (1, n, H, D) and k, v (1, n, HK, D) on the GPU, drawn from g."""
+    return (torch.randn(1, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g) for h in (H, HK, HK))
+
+
+def attention_tflops(n: int, seconds: float, H: int, D: int) -> float:
+    """TFLOP/s of one attention call over n queries and n keys: 4*n^2*D*H (QK^T and PV)."""
+    return 4 * n * n * D * H / seconds / 1e12
+
+
+def sdpa_bnhd(q, k, v):
+    """PyTorch's attention on (B, N, H, D) tensors (GQA) -> (B, N, Hq*D)."""
+    out = torch.nn.functional.scaled_dot_product_attention(
+        *(t.transpose(1, 2) for t in (q, k, v)), enable_gqa=True
+    )
+    return out.transpose(1, 2).flatten(2)
+
+
 def attention(b: SpeedRun) -> None:
     """Attention alone at the DiT's shapes (issue 26): PyTorch's backends and our kernels (model/flash.py), in
     TFLOP/s of 4*N^2*D*Hq per call, at 4,352 tokens (1024², 256 caption tokens) and 16,640 (2048²), our bf16
@@ -59,7 +77,7 @@ def attention(b: SpeedRun) -> None:
     for n in (4352, 16640):
         times = fused.time_backends(H, HK, D, n, names=("cudnn", "flash", "triton", "triton-fp8"), reps=20)
         table[n] = {
-            k: (4 * n * n * D * H / (v * 1e-3) / 1e12 if isinstance(v, float) else v)
+            k: (attention_tflops(n, v * 1e-3, H, D) if isinstance(v, float) else v)
             for k, v in times.items()
             if k != "auto_is"
         }
@@ -74,18 +92,9 @@ def attention(b: SpeedRun) -> None:
     ours = [x for x in (worst("triton"), *by_variant.values()) if isinstance(x, float)]
     res["attention_tflops_bf16"] = max(ours) if ours else None
     res["attention_tflops_fp8"] = worst("triton-fp8")
-    res["attention_fp8_kernel"] = _fp8_kernel_alone(H, HK, D, tuple(table))
-    g = torch.Generator("cuda").manual_seed(5)
-    q, k, v = (
-        torch.randn(1, 4352, h, D, device="cuda", dtype=torch.bfloat16, generator=g) for h in (H, HK, HK)
-    )
-    exact = (
-        torch.nn.functional.scaled_dot_product_attention(
-            *(t.float().transpose(1, 2) for t in (q, k, v)), enable_gqa=True
-        )
-        .transpose(1, 2)
-        .flatten(2)
-    )
+    res["attention_fp8_kernel"] = fp8_kernel_alone(H, HK, D, tuple(table))
+    q, k, v = random_qkv(4352, torch.Generator("cuda").manual_seed(5), H, HK, D)
+    exact = sdpa_bnhd(*(t.float() for t in (q, k, v)))
 
     def rel(x, ref):
         return float((x.float() - ref).norm() / ref.norm())
@@ -99,7 +108,7 @@ def attention(b: SpeedRun) -> None:
     print(f"attention TFLOP/s {json.dumps(table, default=str)[:400]}", flush=True)
 
 
-def _fp8_kernel_alone(H: int, HK: int, D: int, tokens: tuple[int, ...]) -> dict:
+def fp8_kernel_alone(H: int, HK: int, D: int, tokens: tuple[int, ...]) -> dict:
     """The fp8 kernel on operands already quantized (attention_tflops' "triton-fp8" includes the eager
     quantization, which a compiled block fuses into the kernels in front of it), and the quantization apart,
     per token count: {"tflops", "ms", "quantize_ms"} or why it did not run."""
@@ -110,16 +119,14 @@ def _fp8_kernel_alone(H: int, HK: int, D: int, tokens: tuple[int, ...]) -> dict:
     out: dict = {}
     g = torch.Generator("cuda").manual_seed(7)
     for n in tokens:
-        q, k, v = (
-            torch.randn(1, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g) for h in (H, HK, HK)
-        )
+        q, k, v = random_qkv(n, g, H, HK, D)
         try:
             pre = flash.quantize_fp8(q, k, v)
             ms = do_bench(
                 lambda q=q, pre=pre: flash_triton.fp8_from_quantized(q, *pre, block=flash.FP8_BLOCK), rep=200
             )
             qms = do_bench(lambda q=q, k=k, v=v: flash.quantize_fp8(q, k, v), rep=100)
-            out[str(n)] = {"tflops": 4 * n * n * D * H / (ms * 1e-3) / 1e12, "ms": ms, "quantize_ms": qms}
+            out[str(n)] = {"tflops": attention_tflops(n, ms * 1e-3, H, D), "ms": ms, "quantize_ms": qms}
         except Exception as e:  # noqa: BLE001 - recorded per count
             out[str(n)] = f"not run: {type(e).__name__}: {str(e)[:160]}"
     return out
@@ -136,9 +143,7 @@ def _bf16_variant_tflops(H: int, HK: int, D: int, tokens: tuple[int, ...]) -> tu
     for name in flash_variant.VARIANTS:
         worst = None
         for n in tokens:
-            q, k, v = (
-                torch.randn(1, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g) for h in (H, HK, HK)
-            )
+            q, k, v = random_qkv(n, g, H, HK, D)
             if not flash.supported(q, k):
                 worst = "not available: needs CUDA, Triton and head size 96"
                 break
@@ -151,7 +156,7 @@ def _bf16_variant_tflops(H: int, HK: int, D: int, tokens: tuple[int, ...]) -> tu
                 worst = f"not run: {flash_variant.ran(q, k)} instead (TMA not possible here)"
                 break
             seconds = _time(lambda q=q, k=k, v=v, name=name: flash.attention_bf16(q, k, v, name), rep=20)
-            tflops = 4 * n * n * D * H / seconds / 1e12
+            tflops = attention_tflops(n, seconds, H, D)
             worst = tflops if worst is None else min(worst, tflops)
             flash.attention_bf16(q, k, v)
             auto_ran[n] = flash_variant.ran(q, k)
