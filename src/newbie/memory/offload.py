@@ -103,8 +103,8 @@ class BlockStreamer:
         self.streamed = [i for i in range(len(blocks)) if i not in resident]
         self.prefetch = prefetch
         params = {i: list(blocks[i].parameters()) for i in self.streamed}
-        cpu = iter(pack([p for i in self.streamed for p in params[i]], self.device))  # one arena for all
-        self.cpu = {i: [(p, next(cpu)) for p in params[i]] for i in self.streamed}
+        packed = iter(pack([p for i in self.streamed for p in params[i]], self.device))  # one arena for all
+        self.cpu = {i: [(p, next(packed)) for p in params[i]] for i in self.streamed}
         for i in self.streamed:
             for p, cpu in self.cpu[i]:
                 p.data = cpu

@@ -294,7 +294,9 @@ class Pipeline:
             )
         synchronize(self.device)
         timings["denoise_s"] = time.perf_counter() - t0
-        if branches.rank != 0 or not decode:  # the parallel ranks other than 0 only sample
+        if (
+            branches.rank != 0 or not decode
+        ):  # parallel ranks other than 0, and compile's warm-up, only sample
             return Generation([], [], latents.cpu(), timings, events)
 
         t0 = time.perf_counter()
