@@ -9,10 +9,10 @@ bf16 softmax step (`_softmax_step`) takes loaded tiles: the TMA variant (model/f
 
 fp8: Q and K in e4m3 with one scale per 128-row block (per head), V in e4m3 with one scale per channel (it
 factors out of P V, so it is applied to the output), P rounded to e4m3 scaled x256. V is stored transposed
-(B, Hkv, D, N), the operand order Hopper's fp8 matrix instructions read. QK^T runs as an e4m3 product; P V runs
-in fp16 on the same values (every e4m3 number is exact in fp16), because fed to an e4m3 product from registers,
-P broke on the GPU: Triton 3.6 on an H100 gave NaN in the first 8 rows of every 16 in every config, their row
-sums already broken, while the fp16 form is finite and within 0.025 of the fp8 math in torch
+(B, Hkv, D, N), the operand order Hopper's fp8 matrix instructions read. QK^T runs as an e4m3 product; P V
+runs in fp16 on the same values (every e4m3 number is exact in fp16), because fed to an e4m3 product from
+registers, P broke on the GPU: Triton 3.6 on an H100 gave NaN in the first 8 rows of every 16 in every config,
+their row sums already broken, while the fp16 form is finite and within 0.025 of the fp8 math in torch
 (bench/fp8_debug.py, bench/results/fp8-debug-h100-2026-12-07-night.json). `PV_FP16=False` keeps the e4m3
 product to test again on a newer Triton.
 """
