@@ -1,6 +1,6 @@
 """The fp8 attention kernel against cuDNN's bf16 attention at the DiT's shapes (24 query / 8 KV heads, head
-size 96, 4,352 and 16,640 tokens), for a device call too short for `newbie bench speed`: TFLOP/s (4 N^2 D Hq per
-call) of cuDNN and of the fp8 kernel on quantized operands (the quantization timed apart), and the fp8
+size 96, 4,352 and 16,640 tokens), for a device call too short for `newbie bench speed`: TFLOP/s (4 N^2 D Hq
+per call) of cuDNN and of the fp8 kernel on quantized operands (the quantization timed apart), and the fp8
 output's relative error against fp32 attention and against cuDNN's. One JSON object on stdout.
 
     PYTHONPATH=src python bench/fp8_attention_quick.py
