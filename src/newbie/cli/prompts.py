@@ -151,10 +151,9 @@ def _expand(args) -> int:
         print(to_xml(expand(text)))
         return 0
     from newbie.prompts.llm import expand_llm, load_gemma_only  # torch and the model only when asked for
-    from newbie.prompts.llm_model import DECODER_KINDS
+    from newbie.prompts.llm_model import check_decoder_kind
 
-    if args.decoder not in DECODER_KINDS:  # before loading: a bad name costs nothing
-        raise NewbieError(f"unknown decoder '{args.decoder}' (choose from {', '.join(DECODER_KINDS)})")
+    check_decoder_kind(args.decoder)  # before loading: a bad name costs nothing
     gemma, tokenizer, device, notice = load_gemma_only(args.model, args.text_encoder, args.device, args.dtype)
     if notice:
         print(notice, file=sys.stderr)

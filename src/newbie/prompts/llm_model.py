@@ -29,6 +29,12 @@ def _embed(gemma, ids: torch.Tensor, device) -> torch.Tensor:
 DECODER_KINDS = ("auto", "eager", "compiled")
 
 
+def check_decoder_kind(kind: str) -> None:
+    """A NewbieError naming the choices unless `kind` is one of DECODER_KINDS (callers check before loading)."""
+    if kind not in DECODER_KINDS:
+        raise NewbieError(f"unknown decoder '{kind}' (choose from {', '.join(DECODER_KINDS)})")
+
+
 class StaticDecoder:
     """Our Gemma decoder over a preallocated KV cache: the prompt in one pass, then one token per step, each
     through every layer's own forward (so a memory plan's streaming hooks fire). On CUDA, with every weight
@@ -212,8 +218,7 @@ def make_decoder(
     """ "auto" (a CUDA graph of the eager step on CUDA when every weight is on the device), "eager" (never a
     graph) or "compiled" (as auto, of the step torch.compile'd with `backend` first; on the CPU the compiled
     step alone)."""
-    if kind not in DECODER_KINDS:
-        raise NewbieError(f"unknown decoder '{kind}' (choose from {', '.join(DECODER_KINDS)})")
+    check_decoder_kind(kind)
     return StaticDecoder(
         gemma,
         max_len,
